@@ -1,1 +1,2 @@
-//! placeholder
+//! capture-agent: everything in podcap that touches packets.
+pub mod bpf;

@@ -1,0 +1,1 @@
+//! Placeholder: the classic BPF generator lands here.
