@@ -1,2 +1,13 @@
-//! capture-agent: everything in podcap that touches packets.
+//! capture-agent: everything in podcap that touches packets — the AF_PACKET ring (the only
+//! `unsafe` code), the BPF generator, the pcap/pcapng writers with rotation, and the capture
+//! engine that ties them together. The `capture-agent` binary is its command line.
+
+pub mod afpacket;
 pub mod bpf;
+pub mod engine;
+pub mod format;
+pub mod output;
+pub mod stop;
+
+pub use engine::{Capture, CaptureConfig, CaptureError, CaptureReport, EndReason, InterfaceSpec, OutputPlan};
+pub use stop::{StopHandle, StopSignal};

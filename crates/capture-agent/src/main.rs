@@ -1,1 +1,24 @@
-fn main() {}
+//! The `capture-agent` binary: today the standalone capture command, usable like tcpdump.
+//! Errors are reported with anyhow at this edge; logs go to stderr through tracing.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PODCAP_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("capture-agent: {error:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! `capture-agent capture`: turns command-line flags into a capture, runs it until Ctrl-C,
+//! SIGTERM, the duration or a limit, and prints what was captured.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytesize::ByteSize;
+use capture_spec::{CaptureLimits, Filter, OutputFormat, Rotation, DEFAULT_SNAP_LENGTH};
+use clap::Args;
+
+use capture_agent::afpacket::RingConfig;
+use capture_agent::{Capture, CaptureConfig, EndReason, InterfaceSpec, OutputPlan, StopSignal};
+
+use super::summary;
+
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// Interface to capture on (repeat for several; all go into one file).
+    #[arg(short, long = "interface", value_name = "IF", required = true)]
+    interfaces: Vec<String>,
+    /// Keep only matching packets: PROTO[:PORTS], e.g. tcp:80,443,8000-8100, udp:53, icmp, icmpv6,
+    /// sctp:9, udplite:5000, 47, any:53. Repeat to OR rules. No filter keeps everything.
+    #[arg(short, long = "filter", value_name = "RULE")]
+    filters: Vec<String>,
+    /// Stop after this long, e.g. 10s, 5m, 1h30m.
+    #[arg(short, long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Stop after exactly N packets.
+    #[arg(short = 'c', long, value_name = "N")]
+    max_packets: Option<u64>,
+    /// Stop before the captured packet bytes would pass N (e.g. 100MB, 1GiB).
+    #[arg(long, value_name = "N")]
+    max_bytes: Option<ByteSize>,
+    /// Bytes kept of each packet (default 262144: whole GRO frames on veths).
+    #[arg(short, long, default_value_t = DEFAULT_SNAP_LENGTH)]
+    snaplen: u32,
+    /// File format.
+    #[arg(long, default_value = "pcapng")]
+    format: OutputFormat,
+    /// Output file; with rotation, files are named FILE-000001.EXT, FILE-000002.EXT, ...
+    #[arg(short = 'w', long, value_name = "FILE")]
+    output: PathBuf,
+    /// Start a new file before one would grow past this size (e.g. 100MB).
+    #[arg(long, value_name = "SIZE")]
+    rotate_bytes: Option<ByteSize>,
+    /// Start a new file after this long (e.g. 1h).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    rotate_every: Option<Duration>,
+    /// Keep at most N files, deleting the oldest (a ring of files; needs rotation).
+    #[arg(long, value_name = "N")]
+    max_files: Option<u32>,
+    /// Kernel ring size per interface.
+    #[arg(long, default_value = "64MiB")]
+    ring_size: ByteSize,
+    /// Ring block size (power of two; must exceed the snap length to keep the largest frames whole).
+    #[arg(long, default_value = "1MiB")]
+    block_size: ByteSize,
+    /// How long the kernel fills a block before handing it over at low packet rates.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    block_timeout: Duration,
+    /// Describe an interface in the pcapng file: IF=TEXT, e.g. "vethab12=shop/web-1 on node-a".
+    #[arg(long = "describe", value_name = "IF=TEXT")]
+    descriptions: Vec<String>,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn interface_specs(args: &CaptureArgs) -> anyhow::Result<Vec<InterfaceSpec>> {
+    let mut specs: Vec<InterfaceSpec> = args
+        .interfaces
+        .iter()
+        .map(|name| InterfaceSpec { name: name.clone(), description: String::new() })
+        .collect();
+    for text in &args.descriptions {
+        let Some((name, description)) = text.split_once('=') else {
+            bail!("--describe {text:?}: write IF=TEXT, e.g. --describe \"veth1=shop/web-1 on node-a\"");
+        };
+        let Some(spec) = specs.iter_mut().find(|s| s.name == name) else {
+            bail!("--describe names {name:?}, which is not one of the --interface values");
+        };
+        spec.description = description.to_string();
+    }
+    Ok(specs)
+}
+
+fn to_u64(size: ByteSize) -> u64 {
+    size.as_u64()
+}
+
+pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
+    let filter = Filter::parse_cli(&args.filters).context("bad --filter")?;
+    let limits = CaptureLimits {
+        snap_length: args.snaplen,
+        max_bytes: args.max_bytes.map(to_u64),
+        max_packets: args.max_packets,
+        rotation: Rotation {
+            max_file_bytes: args.rotate_bytes.map(to_u64),
+            max_file_seconds: args.rotate_every.map(|d| d.as_secs().max(1)),
+            max_files: args.max_files,
+        },
+    };
+    let block_size = u32::try_from(args.block_size.as_u64()).context("--block-size is too large")?;
+    let ring = RingConfig::with_size(args.ring_size.as_u64(), block_size, args.block_timeout)
+        .context("bad --ring-size/--block-size/--block-timeout")?;
+    let config = CaptureConfig {
+        interfaces: interface_specs(&args)?,
+        filter,
+        limits,
+        duration: args.duration,
+        format: args.format,
+        output: OutputPlan::SingleFile(args.output.clone()),
+        ring,
+    };
+    let (stop, handle) = StopSignal::new().context("creating the stop signal")?;
+    stop.stop_on_signals(&handle).context("installing SIGINT/SIGTERM handlers")?;
+    let capture = Capture::open(config)?;
+    // Tests and scripts wait for this line before sending traffic: every socket is bound now.
+    eprintln!("capturing on {}", capture.interface_names().join(", "));
+    let report = capture.run(&stop)?;
+    summary::print(&report, args.json)?;
+    Ok(match report.end {
+        EndReason::Failed(_) => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    })
+}

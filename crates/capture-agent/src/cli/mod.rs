@@ -1,0 +1,29 @@
+//! Command-line interface: argument parsing and the `capture` command, exactly as DESIGN.md's
+//! agent CLI contract (`capture-agent capture --interface IF --filter tcp:80,443 --duration 10s
+//! --format pcapng|pcap --output FILE ...`).
+
+mod capture;
+mod summary;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "capture-agent", version, about = "podcap's node agent: packet capture into pcapng/pcap files")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Capture packets on one or more interfaces into a file, like tcpdump -w.
+    Capture(capture::CaptureArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Capture(args) => capture::run(args),
+    }
+}

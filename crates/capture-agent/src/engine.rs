@@ -1,0 +1,376 @@
+//! The capture engine: one capture over N interfaces, with a filter, limits and rotating files.
+//!
+//! One thread does everything: it sleeps in poll(2) on every interface's ring (and the stop
+//! signal), and when a block is handed over it encodes each packet straight from the ring into
+//! a large output buffer. There is no per-packet allocation or syscall; the file write is the
+//! costly part, so it happens in large batches (see `output`).
+//!
+//! Limits are exact: `max_packets` stops after exactly N packets, `max_bytes` writes no packet
+//! that would take the captured bytes past N. A stop request or the end of the duration drains
+//! the rings first (swap in a drop-all filter, read until the kernel's partly filled block has
+//! been handed over), so a stop never loses a packet the kernel already accepted.
+
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use capture_spec::{CaptureLimits, Filter, LimitsError, OutputFormat};
+
+use crate::afpacket::{self, Ring, RingConfig, RingError};
+use crate::bpf::{self, BpfError};
+use crate::format::{frame_len, InterfaceInfo};
+use crate::output::{FileSummary, OutputError, OutputFiles, FLUSH_INTERVAL};
+use crate::stop::StopSignal;
+
+/// How often kernel counters are read into the live counters and file footers.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One interface to capture on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceSpec {
+    /// The interface name in this network namespace (e.g. the pod's host-side veth).
+    pub name: String,
+    /// Recorded in pcapng `if_description`, e.g. "shop/web-1 on node-a".
+    pub description: String,
+}
+
+/// Where the files go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputPlan {
+    /// Every interface into one file (or one rotating series): `--output FILE`.
+    SingleFile(PathBuf),
+    /// One file series per interface, named `{directory}/{interface}.{ext}`.
+    PerInterface { directory: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    pub interfaces: Vec<InterfaceSpec>,
+    pub filter: Filter,
+    pub limits: CaptureLimits,
+    pub duration: Option<Duration>,
+    pub format: OutputFormat,
+    pub output: OutputPlan,
+    pub ring: RingConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("no interface to capture on: give at least one --interface")]
+    NoInterfaces,
+    #[error("interface {0} is listed twice")]
+    DuplicateInterface(String),
+    #[error("interface {name} has link type {link_type}, not Ethernet: podcap captures Ethernet interfaces (veths, bridges, NICs)")]
+    NotEthernet { name: String, link_type: String },
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
+    #[error(transparent)]
+    Filter(#[from] BpfError),
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error("waiting for packets: {0}")]
+    Poll(#[source] std::io::Error),
+}
+
+/// Why a capture ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// Asked to stop (signal or stop handle).
+    Stopped,
+    /// The duration elapsed.
+    Duration,
+    PacketLimit,
+    ByteLimit,
+    /// Writing failed (e.g. the disk is full); files up to the failure are kept.
+    Failed(String),
+}
+
+/// Counters a caller may read while the capture runs (updated once per ring block).
+#[derive(Debug, Default)]
+pub struct InterfaceCounters {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    pub drops: AtomicU64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceReport {
+    pub name: String,
+    pub description: String,
+    /// Packets and bytes written to files.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets the filter accepted in the kernel (written, dropped, or left after a limit).
+    pub kernel_received: u64,
+    /// Packets the filter accepted that found no room in the ring.
+    pub drops: u64,
+    pub freezes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureReport {
+    pub end: EndReason,
+    pub packets: u64,
+    pub bytes: u64,
+    pub drops: u64,
+    pub freezes: u64,
+    pub interfaces: Vec<InterfaceReport>,
+    /// Files on disk, in the order written.
+    pub files: Vec<FileSummary>,
+    /// Files deleted to stay within `maxFiles`.
+    pub deleted_files: u64,
+}
+
+struct Source {
+    ring: Ring,
+    spec: InterfaceSpec,
+    output: usize,
+    interface_id: u32,
+    packets: u64,
+    bytes: u64,
+}
+
+/// An open capture, ready to run.
+pub struct Capture {
+    sources: Vec<Source>,
+    outputs: Vec<OutputFiles>,
+    limits: CaptureLimits,
+    duration: Option<Duration>,
+    live: Arc<Vec<InterfaceCounters>>,
+    packets: u64,
+    bytes: u64,
+}
+
+fn check_ethernet(name: &str) -> Result<(), CaptureError> {
+    // 1 = ARPHRD_ETHER, 772 = ARPHRD_LOOPBACK (which also carries Ethernet headers).
+    let path = format!("/sys/class/net/{name}/type");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if matches!(text.trim(), "1" | "772") => Ok(()),
+        Ok(text) => Err(CaptureError::NotEthernet { name: name.into(), link_type: text.trim().into() }),
+        // No sysfs entry: let the socket report a missing interface precisely.
+        Err(_) => Ok(()),
+    }
+}
+
+impl Capture {
+    /// Validates the configuration, compiles the filter, opens every ring and the first file(s).
+    /// Nothing is captured before this returns, and everything after it is.
+    pub fn open(config: CaptureConfig) -> Result<Capture, CaptureError> {
+        if config.interfaces.is_empty() {
+            return Err(CaptureError::NoInterfaces);
+        }
+        for (i, interface) in config.interfaces.iter().enumerate() {
+            if config.interfaces[..i].iter().any(|earlier| earlier.name == interface.name) {
+                return Err(CaptureError::DuplicateInterface(interface.name.clone()));
+            }
+            check_ethernet(&interface.name)?;
+        }
+        config.limits.validate()?;
+        let snap_length = config.limits.snap_length;
+        if snap_length > config.ring.max_packet_in_block() {
+            tracing::warn!(
+                snap_length,
+                block_size = config.ring.block_size,
+                "packets longer than {} bytes will be cut to fit a ring block; raise --block-size to keep them whole",
+                config.ring.max_packet_in_block()
+            );
+        }
+        let program = bpf::compile(&config.filter, snap_length)?;
+        let filter_expression = config.filter.to_pcap_expression();
+        let info = |spec: &InterfaceSpec| InterfaceInfo {
+            name: spec.name.clone(),
+            description: spec.description.clone(),
+            filter_expression: filter_expression.clone(),
+        };
+        let rotation = config.limits.rotation;
+        let mut outputs = Vec::new();
+        let mut routes = Vec::new();
+        match &config.output {
+            OutputPlan::SingleFile(path) => {
+                let infos = config.interfaces.iter().map(info).collect();
+                outputs.push(OutputFiles::create(path, config.format, infos, snap_length, rotation)?);
+                routes.extend((0..config.interfaces.len()).map(|i| (0, i as u32)));
+            }
+            OutputPlan::PerInterface { directory } => {
+                for (i, spec) in config.interfaces.iter().enumerate() {
+                    let path = directory.join(format!("{}.{}", spec.name, config.format.extension()));
+                    outputs.push(OutputFiles::create(&path, config.format, vec![info(spec)], snap_length, rotation)?);
+                    routes.push((i, 0));
+                }
+            }
+        }
+        let mut sources = Vec::with_capacity(config.interfaces.len());
+        for (spec, (output, interface_id)) in config.interfaces.into_iter().zip(routes) {
+            let ring = Ring::open(&spec.name, config.ring, &program)?;
+            sources.push(Source { ring, spec, output, interface_id, packets: 0, bytes: 0 });
+        }
+        let live = Arc::new(sources.iter().map(|_| InterfaceCounters::default()).collect());
+        Ok(Capture { sources, outputs, limits: config.limits, duration: config.duration, live, packets: 0, bytes: 0 })
+    }
+
+    /// Live per-interface counters, in the order of `CaptureConfig::interfaces`.
+    pub fn live_counters(&self) -> Arc<Vec<InterfaceCounters>> {
+        self.live.clone()
+    }
+
+    /// The interface names actually bound (ifindex-resolved), for a "capturing on" message.
+    pub fn interface_names(&self) -> Vec<String> {
+        self.sources.iter().map(|s| format!("{} (ifindex {})", s.spec.name, s.ring.ifindex())).collect()
+    }
+
+    /// Captures until stopped, the duration ends or a limit is reached, then closes the files.
+    pub fn run(mut self, stop: &StopSignal) -> Result<CaptureReport, CaptureError> {
+        let deadline = self.duration.map(|d| Instant::now() + d);
+        let mut last_stats = Instant::now();
+        let end = loop {
+            if stop.is_requested() {
+                break self.drain(EndReason::Stopped);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                break self.drain(EndReason::Duration);
+            }
+            let timeout = deadline.map_or(FLUSH_INTERVAL, |d| d.saturating_duration_since(now).min(FLUSH_INTERVAL));
+            if let Err(error) = self.wait(stop, timeout) {
+                break EndReason::Failed(error.to_string());
+            }
+            match self.read_ready_blocks() {
+                Ok(Some(reason)) => break reason,
+                Ok(None) => {}
+                Err(error) => break EndReason::Failed(error.to_string()),
+            }
+            let now = Instant::now();
+            if now.duration_since(last_stats) >= STATS_INTERVAL {
+                last_stats = now;
+                self.refresh_kernel_stats();
+            }
+            if let Err(error) = self.outputs.iter_mut().try_for_each(|o| o.flush_if_due(now)) {
+                break EndReason::Failed(error.to_string());
+            }
+        };
+        self.finish(end)
+    }
+
+    fn wait(&self, stop: &StopSignal, timeout: Duration) -> Result<(), CaptureError> {
+        let mut fds: Vec<_> = self.sources.iter().map(|s| s.ring.as_fd()).collect();
+        fds.push(stop.wake_fd());
+        afpacket::wait_readable(&fds, timeout).map(drop).map_err(CaptureError::Poll)
+    }
+
+    /// Writes every packet in every handed-over block; returns a limit if one was reached.
+    fn read_ready_blocks(&mut self) -> Result<Option<EndReason>, OutputError> {
+        let Capture { sources, outputs, limits, live, packets, bytes, .. } = self;
+        for (index, source) in sources.iter_mut().enumerate() {
+            let output = &mut outputs[source.output];
+            while let Some(block) = source.ring.next_block() {
+                for packet in block.packets() {
+                    if limits.max_packets.is_some_and(|max| *packets >= max) {
+                        return Ok(Some(EndReason::PacketLimit));
+                    }
+                    let len = frame_len(&packet) as u64;
+                    if limits.max_bytes.is_some_and(|max| *bytes + len > max) {
+                        return Ok(Some(EndReason::ByteLimit));
+                    }
+                    output.write(source.interface_id, &packet)?;
+                    *packets += 1;
+                    *bytes += len;
+                    source.packets += 1;
+                    source.bytes += len;
+                }
+                let counters = &live[index];
+                counters.packets.store(source.packets, Ordering::Relaxed);
+                counters.bytes.store(source.bytes, Ordering::Relaxed);
+            }
+        }
+        // Stop as soon as the last allowed packet is written, not when the next one arrives.
+        if limits.max_packets.is_some_and(|max| *packets >= max) {
+            return Ok(Some(EndReason::PacketLimit));
+        }
+        Ok(None)
+    }
+
+    fn refresh_kernel_stats(&mut self) {
+        for (index, source) in self.sources.iter_mut().enumerate() {
+            match source.ring.stats() {
+                Ok(stats) => {
+                    self.live[index].drops.store(stats.drops, Ordering::Relaxed);
+                    self.outputs[source.output].set_kernel_counters(source.interface_id, stats.received, stats.drops);
+                }
+                Err(error) => tracing::warn!(%error, "reading kernel counters"),
+            }
+        }
+    }
+
+    /// Stops new packets and writes every packet the kernel already accepted.
+    fn drain(&mut self, reason: EndReason) -> EndReason {
+        for source in &self.sources {
+            if let Err(error) = source.ring.detach_traffic() {
+                tracing::warn!(%error, "could not stop traffic before draining");
+            }
+        }
+        let longest_timeout = self.sources.iter().map(|s| s.ring.config().block_timeout).max().unwrap_or_default();
+        let started = Instant::now();
+        // The kernel hands over a partly filled block after its timeout; allow two, plus slack.
+        let give_up = started + 2 * longest_timeout + Duration::from_millis(100);
+        // A packet that passed the old filter on another CPU may still be on its way in.
+        let settle = started + Duration::from_millis(5);
+        loop {
+            match self.read_ready_blocks() {
+                Ok(Some(limit)) => return limit,
+                Ok(None) => {}
+                Err(error) => return EndReason::Failed(error.to_string()),
+            }
+            let now = Instant::now();
+            if now >= settle && self.sources.iter().all(|s| s.ring.is_drained()) {
+                return reason;
+            }
+            if now >= give_up {
+                tracing::debug!("drain gave up waiting for the kernel to hand over a block");
+                return reason;
+            }
+            let fds: Vec<_> = self.sources.iter().map(|s| s.ring.as_fd()).collect();
+            if let Err(error) = afpacket::wait_readable(&fds, Duration::from_millis(5)) {
+                return EndReason::Failed(error.to_string());
+            }
+        }
+    }
+
+    fn finish(mut self, end: EndReason) -> Result<CaptureReport, CaptureError> {
+        self.refresh_kernel_stats();
+        let mut interfaces = Vec::with_capacity(self.sources.len());
+        let (mut drops, mut freezes) = (0, 0);
+        for source in &mut self.sources {
+            let stats = source.ring.stats().unwrap_or_default();
+            drops += stats.drops;
+            freezes += stats.freezes;
+            interfaces.push(InterfaceReport {
+                name: source.spec.name.clone(),
+                description: source.spec.description.clone(),
+                packets: source.packets,
+                bytes: source.bytes,
+                kernel_received: stats.received,
+                drops: stats.drops,
+                freezes: stats.freezes,
+            });
+        }
+        let mut files = Vec::new();
+        let mut deleted_files = 0;
+        let mut end = end;
+        for output in self.outputs {
+            deleted_files += output.deleted_files();
+            let on_disk = output.files();
+            match output.finish() {
+                Ok(finished) => files.extend(finished),
+                Err(error) => {
+                    files.extend(on_disk);
+                    end = EndReason::Failed(error.to_string());
+                }
+            }
+        }
+        Ok(CaptureReport { end, packets: self.packets, bytes: self.bytes, drops, freezes, interfaces, files, deleted_files })
+    }
+}
