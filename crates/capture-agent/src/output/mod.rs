@@ -1,26 +1,34 @@
 //! A capture's output: one stream of records cut into files by size and age, optionally a ring of
-//! at most N files, written with large buffered writes.
+//! at most N files. Records are encoded into a page-aligned buffer; full 1 MiB chunks go to the
+//! disk writer thread (see `disk`), so the capture thread never waits for the disk.
 //!
-//! Crash safety: a file's headers are written and flushed when it is opened, and records reach the
-//! file in whole-record writes at least every [`FLUSH_INTERVAL`] or [`FLUSH_BYTES`], whichever
-//! comes first. So a killed process (SIGKILL, OOM) leaves every file readable, losing at most the
-//! packets of the last 250 ms or 1 MiB of records (plus what the kernel still held in the ring).
-//! Only a closed file has the statistics footer. The page cache survives a killed process; a host
-//! crash can lose more, as for any writer that does not fsync.
+//! Crash safety: a file's headers reach the file when it is opened, and the file always ends on
+//! a record boundary: after each chunk, and at least every [`FLUSH_INTERVAL`], the unwritten tail
+//! is written too. So a killed process (SIGKILL, OOM) leaves every file readable, losing at most
+//! the packets of the last 250 ms (plus chunks still queued for the disk writer, which only
+//! happens when the disk is slower than the traffic, and what the kernel still held in the ring).
+//! Only a closed file has the statistics footer. A host crash can lose more, as for any writer
+//! that does not fsync.
+
+mod disk;
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use capture_spec::{OutputFormat, Rotation};
 
 use crate::afpacket::Packet;
 use crate::format::{Encoder, FileHeaderInfo, InterfaceInfo, InterfaceTotals, PacketRecord};
+use disk::{DiskWriter, FileHandles, DIRECT_ALIGN};
 
-/// Buffered records are written once they reach this size...
+/// Buffered records go to the disk writer once they reach this size...
 pub const FLUSH_BYTES: usize = 1 << 20;
+/// Room after a chunk's worth for the largest record (a whole 262144-byte frame, a restored
+/// VLAN tag, and the pcapng block around it), so a buffer never reallocates.
+const MAX_RECORD: usize = capture_spec::MAX_SNAP_LENGTH as usize + 4 + 64;
 /// ...or when they are this old.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -48,13 +56,13 @@ pub struct OutputError {
 }
 
 impl OutputError {
-    fn new<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> OutputError + 'a {
+    pub(crate) fn new<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> OutputError + 'a {
         move |source| OutputError { op, path: path.to_path_buf(), source }
     }
 }
 
 struct OpenFile {
-    file: File,
+    handles: Arc<FileHandles>,
     summary: FileSummary,
     opened_at: Instant,
 }
@@ -66,7 +74,14 @@ pub struct OutputFiles {
     interfaces: Vec<InterfaceInfo>,
     snap_length: u32,
     rotation: Rotation,
+    writer: DiskWriter,
+    /// Encoded records not yet handed to the writer; data starts at `start`, page-aligned.
     buffer: Vec<u8>,
+    start: usize,
+    /// The file offset of `buffer[start]`.
+    buffer_offset: u64,
+    /// How much of the buffer's data the file already has (written as a tail).
+    published: usize,
     current: OpenFile,
     next_sequence: u64,
     /// Closed files still on disk, oldest first.
@@ -94,17 +109,23 @@ impl OutputFiles {
         rotation: Rotation,
     ) -> Result<OutputFiles, OutputError> {
         let encoder = Encoder::new(format);
-        let mut buffer = Vec::with_capacity(FLUSH_BYTES + 2 * capture_spec::MAX_SNAP_LENGTH as usize);
+        let mut writer = DiskWriter::spawn(FLUSH_BYTES + MAX_RECORD)?;
+        let buffer = writer.take_buffer()?;
+        let start = buffer.len();
         let first_path = file_path(base, format, rotation.rotates().then_some(1));
-        let current = open_file(&first_path, &encoder, &interfaces, snap_length, &mut buffer)?;
+        let current = OpenFile::create(&first_path)?;
         let count = interfaces.len();
-        Ok(OutputFiles {
+        let mut output = OutputFiles {
             base: base.to_path_buf(),
             encoder,
             interfaces,
             snap_length,
             rotation,
+            writer,
             buffer,
+            start,
+            buffer_offset: 0,
+            published: 0,
             current,
             next_sequence: 2,
             closed: VecDeque::new(),
@@ -113,7 +134,18 @@ impl OutputFiles {
             started_ns: now_ns(),
             delivered: vec![0; count],
             kernel: vec![(0, 0); count],
-        })
+        };
+        output.write_file_header()?;
+        Ok(output)
+    }
+
+    /// Starts the current file: its headers are in the file before any packet.
+    fn write_file_header(&mut self) -> Result<(), OutputError> {
+        let before = self.buffer.len();
+        let info = FileHeaderInfo { interfaces: &self.interfaces, snap_length: self.snap_length, application: APPLICATION };
+        self.encoder.file_header(&mut self.buffer, &info);
+        self.current.summary.bytes = (self.buffer.len() - before) as u64;
+        self.publish_tail()
     }
 
     /// Updates the kernel counters (received, dropped) written into statistics footers.
@@ -144,9 +176,40 @@ impl OutputFiles {
         if let Some(count) = self.delivered.get_mut(interface_id as usize) {
             *count += 1;
         }
-        if self.buffer.len() >= FLUSH_BYTES {
-            self.flush()?;
+        if self.buffer.len() - self.start >= FLUSH_BYTES {
+            self.hand_over_chunk()?;
         }
+        Ok(())
+    }
+
+    /// Hands the page-aligned part of the buffer to the disk writer and keeps the rest (less
+    /// than a page) at the start of a fresh buffer, which is then written as the file's tail so
+    /// the file ends on a record boundary.
+    fn hand_over_chunk(&mut self) -> Result<(), OutputError> {
+        let aligned = (self.buffer.len() - self.start) / DIRECT_ALIGN * DIRECT_ALIGN;
+        if aligned == 0 {
+            return self.publish_tail();
+        }
+        let mut next = self.writer.take_buffer()?;
+        let next_start = next.len();
+        next.extend_from_slice(&self.buffer[self.start + aligned..]);
+        let full = std::mem::replace(&mut self.buffer, next);
+        let full_start = std::mem::replace(&mut self.start, next_start);
+        self.writer.write_chunk(&self.current.handles, self.buffer_offset, full, full_start..full_start + aligned)?;
+        self.buffer_offset += aligned as u64;
+        self.published = 0;
+        self.publish_tail()
+    }
+
+    /// Writes the records the file does not have yet, without handing the buffer over.
+    fn publish_tail(&mut self) -> Result<(), OutputError> {
+        self.last_flush = Instant::now();
+        let data = &self.buffer[self.start..];
+        if data.len() == self.published {
+            return self.writer.check();
+        }
+        self.writer.write_tail(&self.current.handles, self.buffer_offset, data)?;
+        self.published = data.len();
         Ok(())
     }
 
@@ -185,7 +248,7 @@ impl OutputFiles {
         let before = self.buffer.len();
         self.encoder.file_footer(&mut self.buffer, &totals);
         self.current.summary.bytes += (self.buffer.len() - before) as u64;
-        self.flush()?;
+        self.publish_tail()?;
         Ok(self.current.summary.clone())
     }
 
@@ -193,34 +256,34 @@ impl OutputFiles {
         let sealed = self.seal_current()?;
         let path = file_path(&self.base, self.encoder.format(), Some(self.next_sequence));
         self.next_sequence += 1;
-        self.current = open_file(&path, &self.encoder, &self.interfaces, self.snap_length, &mut self.buffer)?;
+        // The sealed file's bytes are all with the writer; the new file starts at offset 0.
+        self.buffer.truncate(self.start);
+        self.buffer_offset = 0;
+        self.published = 0;
+        self.current = OpenFile::create(&path)?;
+        self.write_file_header()?;
         self.closed.push_back(sealed);
         if let Some(max_files) = self.rotation.max_files {
             while self.closed.len() + 1 > max_files as usize {
                 let Some(oldest) = self.closed.pop_front() else { break };
-                std::fs::remove_file(&oldest.path).map_err(OutputError::new("deleting the oldest file", &oldest.path))?;
+                self.writer.remove(oldest.path)?;
                 self.deleted_files += 1;
             }
         }
         Ok(())
     }
 
-    /// Writes buffered records if they have waited [`FLUSH_INTERVAL`].
+    /// Writes buffered records if they have waited [`FLUSH_INTERVAL`]; reports a failed write.
     pub fn flush_if_due(&mut self, now: Instant) -> Result<(), OutputError> {
-        if !self.buffer.is_empty() && now.duration_since(self.last_flush) >= FLUSH_INTERVAL {
-            self.flush()?;
+        if now.duration_since(self.last_flush) >= FLUSH_INTERVAL {
+            self.publish_tail()?;
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), OutputError> {
-        self.last_flush = Instant::now();
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let result = self.current.file.write_all(&self.buffer);
-        self.buffer.clear();
-        result.map_err(OutputError::new("writing", &self.current.summary.path))
+    /// True when the current file is written with O_DIRECT (false: through the page cache).
+    pub fn is_direct(&self) -> bool {
+        self.current.handles.is_direct()
     }
 
     /// Files written so far that are still on disk, oldest first, the open one last.
@@ -236,35 +299,21 @@ impl OutputFiles {
     /// Closes the last file with its statistics footer and returns every file still on disk.
     pub fn finish(mut self) -> Result<Vec<FileSummary>, OutputError> {
         let last = self.seal_current()?;
+        self.writer.wait()?;
         let mut files: Vec<FileSummary> = self.closed.drain(..).collect();
         files.push(last);
         Ok(files)
     }
 }
 
-fn open_file(
-    path: &Path,
-    encoder: &Encoder,
-    interfaces: &[InterfaceInfo],
-    snap_length: u32,
-    buffer: &mut Vec<u8>,
-) -> Result<OpenFile, OutputError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(OutputError::new("creating", path))?;
-    buffer.clear();
-    encoder.file_header(buffer, &FileHeaderInfo { interfaces, snap_length, application: APPLICATION });
-    file.write_all(buffer).map_err(OutputError::new("writing", path))?;
-    let header_len = buffer.len() as u64;
-    buffer.clear();
-    Ok(OpenFile {
-        file,
-        summary: FileSummary { path: path.to_path_buf(), packets: 0, bytes: header_len, first_packet_ns: None, last_packet_ns: None },
-        opened_at: Instant::now(),
-    })
+impl OpenFile {
+    fn create(path: &Path) -> Result<OpenFile, OutputError> {
+        Ok(OpenFile {
+            handles: Arc::new(FileHandles::create(path)?),
+            summary: FileSummary { path: path.to_path_buf(), packets: 0, bytes: 0, first_packet_ns: None, last_packet_ns: None },
+            opened_at: Instant::now(),
+        })
+    }
 }
 
 /// `base` itself, or with a sequence number: `dir/capture.pcapng` -> `dir/capture-000002.pcapng`.

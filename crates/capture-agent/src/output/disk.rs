@@ -1,0 +1,207 @@
+//! The disk writer: a thread that puts a capture's bytes into its files, so the capture thread
+//! never waits for the disk.
+//!
+//! Why: the capture thread must get back to the ring quickly, and on a busy host a buffered
+//! write(2) can stall for tens of milliseconds (page allocation, dirty throttling) while costing
+//! more CPU than the whole capture (the kernel copies every byte into new page-cache pages).
+//! So whole, page-aligned chunks are written with O_DIRECT (the device reads our buffer; no copy)
+//! from this thread, and only the small unaligned tail of the stream is written through a second,
+//! buffered descriptor — at every flush tick and at close — so a file always has its exact
+//! length and is readable up to its last flushed record. Where O_DIRECT is refused (some
+//! filesystems), everything goes through the buffered descriptor instead.
+//!
+//! Buffers travel to this thread and come back through a bounded pool: when the disk is slower
+//! than the traffic, the capture thread waits for a buffer, the ring fills, and the kernel counts
+//! drops — memory stays bounded and the loss is reported.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use super::OutputError;
+
+/// Alignment that satisfies O_DIRECT on every common device and filesystem.
+pub(super) const DIRECT_ALIGN: usize = 4096;
+/// Buffers in flight at most (each a chunk plus a record): bounds the writer's memory.
+const POOL_BUFFERS: usize = 8;
+
+/// The two descriptors of one output file.
+pub(super) struct FileHandles {
+    path: PathBuf,
+    /// O_DIRECT descriptor for aligned chunks; `None` where the filesystem refuses O_DIRECT.
+    direct: Option<File>,
+    buffered: File,
+}
+
+impl FileHandles {
+    pub(super) fn create(path: &Path) -> Result<FileHandles, OutputError> {
+        let buffered = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(OutputError::new("creating", path))?;
+        let direct = OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path).ok();
+        if direct.is_none() {
+            tracing::debug!(path = %path.display(), "O_DIRECT refused; writing through the page cache");
+        }
+        Ok(FileHandles { path: path.to_path_buf(), direct, buffered })
+    }
+
+    pub(super) fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+}
+
+enum Job {
+    /// Write `buffer[range]` at `offset`: page-aligned start, length and offset when direct.
+    Chunk { file: Arc<FileHandles>, offset: u64, buffer: Vec<u8>, range: std::ops::Range<usize> },
+    /// Write the stream's unaligned tail at `offset` through the buffered descriptor.
+    Tail { file: Arc<FileHandles>, offset: u64, bytes: Vec<u8> },
+    Remove(PathBuf),
+    /// Answer once every earlier job is done.
+    Barrier(SyncSender<()>),
+}
+
+/// The capture thread's side of the writer.
+pub(super) struct DiskWriter {
+    jobs: Option<Sender<Job>>,
+    free: Receiver<Vec<u8>>,
+    allocated: usize,
+    buffer_capacity: usize,
+    error: Arc<Mutex<Option<OutputError>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DiskWriter {
+    pub(super) fn spawn(buffer_capacity: usize) -> Result<DiskWriter, OutputError> {
+        let (jobs, job_queue) = mpsc::channel::<Job>();
+        let (give_back, free) = mpsc::channel::<Vec<u8>>();
+        let error = Arc::new(Mutex::new(None));
+        let thread_error = error.clone();
+        let thread = std::thread::Builder::new()
+            .name("podcap-disk".into())
+            .spawn(move || run_jobs(job_queue, give_back, thread_error))
+            .map_err(OutputError::new("starting the disk writer for", Path::new("capture files")))?;
+        Ok(DiskWriter { jobs: Some(jobs), free, allocated: 0, buffer_capacity, error, thread: Some(thread) })
+    }
+
+    /// An empty buffer whose byte at index [`aligned_start`] is page-aligned. Waits for one to
+    /// come back when all are in flight (the disk is the bottleneck).
+    pub(super) fn take_buffer(&mut self) -> Result<Vec<u8>, OutputError> {
+        let mut buffer = match self.free.try_recv() {
+            Ok(buffer) => buffer,
+            Err(_) if self.allocated < POOL_BUFFERS => {
+                self.allocated += 1;
+                Vec::with_capacity(self.buffer_capacity + DIRECT_ALIGN)
+            }
+            Err(_) => self.free.recv().map_err(|_| self.writer_gone())?,
+        };
+        buffer.clear();
+        buffer.resize(aligned_start(&buffer), 0);
+        Ok(buffer)
+    }
+
+    fn writer_gone(&self) -> OutputError {
+        OutputError::new("writing", Path::new("capture files"))(io::Error::other("the disk writer thread stopped"))
+    }
+
+    fn send(&self, job: Job) -> Result<(), OutputError> {
+        self.check()?;
+        match &self.jobs {
+            Some(jobs) => jobs.send(job).map_err(|_| self.writer_gone()),
+            None => Err(self.writer_gone()),
+        }
+    }
+
+    pub(super) fn write_chunk(
+        &self,
+        file: &Arc<FileHandles>,
+        offset: u64,
+        buffer: Vec<u8>,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), OutputError> {
+        self.send(Job::Chunk { file: file.clone(), offset, buffer, range })
+    }
+
+    pub(super) fn write_tail(&self, file: &Arc<FileHandles>, offset: u64, bytes: &[u8]) -> Result<(), OutputError> {
+        self.send(Job::Tail { file: file.clone(), offset, bytes: bytes.to_vec() })
+    }
+
+    pub(super) fn remove(&self, path: PathBuf) -> Result<(), OutputError> {
+        self.send(Job::Remove(path))
+    }
+
+    /// The first error the writer met, if any (e.g. the disk is full).
+    pub(super) fn check(&self) -> Result<(), OutputError> {
+        match self.error.lock() {
+            Ok(mut slot) => slot.take().map_or(Ok(()), Err),
+            Err(_) => Err(self.writer_gone()),
+        }
+    }
+
+    /// Waits until everything sent so far is written, and reports the first error.
+    pub(super) fn wait(&self) -> Result<(), OutputError> {
+        let (done, wait) = mpsc::sync_channel(1);
+        self.send(Job::Barrier(done))?;
+        wait.recv().map_err(|_| self.writer_gone())?;
+        self.check()
+    }
+}
+
+impl Drop for DiskWriter {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread after the last job.
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The index in `buffer` where page-aligned data starts (the buffer must not reallocate after).
+pub(super) fn aligned_start(buffer: &Vec<u8>) -> usize {
+    let address = buffer.as_ptr() as usize;
+    (DIRECT_ALIGN - address % DIRECT_ALIGN) % DIRECT_ALIGN
+}
+
+fn run_jobs(jobs: Receiver<Job>, give_back: Sender<Vec<u8>>, error: Arc<Mutex<Option<OutputError>>>) {
+    let record = |result: Result<(), OutputError>| {
+        if let Err(failure) = result {
+            tracing::error!(error = %failure, "capture file write failed");
+            if let Ok(mut slot) = error.lock() {
+                slot.get_or_insert(failure);
+            }
+        }
+    };
+    for job in jobs {
+        match job {
+            Job::Chunk { file, offset, buffer, range } => {
+                let bytes = &buffer[range];
+                // O_DIRECT takes only page-aligned memory, length and offset; anything else
+                // (a buffer that had to grow) goes through the page cache.
+                let aligned = (bytes.as_ptr() as usize | bytes.len() | offset as usize) % DIRECT_ALIGN == 0;
+                let target = match &file.direct {
+                    Some(direct) if aligned => direct,
+                    _ => &file.buffered,
+                };
+                record(target.write_all_at(bytes, offset).map_err(OutputError::new("writing", &file.path)));
+                // The capture thread may have stopped waiting for buffers; that is fine.
+                let _ = give_back.send(buffer);
+            }
+            Job::Tail { file, offset, bytes } => {
+                record(file.buffered.write_all_at(&bytes, offset).map_err(OutputError::new("writing", &file.path)));
+            }
+            Job::Remove(path) => {
+                record(std::fs::remove_file(&path).map_err(OutputError::new("deleting the oldest file", &path)));
+            }
+            Job::Barrier(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
