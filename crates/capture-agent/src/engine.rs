@@ -85,6 +85,8 @@ pub enum EndReason {
     Duration,
     PacketLimit,
     ByteLimit,
+    /// Every interface was deleted (e.g. the pods went away).
+    InterfacesGone,
     /// Writing failed (e.g. the disk is full); files up to the failure are kept.
     Failed(String),
 }
@@ -109,6 +111,8 @@ pub struct InterfaceReport {
     /// Packets the filter accepted that found no room in the ring.
     pub drops: u64,
     pub freezes: u64,
+    /// The interface was deleted during the capture; its part ended then.
+    pub gone: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +136,8 @@ struct Source {
     interface_id: u32,
     packets: u64,
     bytes: u64,
+    /// The interface was deleted; the ring is no longer polled.
+    gone: bool,
 }
 
 /// An open capture, ready to run.
@@ -206,7 +212,7 @@ impl Capture {
         let mut sources = Vec::with_capacity(config.interfaces.len());
         for (spec, (output, interface_id)) in config.interfaces.into_iter().zip(routes) {
             let ring = Ring::open(&spec.name, config.ring, &program)?;
-            sources.push(Source { ring, spec, output, interface_id, packets: 0, bytes: 0 });
+            sources.push(Source { ring, spec, output, interface_id, packets: 0, bytes: 0, gone: false });
         }
         let live = Arc::new(sources.iter().map(|_| InterfaceCounters::default()).collect());
         Ok(Capture { sources, outputs, limits: config.limits, duration: config.duration, live, packets: 0, bytes: 0 })
@@ -238,6 +244,11 @@ impl Capture {
             if let Err(error) = self.wait(stop, timeout) {
                 break EndReason::Failed(error.to_string());
             }
+            if self.sources.iter().all(|s| s.gone) {
+                break self.read_ready_blocks().map_or_else(|e| EndReason::Failed(e.to_string()), |limit| {
+                    limit.unwrap_or(EndReason::InterfacesGone)
+                });
+            }
             match self.read_ready_blocks() {
                 Ok(Some(reason)) => break reason,
                 Ok(None) => {}
@@ -255,10 +266,27 @@ impl Capture {
         self.finish(end)
     }
 
-    fn wait(&self, stop: &StopSignal, timeout: Duration) -> Result<(), CaptureError> {
-        let mut fds: Vec<_> = self.sources.iter().map(|s| s.ring.as_fd()).collect();
+    /// Sleeps until a ring has a block, the stop signal fires or `timeout` passes. A ring whose
+    /// interface was deleted reports an error from then on: it is marked gone and not polled again.
+    fn wait(&mut self, stop: &StopSignal, timeout: Duration) -> Result<(), CaptureError> {
+        let live: Vec<usize> = (0..self.sources.len()).filter(|&i| !self.sources[i].gone).collect();
+        let mut fds: Vec<_> = live.iter().map(|&i| self.sources[i].ring.as_fd()).collect();
         fds.push(stop.wake_fd());
-        afpacket::wait_readable(&fds, timeout).map(drop).map_err(CaptureError::Poll)
+        let readiness = afpacket::wait(&fds, timeout).map_err(CaptureError::Poll)?;
+        for (&index, ready) in live.iter().zip(&readiness) {
+            if !ready.error {
+                continue;
+            }
+            let source = &mut self.sources[index];
+            let error = source.ring.take_error();
+            if !source.ring.interface_exists() {
+                tracing::warn!(interface = %source.spec.name, "interface deleted; its capture ends here");
+                source.gone = true;
+            } else if let Some(error) = error {
+                tracing::debug!(interface = %source.spec.name, %error, "socket error; still capturing");
+            }
+        }
+        Ok(())
     }
 
     /// Writes every packet in every handed-over block; returns a limit if one was reached.
@@ -307,7 +335,7 @@ impl Capture {
 
     /// Stops new packets and writes every packet the kernel already accepted.
     fn drain(&mut self, reason: EndReason) -> EndReason {
-        for source in &self.sources {
+        for source in self.sources.iter().filter(|s| !s.gone) {
             if let Err(error) = source.ring.detach_traffic() {
                 tracing::warn!(%error, "could not stop traffic before draining");
             }
@@ -325,15 +353,15 @@ impl Capture {
                 Err(error) => return EndReason::Failed(error.to_string()),
             }
             let now = Instant::now();
-            if now >= settle && self.sources.iter().all(|s| s.ring.is_drained()) {
+            if now >= settle && self.sources.iter().all(|s| s.gone || s.ring.is_drained()) {
                 return reason;
             }
             if now >= give_up {
                 tracing::debug!("drain gave up waiting for the kernel to hand over a block");
                 return reason;
             }
-            let fds: Vec<_> = self.sources.iter().map(|s| s.ring.as_fd()).collect();
-            if let Err(error) = afpacket::wait_readable(&fds, Duration::from_millis(5)) {
+            let fds: Vec<_> = self.sources.iter().filter(|s| !s.gone).map(|s| s.ring.as_fd()).collect();
+            if let Err(error) = afpacket::wait(&fds, Duration::from_millis(5)) {
                 return EndReason::Failed(error.to_string());
             }
         }
@@ -355,6 +383,7 @@ impl Capture {
                 kernel_received: stats.received,
                 drops: stats.drops,
                 freezes: stats.freezes,
+                gone: source.gone,
             });
         }
         let mut files = Vec::new();

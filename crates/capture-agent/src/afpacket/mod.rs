@@ -200,6 +200,16 @@ impl Ring {
         self.map.pending_packets(self.next_block, self.config.block_size) == 0
     }
 
+    /// Takes the socket's pending error, so poll stops reporting it.
+    pub fn take_error(&self) -> Option<io::Error> {
+        sys::take_socket_error(&self.socket)
+    }
+
+    /// False once the interface this ring is bound to has been deleted (e.g. its pod is gone).
+    pub fn interface_exists(&self) -> bool {
+        sys::interface_exists(self.ifindex)
+    }
+
     /// Kernel counters since the socket opened (the kernel resets them on every read, so they
     /// are accumulated here).
     pub fn stats(&mut self) -> Result<KernelStats, RingError> {
@@ -233,8 +243,16 @@ impl std::fmt::Debug for Ring {
     }
 }
 
-/// Waits until any of `fds` is readable or `timeout` passes; returns which are readable.
-/// Interrupted waits (a signal) return with nothing readable.
-pub fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Vec<bool>> {
-    sys::poll_readable(fds, timeout)
+/// What poll(2) said about one descriptor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Readiness {
+    pub readable: bool,
+    /// The socket has a pending error (see [`Ring::take_error`]).
+    pub error: bool,
+}
+
+/// Waits until any of `fds` is readable or has an error, or `timeout` passes. An interrupted
+/// wait (a signal) returns with nothing ready.
+pub fn wait(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Vec<Readiness>> {
+    sys::poll(fds, timeout)
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::block::{Block, BLOCK_HEADER_LEN, BLOCK_STATUS_OFFSET, FIRST_PACKET_OFFSET, NUM_PKTS_OFFSET};
-use super::{KernelStats, RingConfig};
+use super::{KernelStats, Readiness, RingConfig};
 use crate::bpf::Program;
 
 /// Bytes per V3 frame slot. V3 packs packets tightly inside blocks, so this only has to satisfy
@@ -118,7 +118,7 @@ pub(super) fn read_stats(socket: &OwnedFd) -> Option<KernelStats> {
     })
 }
 
-pub(super) fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Vec<bool>> {
+pub(super) fn poll(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Vec<Readiness>> {
     let mut polled: Vec<libc::pollfd> = fds
         .iter()
         .map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 })
@@ -130,11 +130,45 @@ pub(super) fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Re
     if rc < 0 {
         let error = io::Error::last_os_error();
         if error.kind() == io::ErrorKind::Interrupted {
-            return Ok(vec![false; fds.len()]);
+            return Ok(vec![Readiness::default(); fds.len()]);
         }
         return Err(error);
     }
-    Ok(polled.iter().map(|p| p.revents & (libc::POLLIN | libc::POLLERR) != 0).collect())
+    Ok(polled
+        .iter()
+        .map(|p| Readiness {
+            readable: p.revents & libc::POLLIN != 0,
+            error: p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0,
+        })
+        .collect())
+}
+
+/// Takes (and so clears) the socket's pending error, e.g. ENETDOWN when its interface went away.
+pub(super) fn take_socket_error(socket: &OwnedFd) -> Option<io::Error> {
+    let mut code: libc::c_int = 0;
+    let mut len = libc::socklen_t::try_from(size_of::<libc::c_int>()).ok()?;
+    // SAFETY: `code` is a writable c_int of `len` bytes for the whole call.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut code as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    match (rc, code) {
+        (0, 0) => None,
+        (0, code) => Some(io::Error::from_raw_os_error(code)),
+        _ => Some(io::Error::last_os_error()),
+    }
+}
+
+/// Whether an interface with this index exists (in this network namespace).
+pub(super) fn interface_exists(ifindex: u32) -> bool {
+    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `name` has IF_NAMESIZE bytes, the size if_indextoname writes at most.
+    !unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) }.is_null()
 }
 
 /// The ring's shared mapping; unmapped on drop.

@@ -12,6 +12,7 @@ fn end_text(end: &EndReason) -> String {
         EndReason::Duration => "duration reached".into(),
         EndReason::PacketLimit => "packet limit reached".into(),
         EndReason::ByteLimit => "byte limit reached".into(),
+        EndReason::InterfacesGone => "every interface was deleted".into(),
         EndReason::Failed(message) => format!("failed: {message}"),
     }
 }
@@ -33,6 +34,7 @@ pub fn print(report: &CaptureReport, as_json: bool) -> anyhow::Result<()> {
                 "kernelReceived": i.kernel_received,
                 "drops": i.drops,
                 "freezes": i.freezes,
+                "gone": i.gone,
             })).collect::<Vec<_>>(),
             "files": report.files.iter().map(|f| json!({
                 "path": f.path,
