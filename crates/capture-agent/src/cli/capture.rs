@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytesize::ByteSize;
-use capture_spec::{CaptureLimits, Filter, OutputFormat, Rotation, DEFAULT_SNAP_LENGTH};
+use capture_spec::{CaptureLimits, Filter, LimitsError, OutputFormat, Rotation, DEFAULT_SNAP_LENGTH};
 use clap::Args;
 
 use capture_agent::afpacket::RingConfig;
@@ -86,11 +86,37 @@ fn interface_specs(args: &CaptureArgs) -> anyhow::Result<Vec<InterfaceSpec>> {
     Ok(specs)
 }
 
+/// The limits' own errors name API fields (`rotation.maxFiles`); on the command line the user
+/// needs the flag to change instead.
+fn limits_error_for_cli(error: &LimitsError) -> String {
+    match error {
+        LimitsError::SnapLength(n) => format!("--snaplen {n} is out of range: use 1-262144 (the default keeps whole GRO frames)"),
+        LimitsError::Zero(field) => {
+            let flag = match *field {
+                "maxPackets" => "--max-packets",
+                "maxBytes" => "--max-bytes",
+                "rotation.maxFileSeconds" => "--rotate-every",
+                "rotation.maxFiles" => "--max-files",
+                other => other,
+            };
+            format!("{flag} is 0: leave it out for no limit, or give a positive value")
+        }
+        LimitsError::FileTooSmall(n) => format!("--rotate-bytes {n} is too small: use at least 4KiB"),
+        LimitsError::MaxFilesWithoutRotation => {
+            "--max-files needs --rotate-bytes or --rotate-every: without rotation there is only one file".into()
+        }
+        other => other.to_string(),
+    }
+}
+
 fn to_u64(size: ByteSize) -> u64 {
     size.as_u64()
 }
 
 pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
+    if args.rotate_every.is_some_and(|d| d < Duration::from_secs(1)) {
+        bail!("--rotate-every must be at least 1s: files are rotated in whole seconds");
+    }
     let filter = Filter::parse_cli(&args.filters).context("bad --filter")?;
     let limits = CaptureLimits {
         snap_length: args.snaplen,
@@ -98,10 +124,11 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         max_packets: args.max_packets,
         rotation: Rotation {
             max_file_bytes: args.rotate_bytes.map(to_u64),
-            max_file_seconds: args.rotate_every.map(|d| d.as_secs().max(1)),
+            max_file_seconds: args.rotate_every.map(|d| d.as_secs()),
             max_files: args.max_files,
         },
     };
+    limits.validate().map_err(|e| anyhow::anyhow!(limits_error_for_cli(&e)))?;
     let block_size = u32::try_from(args.block_size.as_u64()).context("--block-size is too large")?;
     let ring = RingConfig::with_size(args.ring_size.as_u64(), block_size, args.block_timeout)
         .context("bad --ring-size/--block-size/--block-timeout")?;
