@@ -338,7 +338,9 @@ impl Filter {
             .map(rule_pcap_expression)
             .collect::<Vec<_>>()
             .join(" or ");
-        format!("({untagged}) or (vlan and ({untagged})) or (vlan and vlan and ({untagged}))")
+        // libpcap's `vlan` shifts every later offset, even across `or`, so the doubly tagged case
+        // must nest inside the singly tagged one rather than follow it.
+        format!("({untagged}) or (vlan and (({untagged}) or (vlan and ({untagged}))))")
     }
 }
 

@@ -199,7 +199,7 @@ impl Assembler {
 
         // An existing equivalent instruction within reach: the farthest one.
         let existing = (index + 1..self.items.len())
-            .filter(|&i| layout.positions[i] <= reach)
+            .take_while(|&i| layout.positions[i] <= reach)
             .filter(|&i| match (&self.items[i], &island) {
                 (Item::Plain(a), Item::Plain(b)) => a == b,
                 (Item::Ja(a), Item::Ja(_)) => layout.labels[a.0] == target_position,
@@ -214,8 +214,8 @@ impl Assembler {
             // qualifies. The island goes right after it, before any labels bound there, so those
             // labels keep naming the instruction they named.
             let after = (index..self.items.len())
-                .filter(|&i| self.items[i].is_instruction() && layout.positions[i] < reach)
-                .filter(|&i| !self.items[i].falls_through())
+                .take_while(|&i| layout.positions[i] < reach)
+                .filter(|&i| self.items[i].is_instruction() && !self.items[i].falls_through())
                 .last()
                 .ok_or_else(|| internal("no place for an island"))?;
             self.items.insert(after + 1, Item::Bind(new_label));

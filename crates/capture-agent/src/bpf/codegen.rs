@@ -1,11 +1,15 @@
 //! Compiles a [`Filter`] to a classic BPF program for an AF_PACKET socket on an Ethernet device.
 //!
-//! The program means exactly what libpcap makes of [`Filter::to_pcap_expression`]: the tests in
+//! The program means exactly what libpcap makes of [`Filter::to_pcap_expression`] (with the VLAN
+//! branches nested as `U or (vlan and (U or (vlan and U)))`, see below): the tests in
 //! `tests/bpf_vs_libpcap.rs` run both over a corpus and random frames. What it keeps:
 //!
 //! - **VLAN tags.** The kernel usually strips the outer tag before the filter runs, but frames can
 //!   still carry one or two inline tags (TPID 0x8100, 0x88a8 or 0x9100). Up to two are skipped and
-//!   the rules apply to the packet inside; a frame with three tags is rejected.
+//!   the rules apply to the packet inside; a frame with three tags is rejected. (libpcap's `vlan`
+//!   shifts the offsets of everything after it, even across `or`, so this meaning is written for
+//!   libpcap as `U or (vlan and (U or (vlan and U)))`; the flat `U or (vlan and U) or (vlan and
+//!   vlan and U)` reads the third branch at the wrong offsets.)
 //! - **A protocol without ports** keeps every IPv4 packet with that protocol number (all
 //!   fragments, like `ip proto n`) and every IPv6 packet whose next header is that number, or is a
 //!   fragment header (44) followed by that number (like `ip6 proto n`). ICMP is only IPv4, ICMPv6
@@ -21,24 +25,26 @@
 //! - Everything else — ARP, LLDP, other ethertypes, and frames too short for what a rule reads —
 //!   is rejected.
 //!
-//! **Truncated frames.** A load past the end of the frame makes the kernel drop the packet, so the
-//! order of loads is part of the meaning. The program loads, in order: the ethertype of each tag
-//! level; the protocol byte; for IPv6 packets with a fragment header, the byte after it (only when
-//! a protocol-only rule could match there); for port rules the source port, which is compared with
-//! the *first* range of the first port rule for that protocol, then the destination port, then the
-//! source port again for the remaining ranges. That is the order of the expression read left to
-//! right, i.e. libpcap without its optimizer. Where a comparison cannot change the verdict the
-//! load is left out, as libpcap's optimizer does: a protocol that some rule keeps whatever its
-//! ports never has its ports read, and when a protocol-only rule names 44 itself, IPv6 fragment
-//! headers are kept without reading further. libpcap's optimizer also reorders some port
-//! comparisons across the two port loads, which only changes the verdict for frames cut between
-//! the source and the destination port; there this program keeps to the unoptimized order.
+//! **Truncated frames.** A load past the end of the frame makes the kernel drop the packet, so
+//! the order of loads is part of the meaning. The program makes the loads of the expression read
+//! left to right — what libpcap compiles with its optimizer off — leaving out only loads that
+//! cannot be reached: the ethertype of each tag level, the protocol byte, and then whatever the
+//! *first* rule naming that protocol reads. A protocol-only rule keeps the packet without reading
+//! more (for IPv6 next header 44 the first protocol-only rule reads the byte after the fixed
+//! header, unless it names 44 itself). A port rule reads the source port and compares it with its
+//! first range, reads the destination port, and only then compares everything else: the rest of
+//! its ranges and those of later port rules for the protocol, or nothing when a later rule keeps
+//! the protocol whatever its ports. libpcap's optimizer does not keep this order: it drops some
+//! loads whose value cannot change the verdict and moves some port comparisons ahead of the
+//! destination-port load, which changes libpcap's own verdict for some frames that end inside the
+//! transport or IPv6 fragment header (and differently for IPv4 and IPv6). Such frames were already
+//! malformed on the wire; following the unoptimized order keeps their verdict well defined.
 //!
 //! **Shape.** The ethertype is loaded once per tag level; the level sets X to the bytes of tags
 //! skipped, and a single copy of the IPv4 and IPv6 code reads the packet with indexed loads. Port
-//! tests live in one block per distinct list of ranges, shared by IPv4 and IPv6 and by every
-//! protocol with the same ranges (`any:53` is one block, not four); the block expects X to point
-//! at the transport header. IPv4 computes that as tags + 4*IHL with `ldb/and/lsh/add` rather than
+//! tests live in one block per distinct port plan (ranges in rule order, and whether a later rule
+//! keeps the protocol anyway), shared by IPv4 and IPv6 and by every protocol with the same plan
+//! (`any:53` is one block, not four); the block expects X to point at the transport header. IPv4 computes that as tags + 4*IHL with `ldb/and/lsh/add` rather than
 //! `ldxb 4*([k]&0xf)`, because `msh` only takes a fixed offset and would need one copy of the IPv4
 //! code per tag level. Port ranges are merged and tested with a decision tree ([`PortSet`]); all
 //! paths end in one shared accept (`ret #snap_length`) or reject (`ret #0`), with nearby copies
@@ -48,7 +54,10 @@ use capture_spec::{Filter, PortRange};
 
 use super::asm::{Assembler, Label};
 use super::portset::PortSet;
-use super::program::*;
+use super::program::{
+    BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_H, BPF_IMM, BPF_IND, BPF_JEQ, BPF_JMP, BPF_JSET, BPF_K, BPF_LD,
+    BPF_LDX, BPF_LSH, BPF_MISC, BPF_RET, BPF_TAX, BPF_TXA, BPF_W, BPF_X,
+};
 use super::{BpfError, Program};
 
 const ETHERTYPE_OFFSET: u32 = 12;
@@ -90,17 +99,11 @@ pub fn compile(filter: &Filter, snap_length: u32) -> Result<Program, BpfError> {
     generator.finish(snap_length)
 }
 
-/// What the filter keeps, per protocol number, in the order rules first mention them.
+/// What the filter does with each IP family, protocol by protocol.
 #[derive(Debug, Default)]
 struct Plan {
-    /// Protocols kept in IPv4 whatever their ports.
-    ipv4_any_port: Vec<u8>,
-    /// Protocols kept in IPv6 whatever their ports.
-    ipv6_any_port: Vec<u8>,
-    /// Port-bearing protocols with the ranges of every rule naming them, in rule order (the
-    /// first range matters for truncated frames; see the module documentation). Port rules apply
-    /// to IPv4 and IPv6 alike.
-    port_rules: Vec<(u8, Vec<PortRange>)>,
+    ipv4: Family,
+    ipv6: Family,
 }
 
 impl Plan {
@@ -109,46 +112,99 @@ impl Plan {
         for rule in filter.rules() {
             let Some(protocols) = rule.protocols() else { continue };
             for protocol in protocols {
-                let number = protocol.number();
-                if rule.ports().is_empty() {
-                    let families = protocol.families();
-                    if families.ipv4 && !plan.ipv4_any_port.contains(&number) {
-                        plan.ipv4_any_port.push(number);
-                    }
-                    if families.ipv6 && !plan.ipv6_any_port.contains(&number) {
-                        plan.ipv6_any_port.push(number);
-                    }
-                } else if let Some((_, ranges)) = plan.port_rules.iter_mut().find(|(n, _)| *n == number) {
-                    ranges.extend_from_slice(rule.ports());
-                } else {
-                    plan.port_rules.push((number, rule.ports().to_vec()));
+                let families = protocol.families();
+                // Port rules are written for IPv4 and IPv6 alike (only port protocols have
+                // ports, and they exist in both).
+                let with_ports = !rule.ports().is_empty();
+                if families.ipv4 || with_ports {
+                    plan.ipv4.add(protocol.number(), rule.ports());
+                }
+                if families.ipv6 || with_ports {
+                    plan.ipv6.add(protocol.number(), rule.ports());
                 }
             }
         }
         plan
     }
+}
 
-    /// Protocols whose ports must be checked in a family: those with port rules, unless a rule
-    /// already keeps the protocol whatever its ports.
-    fn port_rules_for<'a>(&'a self, any_port: &'a [u8]) -> impl Iterator<Item = &'a (u8, Vec<PortRange>)> + 'a {
-        self.port_rules.iter().filter(move |(number, _)| !any_port.contains(number))
+/// The rules of one IP family, folded per protocol number in rule order.
+#[derive(Debug, Default)]
+struct Family {
+    /// Every protocol some rule names, in the order rules first name them.
+    protocols: Vec<(u8, Verdict)>,
+    /// Protocols some rule keeps whatever their ports, in rule order. In IPv6 these are also
+    /// looked for behind a fragment header.
+    any_port: Vec<u8>,
+}
+
+/// How packets of one protocol are decided. The first rule naming the protocol matters: libpcap
+/// evaluates the expression left to right, and a port rule reads the ports (possibly past the end
+/// of a truncated frame) before a later protocol-only rule is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// The first rule naming the protocol has no ports: keep, reading nothing more.
+    Keep,
+    /// The first rule naming the protocol has ports.
+    Ports(PortPlan),
+}
+
+/// The port tests for a protocol whose first rule has ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PortPlan {
+    /// The ranges of every port rule for the protocol, in rule order. Only the first is tested
+    /// before the destination port is loaded.
+    ranges: Vec<PortRange>,
+    /// A later rule keeps the protocol whatever its ports: once both ports have been read (or
+    /// when an IPv4 packet is a non-first fragment, which port rules skip without reading), keep.
+    then_keep: bool,
+}
+
+impl Family {
+    fn add(&mut self, number: u8, ports: &[PortRange]) {
+        if ports.is_empty() && !self.any_port.contains(&number) {
+            self.any_port.push(number);
+        }
+        match self.protocols.iter_mut().find(|(n, _)| *n == number) {
+            None => {
+                let verdict = if ports.is_empty() {
+                    Verdict::Keep
+                } else {
+                    Verdict::Ports(PortPlan { ranges: ports.to_vec(), then_keep: false })
+                };
+                self.protocols.push((number, verdict));
+            }
+            Some((_, Verdict::Keep)) => {}
+            Some((_, Verdict::Ports(plan))) if ports.is_empty() => {
+                // Only the first range still decides anything; dropping the rest lets equal
+                // plans share one block.
+                plan.then_keep = true;
+                plan.ranges.truncate(1);
+            }
+            Some((_, Verdict::Ports(plan))) => {
+                if !plan.then_keep {
+                    plan.ranges.extend_from_slice(ports);
+                }
+            }
+        }
     }
 
-    fn has_ipv4(&self) -> bool {
-        !self.ipv4_any_port.is_empty() || !self.port_rules.is_empty()
-    }
-
-    fn has_ipv6(&self) -> bool {
-        !self.ipv6_any_port.is_empty() || !self.port_rules.is_empty()
+    fn is_empty(&self) -> bool {
+        self.protocols.is_empty()
     }
 }
+
+/// A dispatch case: jump to the label when A equals the value.
+type Case = (u32, Label);
+/// A block that points X at the transport header, then runs the plan's port tests.
+type Preparation = (Label, PortPlan);
 
 struct Generator {
     asm: Assembler,
     accept: Label,
     reject: Label,
-    /// One port-test block per distinct list of ranges, emitted at the end.
-    port_blocks: Vec<(Vec<PortRange>, Label)>,
+    /// One port-test block per distinct plan, shared by both families; emitted at the end.
+    port_blocks: Vec<(PortPlan, Label)>,
 }
 
 impl Generator {
@@ -156,14 +212,14 @@ impl Generator {
     /// skipped (0, 4 or 8) on entry to the IP code. At level 0 X is 0 because the kernel zeroes A
     /// and X before every classic program (and libpcap's interpreter does the same).
     fn ethernet(&mut self, plan: &Plan) {
-        let ipv4 = plan.has_ipv4().then(|| self.asm.label());
-        let ipv6 = plan.has_ipv6().then(|| self.asm.label());
+        let ipv4 = (!plan.ipv4.is_empty()).then(|| self.asm.label());
+        let ipv6 = (!plan.ipv6.is_empty()).then(|| self.asm.label());
         for level in 0..=MAX_TAGS {
             if level > 0 {
                 self.asm.emit(BPF_LDX | BPF_W | BPF_IMM, level * TAG_LENGTH);
             }
             self.asm.emit(BPF_LD | BPF_H | BPF_ABS, ETHERTYPE_OFFSET + level * TAG_LENGTH);
-            let mut cases: Vec<(u32, Label)> = Vec::new();
+            let mut cases: Vec<Case> = Vec::new();
             cases.extend(ipv4.map(|label| (ETHERTYPE_IPV4, label)));
             cases.extend(ipv6.map(|label| (ETHERTYPE_IPV6, label)));
             let deeper = (level < MAX_TAGS).then(|| self.asm.label());
@@ -177,16 +233,16 @@ impl Generator {
         }
         if let Some(label) = ipv4 {
             self.asm.bind(label);
-            self.ipv4(plan);
+            self.ipv4(&plan.ipv4);
         }
         if let Some(label) = ipv6 {
             self.asm.bind(label);
-            self.ipv6(plan);
+            self.ipv6(&plan.ipv6);
         }
     }
 
     /// A jump to the label of the first case whose value equals A; no match rejects.
-    fn dispatch(&mut self, cases: &[(u32, Label)]) {
+    fn dispatch(&mut self, cases: &[Case]) {
         let Some((&(last_value, last_label), rest)) = cases.split_last() else {
             self.asm.ja(self.reject);
             return;
@@ -197,111 +253,122 @@ impl Generator {
         self.asm.branch(BPF_JMP | BPF_JEQ | BPF_K, last_value, last_label, self.reject);
     }
 
+    /// Dispatch cases for a family's protocols, except those in `skip`. Protocols with the same
+    /// port plan go to one preparation block (which points X at the transport header and jumps to
+    /// the plan's port block); returns (preparation label, plan) for the caller to emit.
+    fn protocol_cases(&mut self, family: &Family, skip: &[u8]) -> (Vec<Case>, Vec<Preparation>) {
+        let mut cases = Vec::new();
+        let mut preparations: Vec<Preparation> = Vec::new();
+        for (number, verdict) in family.protocols.iter().filter(|(n, _)| !skip.contains(n)) {
+            let target = match verdict {
+                Verdict::Keep => self.accept,
+                Verdict::Ports(plan) => match preparations.iter().find(|(_, p)| p == plan) {
+                    Some((prepare, _)) => *prepare,
+                    None => {
+                        let prepare = self.asm.label();
+                        preparations.push((prepare, plan.clone()));
+                        prepare
+                    }
+                },
+            };
+            cases.push((u32::from(*number), target));
+        }
+        (cases, preparations)
+    }
+
     /// IPv4 at X + 14.
-    fn ipv4(&mut self, plan: &Plan) {
+    fn ipv4(&mut self, family: &Family) {
         let ip = ETHERNET_HEADER_LENGTH;
         self.asm.emit(BPF_LD | BPF_B | BPF_IND, ip + IPV4_PROTOCOL);
-        let mut cases: Vec<(u32, Label)> =
-            plan.ipv4_any_port.iter().map(|&number| (u32::from(number), self.accept)).collect();
-        let preparations = self.port_cases(plan.port_rules_for(&plan.ipv4_any_port), &mut cases);
+        let (cases, preparations) = self.protocol_cases(family, &[]);
         self.dispatch(&cases);
-        for (prepare, ports) in preparations {
+        for (prepare, plan) in preparations {
             self.asm.bind(prepare);
-            // Non-first fragments carry no ports: no port rule can match them.
+            // Non-first fragments carry no ports: port rules skip them without reading further.
+            let non_first = if plan.then_keep { self.accept } else { self.reject };
             self.asm.emit(BPF_LD | BPF_H | BPF_IND, ip + IPV4_FRAGMENT);
-            self.asm.jump_if(BPF_JMP | BPF_JSET | BPF_K, IPV4_FRAGMENT_OFFSET_MASK, self.reject);
+            self.asm.jump_if(BPF_JMP | BPF_JSET | BPF_K, IPV4_FRAGMENT_OFFSET_MASK, non_first);
             // X = tags + 4 * IHL, so the ports are at X + 14.
             self.asm.emit(BPF_LD | BPF_B | BPF_IND, ip);
             self.asm.emit(BPF_ALU | BPF_AND | BPF_K, 0xf);
             self.asm.emit(BPF_ALU | BPF_LSH | BPF_K, 2);
             self.asm.emit(BPF_ALU | BPF_ADD | BPF_X, 0);
             self.asm.emit(BPF_MISC | BPF_TAX, 0);
-            self.asm.ja(ports);
+            let block = self.port_block(&plan);
+            self.asm.ja(block);
         }
     }
 
     /// IPv6 at X + 14.
-    fn ipv6(&mut self, plan: &Plan) {
+    fn ipv6(&mut self, family: &Family) {
         let ip = ETHERNET_HEADER_LENGTH;
         self.asm.emit(BPF_LD | BPF_B | BPF_IND, ip + IPV6_NEXT_HEADER);
-        let mut cases: Vec<(u32, Label)> =
-            plan.ipv6_any_port.iter().map(|&number| (u32::from(number), self.accept)).collect();
-        let preparations = self.port_cases(plan.port_rules_for(&plan.ipv6_any_port), &mut cases);
-        // `ip6 proto n` also matches n behind a fragment header. Only protocol-only rules look
-        // there; when one of them names 44 itself the case above already keeps the packet.
-        let fragment = (!plan.ipv6_any_port.is_empty() && !plan.ipv6_any_port.contains(&IPPROTO_FRAGMENT))
-            .then(|| self.asm.label());
-        if let Some(fragment) = fragment {
-            cases.push((u32::from(IPPROTO_FRAGMENT), fragment));
-        }
+        // Next header 44 is decided by the protocol-only rules, in order: `ip6 proto n` tests
+        // the next header for n first and only then looks behind a fragment header, so the
+        // first such rule either names 44 itself (keep, reading nothing more) or reads the byte
+        // after the fixed header.
+        let (mut cases, preparations) = self.protocol_cases(family, &[IPPROTO_FRAGMENT]);
+        let fragment = match family.any_port.first() {
+            None => None,
+            Some(&IPPROTO_FRAGMENT) => {
+                cases.push((u32::from(IPPROTO_FRAGMENT), self.accept));
+                None
+            }
+            Some(_) => {
+                let label = self.asm.label();
+                cases.push((u32::from(IPPROTO_FRAGMENT), label));
+                Some(label)
+            }
+        };
         self.dispatch(&cases);
         if let Some(fragment) = fragment {
             self.asm.bind(fragment);
             self.asm.emit(BPF_LD | BPF_B | BPF_IND, ip + IPV6_HEADER_LENGTH);
-            let cases: Vec<(u32, Label)> =
-                plan.ipv6_any_port.iter().map(|&number| (u32::from(number), self.accept)).collect();
-            self.dispatch(&cases);
+            if family.any_port.contains(&IPPROTO_FRAGMENT) {
+                // A later rule keeps next header 44 whatever follows; the load above still
+                // decides truncated frames, as in libpcap.
+                self.asm.ja(self.accept);
+            } else {
+                let cases: Vec<Case> = family.any_port.iter().map(|&number| (u32::from(number), self.accept)).collect();
+                self.dispatch(&cases);
+            }
         }
-        for (prepare, ports) in preparations {
+        for (prepare, plan) in preparations {
             self.asm.bind(prepare);
             // X = tags + 40, so the ports are at X + 14 as for IPv4.
             self.asm.emit(BPF_MISC | BPF_TXA, 0);
             self.asm.emit(BPF_ALU | BPF_ADD | BPF_K, IPV6_HEADER_LENGTH);
             self.asm.emit(BPF_MISC | BPF_TAX, 0);
-            self.asm.ja(ports);
+            let block = self.port_block(&plan);
+            self.asm.ja(block);
         }
     }
 
-    /// Adds a dispatch case per port-bearing protocol. Protocols with the same ranges go to one
-    /// preparation block (which points X at the transport header) and one port block. Returns
-    /// the (preparation, port block) labels the caller must emit preparations for.
-    fn port_cases<'a>(
-        &mut self,
-        rules: impl Iterator<Item = &'a (u8, Vec<PortRange>)>,
-        cases: &mut Vec<(u32, Label)>,
-    ) -> Vec<(Label, Label)> {
-        let mut preparations: Vec<(Label, Label)> = Vec::new();
-        for (number, ranges) in rules {
-            let ports = self.port_block(ranges);
-            let prepare = match preparations.iter().find(|(_, block)| *block == ports) {
-                Some(&(prepare, _)) => prepare,
-                None => {
-                    let prepare = self.asm.label();
-                    preparations.push((prepare, ports));
-                    prepare
-                }
-            };
-            cases.push((u32::from(*number), prepare));
-        }
-        preparations
-    }
-
-    /// The label of the port-test block for `ranges`, creating it if needed.
-    fn port_block(&mut self, ranges: &[PortRange]) -> Label {
-        if let Some((_, label)) = self.port_blocks.iter().find(|(r, _)| r == ranges) {
+    /// The label of the port-test block for `plan`, creating it if needed.
+    fn port_block(&mut self, plan: &PortPlan) -> Label {
+        if let Some((_, label)) = self.port_blocks.iter().find(|(p, _)| p == plan) {
             return *label;
         }
         let label = self.asm.label();
-        self.port_blocks.push((ranges.to_vec(), label));
+        self.port_blocks.push((plan.clone(), label));
         label
     }
 
     /// Port tests with X + 14 = the transport header. The loads come in the order described in
     /// the module documentation, so a frame cut inside the ports is decided as libpcap decides it.
-    fn port_tests(&mut self, ranges: &[PortRange], entry: Label) {
-        let source = BPF_LD | BPF_H | BPF_IND;
+    fn port_tests(&mut self, plan: &PortPlan, entry: Label) {
+        let load = BPF_LD | BPF_H | BPF_IND;
         let ports = ETHERNET_HEADER_LENGTH;
-        let Some((first, rest)) = ranges.split_first() else {
-            // A rule with ports always has a range; a block without any matches nothing.
-            self.asm.bind(entry);
-            self.asm.ja(self.reject);
+        self.asm.bind(entry);
+        let Some((first, rest)) = plan.ranges.split_first() else {
+            // A rule with ports always has a range; a plan without any matches nothing.
+            self.asm.ja(if plan.then_keep { self.accept } else { self.reject });
             return;
         };
         let first = PortSet::new([first]);
-        let all = PortSet::new(ranges);
+        let all = PortSet::new(&plan.ranges);
         let rest = PortSet::new(rest);
-        self.asm.bind(entry);
-        self.asm.emit(source, ports + SOURCE_PORT);
+        self.asm.emit(load, ports + SOURCE_PORT);
         if first.is_everything() {
             self.asm.ja(self.accept);
             return;
@@ -309,7 +376,12 @@ impl Generator {
         let after_first = self.asm.label();
         first.emit_test(&mut self.asm, self.accept, after_first);
         self.asm.bind(after_first);
-        self.asm.emit(source, ports + DESTINATION_PORT);
+        self.asm.emit(load, ports + DESTINATION_PORT);
+        if plan.then_keep {
+            // Both ports are there; a later rule keeps the protocol whatever they are.
+            self.asm.ja(self.accept);
+            return;
+        }
         if rest.is_subset_of(&first) {
             // The source port already failed every range it could still match.
             all.emit_test(&mut self.asm, self.accept, self.reject);
@@ -318,13 +390,13 @@ impl Generator {
         let after_destination = self.asm.label();
         all.emit_test(&mut self.asm, self.accept, after_destination);
         self.asm.bind(after_destination);
-        self.asm.emit(source, ports + SOURCE_PORT);
+        self.asm.emit(load, ports + SOURCE_PORT);
         rest.emit_test(&mut self.asm, self.accept, self.reject);
     }
 
     fn finish(mut self, snap_length: u32) -> Result<Program, BpfError> {
-        for (ranges, label) in std::mem::take(&mut self.port_blocks) {
-            self.port_tests(&ranges, label);
+        for (plan, label) in std::mem::take(&mut self.port_blocks) {
+            self.port_tests(&plan, label);
         }
         self.asm.bind(self.accept);
         self.asm.emit(BPF_RET | BPF_K, snap_length);
@@ -447,10 +519,21 @@ mod tests {
         let frame = ipv4(&[], 6, 0, 80, 443);
         assert!(!kept(&program, &frame[..37]), "source in a later range needs the destination load first");
         assert!(kept(&program, &frame[..38]));
-        // A protocol kept whatever its ports never has its ports read.
-        let program = compiled(&["tcp:80", "tcp"]);
-        assert!(kept(&program, &frame[..24]));
-        assert!(!kept(&program, &frame[..23]), "the protocol byte is at 23");
+        // The first rule naming a protocol decides what is read.
+        let protocol_first = compiled(&["tcp", "tcp:80"]);
+        let ports_first = compiled(&["tcp:80", "tcp"]);
+        let frame = ipv4(&[], 6, 0, 443, 443);
+        assert!(!kept(&protocol_first, &frame[..23]), "the protocol byte is at 23");
+        assert!(kept(&protocol_first, &frame[..24]));
+        assert!(!kept(&ports_first, &frame[..37]));
+        assert!(kept(&ports_first, &frame[..38]));
+        let later_fragment = ipv4(&[], 6, 0x00b9, 443, 443);
+        assert!(kept(&ports_first, &later_fragment[..24]), "port rules skip later fragments unread");
+        // IPv6 next header 44: the first protocol-only rule decides whether byte 40 is read.
+        let fragment = ipv6(44, &[47, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(kept(&compiled(&["44", "47"]), &fragment[..21]));
+        assert!(!kept(&compiled(&["47", "44"]), &fragment[..54]));
+        assert!(kept(&compiled(&["47", "44"]), &fragment[..55]));
     }
 
     #[test]
@@ -466,8 +549,9 @@ mod tests {
     fn many_rules_and_ranges_need_long_jumps() {
         let rules: Vec<String> = (0..40)
             .map(|rule| {
-                let ports: Vec<String> =
-                    (0..20).map(|range| format!("{}-{}", rule * 1500 + range * 70, rule * 1500 + range * 70 + 9)).collect();
+                let ports: Vec<String> = (0..20)
+                    .map(|range| format!("{}-{}", rule * 1500 + range * 70, rule * 1500 + range * 70 + 9))
+                    .collect();
                 format!("{}:{}", ["tcp", "udp", "sctp", "udplite"][rule % 4], ports.join(","))
             })
             .collect();

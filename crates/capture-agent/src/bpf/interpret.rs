@@ -154,17 +154,10 @@ mod tests {
         // X = 4 * (0x45 & 0xf) = 20: past the end of this short frame for an indexed load...
         let msh = program(&[stmt(BPF_LDX | BPF_B | BPF_MSH, 0), stmt(BPF_MISC | BPF_TXA, 0), RET_A]);
         assert_eq!(interpret(&msh, &frame), 20);
-        let ind = program(&[
-            stmt(BPF_LDX | BPF_W | BPF_IMM, 2),
-            stmt(BPF_LD | BPF_H | BPF_IND, 3),
-            RET_A,
-        ]);
+        let ind = program(&[stmt(BPF_LDX | BPF_W | BPF_IMM, 2), stmt(BPF_LD | BPF_H | BPF_IND, 3), RET_A]);
         assert_eq!(interpret(&ind, &frame), 0xbbcc);
-        let ind_past = program(&[
-            stmt(BPF_LDX | BPF_B | BPF_MSH, 0),
-            stmt(BPF_LD | BPF_B | BPF_IND, 0),
-            stmt(BPF_RET | BPF_K, 9),
-        ]);
+        let ind_past =
+            program(&[stmt(BPF_LDX | BPF_B | BPF_MSH, 0), stmt(BPF_LD | BPF_B | BPF_IND, 0), stmt(BPF_RET | BPF_K, 9)]);
         assert_eq!(interpret(&ind_past, &frame), 0);
         // X + k wrapping to a "negative" offset is an ancillary access: unsupported, so 0.
         let negative = program(&[

@@ -57,9 +57,7 @@ impl PortSet {
     }
 
     pub(crate) fn is_subset_of(&self, other: &PortSet) -> bool {
-        self.intervals
-            .iter()
-            .all(|&(first, last)| other.intervals.iter().any(|&(a, b)| a <= first && last <= b))
+        self.intervals.iter().all(|&(first, last)| other.intervals.iter().any(|&(a, b)| a <= first && last <= b))
     }
 
     /// Emits code that jumps to `matched` when A (a 16-bit value) is in the set, else to `missed`.
@@ -172,10 +170,10 @@ mod tests {
 
     #[test]
     fn normalises_ranges() {
-        assert_eq!(set(&[(90, 100), (80, 80), (81, 85), (86, 89), (200, 300), (250, 260)]).intervals, [
-            (80, 100),
-            (200, 300)
-        ]);
+        assert_eq!(
+            set(&[(90, 100), (80, 80), (81, 85), (86, 89), (200, 300), (250, 260)]).intervals,
+            [(80, 100), (200, 300)]
+        );
         assert!(set(&[(0, 100), (101, 65535)]).is_everything());
         assert!(set(&[]).is_empty());
         assert!(set(&[(5, 6)]).is_subset_of(&set(&[(1, 10)])));

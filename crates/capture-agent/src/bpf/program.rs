@@ -412,13 +412,7 @@ impl fmt::Display for Listing<'_> {
                     Source::K => format!("#{k:#x}"),
                     Source::X => "x".to_string(),
                 };
-                write!(
-                    f,
-                    "{} {operand:<16} jt {}\tjf {}",
-                    width(name),
-                    next + usize::from(jt),
-                    next + usize::from(jf)
-                )
+                write!(f, "{} {operand:<16} jt {}\tjf {}", width(name), next + usize::from(jt), next + usize::from(jf))
             }
             Op::RetK => write!(f, "{} #{k}", width("ret")),
             Op::RetA => f.write_str("ret      a"),
@@ -466,10 +460,7 @@ mod tests {
         assert!(reason(vec![Instruction::stmt(BPF_ALU | BPF_DIV | BPF_K, 0), ret]).contains("zero"));
         assert!(reason(vec![Instruction::stmt(BPF_ALU | BPF_LSH | BPF_K, 32), ret]).contains("shift"));
         assert!(reason(vec![Instruction::stmt(0xffff, 0), ret]).contains("unknown opcode"));
-        assert!(matches!(
-            Program::new(vec![ret; MAX_INSTRUCTIONS + 1]),
-            Err(BpfError::TooLong { instructions: 4097 })
-        ));
+        assert!(matches!(Program::new(vec![ret; MAX_INSTRUCTIONS + 1]), Err(BpfError::TooLong { instructions: 4097 })));
         assert!(Program::new(vec![ret; MAX_INSTRUCTIONS]).is_ok());
         assert!(Program::new(vec![Instruction::jump(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 0), ret]).is_ok());
     }
