@@ -1,1 +1,82 @@
-fn main() {}
+//! podcap-bench: measures podcap's `capture-agent` against tcpdump on the same
+//! veth, with the same traffic, in the same run, and writes the results as a
+//! Markdown table. `run` (the default) builds a throw-away pod network, drives
+//! every scenario and writes the report; `send` is the traffic generator that
+//! `run` starts as a separate, CPU-pinned process inside the pod's namespace.
+
+mod capturer;
+mod interrupt;
+mod measure;
+mod netns;
+mod procfs;
+mod report;
+mod scenario;
+mod sender;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "podcap-bench",
+    about = "Benchmark podcap's capture-agent against tcpdump on a veth (needs root)",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Options for `run` when no subcommand is given.
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run all scenarios and write the report (the default).
+    Run(RunArgs),
+    /// Send UDP traffic from inside a network namespace (started by `run`).
+    Send(sender::SendArgs),
+}
+
+/// Options of the benchmark run.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Short runs (1.5 s of traffic, one repetition per tool) for a smoke test.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Where to write the Markdown report.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md"))]
+    pub output: PathBuf,
+
+    /// Capturers to compare, in the order of the first repetition.
+    #[arg(long, value_delimiter = ',', default_values = ["tcpdump", "podcap"])]
+    pub tools: Vec<capturer::Tool>,
+
+    /// Path of podcap's capture-agent binary; by default it is looked up next to
+    /// this binary and then in the workspace's target/release.
+    #[arg(long)]
+    pub capture_agent: Option<PathBuf>,
+
+    /// Only run scenarios whose name contains one of these strings.
+    #[arg(long = "scenario")]
+    pub scenario_filters: Vec<String>,
+
+    /// Repetitions per scenario and tool (default: 2, or 1 with --quick).
+    #[arg(long)]
+    pub repetitions: Option<u32>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        // The sender must enter its namespace before anything else happens in
+        // the process, so it is dispatched before any set-up of `run`.
+        Some(Command::Send(args)) => sender::run(&args),
+        Some(Command::Run(args)) => measure::run_benchmark(&args),
+        None => measure::run_benchmark(&cli.run),
+    }
+}
