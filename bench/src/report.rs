@@ -167,6 +167,12 @@ impl RunResult {
             .then(|| self.capturer_cpu_total.as_nanos() as f64 / self.counts.captured as f64)
     }
 
+    /// CPU while the sender ran ÷ packets captured: the per-packet cost without start-up.
+    fn cpu_ns_per_packet_while_sending(&self) -> Option<f64> {
+        (self.counts.captured > 0)
+            .then(|| self.capturer_cpu_during.as_nanos() as f64 / self.counts.captured as f64)
+    }
+
     fn cpu_percent_of_core(&self) -> f64 {
         100.0 * self.capturer_cpu_during.as_secs_f64() / self.sender.seconds.max(1e-9)
     }
@@ -275,8 +281,9 @@ pub fn markdown(
              when few packets are captured (low rates, the filter scenario).",
             ring = crate::capturer::PODCAP_RING_SIZE
         ),
-        "**CPU % of a core**: the capturer's CPU time while the sender ran ÷ the sender's run time \
-         (no start-up, no drain)."
+        "**CPU ns/packet while sending**: the capturer's CPU time while the sender ran ÷ packets \
+         captured — the per-packet cost without start-up and drain. **CPU % of a core**: the \
+         capturer's CPU time while the sender ran ÷ the sender's run time."
             .to_string(),
         "**Peak RSS**: the capturer's VmHWM, which includes the packet ring mapped into it.".to_string(),
         format!(
@@ -312,8 +319,8 @@ pub fn markdown(
 
 fn write_summary(out: &mut String, records: &[RunRecord]) {
     let _ = writeln!(out, "## Results (median per scenario and tool)\n");
-    let _ = writeln!(out, "| Scenario | Tool | Runs | Offered pps | Captured % | Kernel drops | CPU ns/packet | CPU % of a core | Peak RSS MiB | Other load on CPU 1 % |");
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "| Scenario | Tool | Runs | Offered pps | Captured % | Kernel drops | CPU ns/packet | CPU ns/packet while sending | CPU % of a core | Peak RSS MiB | Other load on CPU 1 % |");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (scenario, tool) in groups(records) {
         let runs: Vec<&RunRecord> = records
             .iter()
@@ -334,7 +341,7 @@ fn write_summary(out: &mut String, records: &[RunRecord]) {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             scenario.name(),
             tool.name(),
             runs_cell,
@@ -342,6 +349,7 @@ fn write_summary(out: &mut String, records: &[RunRecord]) {
             optional(median_of(&|r| Some(r.captured_percent(&scenario))), 2),
             optional(median_of(&|r| Some(r.counts.kernel_drops as f64)), 0),
             optional(median_of(&|r| r.cpu_ns_per_packet()), 0),
+            optional(median_of(&|r| r.cpu_ns_per_packet_while_sending()), 0),
             optional(median_of(&|r| Some(r.cpu_percent_of_core())), 1),
             optional(median_of(&|r| r.peak_rss_mib()), 1),
             optional(median_of(&|r| Some(r.other_load_percent())), 1),

@@ -258,6 +258,7 @@ impl Capture {
             if now.duration_since(last_stats) >= STATS_INTERVAL {
                 last_stats = now;
                 self.refresh_kernel_stats();
+                self.mark_deleted_interfaces();
             }
             if let Err(error) = self.outputs.iter_mut().try_for_each(|o| o.flush_if_due(now)) {
                 break EndReason::Failed(error.to_string());
@@ -266,27 +267,40 @@ impl Capture {
         self.finish(end)
     }
 
-    /// Sleeps until a ring has a block, the stop signal fires or `timeout` passes. A ring whose
-    /// interface was deleted reports an error from then on: it is marked gone and not polled again.
+    /// Sleeps until a ring has a block, the stop signal fires or `timeout` passes. A socket
+    /// error (ENETDOWN when the interface goes down or is deleted) is taken so poll stops
+    /// reporting it, and deleted interfaces are looked for at once.
     fn wait(&mut self, stop: &StopSignal, timeout: Duration) -> Result<(), CaptureError> {
         let live: Vec<usize> = (0..self.sources.len()).filter(|&i| !self.sources[i].gone).collect();
         let mut fds: Vec<_> = live.iter().map(|&i| self.sources[i].ring.as_fd()).collect();
         fds.push(stop.wake_fd());
         let readiness = afpacket::wait(&fds, timeout).map_err(CaptureError::Poll)?;
+        let mut any_error = false;
         for (&index, ready) in live.iter().zip(&readiness) {
-            if !ready.error {
-                continue;
+            if ready.error {
+                any_error = true;
+                let source = &self.sources[index];
+                if let Some(error) = source.ring.take_error() {
+                    tracing::debug!(interface = %source.spec.name, %error, "socket error");
+                }
             }
-            let source = &mut self.sources[index];
-            let error = source.ring.take_error();
+        }
+        if any_error {
+            self.mark_deleted_interfaces();
+        }
+        Ok(())
+    }
+
+    /// Marks sources whose interface no longer exists as gone (no longer polled). The kernel
+    /// reports ENETDOWN once, when the interface goes down, which can be before it is deleted,
+    /// so this also runs on every statistics tick.
+    fn mark_deleted_interfaces(&mut self) {
+        for source in self.sources.iter_mut().filter(|s| !s.gone) {
             if !source.ring.interface_exists() {
                 tracing::warn!(interface = %source.spec.name, "interface deleted; its capture ends here");
                 source.gone = true;
-            } else if let Some(error) = error {
-                tracing::debug!(interface = %source.spec.name, %error, "socket error; still capturing");
             }
         }
-        Ok(())
     }
 
     /// Writes every packet in every handed-over block; returns a limit if one was reached.

@@ -74,6 +74,7 @@ impl PacketRecord<'_> {
 
     /// Appends the frame as it was on the wire: the kernel hands VLAN frames over with the tag
     /// stripped, so it is put back (as libpcap does) and the file shows the VLAN.
+    #[inline]
     fn put_frame(&self, out: &mut Vec<u8>) {
         let data = self.packet.data;
         match self.packet.vlan {
@@ -118,6 +119,7 @@ impl Encoder {
         }
     }
 
+    #[inline]
     pub fn packet(&self, out: &mut Vec<u8>, record: &PacketRecord<'_>) {
         match self.format {
             OutputFormat::Pcapng => pcapng::packet(out, record),

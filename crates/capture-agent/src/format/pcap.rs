@@ -25,11 +25,14 @@ pub(super) fn packet_len(captured: usize) -> usize {
     RECORD_HEADER_LEN + captured
 }
 
+#[inline]
 pub(super) fn packet(out: &mut Vec<u8>, record: &PacketRecord<'_>) {
     let ns = record.packet.timestamp_ns;
-    put_u32(out, (ns / 1_000_000_000) as u32);
-    put_u32(out, (ns % 1_000_000_000) as u32);
-    put_u32(out, record.captured_len() as u32);
-    put_u32(out, record.original_len());
+    let mut header = [0u8; RECORD_HEADER_LEN];
+    header[0..4].copy_from_slice(&((ns / 1_000_000_000) as u32).to_ne_bytes());
+    header[4..8].copy_from_slice(&((ns % 1_000_000_000) as u32).to_ne_bytes());
+    header[8..12].copy_from_slice(&(record.captured_len() as u32).to_ne_bytes());
+    header[12..16].copy_from_slice(&record.original_len().to_ne_bytes());
+    out.extend_from_slice(&header);
     record.put_frame(out);
 }

@@ -136,22 +136,35 @@ pub(super) fn packet_len(captured: usize) -> usize {
     EPB_HEADER_LEN + captured + padding(captured) + EPB_TRAILER_LEN
 }
 
+/// Copies `value` into `bytes` at `at` in host order (fixed-size parts of a record).
+fn set_u32(bytes: &mut [u8], at: usize, value: u32) {
+    bytes[at..at + 4].copy_from_slice(&value.to_ne_bytes());
+}
+
+// Hot path: the fixed parts are assembled in arrays and appended in one copy each.
+#[inline]
 pub(super) fn packet(out: &mut Vec<u8>, record: &PacketRecord<'_>) {
     let captured = record.captured_len();
     let total = packet_len(captured) as u32;
-    put_u32(out, EPB);
-    put_u32(out, total);
-    put_u32(out, record.interface_id);
-    put_timestamp(out, record.packet.timestamp_ns);
-    put_u32(out, captured as u32);
-    put_u32(out, record.original_len());
+    let ns = record.packet.timestamp_ns;
+    let mut header = [0u8; EPB_HEADER_LEN];
+    set_u32(&mut header, 0, EPB);
+    set_u32(&mut header, 4, total);
+    set_u32(&mut header, 8, record.interface_id);
+    set_u32(&mut header, 12, (ns >> 32) as u32);
+    set_u32(&mut header, 16, ns as u32);
+    set_u32(&mut header, 20, captured as u32);
+    set_u32(&mut header, 24, record.original_len());
+    out.extend_from_slice(&header);
     record.put_frame(out);
-    out.extend(std::iter::repeat_n(0u8, padding(captured)));
-    put_u16(out, EPB_FLAGS);
-    put_u16(out, 4);
-    put_u32(out, epb_flags(record.packet.direction));
-    put_u32(out, u32::from(OPT_END));
-    put_u32(out, total);
+    out.extend_from_slice(&[0u8; 3][..padding(captured)]);
+    let mut trailer = [0u8; EPB_TRAILER_LEN];
+    trailer[0..2].copy_from_slice(&EPB_FLAGS.to_ne_bytes());
+    trailer[2..4].copy_from_slice(&4u16.to_ne_bytes());
+    set_u32(&mut trailer, 4, epb_flags(record.packet.direction));
+    set_u32(&mut trailer, 8, u32::from(OPT_END));
+    set_u32(&mut trailer, 12, total);
+    out.extend_from_slice(&trailer);
 }
 
 pub(super) fn interface_statistics(out: &mut Vec<u8>, interface_id: u32, totals: &InterfaceTotals) {
