@@ -97,21 +97,19 @@ pub(super) fn bind_all_protocols(socket: &OwnedFd, ifindex: u32) -> Option<()> {
     (rc == 0).then_some(())
 }
 
+/// Reads a socket option into `value` (which gives its initial contents); `None` on failure.
+fn get_option<T>(socket: &OwnedFd, level: libc::c_int, name: libc::c_int, mut value: T) -> Option<T> {
+    let mut len = libc::socklen_t::try_from(size_of::<T>()).ok()?;
+    // SAFETY: `value` is a live, writable T of `len` bytes for the whole call; the kernel writes
+    // at most `len` bytes into it (plain integers and structs of integers here) and updates `len`.
+    let rc = unsafe { libc::getsockopt(socket.as_raw_fd(), level, name, (&mut value as *mut T).cast(), &mut len) };
+    (rc == 0).then_some(value)
+}
+
 pub(super) fn read_stats(socket: &OwnedFd) -> Option<KernelStats> {
-    let mut stats = libc::tpacket_stats_v3 { tp_packets: 0, tp_drops: 0, tp_freeze_q_cnt: 0 };
-    let mut len = libc::socklen_t::try_from(size_of::<libc::tpacket_stats_v3>()).ok()?;
-    // SAFETY: `stats` is a writable tpacket_stats_v3 of `len` bytes; the kernel writes at most
-    // `len` bytes and updates `len`.
-    let rc = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_PACKET,
-            libc::PACKET_STATISTICS,
-            (&mut stats as *mut libc::tpacket_stats_v3).cast(),
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(KernelStats {
+    let empty = libc::tpacket_stats_v3 { tp_packets: 0, tp_drops: 0, tp_freeze_q_cnt: 0 };
+    let stats = get_option(socket, libc::SOL_PACKET, libc::PACKET_STATISTICS, empty)?;
+    Some(KernelStats {
         received: u64::from(stats.tp_packets),
         drops: u64::from(stats.tp_drops),
         freezes: u64::from(stats.tp_freeze_q_cnt),
@@ -145,22 +143,10 @@ pub(super) fn poll(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Vec<
 
 /// Takes (and so clears) the socket's pending error, e.g. ENETDOWN when its interface went away.
 pub(super) fn take_socket_error(socket: &OwnedFd) -> Option<io::Error> {
-    let mut code: libc::c_int = 0;
-    let mut len = libc::socklen_t::try_from(size_of::<libc::c_int>()).ok()?;
-    // SAFETY: `code` is a writable c_int of `len` bytes for the whole call.
-    let rc = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut code as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    match (rc, code) {
-        (0, 0) => None,
-        (0, code) => Some(io::Error::from_raw_os_error(code)),
-        _ => Some(io::Error::last_os_error()),
+    match get_option::<libc::c_int>(socket, libc::SOL_SOCKET, libc::SO_ERROR, 0) {
+        Some(0) => None,
+        Some(code) => Some(io::Error::from_raw_os_error(code)),
+        None => Some(io::Error::last_os_error()),
     }
 }
 

@@ -168,40 +168,17 @@ impl Pod {
         run("ip", &["-n", ns, "link", "set", POD_IF, "up"]);
         // Static neighbours: no ARP or neighbour solicitation in the middle of the traffic, so the
         // frames of each exchange are exactly the ones the test knows it caused.
-        run("ip", &["neigh", "replace", &self.pod_v4.to_string(), "lladdr", &pod_mac, "dev", host, "nud", "permanent"]);
-        run("ip", &["neigh", "replace", &self.pod_v6.to_string(), "lladdr", &pod_mac, "dev", host, "nud", "permanent"]);
-        run(
-            "ip",
-            &[
-                "-n",
-                ns,
-                "neigh",
-                "replace",
-                &self.host_v4.to_string(),
-                "lladdr",
-                &host_mac,
-                "dev",
-                POD_IF,
-                "nud",
-                "permanent",
-            ],
-        );
-        run(
-            "ip",
-            &[
-                "-n",
-                ns,
-                "neigh",
-                "replace",
-                &self.host_v6.to_string(),
-                "lladdr",
-                &host_mac,
-                "dev",
-                POD_IF,
-                "nud",
-                "permanent",
-            ],
-        );
+        let host_side = ["ip"];
+        let pod_side = ["ip", "-n", ns];
+        for (side, address, mac, dev) in [
+            (&host_side[..], self.pod_v4.to_string(), &pod_mac, host),
+            (&host_side[..], self.pod_v6.to_string(), &pod_mac, host),
+            (&pod_side[..], self.host_v4.to_string(), &host_mac, POD_IF),
+            (&pod_side[..], self.host_v6.to_string(), &host_mac, POD_IF),
+        ] {
+            let neighbour = ["neigh", "replace", &address, "lladdr", mac, "dev", dev, "nud", "permanent"];
+            run(side[0], &[&side[1..], &neighbour[..]].concat());
+        }
         run("tc", &["qdisc", "add", "dev", host, "clsact"]);
         run(
             "tc",
