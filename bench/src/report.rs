@@ -320,7 +320,10 @@ pub fn markdown(
 fn write_summary(out: &mut String, records: &[RunRecord]) {
     let _ = writeln!(out, "## Results (median per scenario and tool)\n");
     let _ = writeln!(out, "| Scenario | Tool | Runs | Offered pps | Captured % | Kernel drops | CPU ns/packet | CPU ns/packet while sending | CPU % of a core | Peak RSS MiB | Other load on CPU 1 % |");
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for (scenario, tool) in groups(records) {
         let runs: Vec<&RunRecord> = records
             .iter()

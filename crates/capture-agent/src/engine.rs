@@ -156,7 +156,10 @@ fn check_ethernet(name: &str) -> Result<(), CaptureError> {
     let path = format!("/sys/class/net/{name}/type");
     match std::fs::read_to_string(&path) {
         Ok(text) if matches!(text.trim(), "1" | "772") => Ok(()),
-        Ok(text) => Err(CaptureError::NotEthernet { name: name.into(), link_type: text.trim().into() }),
+        Ok(text) => Err(CaptureError::NotEthernet {
+            name: name.into(),
+            link_type: text.trim().into(),
+        }),
         // No sysfs entry: let the socket report a missing interface precisely.
         Err(_) => Ok(()),
     }
@@ -170,7 +173,10 @@ impl Capture {
             return Err(CaptureError::NoInterfaces);
         }
         for (i, interface) in config.interfaces.iter().enumerate() {
-            if config.interfaces[..i].iter().any(|earlier| earlier.name == interface.name) {
+            if config.interfaces[..i]
+                .iter()
+                .any(|earlier| earlier.name == interface.name)
+            {
                 return Err(CaptureError::DuplicateInterface(interface.name.clone()));
             }
             check_ethernet(&interface.name)?;
@@ -198,13 +204,26 @@ impl Capture {
         match &config.output {
             OutputPlan::SingleFile(path) => {
                 let infos = config.interfaces.iter().map(info).collect();
-                outputs.push(OutputFiles::create(path, config.format, infos, snap_length, rotation)?);
+                outputs.push(OutputFiles::create(
+                    path,
+                    config.format,
+                    infos,
+                    snap_length,
+                    rotation,
+                )?);
                 routes.extend((0..config.interfaces.len()).map(|i| (0, i as u32)));
             }
             OutputPlan::PerInterface { directory } => {
                 for (i, spec) in config.interfaces.iter().enumerate() {
-                    let path = directory.join(format!("{}.{}", spec.name, config.format.extension()));
-                    outputs.push(OutputFiles::create(&path, config.format, vec![info(spec)], snap_length, rotation)?);
+                    let path =
+                        directory.join(format!("{}.{}", spec.name, config.format.extension()));
+                    outputs.push(OutputFiles::create(
+                        &path,
+                        config.format,
+                        vec![info(spec)],
+                        snap_length,
+                        rotation,
+                    )?);
                     routes.push((i, 0));
                 }
             }
@@ -212,10 +231,31 @@ impl Capture {
         let mut sources = Vec::with_capacity(config.interfaces.len());
         for (spec, (output, interface_id)) in config.interfaces.into_iter().zip(routes) {
             let ring = Ring::open(&spec.name, config.ring, &program)?;
-            sources.push(Source { ring, spec, output, interface_id, packets: 0, bytes: 0, gone: false });
+            sources.push(Source {
+                ring,
+                spec,
+                output,
+                interface_id,
+                packets: 0,
+                bytes: 0,
+                gone: false,
+            });
         }
-        let live = Arc::new(sources.iter().map(|_| InterfaceCounters::default()).collect());
-        Ok(Capture { sources, outputs, limits: config.limits, duration: config.duration, live, packets: 0, bytes: 0 })
+        let live = Arc::new(
+            sources
+                .iter()
+                .map(|_| InterfaceCounters::default())
+                .collect(),
+        );
+        Ok(Capture {
+            sources,
+            outputs,
+            limits: config.limits,
+            duration: config.duration,
+            live,
+            packets: 0,
+            bytes: 0,
+        })
     }
 
     /// Live per-interface counters, in the order of `CaptureConfig::interfaces`.
@@ -225,7 +265,10 @@ impl Capture {
 
     /// The interface names actually bound (ifindex-resolved), for a "capturing on" message.
     pub fn interface_names(&self) -> Vec<String> {
-        self.sources.iter().map(|s| format!("{} (ifindex {})", s.spec.name, s.ring.ifindex())).collect()
+        self.sources
+            .iter()
+            .map(|s| format!("{} (ifindex {})", s.spec.name, s.ring.ifindex()))
+            .collect()
     }
 
     /// Captures until stopped, the duration ends or a limit is reached, then closes the files.
@@ -240,14 +283,17 @@ impl Capture {
             if deadline.is_some_and(|d| now >= d) {
                 break self.drain(EndReason::Duration);
             }
-            let timeout = deadline.map_or(FLUSH_INTERVAL, |d| d.saturating_duration_since(now).min(FLUSH_INTERVAL));
+            let timeout = deadline.map_or(FLUSH_INTERVAL, |d| {
+                d.saturating_duration_since(now).min(FLUSH_INTERVAL)
+            });
             if let Err(error) = self.wait(stop, timeout) {
                 break EndReason::Failed(error.to_string());
             }
             if self.sources.iter().all(|s| s.gone) {
-                break self.read_ready_blocks().map_or_else(|e| EndReason::Failed(e.to_string()), |limit| {
-                    limit.unwrap_or(EndReason::InterfacesGone)
-                });
+                break self.read_ready_blocks().map_or_else(
+                    |e| EndReason::Failed(e.to_string()),
+                    |limit| limit.unwrap_or(EndReason::InterfacesGone),
+                );
             }
             match self.read_ready_blocks() {
                 Ok(Some(reason)) => break reason,
@@ -260,7 +306,11 @@ impl Capture {
                 self.refresh_kernel_stats();
                 self.mark_deleted_interfaces();
             }
-            if let Err(error) = self.outputs.iter_mut().try_for_each(|o| o.flush_if_due(now)) {
+            if let Err(error) = self
+                .outputs
+                .iter_mut()
+                .try_for_each(|o| o.flush_if_due(now))
+            {
                 break EndReason::Failed(error.to_string());
             }
         };
@@ -271,7 +321,9 @@ impl Capture {
     /// error (ENETDOWN when the interface goes down or is deleted) is taken so poll stops
     /// reporting it, and deleted interfaces are looked for at once.
     fn wait(&mut self, stop: &StopSignal, timeout: Duration) -> Result<(), CaptureError> {
-        let live: Vec<usize> = (0..self.sources.len()).filter(|&i| !self.sources[i].gone).collect();
+        let live: Vec<usize> = (0..self.sources.len())
+            .filter(|&i| !self.sources[i].gone)
+            .collect();
         let mut fds: Vec<_> = live.iter().map(|&i| self.sources[i].ring.as_fd()).collect();
         fds.push(stop.wake_fd());
         let readiness = afpacket::wait(&fds, timeout).map_err(CaptureError::Poll)?;
@@ -305,7 +357,15 @@ impl Capture {
 
     /// Writes every packet in every handed-over block; returns a limit if one was reached.
     fn read_ready_blocks(&mut self) -> Result<Option<EndReason>, OutputError> {
-        let Capture { sources, outputs, limits, live, packets, bytes, .. } = self;
+        let Capture {
+            sources,
+            outputs,
+            limits,
+            live,
+            packets,
+            bytes,
+            ..
+        } = self;
         for (index, source) in sources.iter_mut().enumerate() {
             let output = &mut outputs[source.output];
             while let Some(block) = source.ring.next_block() {
@@ -340,7 +400,11 @@ impl Capture {
             match source.ring.stats() {
                 Ok(stats) => {
                     self.live[index].drops.store(stats.drops, Ordering::Relaxed);
-                    self.outputs[source.output].set_kernel_counters(source.interface_id, stats.received, stats.drops);
+                    self.outputs[source.output].set_kernel_counters(
+                        source.interface_id,
+                        stats.received,
+                        stats.drops,
+                    );
                 }
                 Err(error) => tracing::warn!(%error, "reading kernel counters"),
             }
@@ -354,7 +418,12 @@ impl Capture {
                 tracing::warn!(%error, "could not stop traffic before draining");
             }
         }
-        let longest_timeout = self.sources.iter().map(|s| s.ring.config().block_timeout).max().unwrap_or_default();
+        let longest_timeout = self
+            .sources
+            .iter()
+            .map(|s| s.ring.config().block_timeout)
+            .max()
+            .unwrap_or_default();
         let started = Instant::now();
         // The kernel hands over a partly filled block after its timeout; allow two, plus slack.
         let give_up = started + 2 * longest_timeout + Duration::from_millis(100);
@@ -374,7 +443,12 @@ impl Capture {
                 tracing::debug!("drain gave up waiting for the kernel to hand over a block");
                 return reason;
             }
-            let fds: Vec<_> = self.sources.iter().filter(|s| !s.gone).map(|s| s.ring.as_fd()).collect();
+            let fds: Vec<_> = self
+                .sources
+                .iter()
+                .filter(|s| !s.gone)
+                .map(|s| s.ring.as_fd())
+                .collect();
             if let Err(error) = afpacket::wait(&fds, Duration::from_millis(5)) {
                 return EndReason::Failed(error.to_string());
             }
@@ -414,6 +488,15 @@ impl Capture {
                 }
             }
         }
-        Ok(CaptureReport { end, packets: self.packets, bytes: self.bytes, drops, freezes, interfaces, files, deleted_files })
+        Ok(CaptureReport {
+            end,
+            packets: self.packets,
+            bytes: self.bytes,
+            drops,
+            freezes,
+            interfaces,
+            files,
+            deleted_files,
+        })
     }
 }

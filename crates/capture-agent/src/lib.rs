@@ -9,5 +9,7 @@ pub mod format;
 pub mod output;
 pub mod stop;
 
-pub use engine::{Capture, CaptureConfig, CaptureError, CaptureReport, EndReason, InterfaceSpec, OutputPlan};
+pub use engine::{
+    Capture, CaptureConfig, CaptureError, CaptureReport, EndReason, InterfaceSpec, OutputPlan,
+};
 pub use stop::{StopHandle, StopSignal};

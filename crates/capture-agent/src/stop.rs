@@ -29,8 +29,14 @@ impl StopSignal {
         sender.set_nonblocking(true)?;
         let requested = Arc::new(AtomicBool::new(false));
         Ok((
-            StopSignal { wake: receiver, requested: requested.clone() },
-            StopHandle { wake: Arc::new(sender), requested },
+            StopSignal {
+                wake: receiver,
+                requested: requested.clone(),
+            },
+            StopHandle {
+                wake: Arc::new(sender),
+                requested,
+            },
         ))
     }
 

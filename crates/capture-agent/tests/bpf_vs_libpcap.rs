@@ -48,7 +48,9 @@ fn pcap_compile(expression: &str, optimize: bool) -> pcap::BpfProgram {
         .stack_size(1 << 30)
         .spawn(move || {
             let capture = pcap::Capture::dead(pcap::Linktype::ETHERNET).expect("pcap_open_dead");
-            capture.compile(&owned, optimize).unwrap_or_else(|e| panic!("libpcap refuses {owned:?}: {e}"))
+            capture
+                .compile(&owned, optimize)
+                .unwrap_or_else(|e| panic!("libpcap refuses {owned:?}: {e}"))
         })
         .expect("spawn the libpcap compiler thread")
         .join()
@@ -66,7 +68,11 @@ impl Libpcap {
     fn new(filter: &Filter) -> Libpcap {
         let expression = filter.to_pcap_expression();
         let optimized = pcap_compile(&expression, true);
-        Libpcap { expression, optimized, literal: OnceCell::new() }
+        Libpcap {
+            expression,
+            optimized,
+            literal: OnceCell::new(),
+        }
     }
 
     fn optimized(&self, frame: &[u8]) -> bool {
@@ -74,7 +80,9 @@ impl Libpcap {
     }
 
     fn literal(&self, frame: &[u8]) -> bool {
-        self.literal.get_or_init(|| pcap_compile(&self.expression, false)).filter(frame)
+        self.literal
+            .get_or_init(|| pcap_compile(&self.expression, false))
+            .filter(frame)
     }
 }
 
@@ -163,9 +171,15 @@ struct Tally {
 
 impl Subject {
     fn new(filter: Filter, strict: bool) -> Subject {
-        let program = bpf::compile(&filter, SNAP).unwrap_or_else(|e| panic!("compile {filter}: {e}"));
+        let program =
+            bpf::compile(&filter, SNAP).unwrap_or_else(|e| panic!("compile {filter}: {e}"));
         let libpcap = Libpcap::new(&filter);
-        Subject { filter, program, libpcap, strict }
+        Subject {
+            filter,
+            program,
+            libpcap,
+            strict,
+        }
     }
 
     fn check(&self, frame: &[u8], tally: &mut Tally) -> Result<(), String> {
@@ -177,7 +191,9 @@ impl Subject {
         tally.kept += usize::from(ours);
         let mut problems = Vec::new();
         if returned != 0 && returned != SNAP {
-            problems.push(format!("accept returned {returned}, not the snap length {SNAP}"));
+            problems.push(format!(
+                "accept returned {returned}, not the snap length {SNAP}"
+            ));
         }
         if ours != model {
             problems.push("our verdict differs from the documented meaning".to_string());
@@ -277,7 +293,11 @@ struct FrameSpec {
 
 impl FrameSpec {
     fn whole(tags: &[u16], network: Network) -> FrameSpec {
-        FrameSpec { tags: tags.to_vec(), network, cut: Cut::Whole }
+        FrameSpec {
+            tags: tags.to_vec(),
+            network,
+            cut: Cut::Whole,
+        }
     }
 
     fn build(&self) -> Vec<u8> {
@@ -288,7 +308,13 @@ impl FrameSpec {
         }
         let ports_at;
         match self.network {
-            Network::Ipv4 { ihl, fragment, protocol, source, destination } => {
+            Network::Ipv4 {
+                ihl,
+                fragment,
+                protocol,
+                source,
+                destination,
+            } => {
                 frame.extend_from_slice(&[0x08, 0x00]);
                 let ip = frame.len();
                 let header = (4 * usize::from(ihl)).max(20);
@@ -306,7 +332,12 @@ impl FrameSpec {
                 frame.extend_from_slice(&[0xab; 16]);
                 ports_at = ip + 4 * usize::from(ihl);
             }
-            Network::Ipv6 { next_header, fragment, source, destination } => {
+            Network::Ipv6 {
+                next_header,
+                fragment,
+                source,
+                destination,
+            } => {
                 frame.extend_from_slice(&[0x86, 0xdd]);
                 let ip = frame.len();
                 frame.extend_from_slice(&[0x60, 0, 0, 0, 0, 28, next_header, 64]);
@@ -352,34 +383,67 @@ const TAG_STACKS: [&[u16]; 9] = [
 ];
 const PORT_PROTOCOLS: [u8; 4] = [6, 17, 132, 136];
 const OTHER_PROTOCOLS: [u8; 9] = [1, 58, 47, 44, 0, 2, 41, 89, 255];
-const OTHER_ETHERTYPES: [u16; 8] = [0x0806, 0x88cc, 0x8137, 0x0000, 0x05dc, 0x8847, 0x88e5, 0xffff];
+const OTHER_ETHERTYPES: [u16; 8] = [
+    0x0806, 0x88cc, 0x8137, 0x0000, 0x05dc, 0x8847, 0x88e5, 0xffff,
+];
 /// (IHL, flags + fragment offset): plain, first fragment with MF, DF, a later last fragment, a
 /// later fragment with MF, and options with some of them.
-const IPV4_SHAPES: [(u8, u16); 9] =
-    [(5, 0), (5, 0x2000), (5, 0x4000), (5, 0x00b9), (5, 0x20b9), (6, 0), (15, 0), (6, 0x2000), (15, 0x00b9)];
+const IPV4_SHAPES: [(u8, u16); 9] = [
+    (5, 0),
+    (5, 0x2000),
+    (5, 0x4000),
+    (5, 0x00b9),
+    (5, 0x20b9),
+    (6, 0),
+    (15, 0),
+    (6, 0x2000),
+    (15, 0x00b9),
+];
 /// IPv6 fragment header offset/M fields: first fragment with more to come, and a later one.
 const IPV6_FRAGMENTS: [u16; 2] = [0x0001, 0x05c8];
 
 /// The deterministic corpus: every protocol, port edge, tag stack and fragment shape, whole, and a
 /// set of representative frames cut at every length.
 fn corpus() -> Vec<Vec<u8>> {
-    let mut port_pairs: Vec<(u16, u16)> = EDGE_PORTS.iter().flat_map(|&p| [(p, 40000), (40000, p)]).collect();
+    let mut port_pairs: Vec<(u16, u16)> = EDGE_PORTS
+        .iter()
+        .flat_map(|&p| [(p, 40000), (40000, p)])
+        .collect();
     port_pairs.extend([(80, 443), (53, 53), (0, 0), (65535, 65535), (8050, 1)]);
     let mut specs = Vec::new();
     for tags in TAG_STACKS {
         for protocol in PORT_PROTOCOLS {
             for &(source, destination) in &port_pairs {
                 for (ihl, fragment) in IPV4_SHAPES {
-                    specs.push(FrameSpec::whole(tags, Network::Ipv4 { ihl, fragment, protocol, source, destination }));
+                    specs.push(FrameSpec::whole(
+                        tags,
+                        Network::Ipv4 {
+                            ihl,
+                            fragment,
+                            protocol,
+                            source,
+                            destination,
+                        },
+                    ));
                 }
                 specs.push(FrameSpec::whole(
                     tags,
-                    Network::Ipv6 { next_header: protocol, fragment: None, source, destination },
+                    Network::Ipv6 {
+                        next_header: protocol,
+                        fragment: None,
+                        source,
+                        destination,
+                    },
                 ));
                 for offset in IPV6_FRAGMENTS {
                     specs.push(FrameSpec::whole(
                         tags,
-                        Network::Ipv6 { next_header: 44, fragment: Some((protocol, offset)), source, destination },
+                        Network::Ipv6 {
+                            next_header: 44,
+                            fragment: Some((protocol, offset)),
+                            source,
+                            destination,
+                        },
                     ));
                 }
             }
@@ -388,17 +452,33 @@ fn corpus() -> Vec<Vec<u8>> {
             for (ihl, fragment) in [(5, 0), (6, 0), (5, 0x00b9), (5, 0x2000)] {
                 specs.push(FrameSpec::whole(
                     tags,
-                    Network::Ipv4 { ihl, fragment, protocol, source: 80, destination: 53 },
+                    Network::Ipv4 {
+                        ihl,
+                        fragment,
+                        protocol,
+                        source: 80,
+                        destination: 53,
+                    },
                 ));
             }
             specs.push(FrameSpec::whole(
                 tags,
-                Network::Ipv6 { next_header: protocol, fragment: None, source: 80, destination: 53 },
+                Network::Ipv6 {
+                    next_header: protocol,
+                    fragment: None,
+                    source: 80,
+                    destination: 53,
+                },
             ));
             for offset in IPV6_FRAGMENTS {
                 specs.push(FrameSpec::whole(
                     tags,
-                    Network::Ipv6 { next_header: 44, fragment: Some((protocol, offset)), source: 80, destination: 53 },
+                    Network::Ipv6 {
+                        next_header: 44,
+                        fragment: Some((protocol, offset)),
+                        source: 80,
+                        destination: 53,
+                    },
                 ));
             }
         }
@@ -408,7 +488,10 @@ fn corpus() -> Vec<Vec<u8>> {
         for network in truncation_bases() {
             let base = FrameSpec::whole(tags, network);
             for n in 0..=base.build().len() {
-                specs.push(FrameSpec { cut: Cut::At(n), ..base.clone() });
+                specs.push(FrameSpec {
+                    cut: Cut::At(n),
+                    ..base.clone()
+                });
             }
         }
     }
@@ -417,9 +500,19 @@ fn corpus() -> Vec<Vec<u8>> {
 
 /// Frames cut at every length: one of each shape that reads different bytes.
 fn truncation_bases() -> Vec<Network> {
-    let v4 =
-        |ihl, fragment, protocol, source, destination| Network::Ipv4 { ihl, fragment, protocol, source, destination };
-    let v6 = |next_header, fragment, source, destination| Network::Ipv6 { next_header, fragment, source, destination };
+    let v4 = |ihl, fragment, protocol, source, destination| Network::Ipv4 {
+        ihl,
+        fragment,
+        protocol,
+        source,
+        destination,
+    };
+    let v6 = |next_header, fragment, source, destination| Network::Ipv6 {
+        next_header,
+        fragment,
+        source,
+        destination,
+    };
     vec![
         v4(5, 0, 6, 80, 40000),
         v4(5, 0, 6, 40000, 443),
@@ -459,7 +552,11 @@ fn big_filter() -> Filter {
                     format!("{first}-{}", first + 9)
                 })
                 .collect();
-            format!("{}:{}", ["tcp", "udp", "sctp", "udplite"][rule as usize % 4], ranges.join(","))
+            format!(
+                "{}:{}",
+                ["tcp", "udp", "sctp", "udplite"][rule as usize % 4],
+                ranges.join(",")
+            )
         })
         .collect();
     Filter::parse_cli(&rules).unwrap()
@@ -473,10 +570,18 @@ fn many_rules_filter() -> Filter {
             let ranges: Vec<String> = (0..20u32)
                 .map(|range| match range % 3 {
                     0 => format!("{}", rule * 3000 + range * 150),
-                    _ => format!("{}-{}", rule * 3000 + range * 150, rule * 3000 + range * 150 + 20),
+                    _ => format!(
+                        "{}-{}",
+                        rule * 3000 + range * 150,
+                        rule * 3000 + range * 150 + 20
+                    ),
                 })
                 .collect();
-            format!("{}:{}", ["tcp", "udp", "sctp"][rule as usize % 3], ranges.join(","))
+            format!(
+                "{}:{}",
+                ["tcp", "udp", "sctp"][rule as usize % 3],
+                ranges.join(",")
+            )
         })
         .collect();
     let mut rules: Vec<&str> = rules.iter().map(String::as_str).collect();
@@ -573,9 +678,18 @@ fn corpus_matches_libpcap() {
 #[test]
 fn forty_rules_of_twenty_ranges_match_libpcap() {
     let subject = Subject::new(big_filter(), false);
-    assert!(subject.program.instructions().len() > 1000, "{}", subject.program.instructions().len());
+    assert!(
+        subject.program.instructions().len() > 1000,
+        "{}",
+        subject.program.instructions().len()
+    );
     // Some jump in the program must have needed an island: a ret copy or a ja.
-    let rets = subject.program.instructions().iter().filter(|i| i.code == 0x06).count();
+    let rets = subject
+        .program
+        .instructions()
+        .iter()
+        .filter(|i| i.code == 0x06)
+        .count();
     assert!(rets > 2, "expected ret copies near long jumps");
     let mut frames = Vec::new();
     for rule in 0..40u32 {
@@ -586,9 +700,20 @@ fn forty_rules_of_twenty_ranges_match_libpcap() {
                 let port = u16::try_from(port).unwrap();
                 for tags in [&[][..], &[0x8100]] {
                     for (source, destination) in [(port, 65000), (65000, port)] {
-                        let v4 = Network::Ipv4 { ihl: 5, fragment: 0, protocol, source, destination };
+                        let v4 = Network::Ipv4 {
+                            ihl: 5,
+                            fragment: 0,
+                            protocol,
+                            source,
+                            destination,
+                        };
                         frames.push(FrameSpec::whole(tags, v4).build());
-                        let v6 = Network::Ipv6 { next_header: protocol, fragment: None, source, destination };
+                        let v6 = Network::Ipv6 {
+                            next_header: protocol,
+                            fragment: None,
+                            source,
+                            destination,
+                        };
                         frames.push(FrameSpec::whole(tags, v6).build());
                     }
                 }
@@ -596,7 +721,13 @@ fn forty_rules_of_twenty_ranges_match_libpcap() {
             // The wrong protocol for this rule's ranges.
             let other = PORT_PROTOCOLS[(rule as usize + 1) % 4];
             let port = u16::try_from(first).unwrap();
-            let v4 = Network::Ipv4 { ihl: 6, fragment: 0, protocol: other, source: port, destination: 65000 };
+            let v4 = Network::Ipv4 {
+                ihl: 6,
+                fragment: 0,
+                protocol: other,
+                source: port,
+                destination: 65000,
+            };
             frames.push(FrameSpec::whole(&[0x88a8, 0x8100], v4).build());
         }
     }
@@ -606,7 +737,12 @@ fn forty_rules_of_twenty_ranges_match_libpcap() {
             panic!("{}", failure.lines().take(8).collect::<Vec<_>>().join("\n"));
         }
     }
-    assert!(tally.kept > frames.len() / 3, "kept {} of {}", tally.kept, frames.len());
+    assert!(
+        tally.kept > frames.len() / 3,
+        "kept {} of {}",
+        tally.kept,
+        frames.len()
+    );
     eprintln!(
         "big filter: {} instructions (libpcap: {}), {} frames checked, {} kept",
         subject.program.instructions().len(),
@@ -627,7 +763,10 @@ fn accept_is_the_snap_length_and_drop_all_drops() {
         assert_eq!(bpf::interpret(&all, frame), 96);
         assert_eq!(bpf::interpret(&none, frame), 0);
     }
-    assert_eq!(bpf::compile(&Filter::default(), 96).unwrap(), Program::accept_all(96));
+    assert_eq!(
+        bpf::compile(&Filter::default(), 96).unwrap(),
+        Program::accept_all(96)
+    );
     // libpcap keeps everything for the empty expression, as accept_all does.
     let everything = pcap_compile("", true);
     assert!(frames.iter().all(|frame| everything.filter(frame)));
@@ -637,18 +776,36 @@ fn accept_is_the_snap_length_and_drop_all_drops() {
 fn vlan_offsets_accumulate_in_libpcap() {
     let doubly_tagged = FrameSpec::whole(
         &[0x88a8, 0x8100],
-        Network::Ipv4 { ihl: 5, fragment: 0, protocol: 6, source: 80, destination: 1 },
+        Network::Ipv4 {
+            ihl: 5,
+            fragment: 0,
+            protocol: 6,
+            source: 80,
+            destination: 1,
+        },
     )
     .build();
     let untagged = "ip proto 6";
-    let flat = format!("({untagged}) or (vlan and ({untagged})) or (vlan and vlan and ({untagged}))");
+    let flat =
+        format!("({untagged}) or (vlan and ({untagged})) or (vlan and vlan and ({untagged}))");
     let nested = format!("({untagged}) or (vlan and (({untagged}) or (vlan and ({untagged}))))");
-    assert!(!pcap_compile(&flat, true).filter(&doubly_tagged), "libpcap fixed the accumulating vlan offsets?");
+    assert!(
+        !pcap_compile(&flat, true).filter(&doubly_tagged),
+        "libpcap fixed the accumulating vlan offsets?"
+    );
     assert!(pcap_compile(&nested, true).filter(&doubly_tagged));
     // And the flat form reads an untagged IPv4 header's bytes 2-3 and 6-7 as TPIDs.
-    let mut lookalike =
-        FrameSpec::whole(&[], Network::Ipv4 { ihl: 5, fragment: 0x8100, protocol: 1, source: 0, destination: 0 })
-            .build();
+    let mut lookalike = FrameSpec::whole(
+        &[],
+        Network::Ipv4 {
+            ihl: 5,
+            fragment: 0x8100,
+            protocol: 1,
+            source: 0,
+            destination: 0,
+        },
+    )
+    .build();
     lookalike[16..18].copy_from_slice(&[0x81, 0x00]);
     lookalike[24..26].copy_from_slice(&[0x08, 0x00]);
     lookalike[35] = 6;
@@ -680,7 +837,12 @@ fn program_sizes_compared_with_libpcap() {
         let ours = bpf::compile(&f, SNAP).unwrap();
         let libpcap = pcap_compile(&f.to_pcap_expression(), true);
         let theirs = libpcap.get_instructions().len();
-        eprintln!("{:<40} ours {:>4}, libpcap {:>4}", f.to_string(), ours.instructions().len(), theirs);
+        eprintln!(
+            "{:<40} ours {:>4}, libpcap {:>4}",
+            f.to_string(),
+            ours.instructions().len(),
+            theirs
+        );
         if rules == ["tcp:80,443"] {
             eprintln!("{ours}");
         }
@@ -718,10 +880,18 @@ fn range_strategy() -> impl Strategy<Value = PortRange> {
 }
 
 fn rule_strategy() -> impl Strategy<Value = FilterRule> {
-    (protocol_strategy(), proptest::collection::vec(range_strategy(), 0..=4)).prop_map(|(protocol, ranges)| {
-        let ports = if protocol.is_none_or(Protocol::has_ports) { ranges } else { Vec::new() };
-        FilterRule::new(protocol, ports).unwrap()
-    })
+    (
+        protocol_strategy(),
+        proptest::collection::vec(range_strategy(), 0..=4),
+    )
+        .prop_map(|(protocol, ranges)| {
+            let ports = if protocol.is_none_or(Protocol::has_ports) {
+                ranges
+            } else {
+                Vec::new()
+            };
+            FilterRule::new(protocol, ports).unwrap()
+        })
 }
 
 fn filter_strategy() -> impl Strategy<Value = Filter> {
@@ -767,16 +937,32 @@ fn frame_strategy(filter: &Filter) -> impl Strategy<Value = FrameSpec> {
         1 => any::<u16>(),
     ];
     let ipv4 = (ihl, fragment, protocol.clone(), port.clone(), port.clone()).prop_map(
-        |(ihl, fragment, protocol, source, destination)| Network::Ipv4 { ihl, fragment, protocol, source, destination },
+        |(ihl, fragment, protocol, source, destination)| Network::Ipv4 {
+            ihl,
+            fragment,
+            protocol,
+            source,
+            destination,
+        },
     );
-    let ipv6_fragment = prop_oneof![3 => Just(None), 2 => (protocol.clone(), any::<u16>()).prop_map(Some)];
-    let ipv6 =
-        (protocol, ipv6_fragment, port.clone(), port).prop_map(|(next_header, fragment, source, destination)| {
-            match fragment {
-                Some(inner) => Network::Ipv6 { next_header: 44, fragment: Some(inner), source, destination },
-                None => Network::Ipv6 { next_header, fragment: None, source, destination },
-            }
-        });
+    let ipv6_fragment =
+        prop_oneof![3 => Just(None), 2 => (protocol.clone(), any::<u16>()).prop_map(Some)];
+    let ipv6 = (protocol, ipv6_fragment, port.clone(), port).prop_map(
+        |(next_header, fragment, source, destination)| match fragment {
+            Some(inner) => Network::Ipv6 {
+                next_header: 44,
+                fragment: Some(inner),
+                source,
+                destination,
+            },
+            None => Network::Ipv6 {
+                next_header,
+                fragment: None,
+                source,
+                destination,
+            },
+        },
+    );
     let other = prop_oneof![
         proptest::sample::select(OTHER_ETHERTYPES.to_vec()),
         any::<u16>(),
@@ -803,7 +989,10 @@ fn case_strategy() -> impl Strategy<Value = (Filter, Vec<FrameSpec>)> {
 #[test]
 fn random_filters_and_frames_match_libpcap() {
     // PROPTEST_CASES=20000 runs a longer search.
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
     let config = ProptestConfig {
         cases,
         max_shrink_iters: 4000,
@@ -818,7 +1007,9 @@ fn random_filters_and_frames_match_libpcap() {
         let mut tally = total.get();
         for spec in &frames {
             let frame = spec.build();
-            subject.check(&frame, &mut tally).map_err(|failure| TestCaseError::fail(format!("{spec:?}\n{failure}")))?;
+            subject
+                .check(&frame, &mut tally)
+                .map_err(|failure| TestCaseError::fail(format!("{spec:?}\n{failure}")))?;
         }
         total.set(tally);
         Ok(())
@@ -832,5 +1023,8 @@ fn random_filters_and_frames_match_libpcap() {
         total.checks, total.kept, total.optimizer_differs
     );
     // The generators must produce both verdicts in quantity, or the agreement means little.
-    assert!(total.kept > total.checks / 10 && total.kept < total.checks * 9 / 10, "{total:?}");
+    assert!(
+        total.kept > total.checks / 10 && total.kept < total.checks * 9 / 10,
+        "{total:?}"
+    );
 }

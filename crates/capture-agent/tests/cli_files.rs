@@ -17,13 +17,16 @@ use std::time::Duration;
 use common::capture::run_agent_to_end;
 use common::traffic::{burst_from_pod, burst_sequence};
 use common::{
-    assert_same_frames, json_u64, must_read, path_str, rotated_files, scratch_dir, tshark, Capturer, Frame, Pod,
-    UdpSink, BEFORE_STOP,
+    assert_same_frames, json_u64, must_read, path_str, rotated_files, scratch_dir, tshark,
+    Capturer, Frame, Pod, UdpSink, BEFORE_STOP,
 };
 
 /// The frames of `files`, one file after the other.
 fn concatenated_frames(files: &[impl AsRef<Path>]) -> Vec<Frame> {
-    files.iter().flat_map(|f| must_read(f.as_ref()).frames).collect()
+    files
+        .iter()
+        .flat_map(|f| must_read(f.as_ref()).frames)
+        .collect()
 }
 
 /// The `path`s of the summary's `files`, in order.
@@ -39,7 +42,10 @@ fn summary_paths(summary: &serde_json::Value) -> Vec<String> {
 fn sequences(frames: &[Frame]) -> Vec<u32> {
     frames
         .iter()
-        .map(|f| burst_sequence(&f.data).unwrap_or_else(|| panic!("not a burst datagram: {}", f.describe())))
+        .map(|f| {
+            burst_sequence(&f.data)
+                .unwrap_or_else(|| panic!("not a burst datagram: {}", f.describe()))
+        })
         .collect()
 }
 
@@ -53,14 +59,37 @@ fn rotating_beside_unrotated(
     rotated: &Path,
     whole: &Path,
 ) -> (serde_json::Value, serde_json::Value) {
+    let destination = SocketAddr::new(pod.host_v4.into(), port);
+    rotating_beside_unrotated_with(pod, port, rotation, rotated, whole, || {
+        burst_from_pod(pod, destination, count, 500)
+    })
+}
+
+/// The same, with the pod's traffic sent by `send`.
+fn rotating_beside_unrotated_with(
+    pod: &Pod,
+    port: u16,
+    rotation: &[&str],
+    rotated: &Path,
+    whole: &Path,
+    send: impl FnOnce(),
+) -> (serde_json::Value, serde_json::Value) {
     let _sink = UdpSink::bind(pod.host_v4.into(), port);
     let filter = format!("udp:{port}");
-    let mut args =
-        vec!["--interface", pod.host_if.as_str(), "--filter", &filter, "--json", "--ring-size", "16MiB", "--output"];
+    let mut args = vec![
+        "--interface",
+        pod.host_if.as_str(),
+        "--filter",
+        &filter,
+        "--json",
+        "--ring-size",
+        "16MiB",
+        "--output",
+    ];
     let rotating = Capturer::agent(&[&args[..], &[path_str(rotated)][..], rotation].concat());
     args.push(path_str(whole));
     let unrotated = Capturer::agent(&args);
-    burst_from_pod(pod, SocketAddr::new(pod.host_v4.into(), port), count, 500);
+    send();
     sleep(BEFORE_STOP);
     let (rotating, unrotated) = (rotating.stop(), unrotated.stop());
     rotating.assert_success();
@@ -69,22 +98,102 @@ fn rotating_beside_unrotated(
 }
 
 #[test]
+fn time_rotation_loses_and_duplicates_nothing() {
+    let pod = Pod::new();
+    let dir = scratch_dir();
+    let (rotated, whole) = (
+        dir.path().join("timed.pcapng"),
+        dir.path().join("whole.pcapng"),
+    );
+    let destination = SocketAddr::new(pod.host_v4.into(), 7102);
+    // Four waves further apart than the rotation period: each wave after the first finds a file
+    // that has been open for at least a second, so a new file starts with it.
+    let waves = || {
+        for wave in 0..4 {
+            if wave > 0 {
+                sleep(Duration::from_millis(1100));
+            }
+            burst_from_pod(&pod, destination, 50, 500);
+        }
+    };
+    let (summary, _) = rotating_beside_unrotated_with(
+        &pod,
+        7102,
+        &["--rotate-every", "1s"],
+        &rotated,
+        &whole,
+        waves,
+    );
+
+    let files = rotated_files(&rotated);
+    assert!(
+        files.len() >= 3,
+        "4 waves 1.1 s apart with --rotate-every 1s gave only {} files",
+        files.len()
+    );
+    assert_eq!(
+        summary_paths(&summary).len(),
+        files.len(),
+        "summary: {summary}"
+    );
+    for file in &files {
+        tshark::assert_tshark_reads_cleanly(file);
+    }
+    let whole_frames = must_read(&whole).frames;
+    assert_eq!(
+        whole_frames.len(),
+        200,
+        "the unrotated capture should hold every datagram once"
+    );
+    assert_same_frames(
+        &concatenated_frames(&files),
+        &whole_frames,
+        "time-rotated files, concatenated, vs the unrotated capture",
+    );
+}
+
+#[test]
 fn size_rotation_loses_and_duplicates_nothing() {
     let pod = Pod::new();
     let dir = scratch_dir();
-    let (rotated, whole) = (dir.path().join("rotated.pcapng"), dir.path().join("whole.pcapng"));
-    let (summary, _) = rotating_beside_unrotated(&pod, 7100, 2000, &["--rotate-bytes", "64KiB"], &rotated, &whole);
+    let (rotated, whole) = (
+        dir.path().join("rotated.pcapng"),
+        dir.path().join("whole.pcapng"),
+    );
+    let (summary, _) = rotating_beside_unrotated(
+        &pod,
+        7100,
+        2000,
+        &["--rotate-bytes", "64KiB"],
+        &rotated,
+        &whole,
+    );
 
     let files = rotated_files(&rotated);
-    assert!(files.len() >= 3, "~1.1 MB of packets in 64 KiB files should make many files, got {files:?}");
-    assert!(!rotated.exists(), "with rotation only numbered files are written, but {} exists", rotated.display());
+    assert!(
+        files.len() >= 3,
+        "~1.1 MB of packets in 64 KiB files should make many files, got {files:?}"
+    );
+    assert!(
+        !rotated.exists(),
+        "with rotation only numbered files are written, but {} exists",
+        rotated.display()
+    );
     for file in &files {
         let size = std::fs::metadata(file).unwrap().len();
-        assert!(size <= 64 * 1024, "{} is {size} bytes, more than --rotate-bytes 64KiB", file.display());
+        assert!(
+            size <= 64 * 1024,
+            "{} is {size} bytes, more than --rotate-bytes 64KiB",
+            file.display()
+        );
         tshark::assert_tshark_reads_cleanly(file);
     }
     let expected_paths: Vec<String> = files.iter().map(|f| path_str(f).to_string()).collect();
-    assert_eq!(summary_paths(&summary), expected_paths, "summary files vs files on disk");
+    assert_eq!(
+        summary_paths(&summary),
+        expected_paths,
+        "summary files vs files on disk"
+    );
 
     let whole_frames = must_read(&whole).frames;
     assert_eq!(
@@ -103,23 +212,48 @@ fn size_rotation_loses_and_duplicates_nothing() {
 fn max_files_keeps_exactly_the_newest_files() {
     let pod = Pod::new();
     let dir = scratch_dir();
-    let (rotated, whole) = (dir.path().join("ring.pcapng"), dir.path().join("whole.pcapng"));
+    let (rotated, whole) = (
+        dir.path().join("ring.pcapng"),
+        dir.path().join("whole.pcapng"),
+    );
     let rotation = ["--rotate-bytes", "32KiB", "--max-files", "3"];
     let (summary, _) = rotating_beside_unrotated(&pod, 7101, 1000, &rotation, &rotated, &whole);
 
     let files = rotated_files(&rotated);
     assert_eq!(files.len(), 3, "files left with --max-files 3: {files:?}");
     let deleted = json_u64(&summary, "deletedFiles");
-    assert!(deleted > 0, "~550 KB in 32 KiB files must have deleted some: {summary}");
+    assert!(
+        deleted > 0,
+        "~550 KB in 32 KiB files must have deleted some: {summary}"
+    );
     // The survivors are the last three written: numbers deleted+1 ..= deleted+3.
-    let last = files.last().unwrap().file_name().unwrap().to_str().unwrap().to_string();
-    assert_eq!(last, format!("ring-{:06}.pcapng", deleted + 3), "the newest file's name, after {deleted} deletions");
+    let last = files
+        .last()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        last,
+        format!("ring-{:06}.pcapng", deleted + 3),
+        "the newest file's name, after {deleted} deletions"
+    );
     let expected_paths: Vec<String> = files.iter().map(|f| path_str(f).to_string()).collect();
-    assert_eq!(summary_paths(&summary), expected_paths, "summary files vs files on disk");
+    assert_eq!(
+        summary_paths(&summary),
+        expected_paths,
+        "summary files vs files on disk"
+    );
 
     let kept = concatenated_frames(&files);
     let whole_frames = must_read(&whole).frames;
-    assert_eq!(whole_frames.len(), 1000, "the unrotated capture should hold every datagram");
+    assert_eq!(
+        whole_frames.len(),
+        1000,
+        "the unrotated capture should hold every datagram"
+    );
     assert!(
         !kept.is_empty() && kept.len() < whole_frames.len(),
         "kept {} of {} frames",
@@ -158,7 +292,11 @@ fn max_packets_stops_after_exactly_that_many() {
     assert_eq!(summary["end"], "packet limit reached", "summary: {summary}");
     assert_eq!(json_u64(&summary, "packets"), 100, "summary: {summary}");
     let frames = must_read(&output).frames;
-    assert_eq!(sequences(&frames), (0..100).collect::<Vec<u32>>(), "the file should hold the first 100 datagrams");
+    assert_eq!(
+        sequences(&frames),
+        (0..100).collect::<Vec<u32>>(),
+        "the file should hold the first 100 datagrams"
+    );
     tshark::assert_tshark_reads_cleanly(&output);
 }
 
@@ -193,12 +331,19 @@ fn max_bytes_stops_before_passing_the_limit() {
         "every frame should be a whole {frame_len}-byte datagram"
     );
     let total: usize = frames.iter().map(|f| f.data.len()).sum();
-    assert!(total <= 10_000, "{total} packet bytes in the file, more than --max-bytes 10000");
+    assert!(
+        total <= 10_000,
+        "{total} packet bytes in the file, more than --max-bytes 10000"
+    );
     assert!(
         total + frame_len > 10_000,
         "{total} packet bytes: one more {frame_len}-byte packet would still fit under 10000"
     );
-    assert_eq!(json_u64(&summary, "bytes"), total as u64, "summary bytes vs packet bytes in the file: {summary}");
+    assert_eq!(
+        json_u64(&summary, "bytes"),
+        total as u64,
+        "summary bytes vs packet bytes in the file: {summary}"
+    );
     assert_eq!(
         sequences(&frames),
         (0..frames.len() as u32).collect::<Vec<u32>>(),
@@ -216,15 +361,32 @@ fn bad_input_is_refused_with_a_message_saying_what_to_fix() {
         (&["--filter", "tcp:70000"], &["70000", "65535"]),
         (&["--filter", "tcp:90-80"], &["90", "80:90|80-90"]),
         (&["--filter", "gre"], &["gre", "protocol number"]),
-        (&["--interface", "does-not-exist0"], &["does-not-exist0", "no interface|no such|not found|does not exist"]),
-        (&["--max-files", "3"], &["max-files|maxfiles", "--rotate-bytes|--rotate-every"]),
+        (
+            &["--interface", "does-not-exist0"],
+            &[
+                "does-not-exist0",
+                "no interface|no such|not found|does not exist",
+            ],
+        ),
+        (
+            &["--max-files", "3"],
+            &["max-files|maxfiles", "--rotate-bytes|--rotate-every"],
+        ),
     ];
     let mut failures = Vec::new();
     for (extra, needles) in cases {
         // `lo` exists everywhere; the duration bounds the run should the input be accepted.
-        let interface = if extra.contains(&"--interface") { vec![] } else { vec!["--interface", "lo"] };
-        let args: Vec<&str> =
-            [&interface[..], extra, &["--duration", "2s", "--output", path_str(&output)][..]].concat();
+        let interface = if extra.contains(&"--interface") {
+            vec![]
+        } else {
+            vec!["--interface", "lo"]
+        };
+        let args: Vec<&str> = [
+            &interface[..],
+            extra,
+            &["--duration", "2s", "--output", path_str(&output)][..],
+        ]
+        .concat();
         let finished = run_agent_to_end(&args, Duration::from_secs(10));
         let message = finished.stderr.to_lowercase();
         let problem = if finished.status.success() {
@@ -238,12 +400,24 @@ fn bad_input_is_refused_with_a_message_saying_what_to_fix() {
         } else {
             needles
                 .iter()
-                .find(|needle| !needle.split('|').any(|alternative| message.contains(&alternative.to_lowercase())))
+                .find(|needle| {
+                    !needle
+                        .split('|')
+                        .any(|alternative| message.contains(&alternative.to_lowercase()))
+                })
                 .map(|needle| format!("the message does not mention {needle:?}"))
         };
         if let Some(problem) = problem {
-            failures.push(format!("capture-agent capture {}: {problem}; stderr:\n{}", args.join(" "), finished.stderr));
+            failures.push(format!(
+                "capture-agent capture {}: {problem}; stderr:\n{}",
+                args.join(" "),
+                finished.stderr
+            ));
         }
     }
-    assert!(failures.is_empty(), "bad input not refused properly:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "bad input not refused properly:\n{}",
+        failures.join("\n")
+    );
 }

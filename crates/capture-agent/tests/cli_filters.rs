@@ -19,8 +19,8 @@ use std::thread::sleep;
 use common::pcapfile::frames_difference;
 use common::traffic;
 use common::{
-    in_window, json_u64, must_read, now_ns, path_str, scratch_dir, tshark, Capturer, Frame, HostServices, Pod,
-    BEFORE_STOP, SETTLE,
+    in_window, json_u64, must_read, now_ns, path_str, scratch_dir, tshark, Capturer, Frame,
+    HostServices, Pod, BEFORE_STOP, SETTLE,
 };
 
 /// A capture-agent filter (one or more `--filter` rules) and the display filter equivalent.
@@ -30,27 +30,60 @@ struct Case {
 }
 
 const CASES: &[Case] = &[
-    Case { rules: &["tcp:8080,443"], display_filter: "!icmp && !icmpv6 && tcp.port in {8080, 443}" },
-    Case { rules: &["tcp:8000-8100"], display_filter: "!icmp && !icmpv6 && tcp.port in {8000..8100}" },
-    Case { rules: &["udp:53"], display_filter: "!icmp && !icmpv6 && !udplite && udp.port == 53" },
+    Case {
+        rules: &["tcp:8080,443"],
+        display_filter: "!icmp && !icmpv6 && tcp.port in {8080, 443}",
+    },
+    Case {
+        rules: &["tcp:8000-8100"],
+        display_filter: "!icmp && !icmpv6 && tcp.port in {8000..8100}",
+    },
+    Case {
+        rules: &["udp:53"],
+        display_filter: "!icmp && !icmpv6 && !udplite && udp.port == 53",
+    },
     Case {
         rules: &["any:53"],
         display_filter: "!icmp && !icmpv6 && (tcp.port == 53 || udp.port == 53 || sctp.port == 53)",
     },
-    Case { rules: &["icmp"], display_filter: "icmp" },
-    Case { rules: &["icmpv6"], display_filter: "icmpv6 && ipv6.nxt == 58" },
-    Case { rules: &["sctp:9899"], display_filter: "!icmp && !icmpv6 && sctp.port == 9899" },
-    Case { rules: &["udplite:5000"], display_filter: "!icmp && !icmpv6 && udplite && udp.port == 5000" },
-    Case { rules: &["47"], display_filter: "ip.proto == 47 || ipv6.nxt == 47" },
+    Case {
+        rules: &["icmp"],
+        display_filter: "icmp",
+    },
+    Case {
+        rules: &["icmpv6"],
+        display_filter: "icmpv6 && ipv6.nxt == 58",
+    },
+    Case {
+        rules: &["sctp:9899"],
+        display_filter: "!icmp && !icmpv6 && sctp.port == 9899",
+    },
+    Case {
+        rules: &["udplite:5000"],
+        display_filter: "!icmp && !icmpv6 && udplite && udp.port == 5000",
+    },
+    Case {
+        rules: &["47"],
+        display_filter: "ip.proto == 47 || ipv6.nxt == 47",
+    },
     Case {
         rules: &["udp:53", "tcp:443"],
         display_filter: "!icmp && !icmpv6 && ((!udplite && udp.port == 53) || tcp.port == 443)",
     },
-    Case { rules: &["sctp"], display_filter: "sctp" },
+    Case {
+        rules: &["sctp"],
+        display_filter: "sctp",
+    },
 ];
 
 fn agent_args<'a>(pod: &'a Pod, case: &Case, output: &'a str) -> Vec<&'a str> {
-    let mut args = vec!["--interface", pod.host_if.as_str(), "--output", output, "--json"];
+    let mut args = vec![
+        "--interface",
+        pod.host_if.as_str(),
+        "--output",
+        output,
+        "--json",
+    ];
     // Eleven captures at once: a small ring each is plenty for this traffic.
     args.extend(["--ring-size", "8MiB"]);
     for rule in case.rules {
@@ -65,12 +98,16 @@ fn each_filter_keeps_exactly_what_the_equivalent_display_filter_selects() {
     let _services = HostServices::start(&pod);
     let dir = scratch_dir();
     let reference = dir.path().join("tcpdump.pcap");
-    let outputs: Vec<String> =
-        (0..CASES.len()).map(|i| path_str(&dir.path().join(format!("filter-{i}.pcapng"))).to_string()).collect();
+    let outputs: Vec<String> = (0..CASES.len())
+        .map(|i| path_str(&dir.path().join(format!("filter-{i}.pcapng"))).to_string())
+        .collect();
 
     let tcpdump = Capturer::tcpdump(&pod.host_if, &reference);
-    let agents: Vec<Capturer> =
-        CASES.iter().zip(&outputs).map(|(case, output)| Capturer::agent(&agent_args(&pod, case, output))).collect();
+    let agents: Vec<Capturer> = CASES
+        .iter()
+        .zip(&outputs)
+        .map(|(case, output)| Capturer::agent(&agent_args(&pod, case, output)))
+        .collect();
     let t0 = now_ns();
     traffic::send_all_kinds(&pod);
     sleep(SETTLE);
@@ -87,7 +124,11 @@ fn each_filter_keeps_exactly_what_the_equivalent_display_filter_selects() {
         finished.assert_success();
         let ours = must_read(output.as_ref());
         let summary = finished.summary();
-        assert_eq!(json_u64(&summary, "packets"), ours.frames.len() as u64, "{what}: summary vs file: {summary}");
+        assert_eq!(
+            json_u64(&summary, "packets"),
+            ours.frames.len() as u64,
+            "{what}: summary vs file: {summary}"
+        );
         let filter_option = ours.interfaces[0].filter.clone().unwrap_or_default();
         assert!(
             filter_option.len() > 1 && filter_option[0] == 0,
@@ -115,7 +156,10 @@ fn each_filter_keeps_exactly_what_the_equivalent_display_filter_selects() {
         );
         let ours_in_window = in_window(&ours.frames, t0, t1);
         // Collect every filter's verdict before failing: one broken rule should not hide another.
-        let context = format!("{what} vs tshark -Y '{}' on tcpdump's capture", case.display_filter);
+        let context = format!(
+            "{what} vs tshark -Y '{}' on tcpdump's capture",
+            case.display_filter
+        );
         failures.extend(frames_difference(&ours_in_window, &expected, &context));
     }
     assert!(

@@ -45,14 +45,21 @@ fn ring_overflow_is_counted_as_kernel_drops() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("drops.pcapng");
     let config = CaptureConfig {
-        interfaces: vec![InterfaceSpec { name: pod.host_if.clone(), description: String::new() }],
+        interfaces: vec![InterfaceSpec {
+            name: pod.host_if.clone(),
+            description: String::new(),
+        }],
         filter: Filter::parse_cli(&[format!("udp:{PORT}")]).unwrap(),
         limits: CaptureLimits::default(),
         duration: None,
         format: OutputFormat::Pcapng,
         output: OutputPlan::SingleFile(path.clone()),
         // Two one-page blocks: room for a handful of 1000-byte datagrams.
-        ring: RingConfig { block_size: 4096, block_count: 2, ..RingConfig::default() },
+        ring: RingConfig {
+            block_size: 4096,
+            block_count: 2,
+            ..RingConfig::default()
+        },
     };
     let capture = Capture::open(config).unwrap();
 
@@ -69,11 +76,25 @@ fn ring_overflow_is_counted_as_kernel_drops() {
     let report = capture.run(&stop).unwrap();
 
     assert_eq!(report.end, EndReason::Stopped);
-    assert!(report.drops > 0, "a two-block ring left unread must overflow: {report:?}");
-    assert!(report.packets > 0, "the blocks that filled before the overflow are written: {report:?}");
-    assert_eq!(report.packets + report.drops, OFFERED, "captured + dropped must equal offered: {report:?}");
+    assert!(
+        report.drops > 0,
+        "a two-block ring left unread must overflow: {report:?}"
+    );
+    assert!(
+        report.packets > 0,
+        "the blocks that filled before the overflow are written: {report:?}"
+    );
+    assert_eq!(
+        report.packets + report.drops,
+        OFFERED,
+        "captured + dropped must equal offered: {report:?}"
+    );
     assert_eq!(report.interfaces[0].kernel_received, OFFERED);
     let (in_file, recorded_drops) = packets_and_recorded_drops(&path);
     assert_eq!(in_file, report.packets);
-    assert_eq!(recorded_drops, Some(report.drops), "the pcapng statistics block records the kernel drops");
+    assert_eq!(
+        recorded_drops,
+        Some(report.drops),
+        "the pcapng statistics block records the kernel drops"
+    );
 }

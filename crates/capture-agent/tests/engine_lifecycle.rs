@@ -29,7 +29,10 @@ fn deleted_interfaces_end_their_part_and_then_the_capture() {
     let first = Pod::new();
     let second = Pod::new();
     let dir = tempfile::tempdir().unwrap();
-    let spec = |pod: &Pod| InterfaceSpec { name: pod.host_if.clone(), description: String::new() };
+    let spec = |pod: &Pod| InterfaceSpec {
+        name: pod.host_if.clone(),
+        description: String::new(),
+    };
     let config = CaptureConfig {
         interfaces: vec![spec(&first), spec(&second)],
         filter: Filter::parse_cli(&[format!("udp:{PORT}")]).unwrap(),
@@ -37,7 +40,11 @@ fn deleted_interfaces_end_their_part_and_then_the_capture() {
         duration: None,
         format: OutputFormat::Pcapng,
         output: OutputPlan::SingleFile(dir.path().join("pods.pcapng")),
-        ring: RingConfig { block_size: 1 << 16, block_count: 4, ..RingConfig::default() },
+        ring: RingConfig {
+            block_size: 1 << 16,
+            block_count: 4,
+            ..RingConfig::default()
+        },
     };
     let capture = Capture::open(config).unwrap();
     let (stop, handle) = StopSignal::new().unwrap();
@@ -63,8 +70,14 @@ fn deleted_interfaces_end_their_part_and_then_the_capture() {
 
     assert_eq!(report.end, EndReason::InterfacesGone, "{report:?}");
     assert!(report.interfaces.iter().all(|i| i.gone), "{report:?}");
-    assert_eq!(report.interfaces[0].packets, 10, "the first pod's packets are kept: {report:?}");
-    assert_eq!(report.interfaces[1].packets, 15, "the second pod was captured after the first went: {report:?}");
+    assert_eq!(
+        report.interfaces[0].packets, 10,
+        "the first pod's packets are kept: {report:?}"
+    );
+    assert_eq!(
+        report.interfaces[1].packets, 15,
+        "the second pod was captured after the first went: {report:?}"
+    );
     assert_eq!(report.files.len(), 1);
     assert_eq!(report.files[0].packets, 25);
 }

@@ -94,15 +94,27 @@ impl Protocol {
 
     /// Whether this protocol's header starts with 16-bit source and destination ports.
     pub fn has_ports(self) -> bool {
-        matches!(self, Protocol::Tcp | Protocol::Udp | Protocol::Sctp | Protocol::UdpLite)
+        matches!(
+            self,
+            Protocol::Tcp | Protocol::Udp | Protocol::Sctp | Protocol::UdpLite
+        )
     }
 
     /// The IP versions this protocol is matched in: ICMP is IPv4's, ICMPv6 is IPv6's.
     pub fn families(self) -> Families {
         match self {
-            Protocol::Icmp => Families { ipv4: true, ipv6: false },
-            Protocol::Icmpv6 => Families { ipv4: false, ipv6: true },
-            _ => Families { ipv4: true, ipv6: true },
+            Protocol::Icmp => Families {
+                ipv4: true,
+                ipv6: false,
+            },
+            Protocol::Icmpv6 => Families {
+                ipv4: false,
+                ipv6: true,
+            },
+            _ => Families {
+                ipv4: true,
+                ipv6: true,
+            },
         }
     }
 }
@@ -155,7 +167,10 @@ impl PortRange {
     }
 
     pub fn single(port: u16) -> PortRange {
-        PortRange { first: port, last: port }
+        PortRange {
+            first: port,
+            last: port,
+        }
     }
 
     pub fn first(self) -> u16 {
@@ -216,7 +231,10 @@ pub struct FilterRule {
 
 impl FilterRule {
     /// A rule; with ports and no protocol it means TCP, UDP, SCTP or UDPLite on those ports.
-    pub fn new(protocol: Option<Protocol>, ports: Vec<PortRange>) -> Result<FilterRule, FilterError> {
+    pub fn new(
+        protocol: Option<Protocol>,
+        ports: Vec<PortRange>,
+    ) -> Result<FilterRule, FilterError> {
         if let Some(p) = protocol {
             if !ports.is_empty() && !p.has_ports() {
                 return Err(FilterError::PortsWithoutPortProtocol(p));
@@ -238,7 +256,12 @@ impl FilterRule {
     pub fn protocols(&self) -> Option<Vec<Protocol>> {
         match (self.protocol, self.ports.is_empty()) {
             (Some(p), _) => Some(vec![p]),
-            (None, false) => Some(vec![Protocol::Tcp, Protocol::Udp, Protocol::Sctp, Protocol::UdpLite]),
+            (None, false) => Some(vec![
+                Protocol::Tcp,
+                Protocol::Udp,
+                Protocol::Sctp,
+                Protocol::UdpLite,
+            ]),
             (None, true) => None,
         }
     }
@@ -265,7 +288,10 @@ impl FromStr for FilterRule {
         let ports = match ports_text {
             None => Vec::new(),
             Some(list) if list.trim().is_empty() => return Err(FilterError::EmptyPortList),
-            Some(list) => list.split(',').map(str::parse).collect::<Result<Vec<_>, _>>()?,
+            Some(list) => list
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<Vec<_>, _>>()?,
         };
         FilterRule::new(protocol, ports)
     }
@@ -307,11 +333,13 @@ impl Filter {
             .iter()
             .enumerate()
             .map(|(index, text)| {
-                text.as_ref().parse::<FilterRule>().map_err(|source| FilterError::InRule {
-                    index,
-                    text: text.as_ref().to_string(),
-                    source: Box::new(source),
-                })
+                text.as_ref()
+                    .parse::<FilterRule>()
+                    .map_err(|source| FilterError::InRule {
+                        index,
+                        text: text.as_ref().to_string(),
+                        source: Box::new(source),
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Filter::new(parsed))
@@ -381,7 +409,9 @@ fn rule_pcap_expression(rule: &FilterRule) -> String {
             // Ports live only in the first fragment (IPv4) and right after the fixed IPv6 header.
             let v4 = ports_pcap_expression(&rule.ports, "ip[((ip[0] & 0xf) << 2) + ");
             let v6 = ports_pcap_expression(&rule.ports, "ip6[40 + ");
-            parts.push(format!("(ip proto {n} and (ip[6:2] & 0x1fff) = 0 and ({v4}))"));
+            parts.push(format!(
+                "(ip proto {n} and (ip[6:2] & 0x1fff) = 0 and ({v4}))"
+            ));
             parts.push(format!("(ip6 and ip6[6] = {n} and ({v6}))"));
         }
         parts
@@ -395,7 +425,12 @@ impl fmt::Display for Filter {
         if self.rules.is_empty() {
             return f.write_str("everything");
         }
-        let text = self.rules.iter().map(ToString::to_string).collect::<Vec<_>>().join(" or ");
+        let text = self
+            .rules
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" or ");
         f.write_str(&text)
     }
 }
@@ -407,7 +442,9 @@ pub enum FilterError {
     UnknownProtocol(String),
     #[error("protocol number {0} is out of range: IP protocol numbers are 1-255")]
     ProtocolOutOfRange(i64),
-    #[error("protocol number 0 is the IPv6 hop-by-hop header, not a transport protocol: use 1-255")]
+    #[error(
+        "protocol number 0 is the IPv6 hop-by-hop header, not a transport protocol: use 1-255"
+    )]
     ProtocolZero,
     #[error("port {0} is out of range: ports are 0-65535")]
     PortOutOfRange(i64),
@@ -447,13 +484,16 @@ impl<'de> Deserialize<'de> for Protocol {
         impl Visitor<'_> for ProtocolVisitor {
             type Value = Protocol;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a protocol name (TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite) or number 1-255")
+                f.write_str(
+                    "a protocol name (TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite) or number 1-255",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Protocol, E> {
                 v.parse().map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Protocol, E> {
-                let n = u8::try_from(v).map_err(|_| E::custom(FilterError::ProtocolOutOfRange(v)))?;
+                let n =
+                    u8::try_from(v).map_err(|_| E::custom(FilterError::ProtocolOutOfRange(v)))?;
                 Protocol::from_number(n).map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Protocol, E> {
@@ -486,7 +526,8 @@ impl<'de> Deserialize<'de> for PortRange {
                 v.parse().map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortRange, E> {
-                let port = u16::try_from(v).map_err(|_| E::custom(FilterError::PortOutOfRange(v)))?;
+                let port =
+                    u16::try_from(v).map_err(|_| E::custom(FilterError::PortOutOfRange(v)))?;
                 Ok(PortRange::single(port))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<PortRange, E> {
@@ -508,7 +549,11 @@ struct FilterRuleWire {
 
 impl Serialize for FilterRule {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        FilterRuleWire { protocol: self.protocol, ports: self.ports.clone() }.serialize(serializer)
+        FilterRuleWire {
+            protocol: self.protocol,
+            ports: self.ports.clone(),
+        }
+        .serialize(serializer)
     }
 }
 
@@ -541,12 +586,28 @@ mod tests {
         assert_eq!(rule.protocol(), Some(Protocol::Tcp));
         assert_eq!(
             rule.ports(),
-            &[PortRange::single(80), PortRange::single(443), PortRange::new(8000, 8100).unwrap()]
+            &[
+                PortRange::single(80),
+                PortRange::single(443),
+                PortRange::new(8000, 8100).unwrap()
+            ]
         );
-        assert_eq!("ICMP".parse::<FilterRule>().unwrap().protocol(), Some(Protocol::Icmp));
-        assert_eq!("icmp6".parse::<FilterRule>().unwrap().protocol(), Some(Protocol::Icmpv6));
-        assert_eq!("47".parse::<FilterRule>().unwrap().protocol(), Some(Protocol::Number(47)));
-        assert_eq!("6".parse::<FilterRule>().unwrap().protocol(), Some(Protocol::Tcp));
+        assert_eq!(
+            "ICMP".parse::<FilterRule>().unwrap().protocol(),
+            Some(Protocol::Icmp)
+        );
+        assert_eq!(
+            "icmp6".parse::<FilterRule>().unwrap().protocol(),
+            Some(Protocol::Icmpv6)
+        );
+        assert_eq!(
+            "47".parse::<FilterRule>().unwrap().protocol(),
+            Some(Protocol::Number(47))
+        );
+        assert_eq!(
+            "6".parse::<FilterRule>().unwrap().protocol(),
+            Some(Protocol::Tcp)
+        );
         let any: FilterRule = "any:53".parse().unwrap();
         assert_eq!(any.protocol(), None);
         assert_eq!(any.protocols().unwrap().len(), 4);
@@ -554,9 +615,21 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for text in ["tcp:80,443,8000-8100", "udp:53", "icmp", "icmpv6", "any:1-1024", "47", "sctp:0,65535"] {
+        for text in [
+            "tcp:80,443,8000-8100",
+            "udp:53",
+            "icmp",
+            "icmpv6",
+            "any:1-1024",
+            "47",
+            "sctp:0,65535",
+        ] {
             let rule: FilterRule = text.parse().unwrap();
-            assert_eq!(rule.to_string().parse::<FilterRule>().unwrap(), rule, "{text}");
+            assert_eq!(
+                rule.to_string().parse::<FilterRule>().unwrap(),
+                rule,
+                "{text}"
+            );
         }
     }
 
@@ -571,7 +644,9 @@ mod tests {
         assert!(err("0").contains("1-255"));
         assert!(err("tcp:").contains("empty port list"));
         assert!(err("tcp:http").contains("is not a port"));
-        let in_rule = Filter::parse_cli(&["udp:53", "tcp:99999"]).unwrap_err().to_string();
+        let in_rule = Filter::parse_cli(&["udp:53", "tcp:99999"])
+            .unwrap_err()
+            .to_string();
         assert!(in_rule.starts_with("filter 1 (\"tcp:99999\")"), "{in_rule}");
     }
 
@@ -582,21 +657,27 @@ mod tests {
         assert_eq!(filter.rules().len(), 4);
         let back = serde_json::to_string(&filter).unwrap();
         assert_eq!(serde_json::from_str::<Filter>(&back).unwrap(), filter);
-        assert!(serde_json::from_str::<Filter>(r#"[{"protocol":"TCP","ports":[70000]}]"#)
-            .unwrap_err()
-            .to_string()
-            .contains("port 70000 is out of range"));
-        assert!(serde_json::from_str::<Filter>(r#"[{"protocol":"TCP","ports":["90:80"]}]"#)
-            .unwrap_err()
-            .to_string()
-            .contains("backwards"));
+        assert!(
+            serde_json::from_str::<Filter>(r#"[{"protocol":"TCP","ports":[70000]}]"#)
+                .unwrap_err()
+                .to_string()
+                .contains("port 70000 is out of range")
+        );
+        assert!(
+            serde_json::from_str::<Filter>(r#"[{"protocol":"TCP","ports":["90:80"]}]"#)
+                .unwrap_err()
+                .to_string()
+                .contains("backwards")
+        );
         assert!(serde_json::from_str::<Filter>(r#"[{"protocol":"ICMP","ports":[1]}]"#).is_err());
     }
 
     #[test]
     fn everything_filters() {
         assert!(Filter::default().keeps_everything());
-        assert!(Filter::parse_cli(&["tcp:80", "any"]).unwrap().keeps_everything());
+        assert!(Filter::parse_cli(&["tcp:80", "any"])
+            .unwrap()
+            .keeps_everything());
         assert!(!Filter::parse_cli(&["tcp:80"]).unwrap().keeps_everything());
         assert_eq!(Filter::default().to_pcap_expression(), "");
     }

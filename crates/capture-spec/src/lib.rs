@@ -6,4 +6,6 @@ pub mod filter;
 pub mod limits;
 
 pub use filter::{Filter, FilterError, FilterRule, PortRange, Protocol};
-pub use limits::{CaptureLimits, LimitsError, OutputFormat, Rotation, DEFAULT_SNAP_LENGTH, MAX_SNAP_LENGTH};
+pub use limits::{
+    CaptureLimits, LimitsError, OutputFormat, Rotation, DEFAULT_SNAP_LENGTH, MAX_SNAP_LENGTH,
+};

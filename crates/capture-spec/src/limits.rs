@@ -98,7 +98,12 @@ fn default_snap_length() -> u32 {
 
 impl Default for CaptureLimits {
     fn default() -> Self {
-        CaptureLimits { snap_length: DEFAULT_SNAP_LENGTH, max_bytes: None, max_packets: None, rotation: Rotation::default() }
+        CaptureLimits {
+            snap_length: DEFAULT_SNAP_LENGTH,
+            max_bytes: None,
+            max_packets: None,
+            rotation: Rotation::default(),
+        }
     }
 }
 
@@ -116,7 +121,9 @@ impl CaptureLimits {
         }
         let rotation = &self.rotation;
         if rotation.max_file_bytes.is_some_and(|b| b < MIN_FILE_BYTES) {
-            return Err(LimitsError::FileTooSmall(rotation.max_file_bytes.unwrap_or_default()));
+            return Err(LimitsError::FileTooSmall(
+                rotation.max_file_bytes.unwrap_or_default(),
+            ));
         }
         if rotation.max_file_seconds == Some(0) {
             return Err(LimitsError::Zero("rotation.maxFileSeconds"));
@@ -161,13 +168,32 @@ mod tests {
 
     #[test]
     fn bad_limits_name_the_field() {
-        let mut limits = CaptureLimits { snap_length: 300_000, ..Default::default() };
-        assert!(limits.validate().unwrap_err().to_string().contains("snapLength 300000"));
+        let mut limits = CaptureLimits {
+            snap_length: 300_000,
+            ..Default::default()
+        };
+        assert!(limits
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("snapLength 300000"));
         limits.snap_length = 1500;
         limits.rotation.max_files = Some(3);
-        assert!(limits.validate().unwrap_err().to_string().contains("maxFileBytes or maxFileSeconds"));
+        assert!(limits
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("maxFileBytes or maxFileSeconds"));
         limits.rotation.max_file_bytes = Some(100);
-        assert!(limits.validate().unwrap_err().to_string().contains("at least 4096"));
-        assert!("pcapx".parse::<OutputFormat>().unwrap_err().to_string().contains("pcapng or pcap"));
+        assert!(limits
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("at least 4096"));
+        assert!("pcapx"
+            .parse::<OutputFormat>()
+            .unwrap_err()
+            .to_string()
+            .contains("pcapng or pcap"));
     }
 }

@@ -72,8 +72,18 @@ pub struct Block<'a> {
 }
 
 impl<'a> Block<'a> {
-    pub(super) fn new(body: &'a [u8], num_packets: u32, first_packet: u32, status: &'a AtomicU32) -> Self {
-        Block { body, num_packets, first_packet, status }
+    pub(super) fn new(
+        body: &'a [u8],
+        num_packets: u32,
+        first_packet: u32,
+        status: &'a AtomicU32,
+    ) -> Self {
+        Block {
+            body,
+            num_packets,
+            first_packet,
+            status,
+        }
     }
 
     pub fn len(&self) -> u32 {
@@ -142,7 +152,8 @@ impl<'a> Packets<'a> {
             Direction::Inbound(packet_type)
         };
         let packet = Packet {
-            timestamp_ns: u64::from(read_u32(header, TP_SEC)?) * 1_000_000_000 + u64::from(read_u32(header, TP_NSEC)?),
+            timestamp_ns: u64::from(read_u32(header, TP_SEC)?) * 1_000_000_000
+                + u64::from(read_u32(header, TP_NSEC)?),
             original_len: read_u32(header, TP_LEN)?,
             data,
             direction,
@@ -164,7 +175,10 @@ impl<'a> Iterator for Packets<'a> {
         }
         let at = self.next?;
         let Some((packet, next_offset)) = self.parse(at) else {
-            tracing::warn!(offset = at, "malformed packet header in ring block; skipping the rest of the block");
+            tracing::warn!(
+                offset = at,
+                "malformed packet header in ring block; skipping the rest of the block"
+            );
             self.next = None;
             return None;
         };

@@ -47,7 +47,11 @@ impl RingConfig {
     pub const DEFAULT_RING_SIZE: u64 = 64 << 20;
 
     /// A ring of about `ring_size` bytes in blocks of `block_size`.
-    pub fn with_size(ring_size: u64, block_size: u32, block_timeout: Duration) -> Result<RingConfig, RingError> {
+    pub fn with_size(
+        ring_size: u64,
+        block_size: u32,
+        block_timeout: Duration,
+    ) -> Result<RingConfig, RingError> {
         let page = sys::page_size();
         if block_size == 0 || !block_size.is_power_of_two() || (block_size as usize) < page {
             return Err(RingError::BadGeometry(format!(
@@ -56,12 +60,20 @@ impl RingConfig {
         }
         let block_count = (ring_size / u64::from(block_size)).max(2);
         let block_count = u32::try_from(block_count).map_err(|_| {
-            RingError::BadGeometry(format!("ring size {ring_size} is too large for block size {block_size}"))
+            RingError::BadGeometry(format!(
+                "ring size {ring_size} is too large for block size {block_size}"
+            ))
         })?;
         if block_timeout.is_zero() || block_timeout > Duration::from_secs(10) {
-            return Err(RingError::BadGeometry("block timeout must be between 1 ms and 10 s".into()));
+            return Err(RingError::BadGeometry(
+                "block timeout must be between 1 ms and 10 s".into(),
+            ));
         }
-        Ok(RingConfig { block_size, block_count, block_timeout })
+        Ok(RingConfig {
+            block_size,
+            block_count,
+            block_timeout,
+        })
     }
 
     pub fn ring_bytes(&self) -> u64 {
@@ -70,7 +82,8 @@ impl RingConfig {
 
     /// The largest packet a block can hold whole (block header and packet headers take the rest).
     pub fn max_packet_in_block(&self) -> u32 {
-        self.block_size.saturating_sub(block::BLOCK_AND_PACKET_OVERHEAD)
+        self.block_size
+            .saturating_sub(block::BLOCK_AND_PACKET_OVERHEAD)
     }
 }
 
@@ -127,25 +140,36 @@ impl Ring {
     /// Opens a ring on `interface` (a name, or `#<ifindex>`) that keeps only what `filter` accepts.
     pub fn open(interface: &str, config: RingConfig, filter: &Program) -> Result<Ring, RingError> {
         let ifindex = match interface.strip_prefix('#') {
-            Some(index) => index.parse::<u32>().map_err(|_| RingError::NoSuchInterface(interface.into()))?,
-            None => sys::interface_index(interface).ok_or_else(|| RingError::NoSuchInterface(interface.into()))?,
+            Some(index) => index
+                .parse::<u32>()
+                .map_err(|_| RingError::NoSuchInterface(interface.into()))?,
+            None => sys::interface_index(interface)
+                .ok_or_else(|| RingError::NoSuchInterface(interface.into()))?,
         };
         let fail = |op: &'static str| {
             let source = io::Error::last_os_error();
             let hint = match source.raw_os_error() {
                 Some(libc::EPERM) | Some(libc::EACCES) => ": capturing needs root or CAP_NET_RAW",
-                Some(libc::ENOMEM) => ": the kernel could not allocate the ring; use a smaller --ring-size",
+                Some(libc::ENOMEM) => {
+                    ": the kernel could not allocate the ring; use a smaller --ring-size"
+                }
                 Some(libc::ENODEV) | Some(libc::ENXIO) => ": the interface is gone",
                 _ => "",
             };
-            RingError::Sys { op, interface: interface.to_string(), hint, source }
+            RingError::Sys {
+                op,
+                interface: interface.to_string(),
+                hint,
+                source,
+            }
         };
         // Protocol 0: the socket receives nothing until bind() names ETH_P_ALL.
         let socket = sys::packet_socket().ok_or_else(|| fail("socket(AF_PACKET)"))?;
         sys::set_tpacket_v3(&socket).ok_or_else(|| fail("setsockopt(PACKET_VERSION)"))?;
         sys::attach_filter(&socket, filter).ok_or_else(|| fail("setsockopt(SO_ATTACH_FILTER)"))?;
         sys::request_rx_ring(&socket, &config).ok_or_else(|| fail("setsockopt(PACKET_RX_RING)"))?;
-        let map = sys::RingMap::new(&socket, config.ring_bytes()).ok_or_else(|| fail("mmap(ring)"))?;
+        let map =
+            sys::RingMap::new(&socket, config.ring_bytes()).ok_or_else(|| fail("mmap(ring)"))?;
         sys::bind_all_protocols(&socket, ifindex).ok_or_else(|| fail("bind"))?;
         Ok(Ring {
             socket,
@@ -197,7 +221,9 @@ impl Ring {
     /// so every accepted packet has been handed over (or is in a block we have not read yet,
     /// which `next_block` returns).
     pub fn is_drained(&self) -> bool {
-        self.map.pending_packets(self.next_block, self.config.block_size) == 0
+        self.map
+            .pending_packets(self.next_block, self.config.block_size)
+            == 0
     }
 
     /// Takes the socket's pending error, so poll stops reporting it.

@@ -10,7 +10,9 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::block::{Block, BLOCK_HEADER_LEN, BLOCK_STATUS_OFFSET, FIRST_PACKET_OFFSET, NUM_PKTS_OFFSET};
+use super::block::{
+    Block, BLOCK_HEADER_LEN, BLOCK_STATUS_OFFSET, FIRST_PACKET_OFFSET, NUM_PKTS_OFFSET,
+};
 use super::{KernelStats, Readiness, RingConfig};
 use crate::bpf::Program;
 
@@ -46,7 +48,13 @@ fn set_option<T>(socket: &OwnedFd, level: libc::c_int, name: libc::c_int, value:
     // SAFETY: `value` points to a live, initialised T of exactly `len` bytes for the whole call,
     // and the kernel only reads it.
     let rc = unsafe {
-        libc::setsockopt(socket.as_raw_fd(), level, name, (value as *const T).cast(), len)
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            len,
+        )
     };
     (rc == 0).then_some(())
 }
@@ -60,7 +68,12 @@ pub(super) fn attach_filter(socket: &OwnedFd, program: &Program) -> Option<()> {
     let mut instructions: Vec<libc::sock_filter> = program
         .instructions()
         .iter()
-        .map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k })
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
         .collect();
     let prog = libc::sock_fprog {
         len: u16::try_from(instructions.len()).ok()?,
@@ -92,22 +105,43 @@ pub(super) fn bind_all_protocols(socket: &OwnedFd, ifindex: u32) -> Option<()> {
     let len = libc::socklen_t::try_from(size_of::<libc::sockaddr_ll>()).ok()?;
     // SAFETY: `address` is a valid sockaddr_ll of `len` bytes that lives for the whole call.
     let rc = unsafe {
-        libc::bind(socket.as_raw_fd(), (&address as *const libc::sockaddr_ll).cast(), len)
+        libc::bind(
+            socket.as_raw_fd(),
+            (&address as *const libc::sockaddr_ll).cast(),
+            len,
+        )
     };
     (rc == 0).then_some(())
 }
 
 /// Reads a socket option into `value` (which gives its initial contents); `None` on failure.
-fn get_option<T>(socket: &OwnedFd, level: libc::c_int, name: libc::c_int, mut value: T) -> Option<T> {
+fn get_option<T>(
+    socket: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    mut value: T,
+) -> Option<T> {
     let mut len = libc::socklen_t::try_from(size_of::<T>()).ok()?;
     // SAFETY: `value` is a live, writable T of `len` bytes for the whole call; the kernel writes
     // at most `len` bytes into it (plain integers and structs of integers here) and updates `len`.
-    let rc = unsafe { libc::getsockopt(socket.as_raw_fd(), level, name, (&mut value as *mut T).cast(), &mut len) };
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut T).cast(),
+            &mut len,
+        )
+    };
     (rc == 0).then_some(value)
 }
 
 pub(super) fn read_stats(socket: &OwnedFd) -> Option<KernelStats> {
-    let empty = libc::tpacket_stats_v3 { tp_packets: 0, tp_drops: 0, tp_freeze_q_cnt: 0 };
+    let empty = libc::tpacket_stats_v3 {
+        tp_packets: 0,
+        tp_drops: 0,
+        tp_freeze_q_cnt: 0,
+    };
     let stats = get_option(socket, libc::SOL_PACKET, libc::PACKET_STATISTICS, empty)?;
     Some(KernelStats {
         received: u64::from(stats.tp_packets),
@@ -119,10 +153,15 @@ pub(super) fn read_stats(socket: &OwnedFd) -> Option<KernelStats> {
 pub(super) fn poll(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Vec<Readiness>> {
     let mut polled: Vec<libc::pollfd> = fds
         .iter()
-        .map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 })
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
         .collect();
     let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    let count = libc::nfds_t::try_from(polled.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let count = libc::nfds_t::try_from(polled.len())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `polled` is a live array of `count` pollfd the kernel may write `revents` into.
     let rc = unsafe { libc::poll(polled.as_mut_ptr(), count, millis) };
     if rc < 0 {
@@ -185,12 +224,17 @@ impl RingMap {
         if ptr == libc::MAP_FAILED {
             return None;
         }
-        Some(RingMap { base: NonNull::new(ptr.cast())?, len })
+        Some(RingMap {
+            base: NonNull::new(ptr.cast())?,
+            len,
+        })
     }
 
     /// The status word of block `index`, shared with the kernel.
     fn status_word(&self, index: u32, block_size: u32, offset: usize) -> Option<&AtomicU32> {
-        let start = usize::try_from(index).ok()?.checked_mul(block_size as usize)?;
+        let start = usize::try_from(index)
+            .ok()?
+            .checked_mul(block_size as usize)?;
         if start.checked_add(block_size as usize)? > self.len {
             return None;
         }
@@ -206,8 +250,12 @@ impl RingMap {
         if status.load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
             return None;
         }
-        let num_packets = self.status_word(index, block_size, NUM_PKTS_OFFSET)?.load(Ordering::Relaxed);
-        let first_packet = self.status_word(index, block_size, FIRST_PACKET_OFFSET)?.load(Ordering::Relaxed);
+        let num_packets = self
+            .status_word(index, block_size, NUM_PKTS_OFFSET)?
+            .load(Ordering::Relaxed);
+        let first_packet = self
+            .status_word(index, block_size, FIRST_PACKET_OFFSET)?
+            .load(Ordering::Relaxed);
         let start = index as usize * block_size as usize + BLOCK_HEADER_LEN;
         // SAFETY: the body (everything after the block header, so never the status word we store
         // to) lies inside the mapping (checked by status_word), and the Acquire load above saw
@@ -215,7 +263,10 @@ impl RingMap {
         // Block's drop stores TP_STATUS_KERNEL. The slice borrows `self`, so it cannot outlive
         // the mapping.
         let body = unsafe {
-            std::slice::from_raw_parts(self.base.as_ptr().add(start), block_size as usize - BLOCK_HEADER_LEN)
+            std::slice::from_raw_parts(
+                self.base.as_ptr().add(start),
+                block_size as usize - BLOCK_HEADER_LEN,
+            )
         };
         Some(Block::new(body, num_packets, first_packet, status))
     }

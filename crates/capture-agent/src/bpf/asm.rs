@@ -28,7 +28,12 @@ enum Item {
     /// An instruction that never jumps: loads, stores, ALU, `tax`/`txa`, `ret`.
     Plain(Instruction),
     /// A conditional jump (`code` includes class, test and source).
-    Cond { code: u16, k: u32, jt: Label, jf: Label },
+    Cond {
+        code: u16,
+        k: u32,
+        jt: Label,
+        jf: Label,
+    },
     /// An unconditional jump.
     Ja(Label),
     /// Binds a label to the next instruction.
@@ -40,7 +45,9 @@ impl Item {
     /// after items that cannot; a conditional jump cannot because both its outcomes are labels.
     fn falls_through(&self) -> bool {
         match self {
-            Item::Plain(instruction) => !matches!(Op::decode(instruction.code), Some(Op::RetK | Op::RetA)),
+            Item::Plain(instruction) => {
+                !matches!(Op::decode(instruction.code), Some(Op::RetK | Op::RetA))
+            }
             Item::Cond { .. } | Item::Ja(_) => false,
             Item::Bind(_) => true,
         }
@@ -102,7 +109,10 @@ impl Assembler {
 
     /// Number of instructions emitted so far (labels take no room).
     pub(crate) fn len(&self) -> usize {
-        self.items.iter().filter(|item| item.is_instruction()).count()
+        self.items
+            .iter()
+            .filter(|item| item.is_instruction())
+            .count()
     }
 
     /// Resolves labels into offsets, repairing jumps that are too long, and returns the
@@ -112,7 +122,9 @@ impl Assembler {
         loop {
             let length = self.len();
             if length > MAX_INSTRUCTIONS {
-                return Err(BpfError::TooLong { instructions: length });
+                return Err(BpfError::TooLong {
+                    instructions: length,
+                });
             }
             let layout = self.layout()?;
             match self.first_long_jump(&layout)? {
@@ -148,7 +160,9 @@ impl Assembler {
             positions.push(next);
             match item {
                 Item::Bind(label) => {
-                    let slot = labels.get_mut(label.0).ok_or_else(|| internal("label out of range"))?;
+                    let slot = labels
+                        .get_mut(label.0)
+                        .ok_or_else(|| internal("label out of range"))?;
                     if slot.is_some() {
                         return Err(internal("label bound twice"));
                     }
@@ -184,7 +198,9 @@ impl Assembler {
     /// can serve later jumps too.
     fn repair(&mut self, layout: &Layout, index: usize, outcome: bool) -> Result<(), BpfError> {
         let Item::Cond { jt, jf, .. } = self.items[index] else {
-            return Err(internal("repairing something that is not a conditional jump"));
+            return Err(internal(
+                "repairing something that is not a conditional jump",
+            ));
         };
         let target = if outcome { jt } else { jf };
         let target_position = layout.labels[target.0];
@@ -193,7 +209,9 @@ impl Assembler {
         let target_item = self.instruction_at(target_position);
         // What an island for this target looks like: a copy of a `ret`, or a `ja`.
         let island = match target_item {
-            Some(Item::Plain(instruction)) if !Item::Plain(instruction).falls_through() => Item::Plain(instruction),
+            Some(Item::Plain(instruction)) if !Item::Plain(instruction).falls_through() => {
+                Item::Plain(instruction)
+            }
             _ => Item::Ja(target),
         };
 
@@ -234,7 +252,11 @@ impl Assembler {
 
     /// The item that occupies instruction index `position`.
     fn instruction_at(&self, position: usize) -> Option<Item> {
-        self.items.iter().filter(|item| item.is_instruction()).nth(position).cloned()
+        self.items
+            .iter()
+            .filter(|item| item.is_instruction())
+            .nth(position)
+            .cloned()
     }
 
     fn encode(&self, layout: &Layout) -> Result<Vec<Instruction>, BpfError> {
@@ -244,7 +266,8 @@ impl Assembler {
                 Item::Plain(instruction) => out.push(*instruction),
                 Item::Cond { code, k, jt, jf } => {
                     let short = |label: Label| {
-                        u8::try_from(layout.offset(index, label)?).map_err(|_| internal("long jump left unrepaired"))
+                        u8::try_from(layout.offset(index, label)?)
+                            .map_err(|_| internal("long jump left unrepaired"))
                     };
                     out.push(Instruction::jump(*code, *k, short(*jt)?, short(*jf)?));
                 }
@@ -271,8 +294,13 @@ impl Layout {
     /// The encoded offset from the jump at item `index` to `label`: instructions skipped.
     fn offset(&self, index: usize, label: Label) -> Result<usize, BpfError> {
         let from = self.positions[index] + 1;
-        let to = self.labels.get(label.0).copied().ok_or_else(|| internal("label out of range"))?;
-        to.checked_sub(from).ok_or_else(|| internal("backward jump"))
+        let to = self
+            .labels
+            .get(label.0)
+            .copied()
+            .ok_or_else(|| internal("label out of range"))?;
+        to.checked_sub(from)
+            .ok_or_else(|| internal("backward jump"))
     }
 }
 
@@ -367,10 +395,18 @@ mod tests {
             let length = program.instructions().len();
             assert!(length < 2 * count as usize + 30, "{length} instructions");
             for value in [0u32, 1, 127, 128, 500, 998, 999] {
-                assert_eq!(interpret(&program, &value.to_be_bytes()), 77, "value {value}");
+                assert_eq!(
+                    interpret(&program, &value.to_be_bytes()),
+                    77,
+                    "value {value}"
+                );
             }
             for value in [1000u32, 5000, u32::MAX] {
-                assert_eq!(interpret(&program, &value.to_be_bytes()), 0, "value {value}");
+                assert_eq!(
+                    interpret(&program, &value.to_be_bytes()),
+                    0,
+                    "value {value}"
+                );
             }
         }
     }
@@ -382,6 +418,9 @@ mod tests {
             asm.emit(BPF_LD | BPF_W | BPF_IMM, 0);
         }
         asm.emit(RET_K, 0);
-        assert!(matches!(asm.finish(), Err(BpfError::TooLong { instructions: 4097 })));
+        assert!(matches!(
+            asm.finish(),
+            Err(BpfError::TooLong { instructions: 4097 })
+        ));
     }
 }

@@ -55,8 +55,8 @@ use capture_spec::{Filter, PortRange};
 use super::asm::{Assembler, Label};
 use super::portset::PortSet;
 use super::program::{
-    BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_H, BPF_IMM, BPF_IND, BPF_JEQ, BPF_JMP, BPF_JSET, BPF_K, BPF_LD,
-    BPF_LDX, BPF_LSH, BPF_MISC, BPF_RET, BPF_TAX, BPF_TXA, BPF_W, BPF_X,
+    BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_H, BPF_IMM, BPF_IND, BPF_JEQ, BPF_JMP, BPF_JSET,
+    BPF_K, BPF_LD, BPF_LDX, BPF_LSH, BPF_MISC, BPF_RET, BPF_TAX, BPF_TXA, BPF_W, BPF_X,
 };
 use super::{BpfError, Program};
 
@@ -94,7 +94,12 @@ pub fn compile(filter: &Filter, snap_length: u32) -> Result<Program, BpfError> {
     let mut asm = Assembler::new();
     let accept = asm.label();
     let reject = asm.label();
-    let mut generator = Generator { asm, accept, reject, port_blocks: Vec::new() };
+    let mut generator = Generator {
+        asm,
+        accept,
+        reject,
+        port_blocks: Vec::new(),
+    };
     generator.ethernet(&plan);
     generator.finish(snap_length)
 }
@@ -110,7 +115,9 @@ impl Plan {
     fn new(filter: &Filter) -> Plan {
         let mut plan = Plan::default();
         for rule in filter.rules() {
-            let Some(protocols) = rule.protocols() else { continue };
+            let Some(protocols) = rule.protocols() else {
+                continue;
+            };
             for protocol in protocols {
                 let families = protocol.families();
                 // Port rules are written for IPv4 and IPv6 alike (only port protocols have
@@ -170,7 +177,10 @@ impl Family {
                 let verdict = if ports.is_empty() {
                     Verdict::Keep
                 } else {
-                    Verdict::Ports(PortPlan { ranges: ports.to_vec(), then_keep: false })
+                    Verdict::Ports(PortPlan {
+                        ranges: ports.to_vec(),
+                        then_keep: false,
+                    })
                 };
                 self.protocols.push((number, verdict));
             }
@@ -218,7 +228,10 @@ impl Generator {
             if level > 0 {
                 self.asm.emit(BPF_LDX | BPF_W | BPF_IMM, level * TAG_LENGTH);
             }
-            self.asm.emit(BPF_LD | BPF_H | BPF_ABS, ETHERTYPE_OFFSET + level * TAG_LENGTH);
+            self.asm.emit(
+                BPF_LD | BPF_H | BPF_ABS,
+                ETHERTYPE_OFFSET + level * TAG_LENGTH,
+            );
             let mut cases: Vec<Case> = Vec::new();
             cases.extend(ipv4.map(|label| (ETHERTYPE_IPV4, label)));
             cases.extend(ipv6.map(|label| (ETHERTYPE_IPV6, label)));
@@ -250,7 +263,12 @@ impl Generator {
         for &(value, label) in rest {
             self.asm.jump_if(BPF_JMP | BPF_JEQ | BPF_K, value, label);
         }
-        self.asm.branch(BPF_JMP | BPF_JEQ | BPF_K, last_value, last_label, self.reject);
+        self.asm.branch(
+            BPF_JMP | BPF_JEQ | BPF_K,
+            last_value,
+            last_label,
+            self.reject,
+        );
     }
 
     /// Dispatch cases for a family's protocols, except those in `skip`. Protocols with the same
@@ -285,9 +303,17 @@ impl Generator {
         for (prepare, plan) in preparations {
             self.asm.bind(prepare);
             // Non-first fragments carry no ports: port rules skip them without reading further.
-            let non_first = if plan.then_keep { self.accept } else { self.reject };
+            let non_first = if plan.then_keep {
+                self.accept
+            } else {
+                self.reject
+            };
             self.asm.emit(BPF_LD | BPF_H | BPF_IND, ip + IPV4_FRAGMENT);
-            self.asm.jump_if(BPF_JMP | BPF_JSET | BPF_K, IPV4_FRAGMENT_OFFSET_MASK, non_first);
+            self.asm.jump_if(
+                BPF_JMP | BPF_JSET | BPF_K,
+                IPV4_FRAGMENT_OFFSET_MASK,
+                non_first,
+            );
             // X = tags + 4 * IHL, so the ports are at X + 14.
             self.asm.emit(BPF_LD | BPF_B | BPF_IND, ip);
             self.asm.emit(BPF_ALU | BPF_AND | BPF_K, 0xf);
@@ -302,7 +328,8 @@ impl Generator {
     /// IPv6 at X + 14.
     fn ipv6(&mut self, family: &Family) {
         let ip = ETHERNET_HEADER_LENGTH;
-        self.asm.emit(BPF_LD | BPF_B | BPF_IND, ip + IPV6_NEXT_HEADER);
+        self.asm
+            .emit(BPF_LD | BPF_B | BPF_IND, ip + IPV6_NEXT_HEADER);
         // Next header 44 is decided by the protocol-only rules, in order: `ip6 proto n` tests
         // the next header for n first and only then looks behind a fragment header, so the
         // first such rule either names 44 itself (keep, reading nothing more) or reads the byte
@@ -323,13 +350,18 @@ impl Generator {
         self.dispatch(&cases);
         if let Some(fragment) = fragment {
             self.asm.bind(fragment);
-            self.asm.emit(BPF_LD | BPF_B | BPF_IND, ip + IPV6_HEADER_LENGTH);
+            self.asm
+                .emit(BPF_LD | BPF_B | BPF_IND, ip + IPV6_HEADER_LENGTH);
             if family.any_port.contains(&IPPROTO_FRAGMENT) {
                 // A later rule keeps next header 44 whatever follows; the load above still
                 // decides truncated frames, as in libpcap.
                 self.asm.ja(self.accept);
             } else {
-                let cases: Vec<Case> = family.any_port.iter().map(|&number| (u32::from(number), self.accept)).collect();
+                let cases: Vec<Case> = family
+                    .any_port
+                    .iter()
+                    .map(|&number| (u32::from(number), self.accept))
+                    .collect();
                 self.dispatch(&cases);
             }
         }
@@ -362,7 +394,11 @@ impl Generator {
         self.asm.bind(entry);
         let Some((first, rest)) = plan.ranges.split_first() else {
             // A rule with ports always has a range; a plan without any matches nothing.
-            self.asm.ja(if plan.then_keep { self.accept } else { self.reject });
+            self.asm.ja(if plan.then_keep {
+                self.accept
+            } else {
+                self.reject
+            });
             return;
         };
         let first = PortSet::new([first]);
@@ -449,8 +485,14 @@ mod tests {
 
     #[test]
     fn empty_and_catch_all_filters_accept_everything() {
-        assert_eq!(compile(&Filter::default(), 1500).unwrap(), Program::accept_all(1500));
-        assert_eq!(compile(&filter(&["tcp:80", "any"]), 96).unwrap(), Program::accept_all(96));
+        assert_eq!(
+            compile(&Filter::default(), 1500).unwrap(),
+            Program::accept_all(1500)
+        );
+        assert_eq!(
+            compile(&filter(&["tcp:80", "any"]), 96).unwrap(),
+            Program::accept_all(96)
+        );
     }
 
     #[test]
@@ -474,7 +516,10 @@ mod tests {
             assert!(!kept(&program, &ipv4(tags, 6, 0, 8101, 79)), "{tags:?}");
             assert!(!kept(&program, &ipv4(tags, 17, 0, 80, 80)), "{tags:?}");
         }
-        assert!(!kept(&program, &ipv4(&[0x8100, 0x8100, 0x8100], 6, 0, 80, 80)));
+        assert!(!kept(
+            &program,
+            &ipv4(&[0x8100, 0x8100, 0x8100], 6, 0, 80, 80)
+        ));
     }
 
     #[test]
@@ -515,20 +560,32 @@ mod tests {
         let frame = ipv4(&[], 6, 0, 443, 80);
         // 14 Ethernet + 20 IPv4: the source port needs 36 bytes, the destination 38.
         assert!(!kept(&program, &frame[..35]));
-        assert!(kept(&program, &frame[..36]), "source in the first range decides before the destination load");
+        assert!(
+            kept(&program, &frame[..36]),
+            "source in the first range decides before the destination load"
+        );
         let frame = ipv4(&[], 6, 0, 80, 443);
-        assert!(!kept(&program, &frame[..37]), "source in a later range needs the destination load first");
+        assert!(
+            !kept(&program, &frame[..37]),
+            "source in a later range needs the destination load first"
+        );
         assert!(kept(&program, &frame[..38]));
         // The first rule naming a protocol decides what is read.
         let protocol_first = compiled(&["tcp", "tcp:80"]);
         let ports_first = compiled(&["tcp:80", "tcp"]);
         let frame = ipv4(&[], 6, 0, 443, 443);
-        assert!(!kept(&protocol_first, &frame[..23]), "the protocol byte is at 23");
+        assert!(
+            !kept(&protocol_first, &frame[..23]),
+            "the protocol byte is at 23"
+        );
         assert!(kept(&protocol_first, &frame[..24]));
         assert!(!kept(&ports_first, &frame[..37]));
         assert!(kept(&ports_first, &frame[..38]));
         let later_fragment = ipv4(&[], 6, 0x00b9, 443, 443);
-        assert!(kept(&ports_first, &later_fragment[..24]), "port rules skip later fragments unread");
+        assert!(
+            kept(&ports_first, &later_fragment[..24]),
+            "port rules skip later fragments unread"
+        );
         // IPv6 next header 44: the first protocol-only rule decides whether byte 40 is read.
         let fragment = ipv6(44, &[47, 0, 0, 0, 0, 0, 0, 0]);
         assert!(kept(&compiled(&["44", "47"]), &fragment[..21]));
@@ -541,8 +598,16 @@ mod tests {
         let any = compiled(&["any:53"]);
         let udp = compiled(&["udp:53"]);
         // Three more protocol tests per family, nothing else.
-        assert_eq!(any.instructions().len(), udp.instructions().len() + 6, "{any}\n{udp}");
-        assert!(compiled(&["tcp:80,443"]).instructions().len() <= 50, "{}", compiled(&["tcp:80,443"]));
+        assert_eq!(
+            any.instructions().len(),
+            udp.instructions().len() + 6,
+            "{any}\n{udp}"
+        );
+        assert!(
+            compiled(&["tcp:80,443"]).instructions().len() <= 50,
+            "{}",
+            compiled(&["tcp:80,443"])
+        );
     }
 
     #[test]
@@ -550,9 +615,19 @@ mod tests {
         let rules: Vec<String> = (0..40)
             .map(|rule| {
                 let ports: Vec<String> = (0..20)
-                    .map(|range| format!("{}-{}", rule * 1500 + range * 70, rule * 1500 + range * 70 + 9))
+                    .map(|range| {
+                        format!(
+                            "{}-{}",
+                            rule * 1500 + range * 70,
+                            rule * 1500 + range * 70 + 9
+                        )
+                    })
                     .collect();
-                format!("{}:{}", ["tcp", "udp", "sctp", "udplite"][rule % 4], ports.join(","))
+                format!(
+                    "{}:{}",
+                    ["tcp", "udp", "sctp", "udplite"][rule % 4],
+                    ports.join(",")
+                )
             })
             .collect();
         let filter = Filter::parse_cli(&rules).unwrap();
@@ -562,8 +637,14 @@ mod tests {
         for (rule, protocol) in (0..40).zip([6u8, 17, 132, 136].into_iter().cycle()) {
             let port = u16::try_from(rule * 1500 + 19 * 70 + 9).unwrap();
             // No range reaches 65000, so only the destination port decides.
-            assert!(kept(&program, &ipv4(&[0x8100], protocol, 0, 65000, port)), "rule {rule}");
-            assert!(!kept(&program, &ipv4(&[0x8100], protocol, 0, 65000, port + 1)), "rule {rule}");
+            assert!(
+                kept(&program, &ipv4(&[0x8100], protocol, 0, 65000, port)),
+                "rule {rule}"
+            );
+            assert!(
+                !kept(&program, &ipv4(&[0x8100], protocol, 0, 65000, port + 1)),
+                "rule {rule}"
+            );
         }
     }
 
@@ -571,12 +652,17 @@ mod tests {
     fn too_many_ranges_is_an_error_that_says_what_to_do() {
         let rules: Vec<String> = (0..200)
             .map(|rule| {
-                let ports: Vec<String> = (0..20).map(|range| (rule * 300 + range * 3).to_string()).collect();
+                let ports: Vec<String> = (0..20)
+                    .map(|range| (rule * 300 + range * 3).to_string())
+                    .collect();
                 format!("tcp:{}", ports.join(","))
             })
             .collect();
         let error = compile(&Filter::parse_cli(&rules).unwrap(), 65535).unwrap_err();
-        assert!(matches!(error, BpfError::TooLong { instructions } if instructions > 4096), "{error:?}");
+        assert!(
+            matches!(error, BpfError::TooLong { instructions } if instructions > 4096),
+            "{error:?}"
+        );
         assert!(error.to_string().contains("fewer"), "{error}");
     }
 }

@@ -71,7 +71,11 @@ fn run(program: &Program, frame: &[u8]) -> Option<u32> {
                     JumpTest::Ge => a >= operand,
                     JumpTest::Set => a & operand != 0,
                 };
-                pc += usize::from(if taken { instruction.jt } else { instruction.jf });
+                pc += usize::from(if taken {
+                    instruction.jt
+                } else {
+                    instruction.jf
+                });
             }
             Op::RetK => return Some(k),
             Op::RetA => return Some(a),
@@ -95,7 +99,11 @@ fn load(frame: &[u8], offset: u32, size: Size) -> Option<u32> {
     let start = usize::try_from(offset).ok()?;
     let end = start.checked_add(usize::try_from(size.bytes()).ok()?)?;
     let bytes = frame.get(start..end)?;
-    Some(bytes.iter().fold(0u32, |value, &byte| (value << 8) | u32::from(byte)))
+    Some(
+        bytes
+            .iter()
+            .fold(0u32, |value, &byte| (value << 8) | u32::from(byte)),
+    )
 }
 
 fn alu(op: AluOp, a: u32, operand: u32) -> Option<u32> {
@@ -144,7 +152,10 @@ mod tests {
         // One byte too far: the kernel drops the packet (return 0) instead of returning A.
         let past = program(&[stmt(BPF_LD | BPF_H | BPF_ABS, 4), stmt(BPF_RET | BPF_K, 7)]);
         assert_eq!(interpret(&past, &frame), 0);
-        let far = program(&[stmt(BPF_LD | BPF_W | BPF_ABS, u32::MAX - 1), stmt(BPF_RET | BPF_K, 7)]);
+        let far = program(&[
+            stmt(BPF_LD | BPF_W | BPF_ABS, u32::MAX - 1),
+            stmt(BPF_RET | BPF_K, 7),
+        ]);
         assert_eq!(interpret(&far, &frame), 0);
     }
 
@@ -152,12 +163,23 @@ mod tests {
     fn indexed_loads_and_msh() {
         let frame = [0x45, 0, 0, 0, 0xaa, 0xbb, 0xcc, 0xdd];
         // X = 4 * (0x45 & 0xf) = 20: past the end of this short frame for an indexed load...
-        let msh = program(&[stmt(BPF_LDX | BPF_B | BPF_MSH, 0), stmt(BPF_MISC | BPF_TXA, 0), RET_A]);
+        let msh = program(&[
+            stmt(BPF_LDX | BPF_B | BPF_MSH, 0),
+            stmt(BPF_MISC | BPF_TXA, 0),
+            RET_A,
+        ]);
         assert_eq!(interpret(&msh, &frame), 20);
-        let ind = program(&[stmt(BPF_LDX | BPF_W | BPF_IMM, 2), stmt(BPF_LD | BPF_H | BPF_IND, 3), RET_A]);
+        let ind = program(&[
+            stmt(BPF_LDX | BPF_W | BPF_IMM, 2),
+            stmt(BPF_LD | BPF_H | BPF_IND, 3),
+            RET_A,
+        ]);
         assert_eq!(interpret(&ind, &frame), 0xbbcc);
-        let ind_past =
-            program(&[stmt(BPF_LDX | BPF_B | BPF_MSH, 0), stmt(BPF_LD | BPF_B | BPF_IND, 0), stmt(BPF_RET | BPF_K, 9)]);
+        let ind_past = program(&[
+            stmt(BPF_LDX | BPF_B | BPF_MSH, 0),
+            stmt(BPF_LD | BPF_B | BPF_IND, 0),
+            stmt(BPF_RET | BPF_K, 9),
+        ]);
         assert_eq!(interpret(&ind_past, &frame), 0);
         // X + k wrapping to a "negative" offset is an ancillary access: unsupported, so 0.
         let negative = program(&[
@@ -214,7 +236,11 @@ mod tests {
             (BPF_RSH, 0xff, 4, 0xf),
         ];
         for (op, a, operand, expected) in cases {
-            let with_k = program(&[stmt(BPF_LD | BPF_W | BPF_IMM, a), stmt(BPF_ALU | op | BPF_K, operand), RET_A]);
+            let with_k = program(&[
+                stmt(BPF_LD | BPF_W | BPF_IMM, a),
+                stmt(BPF_ALU | op | BPF_K, operand),
+                RET_A,
+            ]);
             assert_eq!(interpret(&with_k, &[]), expected, "op {op:#x} K");
             let with_x = program(&[
                 stmt(BPF_LD | BPF_W | BPF_IMM, a),
@@ -224,7 +250,11 @@ mod tests {
             ]);
             assert_eq!(interpret(&with_x, &[]), expected, "op {op:#x} X");
         }
-        let neg = program(&[stmt(BPF_LD | BPF_W | BPF_IMM, 1), stmt(BPF_ALU | BPF_NEG, 0), RET_A]);
+        let neg = program(&[
+            stmt(BPF_LD | BPF_W | BPF_IMM, 1),
+            stmt(BPF_ALU | BPF_NEG, 0),
+            RET_A,
+        ]);
         assert_eq!(interpret(&neg, &[]), 0xffff_ffff);
     }
 
@@ -271,7 +301,11 @@ mod tests {
             ]);
             assert_eq!(interpret(&with_x, &[]), expected, "test {test:#x} X");
         }
-        let ja = program(&[stmt(BPF_JMP | BPF_JA, 1), stmt(BPF_RET | BPF_K, 1), stmt(BPF_RET | BPF_K, 2)]);
+        let ja = program(&[
+            stmt(BPF_JMP | BPF_JA, 1),
+            stmt(BPF_RET | BPF_K, 1),
+            stmt(BPF_RET | BPF_K, 2),
+        ]);
         assert_eq!(interpret(&ja, &[]), 2);
     }
 
@@ -290,7 +324,10 @@ mod tests {
     #[test]
     fn ancillary_loads_are_unsupported() {
         // SKF_AD_OFF + SKF_AD_PROTOCOL: needs skb metadata.
-        let p = program(&[stmt(BPF_LD | BPF_H | BPF_ABS, 0xffff_f000), stmt(BPF_RET | BPF_K, 1)]);
+        let p = program(&[
+            stmt(BPF_LD | BPF_H | BPF_ABS, 0xffff_f000),
+            stmt(BPF_RET | BPF_K, 1),
+        ]);
         assert_eq!(interpret(&p, &[0u8; 64]), 0);
     }
 }

@@ -28,8 +28,10 @@ pub(crate) struct PortSet {
 
 impl PortSet {
     pub(crate) fn new<'a>(ranges: impl IntoIterator<Item = &'a PortRange>) -> PortSet {
-        let mut sorted: Vec<(u32, u32)> =
-            ranges.into_iter().map(|r| (u32::from(r.first()), u32::from(r.last()))).collect();
+        let mut sorted: Vec<(u32, u32)> = ranges
+            .into_iter()
+            .map(|r| (u32::from(r.first()), u32::from(r.last())))
+            .collect();
         sorted.sort_unstable();
         let mut intervals: Vec<(u32, u32)> = Vec::with_capacity(sorted.len());
         for (first, last) in sorted {
@@ -53,11 +55,18 @@ impl PortSet {
 
     #[cfg(test)]
     pub(crate) fn contains(&self, port: u32) -> bool {
-        self.intervals.iter().any(|&(first, last)| (first..=last).contains(&port))
+        self.intervals
+            .iter()
+            .any(|&(first, last)| (first..=last).contains(&port))
     }
 
     pub(crate) fn is_subset_of(&self, other: &PortSet) -> bool {
-        self.intervals.iter().all(|&(first, last)| other.intervals.iter().any(|&(a, b)| a <= first && last <= b))
+        self.intervals.iter().all(|&(first, last)| {
+            other
+                .intervals
+                .iter()
+                .any(|&(a, b)| a <= first && last <= b)
+        })
     }
 
     /// Emits code that jumps to `matched` when A (a 16-bit value) is in the set, else to `missed`.
@@ -67,7 +76,13 @@ impl PortSet {
 }
 
 /// The label a value known to lie in `low..=high` goes to without any test, if there is one.
-fn decided(intervals: &[(u32, u32)], low: u32, high: u32, matched: Label, missed: Label) -> Option<Label> {
+fn decided(
+    intervals: &[(u32, u32)],
+    low: u32,
+    high: u32,
+    matched: Label,
+    missed: Label,
+) -> Option<Label> {
     match intervals {
         [] => Some(missed),
         [(first, last)] if *first <= low && high <= *last => Some(matched),
@@ -76,7 +91,14 @@ fn decided(intervals: &[(u32, u32)], low: u32, high: u32, matched: Label, missed
 }
 
 /// Tests A, known to lie in `low..=high`, against `intervals` (all inside that domain).
-fn emit_tree(asm: &mut Assembler, intervals: &[(u32, u32)], low: u32, high: u32, matched: Label, missed: Label) {
+fn emit_tree(
+    asm: &mut Assembler,
+    intervals: &[(u32, u32)],
+    low: u32,
+    high: u32,
+    matched: Label,
+    missed: Label,
+) {
     if let Some(target) = decided(intervals, low, high, matched, missed) {
         asm.ja(target);
         return;
@@ -107,7 +129,14 @@ fn emit_tree(asm: &mut Assembler, intervals: &[(u32, u32)], low: u32, high: u32,
 /// Tests the intervals in ascending order. A value below an interval's start is below every
 /// later one too, so a failed lower-bound test is a miss; a value above an interval's end moves
 /// on to the next one, and is then known to be above that end.
-fn emit_chain(asm: &mut Assembler, intervals: &[(u32, u32)], low: u32, high: u32, matched: Label, missed: Label) {
+fn emit_chain(
+    asm: &mut Assembler,
+    intervals: &[(u32, u32)],
+    low: u32,
+    high: u32,
+    matched: Label,
+    missed: Label,
+) {
     let mut known_low = low;
     for (index, &(first, last)) in intervals.iter().enumerate() {
         let is_last = index + 1 == intervals.len();
@@ -141,7 +170,10 @@ mod tests {
     use super::*;
 
     fn set(ranges: &[(u16, u16)]) -> PortSet {
-        let ranges: Vec<PortRange> = ranges.iter().map(|&(a, b)| PortRange::new(a, b).unwrap()).collect();
+        let ranges: Vec<PortRange> = ranges
+            .iter()
+            .map(|&(a, b)| PortRange::new(a, b).unwrap())
+            .collect();
         PortSet::new(&ranges)
     }
 
@@ -164,14 +196,26 @@ mod tests {
         for port in 0..=PORT_MAX {
             let port16 = u16::try_from(port).unwrap();
             let expected = u32::from(set.contains(port));
-            assert_eq!(interpret(&program, &port16.to_be_bytes()), expected, "port {port} in {set:?}");
+            assert_eq!(
+                interpret(&program, &port16.to_be_bytes()),
+                expected,
+                "port {port} in {set:?}"
+            );
         }
     }
 
     #[test]
     fn normalises_ranges() {
         assert_eq!(
-            set(&[(90, 100), (80, 80), (81, 85), (86, 89), (200, 300), (250, 260)]).intervals,
+            set(&[
+                (90, 100),
+                (80, 80),
+                (81, 85),
+                (86, 89),
+                (200, 300),
+                (250, 260)
+            ])
+            .intervals,
             [(80, 100), (200, 300)]
         );
         assert!(set(&[(0, 100), (101, 65535)]).is_everything());
@@ -202,8 +246,18 @@ mod tests {
             set(&[(0, 65535)]),
             set(&[(0, 10), (65530, 65535)]),
             set(&[(53, 53), (80, 80), (443, 443), (8000, 8100)]),
-            set(&[(1, 1), (3, 3), (5, 5), (7, 9), (100, 200), (300, 300), (65535, 65535)]),
-            set(&(0..60).map(|i| (i * 1000 + 7, i * 1000 + 7 + (i % 3) * 50)).collect::<Vec<_>>()),
+            set(&[
+                (1, 1),
+                (3, 3),
+                (5, 5),
+                (7, 9),
+                (100, 200),
+                (300, 300),
+                (65535, 65535),
+            ]),
+            set(&(0..60)
+                .map(|i| (i * 1000 + 7, i * 1000 + 7 + (i % 3) * 50))
+                .collect::<Vec<_>>()),
         ];
         for s in &sets {
             check_everywhere(s);
@@ -215,7 +269,11 @@ mod tests {
         let many = set(&(0..400).map(|i| (i * 150, i * 150 + 9)).collect::<Vec<_>>());
         let program = tester(&many);
         // About two instructions per interval...
-        assert!(program.instructions().len() < 2 * 400 + 400 / 4 + 20, "{}", program.instructions().len());
+        assert!(
+            program.instructions().len() < 2 * 400 + 400 / 4 + 20,
+            "{}",
+            program.instructions().len()
+        );
         // ...and a shallow path: a balanced tree, not a 400-step chain.
         assert!(program.longest_path() < 25, "{}", program.longest_path());
         assert_eq!(interpret(&program, &150u16.to_be_bytes()), 1);

@@ -78,7 +78,12 @@ pub struct Instruction {
 impl Instruction {
     /// A non-jumping instruction (load, store, ALU, ret, tax/txa).
     pub(crate) const fn stmt(code: u16, k: u32) -> Instruction {
-        Instruction { code, jt: 0, jf: 0, k }
+        Instruction {
+            code,
+            jt: 0,
+            jf: 0,
+            k,
+        }
     }
 
     /// A conditional jump with already resolved offsets.
@@ -186,7 +191,13 @@ impl Op {
             BPF_B => Some(Size::Byte),
             _ => None,
         };
-        let source = |code: u16| if code & BPF_X != 0 { Source::X } else { Source::K };
+        let source = |code: u16| {
+            if code & BPF_X != 0 {
+                Source::X
+            } else {
+                Source::K
+            }
+        };
         // Opcodes are 8 bits in classic BPF; higher bits would be silently ignored by the masks
         // below, so refuse them outright.
         if code > 0xff {
@@ -266,18 +277,29 @@ impl Program {
     /// `Program` can always be attached. Only the generator builds programs from raw parts.
     pub(crate) fn new(instructions: Vec<Instruction>) -> Result<Program, BpfError> {
         if instructions.len() > MAX_INSTRUCTIONS {
-            return Err(BpfError::TooLong { instructions: instructions.len() });
+            return Err(BpfError::TooLong {
+                instructions: instructions.len(),
+            });
         }
-        let invalid = |index: usize, reason: &str| BpfError::Invalid { index, reason: reason.to_string() };
+        let invalid = |index: usize, reason: &str| BpfError::Invalid {
+            index,
+            reason: reason.to_string(),
+        };
         let Some(last) = instructions.last() else {
             return Err(invalid(0, "the program is empty"));
         };
         if !matches!(Op::decode(last.code), Some(Op::RetK | Op::RetA)) {
-            return Err(invalid(instructions.len() - 1, "the last instruction must be ret"));
+            return Err(invalid(
+                instructions.len() - 1,
+                "the last instruction must be ret",
+            ));
         }
         for (index, instruction) in instructions.iter().enumerate() {
             let Some(op) = Op::decode(instruction.code) else {
-                return Err(invalid(index, &format!("unknown opcode {:#06x}", instruction.code)));
+                return Err(invalid(
+                    index,
+                    &format!("unknown opcode {:#06x}", instruction.code),
+                ));
             };
             // Instructions left after this one: a jump may land on any of them, no further.
             let room = (instructions.len() - index - 1) as u64;
@@ -286,7 +308,10 @@ impl Program {
                     return Err(invalid(index, "ja jumps past the end of the program"));
                 }
                 Op::Jump(..) if u64::from(instruction.jt.max(instruction.jf)) >= room => {
-                    return Err(invalid(index, "conditional jump past the end of the program"));
+                    return Err(invalid(
+                        index,
+                        "conditional jump past the end of the program",
+                    ));
                 }
                 Op::LdMem | Op::LdxMem | Op::St | Op::Stx if instruction.k >= MEMORY_WORDS => {
                     return Err(invalid(index, "scratch memory index is 16 or more"));
@@ -310,12 +335,16 @@ impl Program {
     /// Accepts every packet, keeping `snap_length` bytes. (A snap length of 0 keeps nothing: the
     /// kernel reads a return value of 0 as "drop".)
     pub fn accept_all(snap_length: u32) -> Program {
-        Program { instructions: vec![Instruction::stmt(BPF_RET | BPF_K, snap_length)] }
+        Program {
+            instructions: vec![Instruction::stmt(BPF_RET | BPF_K, snap_length)],
+        }
     }
 
     /// Rejects every packet (used to drain a socket before stopping).
     pub fn drop_all() -> Program {
-        Program { instructions: vec![Instruction::stmt(BPF_RET | BPF_K, 0)] }
+        Program {
+            instructions: vec![Instruction::stmt(BPF_RET | BPF_K, 0)],
+        }
     }
 
     /// The most instructions any packet can execute (jumps only go forward, so this is the
@@ -330,10 +359,17 @@ impl Program {
             let successors: Vec<usize> = match Op::decode(instruction.code) {
                 Some(Op::RetK | Op::RetA) | None => vec![],
                 Some(Op::Ja) => vec![next + instruction.k as usize],
-                Some(Op::Jump(..)) => vec![next + usize::from(instruction.jt), next + usize::from(instruction.jf)],
+                Some(Op::Jump(..)) => vec![
+                    next + usize::from(instruction.jt),
+                    next + usize::from(instruction.jf),
+                ],
                 Some(_) => vec![next],
             };
-            longest[index] = 1 + successors.iter().map(|&s| longest[s.min(count)]).max().unwrap_or(0);
+            longest[index] = 1 + successors
+                .iter()
+                .map(|&s| longest[s.min(count)])
+                .max()
+                .unwrap_or(0);
         }
         longest[0]
     }
@@ -367,7 +403,11 @@ impl fmt::Display for Listing<'_> {
             Size::Byte => "ldb",
         };
         let Some(op) = Op::decode(code) else {
-            return write!(f, "{}code {code:#06x} jt {jt} jf {jf} k {k}", width("unknown"));
+            return write!(
+                f,
+                "{}code {code:#06x} jt {jt} jf {jf} k {k}",
+                width("unknown")
+            );
         };
         match op {
             Op::LdAbs(s) => write!(f, "{} [{k}]", width(size(s))),
@@ -412,7 +452,13 @@ impl fmt::Display for Listing<'_> {
                     Source::K => format!("#{k:#x}"),
                     Source::X => "x".to_string(),
                 };
-                write!(f, "{} {operand:<16} jt {}\tjf {}", width(name), next + usize::from(jt), next + usize::from(jf))
+                write!(
+                    f,
+                    "{} {operand:<16} jt {}\tjf {}",
+                    width(name),
+                    next + usize::from(jt),
+                    next + usize::from(jf)
+                )
             }
             Op::RetK => write!(f, "{} #{k}", width("ret")),
             Op::RetA => f.write_str("ret      a"),
@@ -428,8 +474,14 @@ mod tests {
 
     #[test]
     fn canned_programs_are_single_returns() {
-        assert_eq!(Program::accept_all(1500).instructions(), &[Instruction::stmt(BPF_RET | BPF_K, 1500)]);
-        assert_eq!(Program::drop_all().instructions(), &[Instruction::stmt(BPF_RET | BPF_K, 0)]);
+        assert_eq!(
+            Program::accept_all(1500).instructions(),
+            &[Instruction::stmt(BPF_RET | BPF_K, 1500)]
+        );
+        assert_eq!(
+            Program::drop_all().instructions(),
+            &[Instruction::stmt(BPF_RET | BPF_K, 0)]
+        );
     }
 
     #[test]
@@ -454,15 +506,30 @@ mod tests {
         };
         assert!(reason(vec![]).contains("empty"));
         assert!(reason(vec![Instruction::stmt(BPF_LD | BPF_H | BPF_ABS, 12)]).contains("ret"));
-        assert!(reason(vec![Instruction::jump(BPF_JMP | BPF_JEQ | BPF_K, 1, 1, 0), ret]).contains("past the end"));
+        assert!(reason(vec![
+            Instruction::jump(BPF_JMP | BPF_JEQ | BPF_K, 1, 1, 0),
+            ret
+        ])
+        .contains("past the end"));
         assert!(reason(vec![Instruction::stmt(BPF_JMP | BPF_JA, 1), ret]).contains("past the end"));
         assert!(reason(vec![Instruction::stmt(BPF_ST, 16), ret]).contains("memory"));
-        assert!(reason(vec![Instruction::stmt(BPF_ALU | BPF_DIV | BPF_K, 0), ret]).contains("zero"));
-        assert!(reason(vec![Instruction::stmt(BPF_ALU | BPF_LSH | BPF_K, 32), ret]).contains("shift"));
+        assert!(
+            reason(vec![Instruction::stmt(BPF_ALU | BPF_DIV | BPF_K, 0), ret]).contains("zero")
+        );
+        assert!(
+            reason(vec![Instruction::stmt(BPF_ALU | BPF_LSH | BPF_K, 32), ret]).contains("shift")
+        );
         assert!(reason(vec![Instruction::stmt(0xffff, 0), ret]).contains("unknown opcode"));
-        assert!(matches!(Program::new(vec![ret; MAX_INSTRUCTIONS + 1]), Err(BpfError::TooLong { instructions: 4097 })));
+        assert!(matches!(
+            Program::new(vec![ret; MAX_INSTRUCTIONS + 1]),
+            Err(BpfError::TooLong { instructions: 4097 })
+        ));
         assert!(Program::new(vec![ret; MAX_INSTRUCTIONS]).is_ok());
-        assert!(Program::new(vec![Instruction::jump(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 0), ret]).is_ok());
+        assert!(Program::new(vec![
+            Instruction::jump(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 0),
+            ret
+        ])
+        .is_ok());
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytesize::ByteSize;
-use capture_spec::{CaptureLimits, Filter, LimitsError, OutputFormat, Rotation, DEFAULT_SNAP_LENGTH};
+use capture_spec::{
+    CaptureLimits, Filter, LimitsError, OutputFormat, Rotation, DEFAULT_SNAP_LENGTH,
+};
 use clap::Args;
 
 use capture_agent::afpacket::RingConfig;
@@ -72,7 +74,10 @@ fn interface_specs(args: &CaptureArgs) -> anyhow::Result<Vec<InterfaceSpec>> {
     let mut specs: Vec<InterfaceSpec> = args
         .interfaces
         .iter()
-        .map(|name| InterfaceSpec { name: name.clone(), description: String::new() })
+        .map(|name| InterfaceSpec {
+            name: name.clone(),
+            description: String::new(),
+        })
         .collect();
     for text in &args.descriptions {
         let Some((name, description)) = text.split_once('=') else {
@@ -114,7 +119,10 @@ fn to_u64(size: ByteSize) -> u64 {
 }
 
 pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
-    if args.rotate_every.is_some_and(|d| d < Duration::from_secs(1)) {
+    if args
+        .rotate_every
+        .is_some_and(|d| d < Duration::from_secs(1))
+    {
         bail!("--rotate-every must be at least 1s: files are rotated in whole seconds");
     }
     let filter = Filter::parse_cli(&args.filters).context("bad --filter")?;
@@ -128,8 +136,11 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
             max_files: args.max_files,
         },
     };
-    limits.validate().map_err(|e| anyhow::anyhow!(limits_error_for_cli(&e)))?;
-    let block_size = u32::try_from(args.block_size.as_u64()).context("--block-size is too large")?;
+    limits
+        .validate()
+        .map_err(|e| anyhow::anyhow!(limits_error_for_cli(&e)))?;
+    let block_size =
+        u32::try_from(args.block_size.as_u64()).context("--block-size is too large")?;
     let ring = RingConfig::with_size(args.ring_size.as_u64(), block_size, args.block_timeout)
         .context("bad --ring-size/--block-size/--block-timeout")?;
     let config = CaptureConfig {
@@ -142,7 +153,8 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         ring,
     };
     let (stop, handle) = StopSignal::new().context("creating the stop signal")?;
-    stop.stop_on_signals(&handle).context("installing SIGINT/SIGTERM handlers")?;
+    stop.stop_on_signals(&handle)
+        .context("installing SIGINT/SIGTERM handlers")?;
     let capture = Capture::open(config)?;
     // Tests and scripts wait for this line before sending traffic: every socket is bound now.
     eprintln!("capturing on {}", capture.interface_names().join(", "));

@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "capture-agent", version, about = "podcap's node agent: packet capture into pcapng/pcap files")]
+#[command(
+    name = "capture-agent",
+    version,
+    about = "podcap's node agent: packet capture into pcapng/pcap files"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -58,13 +58,27 @@ pub fn print(report: &CaptureReport, as_json: bool) -> anyhow::Result<()> {
         end_text(&report.end)
     )?;
     for i in &report.interfaces {
-        writeln!(out, "  interface {}: {} packets, {} bytes, {} dropped by kernel", i.name, i.packets, i.bytes, i.drops)?;
+        writeln!(
+            out,
+            "  interface {}: {} packets, {} bytes, {} dropped by kernel",
+            i.name, i.packets, i.bytes, i.drops
+        )?;
     }
     for f in &report.files {
-        writeln!(out, "  file {}: {} packets, {} bytes", f.path.display(), f.packets, f.bytes)?;
+        writeln!(
+            out,
+            "  file {}: {} packets, {} bytes",
+            f.path.display(),
+            f.packets,
+            f.bytes
+        )?;
     }
     if report.deleted_files > 0 {
-        writeln!(out, "  {} older files deleted to keep within --max-files", report.deleted_files)?;
+        writeln!(
+            out,
+            "  {} older files deleted to keep within --max-files",
+            report.deleted_files
+        )?;
     }
     Ok(())
 }

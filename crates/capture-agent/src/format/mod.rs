@@ -56,7 +56,12 @@ fn has_tag_to_restore(packet: &Packet<'_>) -> bool {
 
 /// Bytes of frame a file holds for `packet`: the captured bytes, plus the restored VLAN tag.
 pub fn frame_len(packet: &Packet<'_>) -> usize {
-    packet.data.len() + if has_tag_to_restore(packet) { VLAN_TAG_LEN } else { 0 }
+    packet.data.len()
+        + if has_tag_to_restore(packet) {
+            VLAN_TAG_LEN
+        } else {
+            0
+        }
 }
 
 impl PacketRecord<'_> {
@@ -69,7 +74,12 @@ impl PacketRecord<'_> {
     }
 
     pub fn original_len(&self) -> u32 {
-        self.packet.original_len + if self.has_tag_to_restore() { VLAN_TAG_LEN as u32 } else { 0 }
+        self.packet.original_len
+            + if self.has_tag_to_restore() {
+                VLAN_TAG_LEN as u32
+            } else {
+                0
+            }
     }
 
     /// Appends the frame as it was on the wire: the kernel hands VLAN frames over with the tag

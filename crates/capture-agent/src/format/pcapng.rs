@@ -191,18 +191,47 @@ mod tests {
 
     #[test]
     fn blocks_are_aligned_and_lengths_match() {
-        let interfaces = [InterfaceInfo { name: "veth1".into(), description: "shop/web on n1".into(), filter_expression: "tcp".into() }];
+        let interfaces = [InterfaceInfo {
+            name: "veth1".into(),
+            description: "shop/web on n1".into(),
+            filter_expression: "tcp".into(),
+        }];
         let mut out = Vec::new();
-        file_header(&mut out, &FileHeaderInfo { interfaces: &interfaces, snap_length: 262_144, application: "podcap test" });
+        file_header(
+            &mut out,
+            &FileHeaderInfo {
+                interfaces: &interfaces,
+                snap_length: 262_144,
+                application: "podcap test",
+            },
+        );
         assert_eq!(out.len() % 4, 0);
         let data = [0xabu8; 61];
-        let packet = Packet { timestamp_ns: 1, original_len: 100, data: &data, direction: Direction::Outbound, vlan: None };
+        let packet = Packet {
+            timestamp_ns: 1,
+            original_len: 100,
+            data: &data,
+            direction: Direction::Outbound,
+            vlan: None,
+        };
         let before = out.len();
-        super::packet(&mut out, &PacketRecord { interface_id: 0, packet: &packet });
+        super::packet(
+            &mut out,
+            &PacketRecord {
+                interface_id: 0,
+                packet: &packet,
+            },
+        );
         assert_eq!(out.len() - before, packet_len(61));
         assert_eq!((out.len() - before) % 4, 0);
         let before = out.len();
-        let totals = InterfaceTotals { started_ns: 1, at_ns: 2, kernel_received: 3, kernel_drops: 1, delivered: 2 };
+        let totals = InterfaceTotals {
+            started_ns: 1,
+            at_ns: 2,
+            kernel_received: 3,
+            kernel_drops: 1,
+            delivered: 2,
+        };
         interface_statistics(&mut out, 0, &totals);
         assert_eq!(out.len() - before, ISB_LEN);
     }
@@ -210,7 +239,13 @@ mod tests {
     #[test]
     fn flags_encode_direction_and_reception() {
         assert_eq!(epb_flags(Direction::Outbound), 2);
-        assert_eq!(epb_flags(Direction::Inbound(libc::PACKET_HOST)), 1 | (1 << 2));
-        assert_eq!(epb_flags(Direction::Inbound(libc::PACKET_BROADCAST)), 1 | (3 << 2));
+        assert_eq!(
+            epb_flags(Direction::Inbound(libc::PACKET_HOST)),
+            1 | (1 << 2)
+        );
+        assert_eq!(
+            epb_flags(Direction::Inbound(libc::PACKET_BROADCAST)),
+            1 | (3 << 2)
+        );
     }
 }

@@ -45,11 +45,19 @@ impl FileHandles {
             .truncate(true)
             .open(path)
             .map_err(OutputError::new("creating", path))?;
-        let direct = OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path).ok();
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .ok();
         if direct.is_none() {
             tracing::debug!(path = %path.display(), "O_DIRECT refused; writing through the page cache");
         }
-        Ok(FileHandles { path: path.to_path_buf(), direct, buffered })
+        Ok(FileHandles {
+            path: path.to_path_buf(),
+            direct,
+            buffered,
+        })
     }
 
     pub(super) fn is_direct(&self) -> bool {
@@ -59,9 +67,18 @@ impl FileHandles {
 
 enum Job {
     /// Write `buffer[range]` at `offset`: page-aligned start, length and offset when direct.
-    Chunk { file: Arc<FileHandles>, offset: u64, buffer: Vec<u8>, range: std::ops::Range<usize> },
+    Chunk {
+        file: Arc<FileHandles>,
+        offset: u64,
+        buffer: Vec<u8>,
+        range: std::ops::Range<usize>,
+    },
     /// Write the stream's unaligned tail at `offset` through the buffered descriptor.
-    Tail { file: Arc<FileHandles>, offset: u64, bytes: Vec<u8> },
+    Tail {
+        file: Arc<FileHandles>,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
     Remove(PathBuf),
     /// Answer once every earlier job is done.
     Barrier(SyncSender<()>),
@@ -86,8 +103,18 @@ impl DiskWriter {
         let thread = std::thread::Builder::new()
             .name("podcap-disk".into())
             .spawn(move || run_jobs(job_queue, give_back, thread_error))
-            .map_err(OutputError::new("starting the disk writer for", Path::new("capture files")))?;
-        Ok(DiskWriter { jobs: Some(jobs), free, allocated: 0, buffer_capacity, error, thread: Some(thread) })
+            .map_err(OutputError::new(
+                "starting the disk writer for",
+                Path::new("capture files"),
+            ))?;
+        Ok(DiskWriter {
+            jobs: Some(jobs),
+            free,
+            allocated: 0,
+            buffer_capacity,
+            error,
+            thread: Some(thread),
+        })
     }
 
     /// An empty buffer whose byte at index [`aligned_start`] is page-aligned. Waits for one to
@@ -107,7 +134,9 @@ impl DiskWriter {
     }
 
     fn writer_gone(&self) -> OutputError {
-        OutputError::new("writing", Path::new("capture files"))(io::Error::other("the disk writer thread stopped"))
+        OutputError::new("writing", Path::new("capture files"))(io::Error::other(
+            "the disk writer thread stopped",
+        ))
     }
 
     fn send(&self, job: Job) -> Result<(), OutputError> {
@@ -125,11 +154,25 @@ impl DiskWriter {
         buffer: Vec<u8>,
         range: std::ops::Range<usize>,
     ) -> Result<(), OutputError> {
-        self.send(Job::Chunk { file: file.clone(), offset, buffer, range })
+        self.send(Job::Chunk {
+            file: file.clone(),
+            offset,
+            buffer,
+            range,
+        })
     }
 
-    pub(super) fn write_tail(&self, file: &Arc<FileHandles>, offset: u64, bytes: &[u8]) -> Result<(), OutputError> {
-        self.send(Job::Tail { file: file.clone(), offset, bytes: bytes.to_vec() })
+    pub(super) fn write_tail(
+        &self,
+        file: &Arc<FileHandles>,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<(), OutputError> {
+        self.send(Job::Tail {
+            file: file.clone(),
+            offset,
+            bytes: bytes.to_vec(),
+        })
     }
 
     pub(super) fn remove(&self, path: PathBuf) -> Result<(), OutputError> {
@@ -163,13 +206,18 @@ impl Drop for DiskWriter {
     }
 }
 
-/// The index in `buffer` where page-aligned data starts (the buffer must not reallocate after).
-pub(super) fn aligned_start(buffer: &Vec<u8>) -> usize {
+/// The index in `buffer` where page-aligned data starts (the buffer must not reallocate after;
+/// an empty slice of a vector with capacity still points at its allocation).
+pub(super) fn aligned_start(buffer: &[u8]) -> usize {
     let address = buffer.as_ptr() as usize;
     (DIRECT_ALIGN - address % DIRECT_ALIGN) % DIRECT_ALIGN
 }
 
-fn run_jobs(jobs: Receiver<Job>, give_back: Sender<Vec<u8>>, error: Arc<Mutex<Option<OutputError>>>) {
+fn run_jobs(
+    jobs: Receiver<Job>,
+    give_back: Sender<Vec<u8>>,
+    error: Arc<Mutex<Option<OutputError>>>,
+) {
     let record = |result: Result<(), OutputError>| {
         if let Err(failure) = result {
             tracing::error!(error = %failure, "capture file write failed");
@@ -180,24 +228,45 @@ fn run_jobs(jobs: Receiver<Job>, give_back: Sender<Vec<u8>>, error: Arc<Mutex<Op
     };
     for job in jobs {
         match job {
-            Job::Chunk { file, offset, buffer, range } => {
+            Job::Chunk {
+                file,
+                offset,
+                buffer,
+                range,
+            } => {
                 let bytes = &buffer[range];
                 // O_DIRECT takes only page-aligned memory, length and offset; anything else
                 // (a buffer that had to grow) goes through the page cache.
-                let aligned = (bytes.as_ptr() as usize | bytes.len() | offset as usize) % DIRECT_ALIGN == 0;
+                let aligned = (bytes.as_ptr() as usize | bytes.len() | offset as usize)
+                    .is_multiple_of(DIRECT_ALIGN);
                 let target = match &file.direct {
                     Some(direct) if aligned => direct,
                     _ => &file.buffered,
                 };
-                record(target.write_all_at(bytes, offset).map_err(OutputError::new("writing", &file.path)));
+                record(
+                    target
+                        .write_all_at(bytes, offset)
+                        .map_err(OutputError::new("writing", &file.path)),
+                );
                 // The capture thread may have stopped waiting for buffers; that is fine.
                 let _ = give_back.send(buffer);
             }
-            Job::Tail { file, offset, bytes } => {
-                record(file.buffered.write_all_at(&bytes, offset).map_err(OutputError::new("writing", &file.path)));
+            Job::Tail {
+                file,
+                offset,
+                bytes,
+            } => {
+                record(
+                    file.buffered
+                        .write_all_at(&bytes, offset)
+                        .map_err(OutputError::new("writing", &file.path)),
+                );
             }
             Job::Remove(path) => {
-                record(std::fs::remove_file(&path).map_err(OutputError::new("deleting the oldest file", &path)));
+                record(
+                    std::fs::remove_file(&path)
+                        .map_err(OutputError::new("deleting the oldest file", &path)),
+                );
             }
             Job::Barrier(done) => {
                 let _ = done.send(());

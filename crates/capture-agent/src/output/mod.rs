@@ -56,8 +56,15 @@ pub struct OutputError {
 }
 
 impl OutputError {
-    pub(crate) fn new<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> OutputError + 'a {
-        move |source| OutputError { op, path: path.to_path_buf(), source }
+    pub(crate) fn new<'a>(
+        op: &'static str,
+        path: &'a Path,
+    ) -> impl FnOnce(io::Error) -> OutputError + 'a {
+        move |source| OutputError {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -94,7 +101,9 @@ pub struct OutputFiles {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl OutputFiles {
@@ -142,7 +151,11 @@ impl OutputFiles {
     /// Starts the current file: its headers are in the file before any packet.
     fn write_file_header(&mut self) -> Result<(), OutputError> {
         let before = self.buffer.len();
-        let info = FileHeaderInfo { interfaces: &self.interfaces, snap_length: self.snap_length, application: APPLICATION };
+        let info = FileHeaderInfo {
+            interfaces: &self.interfaces,
+            snap_length: self.snap_length,
+            application: APPLICATION,
+        };
         self.encoder.file_header(&mut self.buffer, &info);
         self.current.summary.bytes = (self.buffer.len() - before) as u64;
         self.publish_tail()
@@ -157,12 +170,18 @@ impl OutputFiles {
 
     /// The file record length of `packet`, to check a byte limit before writing it.
     pub fn record_len(&self, interface_id: u32, packet: &Packet<'_>) -> usize {
-        self.encoder.packet_len(&PacketRecord { interface_id, packet })
+        self.encoder.packet_len(&PacketRecord {
+            interface_id,
+            packet,
+        })
     }
 
     /// Writes one packet, first starting a new file if rotation says so.
     pub fn write(&mut self, interface_id: u32, packet: &Packet<'_>) -> Result<(), OutputError> {
-        let record = PacketRecord { interface_id, packet };
+        let record = PacketRecord {
+            interface_id,
+            packet,
+        };
         let len = self.encoder.packet_len(&record) as u64;
         if self.must_rotate_before(len) {
             self.rotate()?;
@@ -195,7 +214,12 @@ impl OutputFiles {
         next.extend_from_slice(&self.buffer[self.start + aligned..]);
         let full = std::mem::replace(&mut self.buffer, next);
         let full_start = std::mem::replace(&mut self.start, next_start);
-        self.writer.write_chunk(&self.current.handles, self.buffer_offset, full, full_start..full_start + aligned)?;
+        self.writer.write_chunk(
+            &self.current.handles,
+            self.buffer_offset,
+            full,
+            full_start..full_start + aligned,
+        )?;
         self.buffer_offset += aligned as u64;
         self.published = 0;
         self.publish_tail()
@@ -208,7 +232,8 @@ impl OutputFiles {
         if data.len() == self.published {
             return self.writer.check();
         }
-        self.writer.write_tail(&self.current.handles, self.buffer_offset, data)?;
+        self.writer
+            .write_tail(&self.current.handles, self.buffer_offset, data)?;
         self.published = data.len();
         Ok(())
     }
@@ -223,7 +248,10 @@ impl OutputFiles {
             .rotation
             .max_file_bytes
             .is_some_and(|max| current.summary.bytes + record_len + footer > max);
-        let too_old = self.rotation.max_file_duration().is_some_and(|max| current.opened_at.elapsed() >= max);
+        let too_old = self
+            .rotation
+            .max_file_duration()
+            .is_some_and(|max| current.opened_at.elapsed() >= max);
         too_big || too_old
     }
 
@@ -232,13 +260,15 @@ impl OutputFiles {
         self.delivered
             .iter()
             .zip(&self.kernel)
-            .map(|(&delivered, &(kernel_received, kernel_drops))| InterfaceTotals {
-                started_ns: self.started_ns,
-                at_ns,
-                kernel_received,
-                kernel_drops,
-                delivered,
-            })
+            .map(
+                |(&delivered, &(kernel_received, kernel_drops))| InterfaceTotals {
+                    started_ns: self.started_ns,
+                    at_ns,
+                    kernel_received,
+                    kernel_drops,
+                    delivered,
+                },
+            )
             .collect()
     }
 
@@ -265,7 +295,9 @@ impl OutputFiles {
         self.closed.push_back(sealed);
         if let Some(max_files) = self.rotation.max_files {
             while self.closed.len() + 1 > max_files as usize {
-                let Some(oldest) = self.closed.pop_front() else { break };
+                let Some(oldest) = self.closed.pop_front() else {
+                    break;
+                };
                 self.writer.remove(oldest.path)?;
                 self.deleted_files += 1;
             }
@@ -288,7 +320,11 @@ impl OutputFiles {
 
     /// Files written so far that are still on disk, oldest first, the open one last.
     pub fn files(&self) -> Vec<FileSummary> {
-        self.closed.iter().cloned().chain([self.current.summary.clone()]).collect()
+        self.closed
+            .iter()
+            .cloned()
+            .chain([self.current.summary.clone()])
+            .collect()
     }
 
     /// Files deleted to keep within `maxFiles`.
@@ -310,7 +346,13 @@ impl OpenFile {
     fn create(path: &Path) -> Result<OpenFile, OutputError> {
         Ok(OpenFile {
             handles: Arc::new(FileHandles::create(path)?),
-            summary: FileSummary { path: path.to_path_buf(), packets: 0, bytes: 0, first_packet_ns: None, last_packet_ns: None },
+            summary: FileSummary {
+                path: path.to_path_buf(),
+                packets: 0,
+                bytes: 0,
+                first_packet_ns: None,
+                last_packet_ns: None,
+            },
             opened_at: Instant::now(),
         })
     }
@@ -321,10 +363,13 @@ pub fn file_path(base: &Path, format: OutputFormat, sequence: Option<u64>) -> Pa
     let Some(sequence) = sequence else {
         return base.to_path_buf();
     };
-    let stem = base.file_stem().map_or_else(|| "capture".into(), |s| s.to_string_lossy().into_owned());
-    let extension = base
-        .extension()
-        .map_or_else(|| format.extension().to_string(), |e| e.to_string_lossy().into_owned());
+    let stem = base
+        .file_stem()
+        .map_or_else(|| "capture".into(), |s| s.to_string_lossy().into_owned());
+    let extension = base.extension().map_or_else(
+        || format.extension().to_string(),
+        |e| e.to_string_lossy().into_owned(),
+    );
     base.with_file_name(format!("{stem}-{sequence:06}.{extension}"))
 }
 
@@ -336,7 +381,13 @@ mod tests {
     fn rotated_names_keep_stem_and_extension() {
         let base = Path::new("/data/web.pcapng");
         assert_eq!(file_path(base, OutputFormat::Pcapng, None), base);
-        assert_eq!(file_path(base, OutputFormat::Pcapng, Some(3)), Path::new("/data/web-000003.pcapng"));
-        assert_eq!(file_path(Path::new("/d/x"), OutputFormat::Pcap, Some(1)), Path::new("/d/x-000001.pcap"));
+        assert_eq!(
+            file_path(base, OutputFormat::Pcapng, Some(3)),
+            Path::new("/data/web-000003.pcapng")
+        );
+        assert_eq!(
+            file_path(Path::new("/d/x"), OutputFormat::Pcap, Some(1)),
+            Path::new("/d/x-000001.pcap")
+        );
     }
 }

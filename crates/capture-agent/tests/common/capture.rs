@@ -47,18 +47,29 @@ impl Finished {
     /// The `--json` summary printed on stdout.
     pub fn summary(&self) -> Value {
         serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
-            panic!("{}: stdout is not one JSON object ({e}):\n{}\nstderr:\n{}", self.name, self.stdout, self.stderr)
+            panic!(
+                "{}: stdout is not one JSON object ({e}):\n{}\nstderr:\n{}",
+                self.name, self.stdout, self.stderr
+            )
         })
     }
 
     pub fn assert_success(&self) {
-        assert!(self.status.success(), "{} exited with {}; stderr:\n{}", self.name, self.status, self.stderr);
+        assert!(
+            self.status.success(),
+            "{} exited with {}; stderr:\n{}",
+            self.name,
+            self.status,
+            self.stderr
+        );
     }
 }
 
 /// A field of the JSON summary as u64, failing clearly if it is missing.
 pub fn json_u64(value: &Value, field: &str) -> u64 {
-    value[field].as_u64().unwrap_or_else(|| panic!("summary field {field:?} is not a number: {value}"))
+    value[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("summary field {field:?} is not a number: {value}"))
 }
 
 impl Capturer {
@@ -66,7 +77,11 @@ impl Capturer {
     pub fn agent(args: &[&str]) -> Capturer {
         let mut command = Command::new(agent_binary());
         command.arg("capture").args(args);
-        Capturer::start(format!("capture-agent {}", args.join(" ")), command, |line| line.starts_with("capturing on "))
+        Capturer::start(
+            format!("capture-agent {}", args.join(" ")),
+            command,
+            |line| line.starts_with("capturing on "),
+        )
     }
 
     /// Starts capture-agent without waiting for it to be ready (for runs expected to fail).
@@ -82,15 +97,31 @@ impl Capturer {
     pub fn tcpdump(interface: &str, output: &Path) -> Capturer {
         let mut command = Command::new("tcpdump");
         command
-            .args(["-i", interface, "-s", "262144", "-n", "--time-stamp-precision=nano", "--immediate-mode", "-w"])
+            .args([
+                "-i",
+                interface,
+                "-s",
+                "262144",
+                "-n",
+                "--time-stamp-precision=nano",
+                "--immediate-mode",
+                "-w",
+            ])
             .arg(output);
-        Capturer::start(format!("tcpdump -i {interface}"), command, |line| line.contains("listening on"))
+        Capturer::start(format!("tcpdump -i {interface}"), command, |line| {
+            line.contains("listening on")
+        })
     }
 
     /// Starts the process with its output captured; the receiver gets each stderr line.
     fn spawn(name: String, mut command: Command) -> (Capturer, Receiver<String>) {
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
         let stderr_text = Arc::new(Mutex::new(String::new()));
@@ -128,7 +159,10 @@ impl Capturer {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let stderr = self.stderr.lock().unwrap().clone();
-                    panic!("{} was not ready within {READY_TIMEOUT:?}; stderr so far:\n{stderr}", self.name);
+                    panic!(
+                        "{} was not ready within {READY_TIMEOUT:?}; stderr so far:\n{stderr}",
+                        self.name
+                    );
                 }
             }
         }
@@ -140,7 +174,8 @@ impl Capturer {
 
     /// Sends `signal` to this process (and only to it).
     pub fn signal(&self, signal: Signal) {
-        kill(self.pid(), signal).unwrap_or_else(|e| panic!("sending {signal} to {}: {e}", self.name));
+        kill(self.pid(), signal)
+            .unwrap_or_else(|e| panic!("sending {signal} to {}: {e}", self.name));
     }
 
     /// SIGINT, then waits for the exit.
@@ -163,7 +198,9 @@ impl Capturer {
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     fn wait(&mut self, timeout: Duration) -> Finished {
@@ -177,18 +214,31 @@ impl Capturer {
                 let _ = child.kill();
                 let _ = child.wait();
                 let stderr = self.stderr.lock().unwrap().clone();
-                panic!("{} did not exit within {timeout:?} (killed it); stderr:\n{stderr}", self.name);
+                panic!(
+                    "{} did not exit within {timeout:?} (killed it); stderr:\n{stderr}",
+                    self.name
+                );
             }
             thread::sleep(Duration::from_millis(5));
         };
         let waited = started.elapsed();
         // The pipes close with the process, so the readers finish.
-        let stdout = self.stdout_thread.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
+        let stdout = self
+            .stdout_thread
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default();
         if let Some(t) = self.stderr_thread.take() {
             let _ = t.join();
         }
         let stderr = self.stderr.lock().unwrap().clone();
-        Finished { name: self.name.clone(), status, stdout, stderr, waited }
+        Finished {
+            name: self.name.clone(),
+            status,
+            stdout,
+            stderr,
+            waited,
+        }
     }
 }
 
@@ -201,7 +251,11 @@ impl Drop for Capturer {
     }
 }
 
-fn spawn_stderr_reader(stderr: ChildStderr, text: Arc<Mutex<String>>, lines: mpsc::Sender<String>) -> JoinHandle<()> {
+fn spawn_stderr_reader(
+    stderr: ChildStderr,
+    text: Arc<Mutex<String>>,
+    lines: mpsc::Sender<String>,
+) -> JoinHandle<()> {
     thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };

@@ -29,12 +29,18 @@ pub use traffic::{HostServices, UdpSink};
 
 /// Wall-clock time in nanoseconds since the epoch: the clock the kernel stamps packets with.
 pub fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 /// A per-test directory for capture files, deleted at the end of the test.
 pub fn scratch_dir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("podcap-e2e-").tempdir().expect("creating a temporary directory")
+    tempfile::Builder::new()
+        .prefix("podcap-e2e-")
+        .tempdir()
+        .expect("creating a temporary directory")
 }
 
 pub fn path_str(path: &Path) -> &str {

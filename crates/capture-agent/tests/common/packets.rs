@@ -15,7 +15,10 @@ pub const IPPROTO_UDPLITE: u8 = 136;
 /// The Internet checksum (RFC 1071) of `parts` taken as one byte string.
 pub fn internet_checksum(parts: &[&[u8]]) -> u16 {
     let bytes: Vec<u8> = parts.concat();
-    let mut sum: u32 = bytes.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -49,7 +52,11 @@ fn crc32c(bytes: &[u8]) -> u32 {
     for &byte in bytes {
         crc ^= u32::from(byte);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -78,7 +85,13 @@ pub fn sctp_packet(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
 }
 
 /// A UDPLite datagram whose checksum covers the whole datagram (coverage 0).
-pub fn udplite_packet(src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+pub fn udplite_packet(
+    src: IpAddr,
+    dst: IpAddr,
+    src_port: u16,
+    dst_port: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&src_port.to_be_bytes());
     out.extend_from_slice(&dst_port.to_be_bytes());
@@ -129,7 +142,13 @@ pub fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, payload: &[u8]
 }
 
 /// A UDP datagram with a valid checksum.
-pub fn udp_packet(src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+pub fn udp_packet(
+    src: IpAddr,
+    dst: IpAddr,
+    src_port: u16,
+    dst_port: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&src_port.to_be_bytes());
     out.extend_from_slice(&dst_port.to_be_bytes());
@@ -142,7 +161,13 @@ pub fn udp_packet(src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16, payloa
 }
 
 /// An Ethernet frame with an 802.1Q tag.
-pub fn vlan_frame(dst: [u8; 6], src: [u8; 6], vlan_id: u16, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+pub fn vlan_frame(
+    dst: [u8; 6],
+    src: [u8; 6],
+    vlan_id: u16,
+    ethertype: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&dst);
     out.extend_from_slice(&src);
@@ -175,7 +200,12 @@ pub fn icmpv6_echo_request(id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
 
 /// What a frame is, in one line: `02:44:..:02 > 02:44:..:01 vlan 100 IPv4 10.244.3.2 > 10.244.3.1 proto 17 ports 33000 > 53 len 60`.
 pub fn describe(frame: &[u8]) -> String {
-    let mac = |m: &[u8]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    let mac = |m: &[u8]| {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
     if frame.len() < 14 {
         return format!("runt frame of {} bytes", frame.len());
     }
@@ -190,8 +220,16 @@ pub fn describe(frame: &[u8]) -> String {
     }
     let l3 = &frame[offset + 2..];
     let ports = |proto: u8, l4: &[u8]| -> String {
-        if matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE) && l4.len() >= 4 {
-            format!(" ports {} > {}", u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]))
+        if matches!(
+            proto,
+            IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE
+        ) && l4.len() >= 4
+        {
+            format!(
+                " ports {} > {}",
+                u16::from_be_bytes([l4[0], l4[1]]),
+                u16::from_be_bytes([l4[2], l4[3]])
+            )
         } else if matches!(proto, IPPROTO_ICMP | IPPROTO_ICMPV6) && !l4.is_empty() {
             format!(" type {}", l4[0])
         } else {
@@ -203,12 +241,20 @@ pub fn describe(frame: &[u8]) -> String {
             let ihl = usize::from(l3[0] & 0x0f) * 4;
             let src = Ipv4Addr::new(l3[12], l3[13], l3[14], l3[15]);
             let dst = Ipv4Addr::new(l3[16], l3[17], l3[18], l3[19]);
-            text += &format!(" IPv4 {src} > {dst} proto {}{}", l3[9], ports(l3[9], l3.get(ihl..).unwrap_or(&[])));
+            text += &format!(
+                " IPv4 {src} > {dst} proto {}{}",
+                l3[9],
+                ports(l3[9], l3.get(ihl..).unwrap_or(&[]))
+            );
         }
         0x86dd if l3.len() >= 40 => {
             let src = Ipv6Addr::from(<[u8; 16]>::try_from(&l3[8..24]).unwrap());
             let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&l3[24..40]).unwrap());
-            text += &format!(" IPv6 {src} > {dst} next {}{}", l3[6], ports(l3[6], &l3[40..]));
+            text += &format!(
+                " IPv6 {src} > {dst} next {}{}",
+                l3[6],
+                ports(l3[6], &l3[40..])
+            );
         }
         0x0806 => text += " ARP",
         other => text += &format!(" ethertype {other:#06x}"),

@@ -36,7 +36,12 @@ impl Frame {
     }
 
     pub fn describe(&self) -> String {
-        format!("{}.{:09} {}", self.ts_ns / 1_000_000_000, self.ts_ns % 1_000_000_000, describe(&self.data))
+        format!(
+            "{}.{:09} {}",
+            self.ts_ns / 1_000_000_000,
+            self.ts_ns % 1_000_000_000,
+            describe(&self.data)
+        )
     }
 }
 
@@ -71,7 +76,11 @@ pub fn read_capture(path: &Path) -> Result<Capture, String> {
     match magic.get(..4) {
         Some([0x0a, 0x0d, 0x0d, 0x0a]) => read_pcapng(path),
         Some(_) => read_pcap(path),
-        None => Err(format!("{} is shorter than a file header ({} bytes)", path.display(), magic.len())),
+        None => Err(format!(
+            "{} is shorter than a file header ({} bytes)",
+            path.display(),
+            magic.len()
+        )),
     }
 }
 
@@ -81,48 +90,76 @@ pub fn must_read(path: &Path) -> Capture {
 }
 
 fn open(path: &Path) -> Result<BufReader<File>, String> {
-    File::open(path).map(BufReader::new).map_err(|e| format!("opening {}: {e}", path.display()))
+    File::open(path)
+        .map(BufReader::new)
+        .map_err(|e| format!("opening {}: {e}", path.display()))
 }
 
 /// Nanoseconds from a raw timestamp in units of the given `if_tsresol`.
 fn to_ns(raw: u64, tsresol: Option<u8>) -> Result<u64, String> {
     match tsresol.unwrap_or(6) {
-        r if r & 0x80 != 0 => Err(format!("if_tsresol {r:#x} (a power of two) is not supported by this reader")),
+        r if r & 0x80 != 0 => Err(format!(
+            "if_tsresol {r:#x} (a power of two) is not supported by this reader"
+        )),
         r if r <= 9 => Ok(raw * 10u64.pow(u32::from(9 - r))),
         r => Ok(raw / 10u64.pow(u32::from(r - 9))),
     }
 }
 
 fn read_pcapng(path: &Path) -> Result<Capture, String> {
-    let mut reader =
-        PcapNgReader::new(open(path)?).map_err(|e| format!("{}: bad pcapng header: {e}", path.display()))?;
-    let mut capture = Capture { pcapng: true, ..Capture::default() };
+    let mut reader = PcapNgReader::new(open(path)?)
+        .map_err(|e| format!("{}: bad pcapng header: {e}", path.display()))?;
+    let mut capture = Capture {
+        pcapng: true,
+        ..Capture::default()
+    };
     while let Some(block) = reader.next_block() {
-        let block = block
-            .map_err(|e| format!("{}: unreadable block after {} frames: {e}", path.display(), capture.frames.len()))?;
+        let block = block.map_err(|e| {
+            format!(
+                "{}: unreadable block after {} frames: {e}",
+                path.display(),
+                capture.frames.len()
+            )
+        })?;
         match block {
             Block::SectionHeader(_) => {
                 // A new section starts over with interface ids.
                 capture.interfaces.clear();
             }
             Block::InterfaceDescription(idb) => {
-                let mut interface =
-                    Interface { link_type: u32::from(idb.linktype), snap_len: idb.snaplen, ..Interface::default() };
+                let mut interface = Interface {
+                    link_type: u32::from(idb.linktype),
+                    snap_len: idb.snaplen,
+                    ..Interface::default()
+                };
                 for option in &idb.options {
                     match option {
-                        InterfaceDescriptionOption::IfName(name) => interface.name = Some(name.to_string()),
-                        InterfaceDescriptionOption::IfDescription(d) => interface.description = Some(d.to_string()),
+                        InterfaceDescriptionOption::IfName(name) => {
+                            interface.name = Some(name.to_string())
+                        }
+                        InterfaceDescriptionOption::IfDescription(d) => {
+                            interface.description = Some(d.to_string())
+                        }
                         InterfaceDescriptionOption::IfTsResol(r) => interface.tsresol = Some(*r),
-                        InterfaceDescriptionOption::IfFilter(f) => interface.filter = Some(f.to_vec()),
+                        InterfaceDescriptionOption::IfFilter(f) => {
+                            interface.filter = Some(f.to_vec())
+                        }
                         _ => {}
                     }
                 }
                 capture.interfaces.push(interface);
             }
             Block::EnhancedPacket(epb) => {
-                let interface = capture.interfaces.get(epb.interface_id as usize).ok_or_else(|| {
-                    format!("{}: packet of interface {} before its description", path.display(), epb.interface_id)
-                })?;
+                let interface = capture
+                    .interfaces
+                    .get(epb.interface_id as usize)
+                    .ok_or_else(|| {
+                        format!(
+                            "{}: packet of interface {} before its description",
+                            path.display(),
+                            epb.interface_id
+                        )
+                    })?;
                 let raw = u64::try_from(epb.timestamp.as_nanos()).unwrap();
                 let flags = epb.options.iter().find_map(|o| match o {
                     EnhancedPacketOption::Flags(f) => Some(*f),
@@ -144,7 +181,8 @@ fn read_pcapng(path: &Path) -> Result<Capture, String> {
 }
 
 fn read_pcap(path: &Path) -> Result<Capture, String> {
-    let mut reader = PcapReader::new(open(path)?).map_err(|e| format!("{}: bad pcap header: {e}", path.display()))?;
+    let mut reader = PcapReader::new(open(path)?)
+        .map_err(|e| format!("{}: bad pcap header: {e}", path.display()))?;
     let header = reader.header();
     let mut capture = Capture {
         pcapng: false,
@@ -157,8 +195,13 @@ fn read_pcap(path: &Path) -> Result<Capture, String> {
         ..Capture::default()
     };
     while let Some(packet) = reader.next_packet() {
-        let packet = packet
-            .map_err(|e| format!("{}: unreadable record after {} frames: {e}", path.display(), capture.frames.len()))?;
+        let packet = packet.map_err(|e| {
+            format!(
+                "{}: unreadable record after {} frames: {e}",
+                path.display(),
+                capture.frames.len()
+            )
+        })?;
         capture.frames.push(Frame {
             ts_ns: u64::try_from(packet.timestamp.as_nanos()).unwrap(),
             data: packet.data.to_vec(),
@@ -179,7 +222,11 @@ pub fn link_type_number(link: DataLink) -> u32 {
 
 /// The frames whose timestamp is in `[t0, t1]`, in file order.
 pub fn in_window(frames: &[Frame], t0: u64, t1: u64) -> Vec<Frame> {
-    frames.iter().filter(|f| (t0..=t1).contains(&f.ts_ns)).cloned().collect()
+    frames
+        .iter()
+        .filter(|f| (t0..=t1).contains(&f.ts_ns))
+        .cloned()
+        .collect()
 }
 
 /// How far apart two capturers' timestamps of one frame may be when the kernel stamps the frame
@@ -189,7 +236,10 @@ pub const PER_SOCKET_STAMP_TOLERANCE_NS: u64 = 1_000_000;
 /// Whether a frame carries TCP over IPv4 or IPv6 (possibly VLAN-tagged).
 fn is_tcp(frame: &[u8]) -> bool {
     let mut offset = 12;
-    while matches!(frame.get(offset..offset + 2), Some([0x81, 0x00] | [0x88, 0xa8])) {
+    while matches!(
+        frame.get(offset..offset + 2),
+        Some([0x81, 0x00] | [0x88, 0xa8])
+    ) {
         offset += 4;
     }
     match frame.get(offset..offset + 2) {
@@ -209,7 +259,8 @@ fn is_tcp(frame: &[u8]) -> bool {
 /// which still catches a capturer that stamps packets itself or per ring block.
 pub fn same_frame(a: &Frame, b: &Frame) -> bool {
     a.data == b.data
-        && (a.ts_ns == b.ts_ns || (is_tcp(&a.data) && a.ts_ns.abs_diff(b.ts_ns) <= PER_SOCKET_STAMP_TOLERANCE_NS))
+        && (a.ts_ns == b.ts_ns
+            || (is_tcp(&a.data) && a.ts_ns.abs_diff(b.ts_ns) <= PER_SOCKET_STAMP_TOLERANCE_NS))
 }
 
 /// Asserts that two frame sequences are the same frames (see [`same_frame`]) in the same order.
@@ -223,7 +274,10 @@ pub fn assert_same_frames(actual: &[Frame], expected: &[Frame], what: &str) {
 /// None if two frame sequences are the same frames in the same order, else a description of
 /// where they part, with the frames around that point and what is missing or extra.
 pub fn frames_difference(actual: &[Frame], expected: &[Frame], what: &str) -> Option<String> {
-    let first_difference = actual.iter().zip(expected).position(|(a, e)| !same_frame(a, e));
+    let first_difference = actual
+        .iter()
+        .zip(expected)
+        .position(|(a, e)| !same_frame(a, e));
     if first_difference.is_none() && actual.len() == expected.len() {
         return None;
     }
@@ -234,14 +288,28 @@ pub fn frames_difference(actual: &[Frame], expected: &[Frame], what: &str) -> Op
             .enumerate()
             .skip(at.saturating_sub(3))
             .take(8)
-            .map(|(i, f)| format!("    #{i}{} {}", if i == at { " >>" } else { "   " }, f.describe()))
+            .map(|(i, f)| {
+                format!(
+                    "    #{i}{} {}",
+                    if i == at { " >>" } else { "   " },
+                    f.describe()
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let missing: Vec<String> =
-        expected.iter().filter(|e| !actual.iter().any(|a| same_frame(a, e))).take(10).map(Frame::describe).collect();
-    let extra: Vec<String> =
-        actual.iter().filter(|a| !expected.iter().any(|e| same_frame(a, e))).take(10).map(Frame::describe).collect();
+    let missing: Vec<String> = expected
+        .iter()
+        .filter(|e| !actual.iter().any(|a| same_frame(a, e)))
+        .take(10)
+        .map(Frame::describe)
+        .collect();
+    let extra: Vec<String> = actual
+        .iter()
+        .filter(|a| !expected.iter().any(|e| same_frame(a, e)))
+        .take(10)
+        .map(Frame::describe)
+        .collect();
     Some(format!(
         "{what}: frames differ from frame #{at} on ({} actual frames, {} expected)\n  actual:\n{}\n  expected:\n{}\n  \
          expected but missing (first 10):\n    {}\n  present but not expected (first 10):\n    {}",

@@ -61,7 +61,12 @@ impl Slot {
                 .open(&path)
                 .unwrap_or_else(|e| panic!("opening {path}: {e}"));
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => return Slot { n: n as u8, _lock: lock },
+                Ok(lock) => {
+                    return Slot {
+                        n: n as u8,
+                        _lock: lock,
+                    }
+                }
                 Err((_, Errno::EWOULDBLOCK)) => continue,
                 Err((_, errno)) => panic!("locking {path}: {errno}"),
             }
@@ -134,35 +139,91 @@ impl Pod {
 
     fn build(&self) {
         let (ns, host, n) = (self.netns.as_str(), self.host_if.as_str(), self.slot.n);
-        let mac = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        let mac = |m: [u8; 6]| {
+            m.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        };
         let (host_mac, pod_mac) = (mac(self.host_mac), mac(self.pod_mac));
         run("ip", &["netns", "add", ns]);
         run(
             "ip",
             &[
-                "link", "add", host, "address", &host_mac, "type", "veth", "peer", "name", POD_IF, "address", &pod_mac,
-                "netns", ns,
+                "link", "add", host, "address", &host_mac, "type", "veth", "peer", "name", POD_IF,
+                "address", &pod_mac, "netns", ns,
             ],
         );
         // Less background noise: no router solicitations, no RA processing, no DAD probes.
         // (Link-local addresses still bring a few MLD/ND frames; the window comparisons allow it.)
-        for key in ["accept_ra=0", "router_solicitations=0", "accept_dad=0", "dad_transmits=0"] {
+        for key in [
+            "accept_ra=0",
+            "router_solicitations=0",
+            "accept_dad=0",
+            "dad_transmits=0",
+        ] {
             let (name, value) = key.split_once('=').unwrap();
             std::fs::write(format!("/proc/sys/net/ipv6/conf/{host}/{name}"), value)
                 .unwrap_or_else(|e| panic!("setting {name} on {host}: {e}"));
         }
-        let pod_sysctls: Vec<String> = ["accept_ra=0", "router_solicitations=0", "accept_dad=0", "dad_transmits=0"]
-            .iter()
-            .flat_map(|kv| [format!("net.ipv6.conf.{POD_IF}.{kv}"), format!("net.ipv6.conf.default.{kv}")])
-            .collect();
+        let pod_sysctls: Vec<String> = [
+            "accept_ra=0",
+            "router_solicitations=0",
+            "accept_dad=0",
+            "dad_transmits=0",
+        ]
+        .iter()
+        .flat_map(|kv| {
+            [
+                format!("net.ipv6.conf.{POD_IF}.{kv}"),
+                format!("net.ipv6.conf.default.{kv}"),
+            ]
+        })
+        .collect();
         let mut args = vec!["netns", "exec", ns, "sysctl", "-q", "-w"];
         args.extend(pod_sysctls.iter().map(String::as_str));
         run("ip", &args);
 
-        run("ip", &["addr", "add", &format!("10.244.{n}.1/25"), "dev", host]);
-        run("ip", &["addr", "add", &format!("fd00:244:{n}::1/64"), "dev", host, "nodad"]);
-        run("ip", &["-n", ns, "addr", "add", &format!("10.244.{n}.2/25"), "dev", POD_IF]);
-        run("ip", &["-n", ns, "addr", "add", &format!("fd00:244:{n}::2/64"), "dev", POD_IF, "nodad"]);
+        run(
+            "ip",
+            &["addr", "add", &format!("10.244.{n}.1/25"), "dev", host],
+        );
+        run(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("fd00:244:{n}::1/64"),
+                "dev",
+                host,
+                "nodad",
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.244.{n}.2/25"),
+                "dev",
+                POD_IF,
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("fd00:244:{n}::2/64"),
+                "dev",
+                POD_IF,
+                "nodad",
+            ],
+        );
         run("ip", &["link", "set", host, "up"]);
         run("ip", &["-n", ns, "link", "set", "lo", "up"]);
         run("ip", &["-n", ns, "link", "set", POD_IF, "up"]);
@@ -176,13 +237,35 @@ impl Pod {
             (&pod_side[..], self.host_v4.to_string(), &host_mac, POD_IF),
             (&pod_side[..], self.host_v6.to_string(), &host_mac, POD_IF),
         ] {
-            let neighbour = ["neigh", "replace", &address, "lladdr", mac, "dev", dev, "nud", "permanent"];
+            let neighbour = [
+                "neigh",
+                "replace",
+                &address,
+                "lladdr",
+                mac,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ];
             run(side[0], &[&side[1..], &neighbour[..]].concat());
         }
         run("tc", &["qdisc", "add", "dev", host, "clsact"]);
         run(
             "tc",
-            &["filter", "add", "dev", host, "ingress", "pref", "1", "bpf", "da", "bytecode", TC_DROP_RAW_PROTOCOLS],
+            &[
+                "filter",
+                "add",
+                "dev",
+                host,
+                "ingress",
+                "pref",
+                "1",
+                "bpf",
+                "da",
+                "bytecode",
+                TC_DROP_RAW_PROTOCOLS,
+            ],
         );
     }
 }
@@ -210,8 +293,12 @@ impl Drop for Pod {
 /// of which capturers happen to be running on the machine.
 fn kernel_stamps_every_packet() -> std::net::UdpSocket {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("binding a timestamping socket");
-    nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
-        .expect("setting SO_TIMESTAMPNS");
+    nix::sys::socket::setsockopt(
+        &socket,
+        nix::sys::socket::sockopt::ReceiveTimestampns,
+        &true,
+    )
+    .expect("setting SO_TIMESTAMPNS");
     socket
 }
 
@@ -242,7 +329,10 @@ pub fn run(program: &str, args: &[&str]) {
 
 /// Runs a command, returning its stderr as the error if it fails.
 pub fn quiet(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(program).args(args).output().map_err(|e| format!("starting {program}: {e}"))?;
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("starting {program}: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {

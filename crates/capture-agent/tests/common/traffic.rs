@@ -7,7 +7,10 @@
 //! capturer sees them in the same order.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream, UdpSocket};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream,
+    UdpSocket,
+};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,8 +18,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
-    recv, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
-    SockaddrIn6,
+    recv, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, SockFlag, SockProtocol,
+    SockType, SockaddrIn, SockaddrIn6,
 };
 use nix::sys::time::TimeVal;
 
@@ -49,16 +52,18 @@ impl HostServices {
         let mut threads = Vec::new();
         for ip in [IpAddr::V4(pod.host_v4), IpAddr::V6(pod.host_v6)] {
             for port in TCP_PORTS {
-                let listener =
-                    TcpListener::bind((ip, port)).unwrap_or_else(|e| panic!("binding TCP {ip} port {port}: {e}"));
+                let listener = TcpListener::bind((ip, port))
+                    .unwrap_or_else(|e| panic!("binding TCP {ip} port {port}: {e}"));
                 listener.set_nonblocking(true).unwrap();
                 let stop = stop.clone();
                 threads.push(thread::spawn(move || tcp_echo_server(listener, &stop)));
             }
             for port in UDP_PORTS {
-                let socket =
-                    UdpSocket::bind((ip, port)).unwrap_or_else(|e| panic!("binding UDP {ip} port {port}: {e}"));
-                socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+                let socket = UdpSocket::bind((ip, port))
+                    .unwrap_or_else(|e| panic!("binding UDP {ip} port {port}: {e}"));
+                socket
+                    .set_read_timeout(Some(Duration::from_millis(20)))
+                    .unwrap();
                 let stop = stop.clone();
                 threads.push(thread::spawn(move || udp_echo_server(socket, &stop)));
             }
@@ -111,7 +116,10 @@ pub struct UdpSink(UdpSocket);
 
 impl UdpSink {
     pub fn bind(ip: IpAddr, port: u16) -> UdpSink {
-        UdpSink(UdpSocket::bind((ip, port)).unwrap_or_else(|e| panic!("binding UDP sink {ip} port {port}: {e}")))
+        UdpSink(
+            UdpSocket::bind((ip, port))
+                .unwrap_or_else(|e| panic!("binding UDP sink {ip} port {port}: {e}")),
+        )
     }
 }
 
@@ -152,15 +160,17 @@ pub fn send_all_kinds(pod: &Pod) -> Sent {
 /// One TCP connection sending `messages` messages and reading each echo, then a clean close.
 /// Returns the least number of frames this causes (handshake, messages and echoes, two FINs).
 pub fn tcp_echo(server: SocketAddr, messages: usize) -> usize {
-    let mut stream =
-        TcpStream::connect_timeout(&server, IO_TIMEOUT).unwrap_or_else(|e| panic!("connecting to {server}: {e}"));
+    let mut stream = TcpStream::connect_timeout(&server, IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connecting to {server}: {e}"));
     stream.set_nodelay(true).unwrap();
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     for i in 0..messages {
         let message = format!("podcap tcp {} message {i}", server.port());
         stream.write_all(message.as_bytes()).unwrap();
         let mut echo = vec![0u8; message.len()];
-        stream.read_exact(&mut echo).unwrap_or_else(|e| panic!("reading the echo from {server}: {e}"));
+        stream
+            .read_exact(&mut echo)
+            .unwrap_or_else(|e| panic!("reading the echo from {server}: {e}"));
         assert_eq!(echo, message.as_bytes());
         thread::sleep(GAP);
     }
@@ -185,7 +195,9 @@ pub fn udp_echo(server: SocketAddr, count: usize) -> usize {
         let message = format!("podcap udp {} datagram {i}", server.port());
         socket.send_to(message.as_bytes(), server).unwrap();
         let mut buf = [0u8; 256];
-        let (n, _) = socket.recv_from(&mut buf).unwrap_or_else(|e| panic!("waiting for the echo from {server}: {e}"));
+        let (n, _) = socket
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("waiting for the echo from {server}: {e}"));
         assert_eq!(&buf[..n], message.as_bytes());
         thread::sleep(GAP);
     }
@@ -204,9 +216,14 @@ pub fn udp_burst(server: SocketAddr, count: u32, payload_len: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut payload = vec![0x5au8; payload_len.max(4)];
     for sequence in 0..count {
-        assert!(Instant::now() < deadline, "sending {count} datagrams took too long");
+        assert!(
+            Instant::now() < deadline,
+            "sending {count} datagrams took too long"
+        );
         payload[..4].copy_from_slice(&sequence.to_be_bytes());
-        socket.send_to(&payload, server).unwrap_or_else(|e| panic!("sending datagram {sequence} to {server}: {e}"));
+        socket
+            .send_to(&payload, server)
+            .unwrap_or_else(|e| panic!("sending datagram {sequence} to {server}: {e}"));
         if sequence % 50 == 49 && sequence + 1 < count {
             thread::sleep(Duration::from_millis(1));
         }
@@ -248,7 +265,13 @@ pub fn icmp_echo(dst: Ipv4Addr, count: u16) -> usize {
     let id = 0x7000 | (dst.octets()[2] as u16);
     for seq in 0..count {
         let request = packets::icmp_echo_request(id, seq, b"podcap icmp echo");
-        sendto(fd.as_raw_fd(), &request, &SockaddrIn::from(SocketAddrV4::new(dst, 0)), MsgFlags::empty()).unwrap();
+        sendto(
+            fd.as_raw_fd(),
+            &request,
+            &SockaddrIn::from(SocketAddrV4::new(dst, 0)),
+            MsgFlags::empty(),
+        )
+        .unwrap();
         // A raw IPv4 socket receives the IP header too.
         wait_for_answer(&fd, "ICMP echo reply", |p| {
             let ihl = usize::from(p[0] & 0x0f) * 4;
@@ -267,10 +290,17 @@ pub fn icmpv6_echo(dst: Ipv6Addr, count: u16) -> usize {
     let id = 0x7600 | (dst.segments()[2] & 0xff);
     for seq in 0..count {
         let request = packets::icmpv6_echo_request(id, seq, b"podcap icmpv6 echo");
-        sendto(fd.as_raw_fd(), &request, &SockaddrIn6::from(SocketAddrV6::new(dst, 0, 0, 0)), MsgFlags::empty())
-            .unwrap();
+        sendto(
+            fd.as_raw_fd(),
+            &request,
+            &SockaddrIn6::from(SocketAddrV6::new(dst, 0, 0, 0)),
+            MsgFlags::empty(),
+        )
+        .unwrap();
         wait_for_answer(&fd, "ICMPv6 echo reply", |p| {
-            p.len() >= 8 && p[0] == 129 && p[4..8] == [(id >> 8) as u8, id as u8, (seq >> 8) as u8, seq as u8]
+            p.len() >= 8
+                && p[0] == 129
+                && p[4..8] == [(id >> 8) as u8, id as u8, (seq >> 8) as u8, seq as u8]
         });
         thread::sleep(GAP);
     }
@@ -290,16 +320,23 @@ pub fn raw_ip_protocols(pod: &Pod, each: usize) -> usize {
     let (src4, dst4, src6, dst6) = (pod.pod_v4, pod.host_v4, pod.pod_v6, pod.host_v6);
     let mut transports: Vec<(u8, TransportBuilder)> = Vec::new();
     for port in SCTP_PORTS {
-        transports
-            .push((IPPROTO_SCTP, Box::new(move |_, _| packets::sctp_packet(RAW_SOURCE_PORT, port, b"podcap sctp"))));
+        transports.push((
+            IPPROTO_SCTP,
+            Box::new(move |_, _| packets::sctp_packet(RAW_SOURCE_PORT, port, b"podcap sctp")),
+        ));
     }
     for port in UDPLITE_PORTS {
         transports.push((
             IPPROTO_UDPLITE,
-            Box::new(move |s, d| packets::udplite_packet(s, d, RAW_SOURCE_PORT, port, b"podcap udplite")),
+            Box::new(move |s, d| {
+                packets::udplite_packet(s, d, RAW_SOURCE_PORT, port, b"podcap udplite")
+            }),
         ));
     }
-    transports.push((IPPROTO_GRE, Box::new(|_, _| packets::gre_packet(b"podcap gre payload"))));
+    transports.push((
+        IPPROTO_GRE,
+        Box::new(|_, _| packets::gre_packet(b"podcap gre payload")),
+    ));
     let mut sent = 0;
     for round in 0..each {
         for (protocol, transport) in &transports {
@@ -310,12 +347,23 @@ pub fn raw_ip_protocols(pod: &Pod, each: usize) -> usize {
                 0x4000 + round as u16,
                 &transport(src4.into(), dst4.into()),
             );
-            sendto(v4.as_raw_fd(), &packet, &SockaddrIn::from(SocketAddrV4::new(dst4, 0)), MsgFlags::empty())
-                .unwrap_or_else(|e| panic!("sending a raw IPv4 packet of protocol {protocol}: {e}"));
+            sendto(
+                v4.as_raw_fd(),
+                &packet,
+                &SockaddrIn::from(SocketAddrV4::new(dst4, 0)),
+                MsgFlags::empty(),
+            )
+            .unwrap_or_else(|e| panic!("sending a raw IPv4 packet of protocol {protocol}: {e}"));
             thread::sleep(GAP);
-            let packet = packets::ipv6_packet(src6, dst6, *protocol, &transport(src6.into(), dst6.into()));
-            sendto(v6.as_raw_fd(), &packet, &SockaddrIn6::from(SocketAddrV6::new(dst6, 0, 0, 0)), MsgFlags::empty())
-                .unwrap_or_else(|e| panic!("sending a raw IPv6 packet of protocol {protocol}: {e}"));
+            let packet =
+                packets::ipv6_packet(src6, dst6, *protocol, &transport(src6.into(), dst6.into()));
+            sendto(
+                v6.as_raw_fd(),
+                &packet,
+                &SockaddrIn6::from(SocketAddrV6::new(dst6, 0, 0, 0)),
+                MsgFlags::empty(),
+            )
+            .unwrap_or_else(|e| panic!("sending a raw IPv6 packet of protocol {protocol}: {e}"));
             thread::sleep(GAP);
             sent += 2;
         }
@@ -329,20 +377,34 @@ pub fn raw_ip_protocols(pod: &Pod, each: usize) -> usize {
 /// then drops the frame (no VLAN device): the capturers must put the tag back.
 pub fn vlan_udp(pod: &Pod, dst_port: u16, count: usize) -> usize {
     // Protocol 0: this socket only sends, it receives nothing.
-    let fd =
-        socket(AddressFamily::Packet, SockType::Raw, SockFlag::SOCK_CLOEXEC, None).expect("opening a packet socket");
+    let fd = socket(
+        AddressFamily::Packet,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("opening a packet socket");
     // getifaddrs lists each interface's link-layer address: a sockaddr_ll with its ifindex, which
     // is the destination address a packet socket needs.
     let eth0 = nix::ifaddrs::getifaddrs()
         .expect("getifaddrs")
         .find_map(|a| {
-            (a.interface_name == POD_IF).then_some(a.address).flatten().and_then(|s| s.as_link_addr().copied())
+            (a.interface_name == POD_IF)
+                .then_some(a.address)
+                .flatten()
+                .and_then(|s| s.as_link_addr().copied())
         })
         .expect("no link-layer address for the pod's eth0");
     for i in 0..count {
         let payload = format!("podcap vlan datagram {i}");
         let (src, dst) = (pod.vlan_pod_v4, pod.vlan_host_v4);
-        let udp = packets::udp_packet(src.into(), dst.into(), RAW_SOURCE_PORT, dst_port, payload.as_bytes());
+        let udp = packets::udp_packet(
+            src.into(),
+            dst.into(),
+            RAW_SOURCE_PORT,
+            dst_port,
+            payload.as_bytes(),
+        );
         let ip = packets::ipv4_packet(src, dst, IPPROTO_UDP, 0x1000 + i as u16, &udp);
         let frame = packets::vlan_frame(pod.host_mac, pod.pod_mac, VLAN_ID, 0x0800, &ip);
         sendto(fd.as_raw_fd(), &frame, &eth0, MsgFlags::empty())

@@ -44,7 +44,15 @@ pub fn assert_tshark_reads_cleanly(file: &Path) -> usize {
 
 /// `tshark -r FILE [-Y FILTER] -T fields -e F...`: one Vec per frame, one String per field.
 pub fn fields(file: &Path, display_filter: Option<&str>, names: &[&str]) -> Vec<Vec<String>> {
-    let mut args = vec!["-n", "-T", "fields", "-E", "separator=\t", "-E", "occurrence=f"];
+    let mut args = vec![
+        "-n",
+        "-T",
+        "fields",
+        "-E",
+        "separator=\t",
+        "-E",
+        "occurrence=f",
+    ];
     for name in names {
         args.extend(["-e", name]);
     }
@@ -61,14 +69,22 @@ pub fn fields(file: &Path, display_filter: Option<&str>, names: &[&str]) -> Vec<
         file.display(),
         out.status
     );
-    String::from_utf8_lossy(&out.stdout).lines().map(|line| line.split('\t').map(str::to_string).collect()).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| line.split('\t').map(str::to_string).collect())
+        .collect()
 }
 
 /// The 0-based indexes (file order) of the frames of FILE that match a display filter.
 pub fn matching_indexes(file: &Path, display_filter: &str) -> Vec<usize> {
     fields(file, Some(display_filter), &["frame.number"])
         .into_iter()
-        .map(|row| row[0].parse::<usize>().unwrap_or_else(|e| panic!("frame.number {:?}: {e}", row[0])) - 1)
+        .map(|row| {
+            row[0]
+                .parse::<usize>()
+                .unwrap_or_else(|e| panic!("frame.number {:?}: {e}", row[0]))
+                - 1
+        })
         .collect()
 }
 
@@ -106,5 +122,11 @@ pub fn capinfos(file: &Path) -> String {
 
 /// The value of one `Name: value` line of capinfos output.
 pub fn capinfos_value<'a>(report: &'a str, name: &str) -> Option<&'a str> {
-    report.lines().find_map(|l| l.trim_start().strip_prefix(name)?.trim_start().strip_prefix(':').map(str::trim))
+    report.lines().find_map(|l| {
+        l.trim_start()
+            .strip_prefix(name)?
+            .trim_start()
+            .strip_prefix(':')
+            .map(str::trim)
+    })
 }
