@@ -6,6 +6,7 @@ pub mod afpacket;
 pub mod bpf;
 pub mod engine;
 pub mod format;
+pub mod merge;
 pub mod output;
 pub mod stop;
 

@@ -1,0 +1,1 @@
+//! Placeholder: the streaming merge of capture files lands here.
