@@ -13,7 +13,7 @@
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use capture_spec::{CaptureLimits, Filter, LimitsError, OutputFormat};
@@ -99,6 +99,14 @@ pub struct InterfaceCounters {
     pub drops: AtomicU64,
 }
 
+/// What a caller can watch while a capture runs: per-interface counters (in the order of
+/// `CaptureConfig::interfaces`) and, per output, its files so far (refreshed every second).
+#[derive(Debug, Default)]
+pub struct LiveView {
+    pub interfaces: Vec<InterfaceCounters>,
+    pub files: Mutex<Vec<FileSummary>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterfaceReport {
     pub name: String,
@@ -146,7 +154,7 @@ pub struct Capture {
     outputs: Vec<OutputFiles>,
     limits: CaptureLimits,
     duration: Option<Duration>,
-    live: Arc<Vec<InterfaceCounters>>,
+    live: Arc<LiveView>,
     packets: u64,
     bytes: u64,
 }
@@ -241,12 +249,11 @@ impl Capture {
                 gone: false,
             });
         }
-        let live = Arc::new(
-            sources
-                .iter()
-                .map(|_| InterfaceCounters::default())
-                .collect(),
-        );
+        let files = outputs.iter().flat_map(OutputFiles::files).collect();
+        let live = Arc::new(LiveView {
+            interfaces: sources.iter().map(|_| InterfaceCounters::default()).collect(),
+            files: Mutex::new(files),
+        });
         Ok(Capture {
             sources,
             outputs,
@@ -258,8 +265,8 @@ impl Capture {
         })
     }
 
-    /// Live per-interface counters, in the order of `CaptureConfig::interfaces`.
-    pub fn live_counters(&self) -> Arc<Vec<InterfaceCounters>> {
+    /// Counters and files to watch while the capture runs.
+    pub fn live_view(&self) -> Arc<LiveView> {
         self.live.clone()
     }
 
@@ -305,6 +312,7 @@ impl Capture {
                 last_stats = now;
                 self.refresh_kernel_stats();
                 self.mark_deleted_interfaces();
+                self.publish_files();
             }
             if let Err(error) = self
                 .outputs
@@ -383,7 +391,7 @@ impl Capture {
                     source.packets += 1;
                     source.bytes += len;
                 }
-                let counters = &live[index];
+                let counters = &live.interfaces[index];
                 counters.packets.store(source.packets, Ordering::Relaxed);
                 counters.bytes.store(source.bytes, Ordering::Relaxed);
             }
@@ -395,11 +403,17 @@ impl Capture {
         Ok(None)
     }
 
+    fn publish_files(&self) {
+        if let Ok(mut files) = self.live.files.lock() {
+            *files = self.outputs.iter().flat_map(OutputFiles::files).collect();
+        }
+    }
+
     fn refresh_kernel_stats(&mut self) {
         for (index, source) in self.sources.iter_mut().enumerate() {
             match source.ring.stats() {
                 Ok(stats) => {
-                    self.live[index].drops.store(stats.drops, Ordering::Relaxed);
+                    self.live.interfaces[index].drops.store(stats.drops, Ordering::Relaxed);
                     self.outputs[source.output].set_kernel_counters(
                         source.interface_id,
                         stats.received,
