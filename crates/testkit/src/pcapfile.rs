@@ -15,7 +15,7 @@ use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::{DataLink, TsResolution};
 
-use super::packets::describe;
+use crate::packets::describe;
 
 /// One captured frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,8 +243,8 @@ fn is_tcp(frame: &[u8]) -> bool {
         offset += 4;
     }
     match frame.get(offset..offset + 2) {
-        Some([0x08, 0x00]) => frame.get(offset + 2 + 9) == Some(&super::packets::IPPROTO_TCP),
-        Some([0x86, 0xdd]) => frame.get(offset + 2 + 6) == Some(&super::packets::IPPROTO_TCP),
+        Some([0x08, 0x00]) => frame.get(offset + 2 + 9) == Some(&crate::packets::IPPROTO_TCP),
+        Some([0x86, 0xdd]) => frame.get(offset + 2 + 6) == Some(&crate::packets::IPPROTO_TCP),
         _ => false,
     }
 }

@@ -23,8 +23,8 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
-use super::packets::{self, IPPROTO_GRE, IPPROTO_SCTP, IPPROTO_UDP, IPPROTO_UDPLITE};
-use super::pod::{in_pod, Pod, POD_IF, VLAN_ID};
+use crate::packets::{self, IPPROTO_GRE, IPPROTO_SCTP, IPPROTO_UDP, IPPROTO_UDPLITE};
+use crate::pod::{in_pod, Pod, POD_IF, VLAN_ID};
 
 /// Pause between two sends: long enough for the previous exchange to settle.
 pub const GAP: Duration = Duration::from_millis(5);
@@ -112,7 +112,8 @@ fn udp_echo_server(socket: UdpSocket, stop: &AtomicBool) {
 
 /// A UDP socket on the host end that receives and never reads: datagrams to it are accepted
 /// (and silently dropped once its buffer is full) instead of answered with ICMP port unreachable.
-pub struct UdpSink(UdpSocket);
+/// The socket is held only to keep the port bound.
+pub struct UdpSink(#[allow(dead_code)] UdpSocket);
 
 impl UdpSink {
     pub fn bind(ip: IpAddr, port: u16) -> UdpSink {
