@@ -11,6 +11,7 @@ pub mod output;
 pub mod stop;
 
 pub use engine::{
-    Capture, CaptureConfig, CaptureError, CaptureReport, EndReason, InterfaceSpec, OutputPlan,
+    Capture, CaptureConfig, CaptureError, CaptureReport, EndReason, InterfaceReport, InterfaceSpec, LiveView,
+    OutputPlan,
 };
 pub use stop::{StopHandle, StopSignal};

@@ -538,8 +538,10 @@ impl<'de> Deserialize<'de> for PortRange {
     }
 }
 
-/// The wire shape of a rule; validated into [`FilterRule`] on the way in.
+/// The wire shape of a rule; validated into [`FilterRule`] on the way in. Unknown fields are
+/// refused: a misspelt `ports` would otherwise widen the rule to every port.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FilterRuleWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     protocol: Option<Protocol>,

@@ -1,11 +1,47 @@
-//! capture-spec: the model every part of podcap agrees on — filters, limits, output formats —
-//! with validation whose errors say what to fix. No I/O lives here: the agent, the API and the
-//! CRDs all build on these types.
+//! capture-spec: the model every part of podcap agrees on, with validation whose errors say what
+//! to fix. The capture spec and status (`PacketCapture`), the schedule spec and status
+//! (`PacketCaptureSchedule`, cron with Kubernetes CronJob semantics), packet filters, Kubernetes
+//! label selectors, limits and output formats, capture windows, object names, and whole-spec
+//! validation that reports every problem with its field path. No I/O and no clock or randomness
+//! live here: callers pass "now" and random suffixes in, so every result is reproducible. The
+//! agent, the API and the CRDs all build on these types; the JSON shapes are the REST and CRD
+//! contracts of DESIGN.md.
 
+pub mod capture;
+pub mod decode;
+pub mod duration;
 pub mod filter;
+pub mod label;
 pub mod limits;
+pub mod names;
+pub mod schedule;
+pub mod selector;
+pub mod status;
+pub mod time;
+pub mod validate;
+pub mod window;
 
+pub use capture::CaptureSpec;
+pub use duration::{compact_duration, CaptureDuration, DurationError};
 pub use filter::{Filter, FilterError, FilterRule, PortRange, Protocol};
+pub use label::{validate_label_key, validate_label_value, LabelError};
 pub use limits::{
     CaptureLimits, LimitsError, OutputFormat, Rotation, DEFAULT_SNAP_LENGTH, MAX_SNAP_LENGTH,
 };
+pub use names::{
+    generate_name, validate_name, validate_namespace, NameError, GENERATED_SUFFIX_ALPHABET,
+};
+pub use schedule::cron::{CronExpressionError, CronSchedule};
+pub use schedule::{
+    parse_time_zone, ConcurrencyPolicy, ScheduleError, ScheduleRun, ScheduleSpec, ScheduleStatus,
+    DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, NEXT_SCHEDULE_TIMES_SHOWN,
+};
+pub use selector::{
+    LabelSelector, LabelSelectorRequirement, SelectorError, SelectorOperator, SelectorProblem,
+};
+pub use status::{
+    CaptureStatus, Counters, FileStatus, Phase, TargetKey, TargetState, TargetStatus,
+};
+pub use time::{parse_rfc3339, rfc3339, TimeError};
+pub use validate::{FieldError, ValidationErrors};
+pub use window::{CaptureWindow, WindowError};

@@ -50,8 +50,9 @@ impl fmt::Display for OutputFormat {
 }
 
 /// When to start a new file, and how many to keep (a ring of files when `max_files` is set).
+/// Unknown fields are refused: a misspelt `maxFiles` would otherwise keep every file.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rotation {
     /// Start a new file before one would grow past this many bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,33 +109,43 @@ impl Default for CaptureLimits {
 }
 
 impl CaptureLimits {
-    /// Checks every limit, naming the field and the accepted values.
+    /// Checks every limit, naming the field and the accepted values; reports the first problem.
     pub fn validate(&self) -> Result<(), LimitsError> {
+        match self.problems().into_iter().next() {
+            Some((_, error)) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem with the limits, each with the field it is about as the spec names it
+    /// (`snapLength`, `rotation.maxFiles`), so validation can report them all at once.
+    pub fn problems(&self) -> Vec<(&'static str, LimitsError)> {
+        let mut problems = Vec::new();
         if self.snap_length == 0 || self.snap_length > MAX_SNAP_LENGTH {
-            return Err(LimitsError::SnapLength(self.snap_length));
+            problems.push(("snapLength", LimitsError::SnapLength(self.snap_length)));
         }
         if self.max_packets == Some(0) {
-            return Err(LimitsError::Zero("maxPackets"));
+            problems.push(("maxPackets", LimitsError::Zero("maxPackets")));
         }
         if self.max_bytes == Some(0) {
-            return Err(LimitsError::Zero("maxBytes"));
+            problems.push(("maxBytes", LimitsError::Zero("maxBytes")));
         }
         let rotation = &self.rotation;
-        if rotation.max_file_bytes.is_some_and(|b| b < MIN_FILE_BYTES) {
-            return Err(LimitsError::FileTooSmall(
-                rotation.max_file_bytes.unwrap_or_default(),
-            ));
+        if let Some(bytes) = rotation.max_file_bytes.filter(|b| *b < MIN_FILE_BYTES) {
+            problems.push(("rotation.maxFileBytes", LimitsError::FileTooSmall(bytes)));
         }
         if rotation.max_file_seconds == Some(0) {
-            return Err(LimitsError::Zero("rotation.maxFileSeconds"));
+            problems.push((
+                "rotation.maxFileSeconds",
+                LimitsError::Zero("rotation.maxFileSeconds"),
+            ));
         }
         if rotation.max_files == Some(0) {
-            return Err(LimitsError::Zero("rotation.maxFiles"));
+            problems.push(("rotation.maxFiles", LimitsError::Zero("rotation.maxFiles")));
+        } else if rotation.max_files.is_some() && !rotation.rotates() {
+            problems.push(("rotation.maxFiles", LimitsError::MaxFilesWithoutRotation));
         }
-        if rotation.max_files.is_some() && !rotation.rotates() {
-            return Err(LimitsError::MaxFilesWithoutRotation);
-        }
-        Ok(())
+        problems
     }
 }
 
@@ -164,6 +175,34 @@ mod tests {
         let limits = CaptureLimits::default();
         assert_eq!(limits.snap_length, 262_144);
         limits.validate().unwrap();
+    }
+
+    #[test]
+    fn problems_lists_every_field() {
+        let limits = CaptureLimits {
+            snap_length: 0,
+            max_bytes: Some(0),
+            max_packets: Some(0),
+            rotation: Rotation {
+                max_file_bytes: Some(10),
+                max_file_seconds: Some(0),
+                max_files: Some(0),
+            },
+        };
+        let fields: Vec<&str> = limits.problems().iter().map(|(f, _)| *f).collect();
+        assert_eq!(
+            fields,
+            [
+                "snapLength",
+                "maxPackets",
+                "maxBytes",
+                "rotation.maxFileBytes",
+                "rotation.maxFileSeconds",
+                "rotation.maxFiles"
+            ]
+        );
+        assert_eq!(limits.validate().unwrap_err(), LimitsError::SnapLength(0));
+        assert!(CaptureLimits::default().problems().is_empty());
     }
 
     #[test]

@@ -103,6 +103,8 @@ pub const VLAN_ID: u16 = 100;
 pub const POD_IF: &str = "eth0";
 
 impl Pod {
+    // No Default: making a Pod creates a network namespace and a veth pair.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Pod {
         let slot = Slot::take();
         let n = slot.n;

@@ -1,0 +1,93 @@
+//! The `capture-api` binary. `capture-api --standalone` is podcap on one machine: the API, the
+//! SQLite store in the data directory, and the agent in-process capturing on network-namespace
+//! pods. Errors at this edge are reported with anyhow; logs go to stderr through tracing.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use capture_api::runner::Runner;
+use capture_api::server::{self, AppState, Settings};
+use capture_api::store::{SqliteStore, Store};
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(name = "capture-api", version, about = "podcap's API server")]
+struct Args {
+    /// Run on this machine alone: network namespaces are the pods, SQLite is the store.
+    #[arg(long)]
+    standalone: bool,
+    /// Address to listen on. Packet data is sensitive: the default is loopback only.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where the store, the capture files and the first admin token live.
+    #[arg(long, default_value = "./podcap-data")]
+    data_dir: PathBuf,
+    /// Longest capture window accepted (and the window of a capture with no end).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    max_window: Duration,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PODCAP_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    if !args.standalone {
+        bail!("only --standalone is available so far: run `capture-api --standalone`");
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&args.data_dir.join("podcap.db"))
+            .with_context(|| format!("opening the store in {}", args.data_dir.display()))?,
+    );
+    if let Some(token) = capture_api::auth::bootstrap_admin(store.as_ref(), &args.data_dir)? {
+        println!(
+            "podcap: first start; admin token (also in {}/admin-token):",
+            args.data_dir.display()
+        );
+        println!("{token}");
+    }
+    let runner = Runner::new(store.clone(), args.data_dir.clone());
+    tokio::spawn(runner.clone().run_forever());
+    let settings = Arc::new(Settings {
+        data_dir: args.data_dir.clone(),
+        max_window: args.max_window,
+    });
+    let state = AppState {
+        store,
+        runner,
+        settings,
+    };
+    eprintln!("podcap API listening on http://{}", args.listen);
+    server::serve(state, args.listen, shutdown_signal()).await
+}

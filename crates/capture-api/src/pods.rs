@@ -1,0 +1,109 @@
+//! Pods on one machine (standalone mode): every network namespace in `/var/run/netns` is a pod
+//! named after it, in namespace `default`, labelled `podcap.io/netns: <name>`. Its capture
+//! interface is the root-namespace end of its veth, found without help from any CNI: the pod's
+//! interface reports its peer's ifindex (`ip -n NS -j link show`: `link_index`), and the
+//! root-side interface with that ifindex must point back at it (`/sys/class/net/*/iflink`).
+//! Commands are run directly, never through a shell, with names that come from the kernel.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+/// Where `ip netns add` puts named network namespaces.
+const NETNS_DIR: &str = "/var/run/netns";
+/// The label every discovered pod carries, so a selector can pick one namespace.
+pub const NETNS_LABEL: &str = "podcap.io/netns";
+
+/// A pod as the API shows it and the capture runner uses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub node: String,
+    /// The host-side interface podcap captures on.
+    pub interface: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("listing {NETNS_DIR}: {0}")]
+    ListNamespaces(#[source] std::io::Error),
+}
+
+/// This machine's name, used as the node of every standalone pod.
+pub fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "localhost".into(), |h| h.trim().to_string())
+}
+
+/// Every pod on this machine right now. A namespace without a veth to the root namespace (no
+/// capturable interface) is left out.
+pub fn discover() -> Result<Vec<Pod>, DiscoveryError> {
+    let entries = match std::fs::read_dir(NETNS_DIR) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(DiscoveryError::ListNamespaces(e)),
+    };
+    let node = node_name();
+    let mut pods: Vec<Pod> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter_map(|netns| {
+            let interface = host_interface(&netns)?;
+            let labels = BTreeMap::from([(NETNS_LABEL.to_string(), netns.clone())]);
+            Some(Pod {
+                namespace: "default".into(),
+                name: netns,
+                labels,
+                node: node.clone(),
+                interface,
+            })
+        })
+        .collect();
+    pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    Ok(pods)
+}
+
+#[derive(Deserialize)]
+struct Link {
+    ifindex: u32,
+    ifname: String,
+    link_index: Option<u32>,
+    link_netnsid: Option<i64>,
+}
+
+/// The root-namespace end of the pod's veth, cross-checked in both directions.
+fn host_interface(netns: &str) -> Option<String> {
+    let output = Command::new("ip")
+        .args(["-n", netns, "-j", "link", "show"])
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        tracing::debug!(netns, stderr = %String::from_utf8_lossy(&output.stderr), "ip link failed");
+        return None;
+    }
+    let links: Vec<Link> = serde_json::from_slice(&output.stdout).ok()?;
+    links
+        .iter()
+        .filter(|link| link.link_netnsid.is_some() && link.ifname != "lo")
+        .find_map(|link| root_interface_pointing_at(link.link_index?, link.ifindex))
+}
+
+/// The root-namespace interface with index `ifindex` whose peer is `peer_ifindex`.
+fn root_interface_pointing_at(ifindex: u32, peer_ifindex: u32) -> Option<String> {
+    let read_number =
+        |path: &Path| -> Option<u32> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    std::fs::read_dir("/sys/class/net")
+        .ok()?
+        .filter_map(Result::ok)
+        .find_map(|entry| {
+            let dir = entry.path();
+            let matches = read_number(&dir.join("ifindex")) == Some(ifindex)
+                && read_number(&dir.join("iflink")) == Some(peer_ifindex);
+            matches.then(|| entry.file_name().to_string_lossy().into_owned())
+        })
+}

@@ -1,0 +1,99 @@
+//! Errors as RFC 7807 `application/problem+json`: every error a client sees says what is wrong
+//! and, where it is the client's input, which field and how to fix it.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// One invalid input field (RFC 7807 extension member `invalidParams`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InvalidParam {
+    pub name: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub title: &'static str,
+    #[serde(serialize_with = "serialize_status")]
+    pub status: StatusCode,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub invalid_params: Vec<InvalidParam>,
+}
+
+fn serialize_status<S: serde::Serializer>(
+    status: &StatusCode,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u16(status.as_u16())
+}
+
+impl Problem {
+    fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Problem {
+        Problem {
+            kind: "about:blank",
+            title,
+            status,
+            detail: detail.into(),
+            invalid_params: Vec::new(),
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, "Bad request", detail)
+    }
+
+    /// 422 with the fields to fix.
+    pub fn invalid(detail: impl Into<String>, params: Vec<InvalidParam>) -> Problem {
+        Problem {
+            invalid_params: params,
+            ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid input", detail)
+        }
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::FORBIDDEN, "Forbidden", detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, "Not found", detail)
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::CONFLICT, "Conflict", detail)
+    }
+
+    pub fn gone(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::GONE, "Gone", detail)
+    }
+
+    /// A failure on our side; the detail is logged, the client gets a generic message.
+    pub fn internal(error: impl std::fmt::Display) -> Problem {
+        tracing::error!(%error, "request failed");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal error",
+            "the server failed to handle the request; see its log",
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body,
+        )
+            .into_response()
+    }
+}

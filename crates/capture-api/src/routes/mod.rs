@@ -1,0 +1,37 @@
+//! The `/api/v1` routes. Every handler takes a [`crate::auth::Caller`], so no route under
+//! `/api` can be reached without a valid token; each then authorizes its action in the
+//! namespace of the path.
+
+mod captures;
+mod files;
+mod pods;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::server::AppState;
+
+pub fn api() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/namespaces/{namespace}/captures",
+            get(captures::list).post(captures::create),
+        )
+        .route(
+            "/namespaces/{namespace}/captures/{name}",
+            get(captures::get).delete(captures::delete),
+        )
+        .route(
+            "/namespaces/{namespace}/captures/{name}/stop",
+            post(captures::stop),
+        )
+        .route(
+            "/namespaces/{namespace}/captures/{name}/files",
+            get(files::list),
+        )
+        .route(
+            "/namespaces/{namespace}/captures/{name}/files/{id}",
+            get(files::download),
+        )
+        .route("/namespaces/{namespace}/pods", get(pods::list))
+}

@@ -1,0 +1,284 @@
+//! The capture runner of standalone mode: the in-process agent. Every second it reconciles the
+//! store with reality — a capture whose window has opened gets a target (an engine thread) on
+//! every matching pod, including pods that appear later; a pod that vanishes ends its target;
+//! when the window closes every target is drained and the capture is Completed. Statuses are
+//! written back to the store each pass, so a restarted API finds every capture where it was.
+//!
+//! After a restart (or a SIGKILL) a capture still inside its window resumes in a new file
+//! segment, and its status message says when and that packets before it may be missing.
+
+mod target;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use capture_spec::{CaptureSpec, CaptureStatus, LabelSelector, Phase, TargetState, TargetStatus};
+use chrono::{DateTime, Utc};
+
+use crate::pods::{self, Pod};
+use crate::store::{CaptureRecord, Store, StoreError};
+pub use target::{file_status, TargetKey};
+use target::{Earlier, TargetRun};
+
+/// How often the runner reconciles.
+const PASS_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored capture {0} is unreadable: {1}")]
+    Corrupt(String, serde_json::Error),
+}
+
+/// The in-memory side of one capture: its running targets.
+#[derive(Default)]
+struct CaptureRun {
+    targets: BTreeMap<TargetKey, TargetRun>,
+}
+
+pub struct Runner {
+    store: Arc<dyn Store>,
+    data_dir: PathBuf,
+    node: String,
+    runs: Mutex<HashMap<String, CaptureRun>>,
+}
+
+fn matches(
+    pod: &Pod,
+    namespace: &str,
+    selector: &LabelSelector,
+    node_selector: Option<&BTreeMap<String, String>>,
+) -> bool {
+    pod.namespace == namespace
+        && selector.matches(&pod.labels)
+        // Standalone pods all live on this machine; a node selector can only name it by
+        // `kubernetes.io/hostname`.
+        && node_selector.is_none_or(|wanted| wanted.iter().all(|(k, v)| k == "kubernetes.io/hostname" && *v == pod.node))
+}
+
+impl Runner {
+    pub fn new(store: Arc<dyn Store>, data_dir: PathBuf) -> Arc<Runner> {
+        Arc::new(Runner {
+            store,
+            data_dir,
+            node: pods::node_name(),
+            runs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Where a capture's files live: addressed by its uid, never by a name a user chose.
+    pub fn capture_dir(&self, uid: &str) -> PathBuf {
+        self.data_dir.join("captures").join(uid)
+    }
+
+    /// Reconciles forever, one pass per second, on a blocking thread (engines and the store are
+    /// synchronous).
+    pub async fn run_forever(self: Arc<Self>) {
+        loop {
+            let runner = self.clone();
+            match tokio::task::spawn_blocking(move || runner.pass()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "capture runner pass failed"),
+                Err(error) => tracing::error!(%error, "capture runner pass panicked"),
+            }
+            tokio::time::sleep(PASS_INTERVAL).await;
+        }
+    }
+
+    /// One reconciliation pass over every capture that is not finished.
+    pub fn pass(&self) -> Result<(), RunnerError> {
+        let pods = pods::discover().unwrap_or_else(|error| {
+            tracing::warn!(%error, "pod discovery failed; keeping running targets");
+            Vec::new()
+        });
+        let now = Utc::now();
+        for record in self.store.captures(None, None)? {
+            if matches!(record.phase.as_str(), "Scheduled" | "Capturing") {
+                if let Err(error) = self.reconcile(&record, &pods, now) {
+                    tracing::error!(namespace = %record.namespace, name = %record.name, %error, "reconciling capture");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn reconcile(
+        &self,
+        record: &CaptureRecord,
+        pods: &[Pod],
+        now: DateTime<Utc>,
+    ) -> Result<(), RunnerError> {
+        let corrupt = |e| RunnerError::Corrupt(format!("{}/{}", record.namespace, record.name), e);
+        let spec: CaptureSpec = serde_json::from_value(record.spec.clone()).map_err(corrupt)?;
+        let mut status: CaptureStatus =
+            serde_json::from_value(record.status.clone()).map_err(corrupt)?;
+        let start = spec.start_time.unwrap_or(record.created_at);
+        if now < start {
+            return Ok(());
+        }
+        let mut runs = self
+            .runs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let fresh = !runs.contains_key(&record.uid);
+        let run = runs.entry(record.uid.clone()).or_default();
+        if fresh && status.phase == Phase::Capturing {
+            status.message = Some(format!(
+                "resumed at {} after the API restarted: packets between its last status update and then were not captured",
+                now.to_rfc3339()
+            ));
+        }
+        if spec.end_time.is_some_and(|end| now >= end) {
+            for target in run.targets.values() {
+                target.request_stop();
+            }
+            finish_all(run, &mut status, TargetState::Completed);
+            status.phase = Phase::Completed;
+            status.finished_at = Some(now);
+            runs.remove(&record.uid);
+        } else {
+            status.phase = Phase::Capturing;
+            status.started_at.get_or_insert(now);
+            let directory = self.capture_dir(&record.uid);
+            if let Err(error) = std::fs::create_dir_all(&directory) {
+                status.message = Some(format!("cannot create the capture directory: {error}"));
+            }
+            for pod in pods.iter().filter(|p| {
+                matches(
+                    p,
+                    &record.namespace,
+                    &spec.pod_selector,
+                    spec.node_selector.as_ref(),
+                )
+            }) {
+                let key = TargetKey {
+                    namespace: pod.namespace.clone(),
+                    pod: pod.name.clone(),
+                    interface: pod.interface.clone(),
+                };
+                if run.targets.contains_key(&key)
+                    || status.targets.iter().any(|t| is_final_for(t, &key))
+                {
+                    continue;
+                }
+                let earlier = status
+                    .targets
+                    .iter()
+                    .find(|t| same_target(t, &key))
+                    .map(Earlier::from_status)
+                    .unwrap_or_default();
+                match TargetRun::start(&directory, key.clone(), &self.node, &spec, earlier) {
+                    Ok(target) => {
+                        run.targets.insert(key, target);
+                    }
+                    Err(error) => upsert(
+                        &mut status.targets,
+                        failed_target(&key, &self.node, error.to_string()),
+                    ),
+                }
+            }
+            let ended: Vec<TargetKey> = run
+                .targets
+                .values()
+                .filter(|t| t.has_ended())
+                .map(|t| t.key().clone())
+                .collect();
+            for key in ended {
+                if let Some(mut target) = run.targets.remove(&key) {
+                    target.finish();
+                    upsert(&mut status.targets, target.status(TargetState::Completed));
+                }
+            }
+            for target in run.targets.values() {
+                upsert(&mut status.targets, target.status(TargetState::Capturing));
+            }
+        }
+        self.save(record, &status)
+    }
+
+    /// Stops a capture now: drains every target and records the final status with `phase`.
+    /// Returns the final status, or None if the capture is gone.
+    pub fn stop(&self, uid: &str, phase: Phase) -> Result<Option<CaptureStatus>, RunnerError> {
+        let Some(record) = self.store.capture_by_uid(uid)? else {
+            return Ok(None);
+        };
+        let mut status: CaptureStatus =
+            serde_json::from_value(record.status.clone()).map_err(|e| {
+                RunnerError::Corrupt(format!("{}/{}", record.namespace, record.name), e)
+            })?;
+        let mut runs = self
+            .runs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(mut run) = runs.remove(uid) {
+            for target in run.targets.values() {
+                target.request_stop();
+            }
+            finish_all(&mut run, &mut status, TargetState::Stopped);
+        }
+        if !status.phase.is_finished() {
+            status.phase = phase;
+            status.finished_at = Some(Utc::now());
+        }
+        self.save(&record, &status)?;
+        Ok(Some(status))
+    }
+
+    fn save(&self, record: &CaptureRecord, status: &CaptureStatus) -> Result<(), RunnerError> {
+        let value = serde_json::to_value(status).map_err(|e| {
+            RunnerError::Corrupt(format!("{}/{}", record.namespace, record.name), e)
+        })?;
+        let phase = value["phase"].as_str().unwrap_or("Failed").to_string();
+        self.store
+            .update_capture_status(&record.uid, &phase, &value)?;
+        Ok(())
+    }
+}
+
+/// Joins every target of `run` (they were asked to stop) and puts their final status in place.
+fn finish_all(run: &mut CaptureRun, status: &mut CaptureStatus, state: TargetState) {
+    for (_, mut target) in std::mem::take(&mut run.targets) {
+        target.finish();
+        upsert(&mut status.targets, target.status(state));
+    }
+}
+
+fn same_target(status: &TargetStatus, key: &TargetKey) -> bool {
+    status.namespace == key.namespace && status.pod == key.pod && status.interface == key.interface
+}
+
+/// A target that ended by itself (limit reached, failed) is not started again in this window.
+fn is_final_for(status: &TargetStatus, key: &TargetKey) -> bool {
+    same_target(status, key) && matches!(status.state, TargetState::Completed | TargetState::Failed)
+}
+
+fn upsert(targets: &mut Vec<TargetStatus>, target: TargetStatus) {
+    match targets.iter_mut().find(|t| {
+        t.namespace == target.namespace && t.pod == target.pod && t.interface == target.interface
+    }) {
+        Some(slot) => *slot = target,
+        None => targets.push(target),
+    }
+}
+
+fn failed_target(key: &TargetKey, node: &str, error: String) -> TargetStatus {
+    TargetStatus {
+        node: node.to_string(),
+        namespace: key.namespace.clone(),
+        pod: key.pod.clone(),
+        interface: key.interface.clone(),
+        state: TargetState::Failed,
+        packets: 0,
+        bytes: 0,
+        drops: 0,
+        files: Vec::new(),
+        error: Some(error),
+    }
+}

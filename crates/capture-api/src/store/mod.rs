@@ -1,0 +1,77 @@
+//! The store: where captures, schedules, shares and API tokens live. One trait, so the API does
+//! not care whether it is SQLite (standalone) or the Kubernetes API (cluster mode). Specs and
+//! statuses travel as the API's JSON values: the store keeps them, the model validates them.
+
+mod sqlite;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} {namespace}/{name} already exists: choose another name or delete it first")]
+    AlreadyExists {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
+    #[error("store: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("store: a stored value is not valid JSON: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("store: the store lock was poisoned by a panic")]
+    Poisoned,
+}
+
+/// A capture as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureRecord {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub spec: Value,
+    pub status: Value,
+    /// The status phase, kept in its own column for filtering.
+    pub phase: String,
+    pub created_at: DateTime<Utc>,
+    /// The schedule that created it, if any.
+    pub schedule: Option<String>,
+}
+
+/// An API token as stored (only the hash of the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub token_hash: String,
+    pub role: String,
+    /// None = every namespace.
+    pub namespaces: Option<Vec<String>>,
+    pub description: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub trait Store: Send + Sync + 'static {
+    fn insert_capture(&self, capture: &CaptureRecord) -> Result<(), StoreError>;
+    fn capture(&self, namespace: &str, name: &str) -> Result<Option<CaptureRecord>, StoreError>;
+    fn capture_by_uid(&self, uid: &str) -> Result<Option<CaptureRecord>, StoreError>;
+    /// Captures of one namespace (or all when `None`), optionally of one phase, oldest first.
+    fn captures(
+        &self,
+        namespace: Option<&str>,
+        phase: Option<&str>,
+    ) -> Result<Vec<CaptureRecord>, StoreError>;
+    /// Replaces a capture's status (and phase); false if the capture no longer exists.
+    fn update_capture_status(
+        &self,
+        uid: &str,
+        phase: &str,
+        status: &Value,
+    ) -> Result<bool, StoreError>;
+    fn delete_capture(&self, namespace: &str, name: &str) -> Result<bool, StoreError>;
+
+    fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+    fn token_count(&self) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,295 @@
+//! The SQLite store of standalone mode: one file in the data directory, WAL journal so a killed
+//! process loses no committed row, migrations embedded from `migrations/` and applied in order
+//! at open (the schema version is SQLite's `user_version`).
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{CaptureRecord, Store, StoreError, TokenRecord};
+
+/// Every migration, in order; the index + 1 is the schema version it brings.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+
+pub struct SqliteStore {
+    connection: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let mut connection = Connection::open(path)?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        // WAL with synchronous=NORMAL keeps every commit across a killed process; only a power
+        // loss can roll back the last transactions.
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut connection)?;
+        Ok(SqliteStore {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.connection.lock().map_err(|_| StoreError::Poisoned)
+    }
+}
+
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    let version: usize = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let transaction = connection.transaction()?;
+        transaction.execute_batch(sql)?;
+        transaction.pragma_update(None, "user_version", index + 1)?;
+        transaction.commit()?;
+        tracing::info!(version = index + 1, "store schema migrated");
+    }
+    Ok(())
+}
+
+fn time(text: String) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(&text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })
+}
+
+fn json(text: String) -> rusqlite::Result<serde_json::Value> {
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+const CAPTURE_COLUMNS: &str = "namespace, name, uid, spec, status, phase, created_at, schedule";
+
+fn capture_row(row: &Row<'_>) -> rusqlite::Result<CaptureRecord> {
+    Ok(CaptureRecord {
+        namespace: row.get(0)?,
+        name: row.get(1)?,
+        uid: row.get(2)?,
+        spec: json(row.get(3)?)?,
+        status: json(row.get(4)?)?,
+        phase: row.get(5)?,
+        created_at: time(row.get(6)?)?,
+        schedule: row.get(7)?,
+    })
+}
+
+fn token_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    let namespaces: Option<String> = row.get(3)?;
+    Ok(TokenRecord {
+        id: row.get(0)?,
+        token_hash: row.get(1)?,
+        role: row.get(2)?,
+        namespaces: namespaces.map(|list| list.split(',').map(str::to_string).collect()),
+        description: row.get(4)?,
+        created_at: time(row.get(5)?)?,
+    })
+}
+
+fn is_unique_violation(error: &rusqlite::Error) -> bool {
+    matches!(error, rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+impl Store for SqliteStore {
+    fn insert_capture(&self, capture: &CaptureRecord) -> Result<(), StoreError> {
+        let result = self.lock()?.execute(
+            &format!(
+                "INSERT INTO captures ({CAPTURE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ),
+            params![
+                capture.namespace,
+                capture.name,
+                capture.uid,
+                capture.spec.to_string(),
+                capture.status.to_string(),
+                capture.phase,
+                capture.created_at.to_rfc3339(),
+                capture.schedule,
+            ],
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
+                kind: "capture",
+                namespace: capture.namespace.clone(),
+                name: capture.name.clone(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn capture(&self, namespace: &str, name: &str) -> Result<Option<CaptureRecord>, StoreError> {
+        Ok(self
+            .lock()?
+            .query_row(
+                &format!(
+                    "SELECT {CAPTURE_COLUMNS} FROM captures WHERE namespace = ?1 AND name = ?2"
+                ),
+                params![namespace, name],
+                capture_row,
+            )
+            .optional()?)
+    }
+
+    fn capture_by_uid(&self, uid: &str) -> Result<Option<CaptureRecord>, StoreError> {
+        Ok(self
+            .lock()?
+            .query_row(
+                &format!("SELECT {CAPTURE_COLUMNS} FROM captures WHERE uid = ?1"),
+                params![uid],
+                capture_row,
+            )
+            .optional()?)
+    }
+
+    fn captures(
+        &self,
+        namespace: Option<&str>,
+        phase: Option<&str>,
+    ) -> Result<Vec<CaptureRecord>, StoreError> {
+        let connection = self.lock()?;
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {CAPTURE_COLUMNS} FROM captures \
+             WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR phase = ?2) \
+             ORDER BY created_at, namespace, name"
+        ))?;
+        let rows = statement.query_map(params![namespace, phase], capture_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn update_capture_status(
+        &self,
+        uid: &str,
+        phase: &str,
+        status: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let changed = self.lock()?.execute(
+            "UPDATE captures SET status = ?2, phase = ?3 WHERE uid = ?1",
+            params![uid, status.to_string(), phase],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn delete_capture(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
+        let connection = self.lock()?;
+        let deleted = connection.execute(
+            "DELETE FROM captures WHERE namespace = ?1 AND name = ?2",
+            params![namespace, name],
+        )?;
+        Ok(deleted > 0)
+    }
+
+    fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.lock()?.execute(
+            "INSERT INTO tokens (id, token_hash, role, namespaces, description, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                token.id,
+                token.token_hash,
+                token.role,
+                token.namespaces.as_ref().map(|list| list.join(",")),
+                token.description,
+                token.created_at.to_rfc3339(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self
+            .lock()?
+            .query_row(
+                "SELECT id, token_hash, role, namespaces, description, created_at FROM tokens WHERE token_hash = ?1",
+                params![token_hash],
+                token_row,
+            )
+            .optional()?)
+    }
+
+    fn token_count(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .lock()?
+            .query_row("SELECT COUNT(*) FROM tokens", [], |row| row.get(0))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(namespace: &str, name: &str, uid: &str, phase: &str) -> CaptureRecord {
+        CaptureRecord {
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: uid.into(),
+            spec: json!({"duration": "10s"}),
+            status: json!({"phase": phase}),
+            phase: phase.into(),
+            created_at: Utc::now(),
+            schedule: None,
+        }
+    }
+
+    #[test]
+    fn captures_survive_reopening_and_names_are_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("podcap.db");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store
+                .insert_capture(&record("shop", "a", "u1", "Capturing"))
+                .unwrap();
+            store
+                .insert_capture(&record("shop", "b", "u2", "Completed"))
+                .unwrap();
+            let duplicate = store
+                .insert_capture(&record("shop", "a", "u3", "Scheduled"))
+                .unwrap_err();
+            assert!(
+                duplicate
+                    .to_string()
+                    .contains("capture shop/a already exists"),
+                "{duplicate}"
+            );
+            assert!(store
+                .update_capture_status("u1", "Stopped", &json!({"phase": "Stopped"}))
+                .unwrap());
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let all = store.captures(Some("shop"), None).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(store.captures(None, Some("Stopped")).unwrap()[0].name, "a");
+        assert_eq!(
+            store.capture_by_uid("u2").unwrap().unwrap().phase,
+            "Completed"
+        );
+        assert!(store.delete_capture("shop", "b").unwrap());
+        assert!(store.capture("shop", "b").unwrap().is_none());
+    }
+
+    #[test]
+    fn tokens_are_found_by_hash_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("podcap.db")).unwrap();
+        assert_eq!(store.token_count().unwrap(), 0);
+        let token = TokenRecord {
+            id: "t1".into(),
+            token_hash: "abc".into(),
+            role: "viewer".into(),
+            namespaces: Some(vec!["shop".into(), "web".into()]),
+            description: "test".into(),
+            created_at: Utc::now(),
+        };
+        store.insert_token(&token).unwrap();
+        assert_eq!(
+            store.token_by_hash("abc").unwrap().unwrap().namespaces,
+            token.namespaces
+        );
+        assert!(store.token_by_hash("nope").unwrap().is_none());
+    }
+}

@@ -1,0 +1,279 @@
+//! The capture spec: what one capture records (`PacketCapture.spec`, the body of
+//! `POST /api/v1/namespaces/{ns}/captures`). Which pods and nodes, which packets, when, how much,
+//! and in which file format.
+//!
+//! The JSON shape is a superset of Calico's PacketCapture, in camelCase; optional fields are left
+//! out when unset, and unknown fields are refused so that a typo such as `snaplen` is an error
+//! rather than a silently ignored limit. Validation of the whole spec lives in `validate`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::duration::CaptureDuration;
+use crate::filter::Filter;
+use crate::limits::{CaptureLimits, OutputFormat, Rotation, DEFAULT_SNAP_LENGTH};
+use crate::selector::LabelSelector;
+use crate::window::{resolve_window, CaptureWindow, WindowError};
+
+/// `PacketCapture.spec`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CaptureSpec {
+    /// The pods to capture, in the capture's namespace; empty selects every pod there.
+    #[serde(default)]
+    pub pod_selector: LabelSelector,
+    /// Only capture pods on nodes with all these labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Which packets to keep; empty keeps every packet.
+    #[serde(default)]
+    pub filters: Filter,
+    /// When to start (RFC 3339); unset or past means now.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::time::deserialize_optional"
+    )]
+    pub start_time: Option<DateTime<Utc>>,
+    /// When to stop (RFC 3339); exclusive with `duration`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::time::deserialize_optional"
+    )]
+    pub end_time: Option<DateTime<Utc>>,
+    /// How long to capture from the start, e.g. `"10m"`; exclusive with `endTime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<CaptureDuration>,
+    /// Bytes kept of each packet.
+    #[serde(default = "default_snap_length")]
+    pub snap_length: u32,
+    /// Stop after this many bytes of packet data, over all targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// Stop after this many packets, over all targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_packets: Option<u64>,
+    /// When to start a new file, and how many to keep.
+    #[serde(default)]
+    pub rotation: Rotation,
+    /// `pcapng` (default) or `pcap`.
+    #[serde(default)]
+    pub format: OutputFormat,
+}
+
+fn default_snap_length() -> u32 {
+    DEFAULT_SNAP_LENGTH
+}
+
+impl Default for CaptureSpec {
+    /// Every pod of the namespace, every packet, from now until stopped, whole packets, pcapng.
+    fn default() -> Self {
+        CaptureSpec {
+            pod_selector: LabelSelector::default(),
+            node_selector: None,
+            filters: Filter::default(),
+            start_time: None,
+            end_time: None,
+            duration: None,
+            snap_length: DEFAULT_SNAP_LENGTH,
+            max_bytes: None,
+            max_packets: None,
+            rotation: Rotation::default(),
+            format: OutputFormat::default(),
+        }
+    }
+}
+
+impl CaptureSpec {
+    /// The limits the capture engine enforces.
+    pub fn limits(&self) -> CaptureLimits {
+        CaptureLimits {
+            snap_length: self.snap_length,
+            max_bytes: self.max_bytes,
+            max_packets: self.max_packets,
+            rotation: self.rotation,
+        }
+    }
+
+    /// When the capture runs, seen from `now`: no or past `startTime` is now; the end is
+    /// `endTime` or start + `duration` (or none). Refuses both `endTime` and `duration`, and an end
+    /// not after the start. [`CaptureSpec::validate`] also applies the maximum window length.
+    pub fn window(&self, now: DateTime<Utc>) -> Result<CaptureWindow, WindowError> {
+        resolve_window(now, self.start_time, self.end_time, self.duration)
+    }
+
+    /// Whether a node with `labels` may run this capture (always, without a `nodeSelector`).
+    pub fn selects_node(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.node_selector.as_ref().is_none_or(|wanted| {
+            wanted
+                .iter()
+                .all(|(key, value)| labels.get(key) == Some(value))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::filter::{PortRange, Protocol};
+
+    /// The example from DESIGN.md's CRD section.
+    const DESIGN_EXAMPLE: &str = r#"{"podSelector":{"matchLabels":{"app":"web"}},"filters":[{"protocol":"TCP","ports":[443]},{"protocol":"UDP","ports":[53]}],"duration":"10m"}"#;
+
+    #[test]
+    fn design_example_parses_with_defaults() {
+        let spec: CaptureSpec = serde_json::from_str(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(
+            spec.pod_selector,
+            LabelSelector::from_labels([("app", "web")])
+        );
+        let rules = spec.filters.rules();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].protocol(), Some(Protocol::Tcp));
+        assert_eq!(rules[0].ports(), &[PortRange::single(443)]);
+        assert_eq!(rules[1].protocol(), Some(Protocol::Udp));
+        assert_eq!(spec.duration.unwrap().as_std(), Duration::from_secs(600));
+        assert_eq!(spec.snap_length, 262_144);
+        assert_eq!(spec.format, OutputFormat::Pcapng);
+        assert_eq!(spec.rotation, Rotation::default());
+        assert_eq!(spec.start_time, None);
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(
+            json,
+            r#"{"podSelector":{"matchLabels":{"app":"web"}},"filters":[{"protocol":"TCP","ports":[443]},{"protocol":"UDP","ports":[53]}],"duration":"10m","snapLength":262144,"rotation":{},"format":"pcapng"}"#
+        );
+        assert_eq!(serde_json::from_str::<CaptureSpec>(&json).unwrap(), spec);
+    }
+
+    #[test]
+    fn full_spec_round_trips_with_camel_case_names() {
+        let json = r#"{
+            "podSelector": {"matchLabels": {"app": "db"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]},
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "filters": [{"protocol": "TCP", "ports": [5432, "8000:8100"]}, {"protocol": "ICMPv6"}],
+            "startTime": "2025-06-01T04:00:00+02:00",
+            "endTime": "2025-06-01T02:10:00Z",
+            "snapLength": 1500,
+            "maxBytes": 1000000,
+            "maxPackets": 5000,
+            "rotation": {"maxFileBytes": 100000, "maxFileSeconds": 60, "maxFiles": 3},
+            "format": "pcap"
+        }"#;
+        let spec: CaptureSpec = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            spec.start_time,
+            Some(Utc.with_ymd_and_hms(2025, 6, 1, 2, 0, 0).unwrap())
+        );
+        assert_eq!(
+            spec.node_selector.as_ref().unwrap()["kubernetes.io/os"],
+            "linux"
+        );
+        assert_eq!(spec.format, OutputFormat::Pcap);
+        let value = serde_json::to_value(&spec).unwrap();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "endTime",
+                "filters",
+                "format",
+                "maxBytes",
+                "maxPackets",
+                "nodeSelector",
+                "podSelector",
+                "rotation",
+                "snapLength",
+                "startTime"
+            ]
+        );
+        assert_eq!(value["startTime"], "2025-06-01T02:00:00Z");
+        assert_eq!(value["rotation"]["maxFileSeconds"], 60);
+        assert_eq!(value["filters"][0]["ports"][1], "8000:8100");
+        assert_eq!(serde_json::from_value::<CaptureSpec>(value).unwrap(), spec);
+        let limits = spec.limits();
+        assert_eq!(limits.snap_length, 1500);
+        assert_eq!(limits.max_bytes, Some(1_000_000));
+        assert_eq!(limits.max_packets, Some(5000));
+        assert_eq!(limits.rotation.max_files, Some(3));
+    }
+
+    #[test]
+    fn empty_spec_is_the_default() {
+        let spec: CaptureSpec = serde_json::from_str("{}").unwrap();
+        assert_eq!(spec, CaptureSpec::default());
+        assert_eq!(spec.limits(), CaptureLimits::default());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        for (json, field) in [
+            (r#"{"snaplen": 100}"#, "snaplen"),
+            (r#"{"rotation": {"maxfiles": 3}}"#, "maxfiles"),
+            (r#"{"podSelector": {"matchLabel": {}}}"#, "matchLabel"),
+            (
+                r#"{"filters": [{"protocol": "TCP", "port": [80]}]}"#,
+                "port",
+            ),
+        ] {
+            let err = serde_json::from_str::<CaptureSpec>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("unknown field `{field}`")),
+                "{json}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_values_say_what_to_write() {
+        let err = |json: &str| {
+            serde_json::from_str::<CaptureSpec>(json)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(r#"{"duration": "0s"}"#).contains("is zero"));
+        assert!(err(r#"{"duration": 600}"#).contains("has no unit"));
+        assert!(err(r#"{"startTime": "tomorrow"}"#).contains("write e.g. \"2025-06-01T02:00:00Z\""));
+        assert!(err(r#"{"format": "pcapx"}"#).contains("unknown variant `pcapx`"));
+        assert!(
+            err(r#"{"filters": [{"protocol": "TCP", "ports": [70000]}]}"#)
+                .contains("port 70000 is out of range")
+        );
+    }
+
+    #[test]
+    fn window_uses_the_spec_fields() {
+        let now = Utc.with_ymd_and_hms(2025, 6, 1, 10, 0, 0).unwrap();
+        let spec: CaptureSpec = serde_json::from_str(DESIGN_EXAMPLE).unwrap();
+        let window = spec.window(now).unwrap();
+        assert_eq!(window.start, now);
+        assert_eq!(
+            window.end,
+            Some(Utc.with_ymd_and_hms(2025, 6, 1, 10, 10, 0).unwrap())
+        );
+    }
+
+    #[test]
+    fn node_selector_restricts_nodes() {
+        let mut spec = CaptureSpec::default();
+        let linux: BTreeMap<String, String> = [("os".to_string(), "linux".to_string())].into();
+        assert!(spec.selects_node(&BTreeMap::new()));
+        spec.node_selector = Some(linux.clone());
+        assert!(spec.selects_node(&linux));
+        assert!(!spec.selects_node(&BTreeMap::new()));
+    }
+}

@@ -1,0 +1,240 @@
+//! The capture status (`PacketCapture.status`): where a capture is in its life, and per captured
+//! pod interface what was recorded, dropped and written.
+//!
+//! `targets` is a list-type map keyed by `node` + `pod` + `interface`, so under server-side apply
+//! each node's agent owns its own entries. Unlike specs, statuses accept unknown fields: they are
+//! written by podcap components that may be a version ahead of the reader during an upgrade.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Where a capture is in its life. The phase only moves forward:
+/// `Scheduled` → `Capturing` → one of `Completed`, `Stopped`, `Failed`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Phase {
+    /// Accepted, waiting for its start time or for an agent to pick it up.
+    #[default]
+    Scheduled,
+    /// At least one target is recording.
+    Capturing,
+    /// Ended by its window (`endTime`/`duration`) or a limit (`maxPackets`, `maxBytes`).
+    Completed,
+    /// Ended early by a user (`POST .../stop`); files are kept.
+    Stopped,
+    /// Could not capture at all: no target could be started, or every target failed.
+    Failed,
+}
+
+impl Phase {
+    /// True once the capture has ended, whichever way: nothing will be recorded any more.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Phase::Completed | Phase::Stopped | Phase::Failed)
+    }
+}
+
+/// The state of one captured pod interface.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TargetState {
+    /// Found by the selector; recording has not begun (start time ahead, interface not ready).
+    #[default]
+    Waiting,
+    /// Recording.
+    Capturing,
+    /// Finished with the capture's window or limits.
+    Completed,
+    /// Finished because the capture was stopped.
+    Stopped,
+    /// Could not record on this interface; `error` says why. Other targets carry on.
+    Failed,
+    /// The pod or its interface went away mid-capture; what was recorded is kept.
+    Gone,
+}
+
+impl TargetState {
+    /// True once this target records no more.
+    pub fn is_finished(self) -> bool {
+        !matches!(self, TargetState::Waiting | TargetState::Capturing)
+    }
+}
+
+/// `PacketCapture.status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CaptureStatus {
+    pub phase: Phase,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// A sentence for people: why the capture failed, or what it is waiting for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// One entry per captured pod interface.
+    pub targets: Vec<TargetStatus>,
+}
+
+impl CaptureStatus {
+    /// Packets, bytes and kernel drops summed over every target.
+    pub fn totals(&self) -> Counters {
+        self.targets
+            .iter()
+            .fold(Counters::default(), |sum, t| Counters {
+                packets: sum.packets.saturating_add(t.packets),
+                bytes: sum.bytes.saturating_add(t.bytes),
+                drops: sum.drops.saturating_add(t.drops),
+            })
+    }
+
+    /// The target with this key, if the status has one.
+    pub fn target(&self, key: &TargetKey) -> Option<&TargetStatus> {
+        self.targets.iter().find(|t| t.key() == *key)
+    }
+}
+
+/// Counters summed over targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub drops: u64,
+}
+
+/// What identifies a target in the `targets` list-type map.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetKey {
+    pub node: String,
+    pub pod: String,
+    pub interface: String,
+}
+
+/// One captured pod interface.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TargetStatus {
+    pub node: String,
+    pub namespace: String,
+    pub pod: String,
+    /// The pod's interface name as the pod sees it (`eth0`).
+    pub interface: String,
+    pub state: TargetState,
+    /// Packets written to files.
+    pub packets: u64,
+    /// Bytes of packet data written (captured lengths).
+    pub bytes: u64,
+    /// Packets the kernel dropped because the capture could not keep up.
+    pub drops: u64,
+    pub files: Vec<FileStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl TargetStatus {
+    pub fn key(&self) -> TargetKey {
+        TargetKey {
+            node: self.node.clone(),
+            pod: self.pod.clone(),
+            interface: self.interface.clone(),
+        }
+    }
+}
+
+/// One file a target wrote, downloadable at `.../files/{id}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FileStatus {
+    /// Stable identifier used in download URLs.
+    pub id: String,
+    /// File name offered on download.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    pub packets: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_packet_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_packet_at: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    const FULL: &str = r#"{"phase":"Capturing","startedAt":"2025-06-01T02:00:00Z","message":"capturing 1 pod","targets":[{"node":"node-1","namespace":"shop","pod":"db-0","interface":"eth0","state":"Capturing","packets":10,"bytes":1500,"drops":2,"files":[{"id":"f1","name":"db-0-eth0-1.pcapng","size":2048,"packets":10,"firstPacketAt":"2025-06-01T02:00:01Z","lastPacketAt":"2025-06-01T02:00:09.500Z"}]},{"node":"node-2","namespace":"shop","pod":"db-1","interface":"eth0","state":"Failed","packets":0,"bytes":0,"drops":0,"files":[],"error":"interface eth0 not found"}]}"#;
+
+    #[test]
+    fn full_status_round_trips_exactly() {
+        let status: CaptureStatus = serde_json::from_str(FULL).unwrap();
+        assert_eq!(status.phase, Phase::Capturing);
+        assert_eq!(
+            status.started_at,
+            Some(Utc.with_ymd_and_hms(2025, 6, 1, 2, 0, 0).unwrap())
+        );
+        let file = &status.targets[0].files[0];
+        assert_eq!(file.name, "db-0-eth0-1.pcapng");
+        assert_eq!(
+            file.first_packet_at,
+            Some(Utc.with_ymd_and_hms(2025, 6, 1, 2, 0, 1).unwrap())
+        );
+        assert_eq!(status.targets[1].state, TargetState::Failed);
+        assert_eq!(serde_json::to_string(&status).unwrap(), FULL);
+    }
+
+    #[test]
+    fn phases_and_states_are_spelled_as_in_the_design() {
+        for (phase, finished) in [
+            (Phase::Scheduled, false),
+            (Phase::Capturing, false),
+            (Phase::Completed, true),
+            (Phase::Stopped, true),
+            (Phase::Failed, true),
+        ] {
+            let text = serde_json::to_string(&phase).unwrap();
+            assert_eq!(text, format!("\"{phase:?}\""));
+            assert_eq!(serde_json::from_str::<Phase>(&text).unwrap(), phase);
+            assert_eq!(phase.is_finished(), finished, "{phase:?}");
+        }
+        assert!(!TargetState::Waiting.is_finished());
+        assert!(!TargetState::Capturing.is_finished());
+        assert!(TargetState::Gone.is_finished());
+        assert_eq!(
+            serde_json::to_string(&TargetState::Gone).unwrap(),
+            "\"Gone\""
+        );
+    }
+
+    #[test]
+    fn status_tolerates_missing_and_newer_fields() {
+        let status: CaptureStatus =
+            serde_json::from_str(r#"{"phase":"Completed","futureField":1}"#).unwrap();
+        assert_eq!(status.phase, Phase::Completed);
+        assert!(status.targets.is_empty());
+        assert_eq!(
+            serde_json::to_string(&CaptureStatus::default()).unwrap(),
+            r#"{"phase":"Scheduled","targets":[]}"#
+        );
+    }
+
+    #[test]
+    fn totals_and_keys() {
+        let status: CaptureStatus = serde_json::from_str(FULL).unwrap();
+        assert_eq!(
+            status.totals(),
+            Counters {
+                packets: 10,
+                bytes: 1500,
+                drops: 2
+            }
+        );
+        let key = TargetKey {
+            node: "node-2".into(),
+            pod: "db-1".into(),
+            interface: "eth0".into(),
+        };
+        assert_eq!(
+            status.target(&key).unwrap().error.as_deref(),
+            Some("interface eth0 not found")
+        );
+    }
+}
