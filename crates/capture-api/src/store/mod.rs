@@ -40,6 +40,29 @@ pub struct CaptureRecord {
     pub schedule: Option<String>,
 }
 
+/// A schedule as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleRecord {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub spec: Value,
+    pub status: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A share link as stored (only the hash of its token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareRecord {
+    pub id: String,
+    pub token_hash: String,
+    pub capture_uid: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub downloads: u64,
+}
+
 /// An API token as stored (only the hash of the secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
@@ -70,6 +93,23 @@ pub trait Store: Send + Sync + 'static {
         status: &Value,
     ) -> Result<bool, StoreError>;
     fn delete_capture(&self, namespace: &str, name: &str) -> Result<bool, StoreError>;
+
+    /// Captures a schedule created, oldest first.
+    fn captures_of_schedule(&self, namespace: &str, schedule: &str) -> Result<Vec<CaptureRecord>, StoreError>;
+
+    fn insert_schedule(&self, schedule: &ScheduleRecord) -> Result<(), StoreError>;
+    fn schedule(&self, namespace: &str, name: &str) -> Result<Option<ScheduleRecord>, StoreError>;
+    fn schedules(&self, namespace: Option<&str>) -> Result<Vec<ScheduleRecord>, StoreError>;
+    /// Replaces spec and status; false if the schedule no longer exists.
+    fn update_schedule(&self, uid: &str, spec: &Value, status: &Value) -> Result<bool, StoreError>;
+    fn delete_schedule(&self, namespace: &str, name: &str) -> Result<bool, StoreError>;
+
+    fn insert_share(&self, share: &ShareRecord) -> Result<(), StoreError>;
+    fn share_by_hash(&self, token_hash: &str) -> Result<Option<ShareRecord>, StoreError>;
+    fn shares_of(&self, capture_uid: &str) -> Result<Vec<ShareRecord>, StoreError>;
+    /// Marks a share revoked; false if there is no such share of that capture.
+    fn revoke_share(&self, capture_uid: &str, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
+    fn count_share_download(&self, id: &str) -> Result<(), StoreError>;
 
     fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
     fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>, StoreError>;

@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{CaptureRecord, Store, StoreError, TokenRecord};
+use super::{CaptureRecord, ScheduleRecord, ShareRecord, Store, StoreError, TokenRecord};
 
 /// Every migration, in order; the index + 1 is the schema version it brings.
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
@@ -76,6 +76,34 @@ fn capture_row(row: &Row<'_>) -> rusqlite::Result<CaptureRecord> {
         phase: row.get(5)?,
         created_at: time(row.get(6)?)?,
         schedule: row.get(7)?,
+    })
+}
+
+const SCHEDULE_COLUMNS: &str = "namespace, name, uid, spec, status, created_at";
+
+fn schedule_row(row: &Row<'_>) -> rusqlite::Result<ScheduleRecord> {
+    Ok(ScheduleRecord {
+        namespace: row.get(0)?,
+        name: row.get(1)?,
+        uid: row.get(2)?,
+        spec: json(row.get(3)?)?,
+        status: json(row.get(4)?)?,
+        created_at: time(row.get(5)?)?,
+    })
+}
+
+const SHARE_COLUMNS: &str = "id, token_hash, capture_uid, created_at, expires_at, revoked_at, downloads";
+
+fn share_row(row: &Row<'_>) -> rusqlite::Result<ShareRecord> {
+    let revoked: Option<String> = row.get(5)?;
+    Ok(ShareRecord {
+        id: row.get(0)?,
+        token_hash: row.get(1)?,
+        capture_uid: row.get(2)?,
+        created_at: time(row.get(3)?)?,
+        expires_at: time(row.get(4)?)?,
+        revoked_at: revoked.map(time).transpose()?,
+        downloads: row.get(6)?,
     })
 }
 
@@ -184,6 +212,117 @@ impl Store for SqliteStore {
         Ok(deleted > 0)
     }
 
+    fn captures_of_schedule(&self, namespace: &str, schedule: &str) -> Result<Vec<CaptureRecord>, StoreError> {
+        let connection = self.lock()?;
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {CAPTURE_COLUMNS} FROM captures WHERE namespace = ?1 AND schedule = ?2 ORDER BY created_at, name"
+        ))?;
+        let rows = statement.query_map(params![namespace, schedule], capture_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn insert_schedule(&self, schedule: &ScheduleRecord) -> Result<(), StoreError> {
+        let result = self.lock()?.execute(
+            &format!("INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+            params![
+                schedule.namespace,
+                schedule.name,
+                schedule.uid,
+                schedule.spec.to_string(),
+                schedule.status.to_string(),
+                schedule.created_at.to_rfc3339(),
+            ],
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists {
+                kind: "schedule",
+                namespace: schedule.namespace.clone(),
+                name: schedule.name.clone(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn schedule(&self, namespace: &str, name: &str) -> Result<Option<ScheduleRecord>, StoreError> {
+        Ok(self
+            .lock()?
+            .query_row(
+                &format!("SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE namespace = ?1 AND name = ?2"),
+                params![namespace, name],
+                schedule_row,
+            )
+            .optional()?)
+    }
+
+    fn schedules(&self, namespace: Option<&str>) -> Result<Vec<ScheduleRecord>, StoreError> {
+        let connection = self.lock()?;
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE (?1 IS NULL OR namespace = ?1) ORDER BY created_at, name"
+        ))?;
+        let rows = statement.query_map(params![namespace], schedule_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn update_schedule(&self, uid: &str, spec: &serde_json::Value, status: &serde_json::Value) -> Result<bool, StoreError> {
+        let changed = self.lock()?.execute(
+            "UPDATE schedules SET spec = ?2, status = ?3 WHERE uid = ?1",
+            params![uid, spec.to_string(), status.to_string()],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn delete_schedule(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
+        let deleted = self
+            .lock()?
+            .execute("DELETE FROM schedules WHERE namespace = ?1 AND name = ?2", params![namespace, name])?;
+        Ok(deleted > 0)
+    }
+
+    fn insert_share(&self, share: &ShareRecord) -> Result<(), StoreError> {
+        self.lock()?.execute(
+            &format!("INSERT INTO shares ({SHARE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+            params![
+                share.id,
+                share.token_hash,
+                share.capture_uid,
+                share.created_at.to_rfc3339(),
+                share.expires_at.to_rfc3339(),
+                share.revoked_at.map(|t| t.to_rfc3339()),
+                share.downloads,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn share_by_hash(&self, token_hash: &str) -> Result<Option<ShareRecord>, StoreError> {
+        Ok(self
+            .lock()?
+            .query_row(&format!("SELECT {SHARE_COLUMNS} FROM shares WHERE token_hash = ?1"), params![token_hash], share_row)
+            .optional()?)
+    }
+
+    fn shares_of(&self, capture_uid: &str) -> Result<Vec<ShareRecord>, StoreError> {
+        let connection = self.lock()?;
+        let mut statement = connection
+            .prepare_cached(&format!("SELECT {SHARE_COLUMNS} FROM shares WHERE capture_uid = ?1 ORDER BY created_at, id"))?;
+        let rows = statement.query_map(params![capture_uid], share_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn revoke_share(&self, capture_uid: &str, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let changed = self.lock()?.execute(
+            "UPDATE shares SET revoked_at = COALESCE(revoked_at, ?3) WHERE capture_uid = ?1 AND id = ?2",
+            params![capture_uid, id, at.to_rfc3339()],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn count_share_download(&self, id: &str) -> Result<(), StoreError> {
+        self.lock()?.execute("UPDATE shares SET downloads = downloads + 1 WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
     fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
         self.lock()?.execute(
             "INSERT INTO tokens (id, token_hash, role, namespaces, description, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -270,6 +409,33 @@ mod tests {
         );
         assert!(store.delete_capture("shop", "b").unwrap());
         assert!(store.capture("shop", "b").unwrap().is_none());
+    }
+
+    #[test]
+    fn shares_revoke_once_and_die_with_their_capture() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("podcap.db")).unwrap();
+        store.insert_capture(&record("shop", "a", "u1", "Completed")).unwrap();
+        let share = ShareRecord {
+            id: "s1".into(),
+            token_hash: "h1".into(),
+            capture_uid: "u1".into(),
+            created_at: Utc::now(),
+            expires_at: Utc::now() + chrono::Duration::hours(1),
+            revoked_at: None,
+            downloads: 0,
+        };
+        store.insert_share(&share).unwrap();
+        store.count_share_download("s1").unwrap();
+        let first = Utc::now();
+        assert!(store.revoke_share("u1", "s1", first).unwrap());
+        assert!(store.revoke_share("u1", "s1", first + chrono::Duration::seconds(5)).unwrap());
+        let stored = store.share_by_hash("h1").unwrap().unwrap();
+        assert_eq!(stored.downloads, 1);
+        assert_eq!(stored.revoked_at.map(|t| t.timestamp()), Some(first.timestamp()), "the first revocation time stays");
+        assert!(!store.revoke_share("other", "s1", first).unwrap(), "a share is revoked through its own capture only");
+        assert!(store.delete_capture("shop", "a").unwrap());
+        assert!(store.share_by_hash("h1").unwrap().is_none());
     }
 
     #[test]
