@@ -204,11 +204,16 @@ impl Store for SqliteStore {
     }
 
     fn delete_capture(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
-        let connection = self.lock()?;
-        let deleted = connection.execute(
-            "DELETE FROM captures WHERE namespace = ?1 AND name = ?2",
+        let mut connection = self.lock()?;
+        // A deleted capture's share links must die with it.
+        let transaction = connection.transaction()?;
+        transaction.execute(
+            "DELETE FROM shares WHERE capture_uid IN (SELECT uid FROM captures WHERE namespace = ?1 AND name = ?2)",
             params![namespace, name],
         )?;
+        let deleted =
+            transaction.execute("DELETE FROM captures WHERE namespace = ?1 AND name = ?2", params![namespace, name])?;
+        transaction.commit()?;
         Ok(deleted > 0)
     }
 
