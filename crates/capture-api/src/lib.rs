@@ -3,6 +3,7 @@
 //! binary wires them together.
 
 pub mod auth;
+pub mod captures;
 pub mod pods;
 pub mod problem;
 pub mod routes;

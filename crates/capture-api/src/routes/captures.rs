@@ -6,12 +6,13 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use capture_spec::{names, CaptureSpec, CaptureStatus, Phase};
+use capture_spec::{names, CaptureSpec, Phase};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::{new_id, Action, Caller};
+use crate::captures::{create_capture, CreateError};
 use crate::problem::{InvalidParam, Problem};
 use crate::server::AppState;
 use crate::store::{CaptureRecord, StoreError};
@@ -172,35 +173,24 @@ pub async fn create(
         }
         None => format!("capture-{}", new_id(5)),
     };
-    let mut spec = CaptureSpec::from_json_value(&body.spec, "spec").map_err(invalid_spec)?;
-    let now = Utc::now();
-    let window = spec
-        .validate(now, state.settings.max_window)
-        .map_err(invalid_spec)?;
-    // Store the resolved window, so a restart or a clock change cannot move it.
-    let max_end = window.start + state.settings.max_window;
-    spec.start_time = Some(window.start);
-    spec.end_time = Some(window.end.unwrap_or(max_end));
-    spec.duration = None;
-    let status = CaptureStatus {
-        phase: Phase::Scheduled,
-        ..CaptureStatus::default()
-    };
-    let record = CaptureRecord {
-        namespace: namespace.clone(),
-        name,
-        uid: new_id(20),
-        spec: serde_json::to_value(&spec).map_err(Problem::internal)?,
-        status: serde_json::to_value(&status).map_err(Problem::internal)?,
-        phase: "Scheduled".into(),
-        created_at: now,
-        schedule: None,
-    };
-    match state.store.insert_capture(&record) {
-        Ok(()) => {}
-        Err(e @ StoreError::AlreadyExists { .. }) => return Err(Problem::conflict(e.to_string())),
-        Err(e) => return Err(Problem::internal(e)),
-    }
+    let spec = CaptureSpec::from_json_value(&body.spec, "spec").map_err(invalid_spec)?;
+    let settings = &state.settings;
+    let record = create_capture(
+        state.store.as_ref(),
+        &namespace,
+        &name,
+        spec,
+        None,
+        settings.max_window,
+        Utc::now(),
+    )
+    .map_err(|error| match error {
+        CreateError::Invalid(errors) => invalid_spec(errors),
+        CreateError::Store(e @ StoreError::AlreadyExists { .. }) => {
+            Problem::conflict(e.to_string())
+        }
+        other => Problem::internal(other),
+    })?;
     // Start it now rather than at the next runner pass.
     let runner = state.runner.clone();
     let _ = tokio::task::spawn_blocking(move || runner.pass()).await;

@@ -95,7 +95,11 @@ pub trait Store: Send + Sync + 'static {
     fn delete_capture(&self, namespace: &str, name: &str) -> Result<bool, StoreError>;
 
     /// Captures a schedule created, oldest first.
-    fn captures_of_schedule(&self, namespace: &str, schedule: &str) -> Result<Vec<CaptureRecord>, StoreError>;
+    fn captures_of_schedule(
+        &self,
+        namespace: &str,
+        schedule: &str,
+    ) -> Result<Vec<CaptureRecord>, StoreError>;
 
     fn insert_schedule(&self, schedule: &ScheduleRecord) -> Result<(), StoreError>;
     fn schedule(&self, namespace: &str, name: &str) -> Result<Option<ScheduleRecord>, StoreError>;
@@ -108,7 +112,12 @@ pub trait Store: Send + Sync + 'static {
     fn share_by_hash(&self, token_hash: &str) -> Result<Option<ShareRecord>, StoreError>;
     fn shares_of(&self, capture_uid: &str) -> Result<Vec<ShareRecord>, StoreError>;
     /// Marks a share revoked; false if there is no such share of that capture.
-    fn revoke_share(&self, capture_uid: &str, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
+    fn revoke_share(
+        &self,
+        capture_uid: &str,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     fn count_share_download(&self, id: &str) -> Result<(), StoreError>;
 
     fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;

@@ -92,7 +92,8 @@ fn schedule_row(row: &Row<'_>) -> rusqlite::Result<ScheduleRecord> {
     })
 }
 
-const SHARE_COLUMNS: &str = "id, token_hash, capture_uid, created_at, expires_at, revoked_at, downloads";
+const SHARE_COLUMNS: &str =
+    "id, token_hash, capture_uid, created_at, expires_at, revoked_at, downloads";
 
 fn share_row(row: &Row<'_>) -> rusqlite::Result<ShareRecord> {
     let revoked: Option<String> = row.get(5)?;
@@ -211,13 +212,19 @@ impl Store for SqliteStore {
             "DELETE FROM shares WHERE capture_uid IN (SELECT uid FROM captures WHERE namespace = ?1 AND name = ?2)",
             params![namespace, name],
         )?;
-        let deleted =
-            transaction.execute("DELETE FROM captures WHERE namespace = ?1 AND name = ?2", params![namespace, name])?;
+        let deleted = transaction.execute(
+            "DELETE FROM captures WHERE namespace = ?1 AND name = ?2",
+            params![namespace, name],
+        )?;
         transaction.commit()?;
         Ok(deleted > 0)
     }
 
-    fn captures_of_schedule(&self, namespace: &str, schedule: &str) -> Result<Vec<CaptureRecord>, StoreError> {
+    fn captures_of_schedule(
+        &self,
+        namespace: &str,
+        schedule: &str,
+    ) -> Result<Vec<CaptureRecord>, StoreError> {
         let connection = self.lock()?;
         let mut statement = connection.prepare_cached(&format!(
             "SELECT {CAPTURE_COLUMNS} FROM captures WHERE namespace = ?1 AND schedule = ?2 ORDER BY created_at, name"
@@ -253,7 +260,9 @@ impl Store for SqliteStore {
         Ok(self
             .lock()?
             .query_row(
-                &format!("SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE namespace = ?1 AND name = ?2"),
+                &format!(
+                    "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE namespace = ?1 AND name = ?2"
+                ),
                 params![namespace, name],
                 schedule_row,
             )
@@ -269,7 +278,12 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    fn update_schedule(&self, uid: &str, spec: &serde_json::Value, status: &serde_json::Value) -> Result<bool, StoreError> {
+    fn update_schedule(
+        &self,
+        uid: &str,
+        spec: &serde_json::Value,
+        status: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
         let changed = self.lock()?.execute(
             "UPDATE schedules SET spec = ?2, status = ?3 WHERE uid = ?1",
             params![uid, spec.to_string(), status.to_string()],
@@ -278,9 +292,10 @@ impl Store for SqliteStore {
     }
 
     fn delete_schedule(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
-        let deleted = self
-            .lock()?
-            .execute("DELETE FROM schedules WHERE namespace = ?1 AND name = ?2", params![namespace, name])?;
+        let deleted = self.lock()?.execute(
+            "DELETE FROM schedules WHERE namespace = ?1 AND name = ?2",
+            params![namespace, name],
+        )?;
         Ok(deleted > 0)
     }
 
@@ -303,19 +318,29 @@ impl Store for SqliteStore {
     fn share_by_hash(&self, token_hash: &str) -> Result<Option<ShareRecord>, StoreError> {
         Ok(self
             .lock()?
-            .query_row(&format!("SELECT {SHARE_COLUMNS} FROM shares WHERE token_hash = ?1"), params![token_hash], share_row)
+            .query_row(
+                &format!("SELECT {SHARE_COLUMNS} FROM shares WHERE token_hash = ?1"),
+                params![token_hash],
+                share_row,
+            )
             .optional()?)
     }
 
     fn shares_of(&self, capture_uid: &str) -> Result<Vec<ShareRecord>, StoreError> {
         let connection = self.lock()?;
-        let mut statement = connection
-            .prepare_cached(&format!("SELECT {SHARE_COLUMNS} FROM shares WHERE capture_uid = ?1 ORDER BY created_at, id"))?;
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {SHARE_COLUMNS} FROM shares WHERE capture_uid = ?1 ORDER BY created_at, id"
+        ))?;
         let rows = statement.query_map(params![capture_uid], share_row)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    fn revoke_share(&self, capture_uid: &str, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+    fn revoke_share(
+        &self,
+        capture_uid: &str,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let changed = self.lock()?.execute(
             "UPDATE shares SET revoked_at = COALESCE(revoked_at, ?3) WHERE capture_uid = ?1 AND id = ?2",
             params![capture_uid, id, at.to_rfc3339()],
@@ -324,7 +349,10 @@ impl Store for SqliteStore {
     }
 
     fn count_share_download(&self, id: &str) -> Result<(), StoreError> {
-        self.lock()?.execute("UPDATE shares SET downloads = downloads + 1 WHERE id = ?1", params![id])?;
+        self.lock()?.execute(
+            "UPDATE shares SET downloads = downloads + 1 WHERE id = ?1",
+            params![id],
+        )?;
         Ok(())
     }
 
@@ -420,7 +448,9 @@ mod tests {
     fn shares_revoke_once_and_die_with_their_capture() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("podcap.db")).unwrap();
-        store.insert_capture(&record("shop", "a", "u1", "Completed")).unwrap();
+        store
+            .insert_capture(&record("shop", "a", "u1", "Completed"))
+            .unwrap();
         let share = ShareRecord {
             id: "s1".into(),
             token_hash: "h1".into(),
@@ -434,11 +464,20 @@ mod tests {
         store.count_share_download("s1").unwrap();
         let first = Utc::now();
         assert!(store.revoke_share("u1", "s1", first).unwrap());
-        assert!(store.revoke_share("u1", "s1", first + chrono::Duration::seconds(5)).unwrap());
+        assert!(store
+            .revoke_share("u1", "s1", first + chrono::Duration::seconds(5))
+            .unwrap());
         let stored = store.share_by_hash("h1").unwrap().unwrap();
         assert_eq!(stored.downloads, 1);
-        assert_eq!(stored.revoked_at.map(|t| t.timestamp()), Some(first.timestamp()), "the first revocation time stays");
-        assert!(!store.revoke_share("other", "s1", first).unwrap(), "a share is revoked through its own capture only");
+        assert_eq!(
+            stored.revoked_at.map(|t| t.timestamp()),
+            Some(first.timestamp()),
+            "the first revocation time stays"
+        );
+        assert!(
+            !store.revoke_share("other", "s1", first).unwrap(),
+            "a share is revoked through its own capture only"
+        );
         assert!(store.delete_capture("shop", "a").unwrap());
         assert!(store.share_by_hash("h1").unwrap().is_none());
     }
