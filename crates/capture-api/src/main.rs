@@ -16,6 +16,8 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "capture-api", version, about = "podcap's API server")]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Run on this machine alone: network namespaces are the pods, SQLite is the store.
     #[arg(long)]
     standalone: bool,
@@ -23,11 +25,62 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Where the store, the capture files and the first admin token live.
-    #[arg(long, default_value = "./podcap-data")]
+    #[arg(long, default_value = "./podcap-data", global = true)]
     data_dir: PathBuf,
     /// Longest capture window accepted (and the window of a capture with no end).
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     max_window: Duration,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Manage API tokens in the standalone store.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it once (only its hash is stored).
+    Create {
+        /// viewer (read and download), operator (also create, stop, delete, share) or admin.
+        #[arg(long)]
+        role: capture_api::auth::Role,
+        /// Limit the token to these namespaces (repeat); not allowed for admin tokens.
+        #[arg(long = "namespace")]
+        namespaces: Vec<String>,
+        #[arg(long, default_value = "created with capture-api token create")]
+        description: String,
+    },
+}
+
+fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    Ok(Arc::new(
+        SqliteStore::open(&data_dir.join("podcap.db"))
+            .with_context(|| format!("opening the store in {}", data_dir.display()))?,
+    ))
+}
+
+fn run_token_command(command: TokenCommand, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let TokenCommand::Create {
+        role,
+        namespaces,
+        description,
+    } = command;
+    if role == capture_api::auth::Role::Admin && !namespaces.is_empty() {
+        bail!("admin tokens cover every namespace: drop --namespace, or use --role operator");
+    }
+    for namespace in &namespaces {
+        capture_spec::names::validate_namespace(namespace)
+            .with_context(|| format!("--namespace {namespace}"))?;
+    }
+    let store = open_store(data_dir)?;
+    let scope = (!namespaces.is_empty()).then_some(namespaces);
+    let secret = capture_api::auth::create_token(store.as_ref(), role, scope, &description)?;
+    println!("{secret}");
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -61,15 +114,13 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    if let Some(Command::Token(command)) = args.command {
+        return run_token_command(command, &args.data_dir);
+    }
     if !args.standalone {
         bail!("only --standalone is available so far: run `capture-api --standalone`");
     }
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&args.data_dir.join("podcap.db"))
-            .with_context(|| format!("opening the store in {}", args.data_dir.display()))?,
-    );
+    let store = open_store(&args.data_dir)?;
     if let Some(token) = capture_api::auth::bootstrap_admin(store.as_ref(), &args.data_dir)? {
         println!(
             "podcap: first start; admin token (also in {}/admin-token):",

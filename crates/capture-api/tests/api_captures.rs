@@ -276,3 +276,43 @@ fn every_api_route_needs_a_valid_token() {
     );
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[test]
+fn roles_and_namespaces_limit_what_a_token_may_do() {
+    let api = Api::start();
+    let viewer = api.create_token("viewer", &["default"]);
+    let operator = api.create_token("operator", &["shop"]);
+    let spec = json!({"metadata": {"name": "by-role"}, "spec": {"duration": "1m"}});
+
+    assert_eq!(
+        api.get_as(CAPTURES, Some(&viewer), &[]).status,
+        200,
+        "a viewer may list"
+    );
+    let denied = api.post_as(CAPTURES, Some(&viewer), &spec).problem(403);
+    assert!(
+        denied["detail"].as_str().unwrap().contains("viewer"),
+        "{denied}"
+    );
+    let elsewhere = api
+        .get_as("/api/v1/namespaces/shop/captures", Some(&viewer), &[])
+        .problem(403);
+    assert!(
+        elsewhere["detail"].as_str().unwrap().contains("default"),
+        "names the namespaces it may use: {elsewhere}"
+    );
+
+    api.get_as(CAPTURES, Some(&operator), &[]).problem(403);
+    let shop = api.post_as("/api/v1/namespaces/shop/captures", Some(&operator), &spec);
+    assert_eq!(
+        shop.status,
+        201,
+        "an operator creates in its namespace: {}",
+        String::from_utf8_lossy(&shop.body)
+    );
+    assert_eq!(
+        api.post(CAPTURES, &spec).status,
+        201,
+        "the admin may do anything anywhere"
+    );
+}

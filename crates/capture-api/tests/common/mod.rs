@@ -241,6 +241,25 @@ impl Api {
         }
     }
 
+    /// A new token made with `capture-api token create` (the server keeps running: the store is
+    /// shared through SQLite's WAL).
+    pub fn create_token(&self, role: &str, namespaces: &[&str]) -> String {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_capture-api"));
+        command
+            .args(["token", "create", "--role", role, "--data-dir"])
+            .arg(&self.data_dir);
+        for namespace in namespaces {
+            command.args(["--namespace", namespace]);
+        }
+        let output = command.output().expect("running capture-api token create");
+        assert!(
+            output.status.success(),
+            "token create failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    }
+
     /// Stops the server the hard way (as an OOM kill would), keeping the data directory.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
