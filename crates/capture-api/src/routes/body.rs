@@ -23,7 +23,10 @@ pub struct BodyWriter {
 /// A body and the writer that feeds it.
 pub fn channel() -> (BodyWriter, Body) {
     let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    let writer = BodyWriter { sender, pending: Vec::with_capacity(CHUNK_BYTES) };
+    let writer = BodyWriter {
+        sender,
+        pending: Vec::with_capacity(CHUNK_BYTES),
+    };
     (writer, Body::from_stream(ReceiverStream::new(receiver)))
 }
 
@@ -54,7 +57,10 @@ impl Write for BodyWriter {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK_BYTES)));
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.pending,
+            Vec::with_capacity(CHUNK_BYTES),
+        ));
         self.send(Ok(chunk))
     }
 }

@@ -2,7 +2,9 @@
 //! `/api` can be reached without a valid token; each then authorizes its action in the
 //! namespace of the path.
 
+mod body;
 mod captures;
+mod download;
 mod files;
 mod pods;
 
@@ -28,6 +30,10 @@ pub fn api() -> Router<AppState> {
         .route(
             "/namespaces/{namespace}/captures/{name}/files",
             get(files::list),
+        )
+        .route(
+            "/namespaces/{namespace}/captures/{name}/pcap",
+            get(download::merged),
         )
         .route(
             "/namespaces/{namespace}/captures/{name}/files/{id}",

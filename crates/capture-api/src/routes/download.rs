@@ -1,0 +1,102 @@
+//! `GET .../captures/{name}/pcap`: every file of a capture merged into one time-ordered capture
+//! (`?format=pcapng`, the default, or `?format=pcap`), streamed as it is merged. One pcapng
+//! interface per pod interface, described as "namespace/pod on node". The merge runs on a
+//! blocking thread with constant memory whatever the capture's size; a slow client slows it,
+//! a client that leaves stops it. Share links serve the same download.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use capture_agent::merge::{merge, ChainedInput, MergeInput};
+use capture_spec::{CaptureStatus, OutputFormat};
+use serde::Deserialize;
+
+use super::body;
+use super::captures::find;
+use super::files::content_type;
+use crate::auth::{Action, Caller};
+use crate::problem::{InvalidParam, Problem};
+use crate::server::AppState;
+use crate::store::CaptureRecord;
+
+#[derive(Deserialize)]
+pub struct FormatQuery {
+    format: Option<String>,
+}
+
+pub fn parse_format(query: &FormatQuery) -> Result<OutputFormat, Problem> {
+    match query.format.as_deref() {
+        None => Ok(OutputFormat::Pcapng),
+        Some(text) => text.parse().map_err(|e: capture_spec::LimitsError| {
+            Problem::invalid(
+                "bad format",
+                vec![InvalidParam {
+                    name: "format".into(),
+                    reason: e.to_string(),
+                }],
+            )
+        }),
+    }
+}
+
+/// The merged capture of `record` as a streamed response.
+pub fn merged_response(
+    state: &AppState,
+    record: &CaptureRecord,
+    format: OutputFormat,
+) -> Result<Response, Problem> {
+    let status: CaptureStatus =
+        serde_json::from_value(record.status.clone()).map_err(Problem::internal)?;
+    let directory = state.runner.capture_dir(&record.uid);
+    let inputs: Vec<MergeInput> = status
+        .targets
+        .iter()
+        .filter(|target| !target.files.is_empty())
+        .map(|target| {
+            let label = format!("{}/{} on {}", target.namespace, target.pod, target.node);
+            let paths = target
+                .files
+                .iter()
+                .map(|file| directory.join(&file.name))
+                .collect();
+            MergeInput::chained(label.clone(), ChainedInput::paths(paths)).with_description(label)
+        })
+        .collect();
+    let (mut writer, body) = body::channel();
+    let name = record.name.clone();
+    tokio::task::spawn_blocking(move || match merge(inputs, format, &mut writer) {
+        Ok(report) => {
+            if !report.truncated_inputs.is_empty() {
+                tracing::info!(capture = %name, inputs = ?report.truncated_inputs, "merged files whose last record was cut short");
+            }
+            if let Err(error) = std::io::Write::flush(&mut writer) {
+                tracing::debug!(capture = %name, %error, "merged download ended early");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(capture = %name, %error, "merged download failed");
+            writer.fail(std::io::Error::other(error.to_string()));
+        }
+    });
+    let filename = format!("{}.{}", record.name, format.extension());
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
+        .map_err(Problem::internal)?;
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type(&filename))
+        .header(header::CONTENT_DISPOSITION, disposition)
+        .body(body)
+        .map_err(Problem::internal)
+}
+
+pub async fn merged(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(query): Query<FormatQuery>,
+) -> Result<Response, Problem> {
+    caller.authorize(Action::Read, &namespace)?;
+    let format = parse_format(&query)?;
+    let record = find(&state, &namespace, &name)?;
+    merged_response(&state, &record, format)
+}
