@@ -7,6 +7,7 @@ mod captures;
 mod download;
 mod files;
 mod pods;
+pub mod shares;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -34,6 +35,14 @@ pub fn api() -> Router<AppState> {
         .route(
             "/namespaces/{namespace}/captures/{name}/pcap",
             get(download::merged),
+        )
+        .route(
+            "/namespaces/{namespace}/captures/{name}/shares",
+            get(shares::list).post(shares::create),
+        )
+        .route(
+            "/namespaces/{namespace}/captures/{name}/shares/{id}",
+            axum::routing::delete(shares::revoke),
         )
         .route(
             "/namespaces/{namespace}/captures/{name}/files/{id}",

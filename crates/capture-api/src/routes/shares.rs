@@ -1,0 +1,200 @@
+//! Share links: an expiring URL a colleague can download a capture from without a token.
+//! The link's token is 256 random bits, shown once and stored only as its SHA-256 hash; links
+//! default to 24 hours and live at most 7 days; they can be revoked; every download is counted.
+//! An expired or revoked link answers 410 with when it stopped working.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::captures::find;
+use super::download::{merged_response, parse_format, FormatQuery};
+use crate::auth::{hash_secret, new_id, new_secret, Action, Caller};
+use crate::problem::{InvalidParam, Problem};
+use crate::server::AppState;
+use crate::store::ShareRecord;
+
+const DEFAULT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+const MAX_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Share tokens look different from API tokens, so neither can be mistaken for the other.
+const SHARE_PREFIX: &str = "pcs_";
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CreateShare {
+    expires_in: Option<String>,
+}
+
+fn expiry(body: &Bytes) -> Result<Duration, Problem> {
+    let request: CreateShare = if body.is_empty() {
+        CreateShare::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            Problem::bad_request(format!("the body must be {{\"expiresIn\": \"1h\"}}: {e}"))
+        })?
+    };
+    let Some(text) = request.expires_in else {
+        return Ok(DEFAULT_EXPIRY);
+    };
+    let invalid = |reason: String| {
+        Problem::invalid(
+            "bad expiry",
+            vec![InvalidParam {
+                name: "expiresIn".into(),
+                reason,
+            }],
+        )
+    };
+    let duration = humantime::parse_duration(&text).map_err(|e| {
+        invalid(format!(
+            "{text:?} is not a duration ({e}): write e.g. \"1h\", \"30m\" or \"2d\""
+        ))
+    })?;
+    if duration.is_zero() || duration > MAX_EXPIRY {
+        return Err(invalid(format!(
+            "{text:?} is out of range: a share link lives from 1s to 7d"
+        )));
+    }
+    Ok(duration)
+}
+
+fn share_json(share: &ShareRecord, now: DateTime<Utc>) -> Value {
+    let state = if share.revoked_at.is_some() {
+        "Revoked"
+    } else if share.expires_at <= now {
+        "Expired"
+    } else {
+        "Active"
+    };
+    json!({
+        "id": share.id,
+        "createdAt": share.created_at.to_rfc3339(),
+        "expiresAt": share.expires_at.to_rfc3339(),
+        "revokedAt": share.revoked_at.map(|t| t.to_rfc3339()),
+        "downloads": share.downloads,
+        "state": state,
+    })
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), Problem> {
+    caller.authorize(Action::Share, &namespace)?;
+    let lifetime = expiry(&body)?;
+    let record = find(&state, &namespace, &name)?;
+    let token = new_secret(SHARE_PREFIX);
+    let now = Utc::now();
+    let lifetime = chrono::Duration::from_std(lifetime).map_err(Problem::internal)?;
+    let share = ShareRecord {
+        id: new_id(10),
+        token_hash: hash_secret(&token),
+        capture_uid: record.uid,
+        created_at: now,
+        expires_at: now + lifetime,
+        revoked_at: None,
+        downloads: 0,
+    };
+    state
+        .store
+        .insert_share(&share)
+        .map_err(Problem::internal)?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let mut answer = share_json(&share, now);
+    answer["url"] = json!(format!("http://{host}/share/{token}"));
+    answer["token"] = json!(token);
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<Value>, Problem> {
+    caller.authorize(Action::Read, &namespace)?;
+    let record = find(&state, &namespace, &name)?;
+    let now = Utc::now();
+    let shares = state
+        .store
+        .shares_of(&record.uid)
+        .map_err(Problem::internal)?;
+    Ok(Json(
+        json!({ "items": shares.iter().map(|s| share_json(s, now)).collect::<Vec<_>>() }),
+    ))
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((namespace, name, id)): Path<(String, String, String)>,
+) -> Result<StatusCode, Problem> {
+    caller.authorize(Action::Share, &namespace)?;
+    let record = find(&state, &namespace, &name)?;
+    if !state
+        .store
+        .revoke_share(&record.uid, &id, Utc::now())
+        .map_err(Problem::internal)?
+    {
+        return Err(Problem::not_found(format!(
+            "capture {namespace}/{name} has no share link {id:?}"
+        )));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /share/{token}`: the merged capture, no login.
+pub async fn download(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    Query(query): Query<FormatQuery>,
+) -> Result<Response, Problem> {
+    let format = parse_format(&query)?;
+    let share = state
+        .store
+        .share_by_hash(&hash_secret(&token))
+        .map_err(Problem::internal)?;
+    let Some(share) = share else {
+        return Err(Problem::not_found(
+            "no such share link: check the URL, or ask for a new link",
+        ));
+    };
+    if let Some(revoked) = share.revoked_at {
+        return Err(Problem::gone(format!(
+            "this share link was revoked at {}: ask for a new link",
+            revoked.to_rfc3339()
+        )));
+    }
+    if share.expires_at <= Utc::now() {
+        return Err(Problem::gone(format!(
+            "this share link expired at {}: ask for a new link",
+            share.expires_at.to_rfc3339()
+        )));
+    }
+    let record = state
+        .store
+        .capture_by_uid(&share.capture_uid)
+        .map_err(Problem::internal)?;
+    let Some(record) = record else {
+        return Err(Problem::not_found(
+            "the capture behind this share link was deleted",
+        ));
+    };
+    state
+        .store
+        .count_share_download(&share.id)
+        .map_err(Problem::internal)?;
+    merged_response(&state, &record, format)
+}
