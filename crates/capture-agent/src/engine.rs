@@ -20,7 +20,8 @@ use capture_spec::{CaptureLimits, Filter, LimitsError, OutputFormat};
 
 use crate::afpacket::{self, Ring, RingConfig, RingError};
 use crate::bpf::{self, BpfError};
-use crate::format::{frame_len, InterfaceInfo};
+use crate::format::{frame_len, Encoder, InterfaceInfo, PacketRecord};
+use crate::tap::LiveTap;
 use crate::output::{FileSummary, OutputError, OutputFiles, FLUSH_INTERVAL};
 use crate::stop::StopSignal;
 
@@ -105,6 +106,8 @@ pub struct InterfaceCounters {
 pub struct LiveView {
     pub interfaces: Vec<InterfaceCounters>,
     pub files: Mutex<Vec<FileSummary>>,
+    /// Copies of the packets for live watchers.
+    pub tap: LiveTap,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,6 +256,7 @@ impl Capture {
         let live = Arc::new(LiveView {
             interfaces: sources.iter().map(|_| InterfaceCounters::default()).collect(),
             files: Mutex::new(files),
+            tap: LiveTap::default(),
         });
         Ok(Capture {
             sources,
@@ -374,9 +378,12 @@ impl Capture {
             bytes,
             ..
         } = self;
+        let live_encoder = Encoder::new(OutputFormat::Pcapng);
         for (index, source) in sources.iter_mut().enumerate() {
             let output = &mut outputs[source.output];
             while let Some(block) = source.ring.next_block() {
+                // Checked once per block: with no watcher, the per-packet path is unchanged.
+                let mut tapped = live.tap.is_active().then(Vec::new);
                 for packet in block.packets() {
                     if limits.max_packets.is_some_and(|max| *packets >= max) {
                         return Ok(Some(EndReason::PacketLimit));
@@ -386,10 +393,17 @@ impl Capture {
                         return Ok(Some(EndReason::ByteLimit));
                     }
                     output.write(source.interface_id, &packet)?;
+                    if let Some(chunk) = tapped.as_mut() {
+                        let record = PacketRecord { interface_id: index as u32, packet: &packet };
+                        live_encoder.packet(chunk, &record);
+                    }
                     *packets += 1;
                     *bytes += len;
                     source.packets += 1;
                     source.bytes += len;
+                }
+                if let Some(chunk) = tapped.filter(|c| !c.is_empty()) {
+                    live.tap.publish(chunk);
                 }
                 let counters = &live.interfaces[index];
                 counters.packets.store(source.packets, Ordering::Relaxed);

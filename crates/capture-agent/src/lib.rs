@@ -9,6 +9,7 @@ pub mod format;
 pub mod merge;
 pub mod output;
 pub mod stop;
+pub mod tap;
 
 pub use engine::{
     Capture, CaptureConfig, CaptureError, CaptureReport, EndReason, InterfaceReport, InterfaceSpec, LiveView,

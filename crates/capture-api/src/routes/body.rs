@@ -37,6 +37,11 @@ impl BodyWriter {
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
     }
 
+    /// True once the client has gone away.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
     /// Ends the body with an error, so the client sees a broken transfer rather than a short
     /// file that looks complete.
     pub fn fail(mut self, error: io::Error) {

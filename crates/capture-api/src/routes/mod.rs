@@ -6,7 +6,9 @@ mod body;
 mod captures;
 mod download;
 mod files;
+pub mod live;
 mod pods;
+mod schedules;
 pub mod shares;
 
 use axum::routing::{get, post};
@@ -37,6 +39,10 @@ pub fn api() -> Router<AppState> {
             get(download::merged),
         )
         .route(
+            "/namespaces/{namespace}/captures/{name}/live",
+            get(live::live),
+        )
+        .route(
             "/namespaces/{namespace}/captures/{name}/shares",
             get(shares::list).post(shares::create),
         )
@@ -47,6 +53,16 @@ pub fn api() -> Router<AppState> {
         .route(
             "/namespaces/{namespace}/captures/{name}/files/{id}",
             get(files::download),
+        )
+        .route(
+            "/namespaces/{namespace}/schedules",
+            get(schedules::list).post(schedules::create),
+        )
+        .route(
+            "/namespaces/{namespace}/schedules/{name}",
+            get(schedules::get)
+                .put(schedules::replace)
+                .delete(schedules::delete),
         )
         .route("/namespaces/{namespace}/pods", get(pods::list))
 }

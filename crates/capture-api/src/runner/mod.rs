@@ -231,6 +231,45 @@ impl Runner {
         Ok(Some(status))
     }
 
+    /// Subscribes `sender` to every target of a running capture, each tagged with its index in
+    /// the returned list of (interface, description). None when the capture is not running here.
+    pub fn subscribe(
+        &self,
+        uid: &str,
+        sender: &std::sync::mpsc::SyncSender<capture_agent::tap::TapChunk>,
+    ) -> Option<Vec<(String, String)>> {
+        let runs = self
+            .runs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let run = runs.get(uid)?;
+        Some(
+            run.targets
+                .values()
+                .enumerate()
+                .map(|(index, target)| {
+                    target.live().tap.subscribe(sender.clone(), index as u32);
+                    (target.key().interface.clone(), target.description())
+                })
+                .collect(),
+        )
+    }
+
+    /// Live chunks sent and skipped (slow watchers) over every running target, for metrics.
+    pub fn live_chunk_counts(&self) -> (u64, u64) {
+        let runs = self
+            .runs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        runs.values().flat_map(|run| run.targets.values()).fold(
+            (0, 0),
+            |(sent, skipped), target| {
+                let tap = &target.live().tap;
+                (sent + tap.sent_chunks(), skipped + tap.skipped_chunks())
+            },
+        )
+    }
+
     fn save(&self, record: &CaptureRecord, status: &CaptureStatus) -> Result<(), RunnerError> {
         let value = serde_json::to_value(status).map_err(|e| {
             RunnerError::Corrupt(format!("{}/{}", record.namespace, record.name), e)

@@ -160,6 +160,15 @@ impl TargetRun {
         &self.key
     }
 
+    /// What a live watcher needs: the description of this target's interface, and its tap.
+    pub fn description(&self) -> String {
+        format!("{}/{} on {}", self.key.namespace, self.key.pod, self.node)
+    }
+
+    pub fn live(&self) -> &Arc<LiveView> {
+        &self.live
+    }
+
     /// Asks the engine to drain and stop; [`TargetRun::finish`] waits for it.
     pub fn request_stop(&self) {
         self.stop.stop();

@@ -195,6 +195,17 @@ impl Api {
         self.get_as(path, None, &[])
     }
 
+    /// A streamed GET (status, body reader), for live streams.
+    pub fn get_stream(&self, path: &str) -> (u16, impl std::io::Read) {
+        let response = self
+            .agent
+            .get(self.url(path))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call()
+            .expect("the request reached the server");
+        (response.status().as_u16(), response.into_body().into_reader())
+    }
+
     pub fn post_as(&self, path: &str, token: Option<&str>, body: &Value) -> Answer {
         let mut request = self.agent.post(self.url(path));
         let token = token.unwrap_or(&self.token);

@@ -1,0 +1,314 @@
+//! Schedule routes: list, create, get, replace and delete `PacketCaptureSchedule`s. Bodies and
+//! answers use the Kubernetes object shape of the CRD. PUT replaces the spec — this is how a
+//! schedule is suspended and resumed — and keeps the status, which the controller owns; a
+//! client may PUT back the whole object it got from GET, status included. As when a CronJob is
+//! resumed, the most recent run missed while suspended starts at once (within
+//! `startingDeadlineSeconds` when that is set). DELETE deletes the schedule with all its
+//! captures and their files, as deleting a CronJob deletes its Jobs.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use capture_spec::{names, ScheduleSpec, ScheduleStatus, ValidationErrors};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::{new_id, Action, Caller};
+use crate::problem::{InvalidParam, Problem};
+use crate::schedules::{cleanup, lock_schedule_writes, status, MAX_SCHEDULE_NAME_LENGTH};
+use crate::server::AppState;
+use crate::store::{ScheduleRecord, StoreError};
+
+use super::captures::API_VERSION;
+
+const KIND: &str = "PacketCaptureSchedule";
+
+/// A schedule as the API returns it.
+pub fn resource(record: &ScheduleRecord) -> Value {
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": record.name,
+            "namespace": record.namespace,
+            "uid": record.uid,
+            "creationTimestamp": record.created_at.to_rfc3339(),
+        },
+        "spec": record.spec,
+        "status": record.status,
+    })
+}
+
+fn field_problem(detail: &str, field: &str, reason: String) -> Problem {
+    Problem::invalid(
+        detail,
+        vec![InvalidParam {
+            name: field.into(),
+            reason,
+        }],
+    )
+}
+
+fn check_namespace(namespace: &str) -> Result<(), Problem> {
+    names::validate_namespace(namespace)
+        .map_err(|e| field_problem("bad namespace in the path", "namespace", e.to_string()))
+}
+
+/// A schedule name, short enough for its captures' names (`{name}-{unix seconds}`) to be valid.
+fn check_name(name: &str) -> Result<(), Problem> {
+    names::validate_name(name)
+        .map_err(|e| field_problem("bad name", "metadata.name", e.to_string()))?;
+    if name.len() > MAX_SCHEDULE_NAME_LENGTH {
+        return Err(field_problem(
+            "bad name",
+            "metadata.name",
+            format!(
+                "schedule name {name:?} is {} characters; the maximum is {MAX_SCHEDULE_NAME_LENGTH}, so that its captures' names (the name, '-' and the run time in seconds) fit in 63: shorten it",
+                name.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn not_found(namespace: &str, name: &str) -> Problem {
+    Problem::not_found(format!(
+        "no schedule {name:?} in namespace {namespace:?}: list them with GET /api/v1/namespaces/{namespace}/schedules"
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BodyMetadata {
+    name: Option<String>,
+    namespace: Option<String>,
+    /// When sent (a PUT of what GET returned), it must be this schedule's: a schedule deleted
+    /// and created again under the same name is another schedule.
+    uid: Option<String>,
+    /// Set by the server; accepted so a GET answer can be sent back unchanged.
+    #[allow(dead_code)]
+    creation_timestamp: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ScheduleBody {
+    api_version: Option<String>,
+    kind: Option<String>,
+    metadata: Option<BodyMetadata>,
+    spec: Value,
+    /// Owned by the controller; accepted and ignored so a GET answer can be sent back.
+    #[allow(dead_code)]
+    status: Option<Value>,
+}
+
+/// The body as a schedule object of this namespace, or a 400 that shows what to send.
+fn parse_body(body: &Bytes, namespace: &str) -> Result<(BodyMetadata, Value), Problem> {
+    let body: ScheduleBody = serde_json::from_slice(body).map_err(|e| {
+        Problem::bad_request(format!(
+            "the body is not a schedule: {e}. Send {{\"metadata\": {{\"name\": \"nightly\"}}, \"spec\": {{\"schedule\": \"0 2 * * *\", \"template\": {{\"podSelector\": ..., \"duration\": \"10m\"}}}}}}"
+        ))
+    })?;
+    if body.kind.as_deref().is_some_and(|k| k != KIND)
+        || body.api_version.as_deref().is_some_and(|v| v != API_VERSION)
+    {
+        return Err(Problem::bad_request(format!(
+            "this route takes kind {KIND}, apiVersion {API_VERSION}"
+        )));
+    }
+    let metadata = body.metadata.unwrap_or(BodyMetadata {
+        name: None,
+        namespace: None,
+        uid: None,
+        creation_timestamp: None,
+    });
+    if metadata.namespace.as_deref().is_some_and(|n| n != namespace) {
+        return Err(Problem::bad_request(
+            "metadata.namespace differs from the namespace in the path: leave it out",
+        ));
+    }
+    Ok((metadata, body.spec))
+}
+
+/// 422 listing every field error.
+fn invalid_spec(errors: ValidationErrors) -> Problem {
+    let params = errors
+        .into_iter()
+        .map(|e| InvalidParam {
+            name: e.field,
+            reason: e.message,
+        })
+        .collect();
+    Problem::invalid("the schedule spec is invalid", params)
+}
+
+/// Decodes and checks a schedule spec; returns it with the coming run times from now.
+fn checked_spec(
+    state: &AppState,
+    spec: &Value,
+    mut status: ScheduleStatus,
+) -> Result<(ScheduleSpec, ScheduleStatus), Problem> {
+    let spec = ScheduleSpec::from_json_value(spec, "spec").map_err(invalid_spec)?;
+    spec.validate(state.settings.max_window)
+        .map_err(invalid_spec)?;
+    status::set_upcoming(&mut status, &spec, Utc::now())
+        .map_err(|e| field_problem("the schedule spec is invalid", "spec.schedule", e.to_string()))?;
+    Ok((spec, status))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, Problem> {
+    serde_json::to_value(value).map_err(Problem::internal)
+}
+
+/// Runs blocking store and runner work with schedule changes serialised (see
+/// [`lock_schedule_writes`]).
+async fn with_schedules_locked<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Problem> + Send + 'static,
+) -> Result<T, Problem> {
+    tokio::task::spawn_blocking(move || {
+        let _writes = lock_schedule_writes();
+        work()
+    })
+    .await
+    .map_err(Problem::internal)?
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(namespace): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    caller.authorize(Action::Read, &namespace)?;
+    check_namespace(&namespace)?;
+    let records = state
+        .store
+        .schedules(Some(&namespace))
+        .map_err(Problem::internal)?;
+    Ok(Json(
+        json!({ "items": records.iter().map(resource).collect::<Vec<_>>() }),
+    ))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(namespace): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), Problem> {
+    caller.authorize(Action::Write, &namespace)?;
+    check_namespace(&namespace)?;
+    let (metadata, spec) = parse_body(&body, &namespace)?;
+    let name = match metadata.name {
+        Some(name) => {
+            check_name(&name)?;
+            name
+        }
+        None => format!("schedule-{}", new_id(5)),
+    };
+    let (spec, status) = checked_spec(&state, &spec, ScheduleStatus::default())?;
+    let record = ScheduleRecord {
+        namespace,
+        name,
+        uid: new_id(20),
+        spec: to_json(&spec)?,
+        status: to_json(&status)?,
+        created_at: Utc::now(),
+    };
+    state.store.insert_schedule(&record).map_err(|error| match error {
+        e @ StoreError::AlreadyExists { .. } => Problem::conflict(e.to_string()),
+        other => Problem::internal(other),
+    })?;
+    tracing::info!(namespace = %record.namespace, schedule = %record.name, cron = %spec.schedule, "schedule created");
+    Ok((StatusCode::CREATED, Json(resource(&record))))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<Value>, Problem> {
+    caller.authorize(Action::Read, &namespace)?;
+    let record = state
+        .store
+        .schedule(&namespace, &name)
+        .map_err(Problem::internal)?
+        .ok_or_else(|| not_found(&namespace, &name))?;
+    Ok(Json(resource(&record)))
+}
+
+/// Replaces the spec; keeps the status and history, with the coming run times recomputed.
+pub async fn replace(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((namespace, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, Problem> {
+    caller.authorize(Action::Write, &namespace)?;
+    check_namespace(&namespace)?;
+    let (metadata, spec) = parse_body(&body, &namespace)?;
+    if metadata.name.as_deref().is_some_and(|n| n != name) {
+        return Err(Problem::bad_request(
+            "metadata.name differs from the name in the path: a schedule cannot be renamed; create a new one and delete this one",
+        ));
+    }
+    let updated = with_schedules_locked(move || {
+        let mut record = state
+            .store
+            .schedule(&namespace, &name)
+            .map_err(Problem::internal)?
+            .ok_or_else(|| not_found(&namespace, &name))?;
+        if metadata.uid.as_deref().is_some_and(|uid| uid != record.uid) {
+            return Err(Problem::conflict(format!(
+                "schedule {name:?} was deleted and created again since you read it (its uid changed): GET it again and apply your change to that"
+            )));
+        }
+        // An unreadable status is rebuilt by the controller's next pass.
+        let previous = serde_json::from_value(record.status.clone()).unwrap_or_default();
+        let (spec, status) = checked_spec(&state, &spec, previous)?;
+        record.spec = to_json(&spec)?;
+        record.status = to_json(&status)?;
+        let found = state
+            .store
+            .update_schedule(&record.uid, &record.spec, &record.status)
+            .map_err(Problem::internal)?;
+        if !found {
+            return Err(not_found(&namespace, &name));
+        }
+        tracing::info!(namespace, schedule = name, suspend = spec.suspend, cron = %spec.schedule, "schedule replaced");
+        Ok(record)
+    })
+    .await?;
+    Ok(Json(resource(&updated)))
+}
+
+/// Deletes the schedule and every capture it created, stopping those still capturing.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<StatusCode, Problem> {
+    caller.authorize(Action::Write, &namespace)?;
+    with_schedules_locked(move || {
+        let store = state.store.as_ref();
+        store
+            .schedule(&namespace, &name)
+            .map_err(Problem::internal)?
+            .ok_or_else(|| not_found(&namespace, &name))?;
+        // Captures first: if one cannot be deleted, the schedule stays, and a retry finishes.
+        let captures = store
+            .captures_of_schedule(&namespace, &name)
+            .map_err(Problem::internal)?;
+        for capture in &captures {
+            cleanup::delete_capture(store, &state.runner, capture).map_err(Problem::internal)?;
+        }
+        store
+            .delete_schedule(&namespace, &name)
+            .map_err(Problem::internal)?;
+        tracing::info!(namespace, schedule = name, captures = captures.len(), "schedule deleted with its captures");
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
