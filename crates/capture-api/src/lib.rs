@@ -4,9 +4,11 @@
 
 pub mod auth;
 pub mod captures;
+pub mod metrics;
 pub mod pods;
 pub mod problem;
 pub mod routes;
 pub mod runner;
+pub mod schedules;
 pub mod server;
 pub mod store;

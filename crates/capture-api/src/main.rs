@@ -130,6 +130,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let runner = Runner::new(store.clone(), args.data_dir.clone());
     tokio::spawn(runner.clone().run_forever());
+    tokio::spawn(
+        capture_api::schedules::Controller::new(store.clone(), runner.clone(), args.max_window)
+            .run_forever(),
+    );
     let settings = Arc::new(Settings {
         data_dir: args.data_dir.clone(),
         max_window: args.max_window,

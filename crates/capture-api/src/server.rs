@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::metrics))
         // Share links are the one unauthenticated way to packet data: the token is the secret.
         .route("/share/{token}", get(crate::routes::shares::download))
         .nest("/api/v1", crate::routes::api())

@@ -29,12 +29,29 @@ fn tshark_reads_the_live_stream_while_capturing() {
             "duration": "1m",
         }}),
     );
-    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
 
     let (status, mut stream) = api.get_stream(&format!("{CAPTURES}/watched/live"));
     assert_eq!(status, 200);
     let mut tshark = Command::new("tshark")
-        .args(["-n", "-r", "-", "-c", &PACKETS.to_string(), "-T", "fields", "-e", "frame.interface_description", "-e", "udp.dstport"])
+        .args([
+            "-n",
+            "-r",
+            "-",
+            "-c",
+            &PACKETS.to_string(),
+            "-T",
+            "fields",
+            "-e",
+            "frame.interface_description",
+            "-e",
+            "udp.dstport",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -53,17 +70,38 @@ fn tshark_reads_the_live_stream_while_capturing() {
     });
     // Traffic after the stream is open, a little at a time, as a watcher would see it.
     for _ in 0..3 {
-        burst_from_pod(&pod, SocketAddr::new(pod.host_v4.into(), 7800), (PACKETS / 3) as u32, 64);
+        burst_from_pod(
+            &pod,
+            SocketAddr::new(pod.host_v4.into(), 7800),
+            (PACKETS / 3) as u32,
+            64,
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let output = tshark.wait_with_output().expect("tshark ran");
-    let lines: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect();
-    assert_eq!(lines.len(), PACKETS, "tshark saw every packet live: {lines:?}");
+    let lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        lines.len(),
+        PACKETS,
+        "tshark saw every packet live: {lines:?}"
+    );
     let expected = format!("default/{} on ", pod.netns);
-    assert!(lines.iter().all(|l| l.starts_with(&expected) && l.ends_with("\t7800")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with(&expected) && l.ends_with("\t7800")),
+        "{lines:?}"
+    );
 
     // Stopping the capture ends the stream.
-    assert_eq!(api.post(&format!("{CAPTURES}/watched/stop"), &json!({})).status, 200);
+    assert_eq!(
+        api.post(&format!("{CAPTURES}/watched/stop"), &json!({}))
+            .status,
+        200
+    );
     relay.join().unwrap();
     api.get(&format!("{CAPTURES}/watched/live")).problem(409);
 }

@@ -112,7 +112,10 @@ fn parse_body(body: &Bytes, namespace: &str) -> Result<(BodyMetadata, Value), Pr
         ))
     })?;
     if body.kind.as_deref().is_some_and(|k| k != KIND)
-        || body.api_version.as_deref().is_some_and(|v| v != API_VERSION)
+        || body
+            .api_version
+            .as_deref()
+            .is_some_and(|v| v != API_VERSION)
     {
         return Err(Problem::bad_request(format!(
             "this route takes kind {KIND}, apiVersion {API_VERSION}"
@@ -124,7 +127,11 @@ fn parse_body(body: &Bytes, namespace: &str) -> Result<(BodyMetadata, Value), Pr
         uid: None,
         creation_timestamp: None,
     });
-    if metadata.namespace.as_deref().is_some_and(|n| n != namespace) {
+    if metadata
+        .namespace
+        .as_deref()
+        .is_some_and(|n| n != namespace)
+    {
         return Err(Problem::bad_request(
             "metadata.namespace differs from the namespace in the path: leave it out",
         ));
@@ -153,8 +160,13 @@ fn checked_spec(
     let spec = ScheduleSpec::from_json_value(spec, "spec").map_err(invalid_spec)?;
     spec.validate(state.settings.max_window)
         .map_err(invalid_spec)?;
-    status::set_upcoming(&mut status, &spec, Utc::now())
-        .map_err(|e| field_problem("the schedule spec is invalid", "spec.schedule", e.to_string()))?;
+    status::set_upcoming(&mut status, &spec, Utc::now()).map_err(|e| {
+        field_problem(
+            "the schedule spec is invalid",
+            "spec.schedule",
+            e.to_string(),
+        )
+    })?;
     Ok((spec, status))
 }
 
@@ -216,10 +228,13 @@ pub async fn create(
         status: to_json(&status)?,
         created_at: Utc::now(),
     };
-    state.store.insert_schedule(&record).map_err(|error| match error {
-        e @ StoreError::AlreadyExists { .. } => Problem::conflict(e.to_string()),
-        other => Problem::internal(other),
-    })?;
+    state
+        .store
+        .insert_schedule(&record)
+        .map_err(|error| match error {
+            e @ StoreError::AlreadyExists { .. } => Problem::conflict(e.to_string()),
+            other => Problem::internal(other),
+        })?;
     tracing::info!(namespace = %record.namespace, schedule = %record.name, cron = %spec.schedule, "schedule created");
     Ok((StatusCode::CREATED, Json(resource(&record))))
 }
@@ -306,7 +321,12 @@ pub async fn delete(
         store
             .delete_schedule(&namespace, &name)
             .map_err(Problem::internal)?;
-        tracing::info!(namespace, schedule = name, captures = captures.len(), "schedule deleted with its captures");
+        tracing::info!(
+            namespace,
+            schedule = name,
+            captures = captures.len(),
+            "schedule deleted with its captures"
+        );
         Ok(())
     })
     .await?;

@@ -86,6 +86,8 @@ impl Runner {
             match tokio::task::spawn_blocking(move || runner.pass()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => tracing::error!(%error, "capture runner pass failed"),
+                // The runtime is shutting down: not a failure.
+                Err(error) if error.is_cancelled() => return,
                 Err(error) => tracing::error!(%error, "capture runner pass panicked"),
             }
             tokio::time::sleep(PASS_INTERVAL).await;
@@ -111,10 +113,23 @@ impl Runner {
 
     fn reconcile(
         &self,
-        record: &CaptureRecord,
+        listed: &CaptureRecord,
         pods: &[Pod],
         now: DateTime<Utc>,
     ) -> Result<(), RunnerError> {
+        // The record is read again under the lock: a stop or delete that happened since the
+        // pass listed it must win, or a stopped capture would be restarted from a stale copy.
+        let mut runs = self
+            .runs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(record) = self.store.capture_by_uid(&listed.uid)? else {
+            return Ok(());
+        };
+        if !matches!(record.phase.as_str(), "Scheduled" | "Capturing") {
+            return Ok(());
+        }
+        let record = &record;
         let corrupt = |e| RunnerError::Corrupt(format!("{}/{}", record.namespace, record.name), e);
         let spec: CaptureSpec = serde_json::from_value(record.spec.clone()).map_err(corrupt)?;
         let mut status: CaptureStatus =
@@ -123,10 +138,6 @@ impl Runner {
         if now < start {
             return Ok(());
         }
-        let mut runs = self
-            .runs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let fresh = !runs.contains_key(&record.uid);
         let run = runs.entry(record.uid.clone()).or_default();
         if fresh && status.phase == Phase::Capturing {
@@ -206,6 +217,11 @@ impl Runner {
     /// Stops a capture now: drains every target and records the final status with `phase`.
     /// Returns the final status, or None if the capture is gone.
     pub fn stop(&self, uid: &str, phase: Phase) -> Result<Option<CaptureStatus>, RunnerError> {
+        // Lock first, then read: a reconcile pass cannot interleave and save an older status.
+        let mut runs = self
+            .runs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let Some(record) = self.store.capture_by_uid(uid)? else {
             return Ok(None);
         };
@@ -213,10 +229,6 @@ impl Runner {
             serde_json::from_value(record.status.clone()).map_err(|e| {
                 RunnerError::Corrupt(format!("{}/{}", record.namespace, record.name), e)
             })?;
-        let mut runs = self
-            .runs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(mut run) = runs.remove(uid) {
             for target in run.targets.values() {
                 target.request_stop();

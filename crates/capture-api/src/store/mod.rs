@@ -119,6 +119,8 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
     fn count_share_download(&self, id: &str) -> Result<(), StoreError>;
+    /// Downloads through every share link that still exists.
+    fn share_downloads_total(&self) -> Result<u64, StoreError>;
 
     fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
     fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>, StoreError>;

@@ -356,6 +356,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn share_downloads_total(&self) -> Result<u64, StoreError> {
+        Ok(self.lock()?.query_row(
+            "SELECT COALESCE(SUM(downloads), 0) FROM shares",
+            [],
+            |row| row.get(0),
+        )?)
+    }
+
     fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
         self.lock()?.execute(
             "INSERT INTO tokens (id, token_hash, role, namespaces, description, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

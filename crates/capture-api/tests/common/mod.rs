@@ -203,7 +203,10 @@ impl Api {
             .header("Authorization", format!("Bearer {}", self.token))
             .call()
             .expect("the request reached the server");
-        (response.status().as_u16(), response.into_body().into_reader())
+        (
+            response.status().as_u16(),
+            response.into_body().into_reader(),
+        )
     }
 
     pub fn post_as(&self, path: &str, token: Option<&str>, body: &Value) -> Answer {

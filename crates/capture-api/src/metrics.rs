@@ -1,0 +1,124 @@
+//! `GET /metrics`: Prometheus text for the numbers a person would graph — captures by phase,
+//! packets, bytes and kernel drops of the stored captures, open live streams and the live
+//! chunks slow watchers missed, and share-link downloads. Computed from the store and the
+//! runner at scrape time, so they survive restarts and never drift from what the API shows.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use capture_spec::CaptureStatus;
+
+use crate::problem::Problem;
+use crate::routes::live::OPEN_STREAMS;
+use crate::server::AppState;
+
+const PHASES: [&str; 5] = ["Scheduled", "Capturing", "Completed", "Stopped", "Failed"];
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
+    let store = state.store.clone();
+    let runner = state.runner.clone();
+    let text = tokio::task::spawn_blocking(move || -> Result<String, Problem> {
+        let captures = store.captures(None, None).map_err(Problem::internal)?;
+        let mut by_phase: BTreeMap<&str, u64> = PHASES.iter().map(|p| (*p, 0)).collect();
+        let (mut packets, mut bytes, mut drops) = (0u64, 0u64, 0u64);
+        for record in &captures {
+            if let Some(count) = by_phase.get_mut(record.phase.as_str()) {
+                *count += 1;
+            }
+            if let Ok(status) = serde_json::from_value::<CaptureStatus>(record.status.clone()) {
+                for target in &status.targets {
+                    packets += target.packets;
+                    bytes += target.bytes;
+                    drops += target.drops;
+                }
+            }
+        }
+        let (_, skipped) = runner.live_chunk_counts();
+        let downloads = store.share_downloads_total().map_err(Problem::internal)?;
+        let mut out = String::new();
+        let phases: Vec<(String, u64)> = by_phase
+            .iter()
+            .map(|(p, n)| (format!("{{phase=\"{p}\"}}"), *n))
+            .collect();
+        metric(
+            &mut out,
+            "podcap_captures",
+            "gauge",
+            "Stored captures by phase.",
+            &phases,
+        );
+        let one = |v| vec![(String::new(), v)];
+        metric(
+            &mut out,
+            "podcap_capture_packets",
+            "gauge",
+            "Packets written by the stored captures.",
+            &one(packets),
+        );
+        metric(
+            &mut out,
+            "podcap_capture_bytes",
+            "gauge",
+            "Packet bytes written by the stored captures.",
+            &one(bytes),
+        );
+        metric(
+            &mut out,
+            "podcap_capture_kernel_drops",
+            "gauge",
+            "Packets the kernel dropped for the stored captures because a ring was full.",
+            &one(drops),
+        );
+        metric(
+            &mut out,
+            "podcap_live_streams",
+            "gauge",
+            "Open live streams.",
+            &one(OPEN_STREAMS.load(Ordering::Relaxed)),
+        );
+        metric(
+            &mut out,
+            "podcap_live_chunks_skipped",
+            "gauge",
+            "Chunks of packets live watchers of running captures missed because they were slow.",
+            &one(skipped),
+        );
+        metric(
+            &mut out,
+            "podcap_share_downloads",
+            "gauge",
+            "Downloads through existing share links.",
+            &one(downloads),
+        );
+        let runs = &crate::schedules::RUN_COUNTS;
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        let outcomes = vec![
+            ("{outcome=\"started\"}".to_string(), load(&runs.started)),
+            ("{outcome=\"held_back\"}".to_string(), load(&runs.held_back)),
+            ("{outcome=\"missed\"}".to_string(), load(&runs.missed)),
+        ];
+        metric(
+            &mut out,
+            "podcap_schedule_runs_total",
+            "counter",
+            "Scheduled runs since this process started: started, held back by concurrencyPolicy Forbid, or missed.",
+            &outcomes,
+        );
+        Ok(out)
+    })
+    .await
+    .map_err(Problem::internal)??;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
+}
