@@ -30,6 +30,15 @@ struct Args {
     /// Longest capture window accepted (and the window of a capture with no end).
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     max_window: Duration,
+    /// Most space all capture files may use together; captures stop when it is reached.
+    #[arg(long, default_value = "10GiB")]
+    quota: bytesize::ByteSize,
+    /// Captures also stop when the data directory's disk has less free space than this.
+    #[arg(long, default_value = "512MiB")]
+    min_free: bytesize::ByteSize,
+    /// Finished captures' files are deleted this long after they finished.
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    retention: Duration,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -128,7 +137,12 @@ async fn main() -> anyhow::Result<()> {
         );
         println!("{token}");
     }
-    let runner = Runner::new(store.clone(), args.data_dir.clone());
+    let storage = capture_api::runner::StorageLimits {
+        quota_bytes: args.quota.as_u64(),
+        min_free_bytes: args.min_free.as_u64(),
+        retention: args.retention,
+    };
+    let runner = Runner::new(store.clone(), args.data_dir.clone(), storage);
     tokio::spawn(runner.clone().run_forever());
     tokio::spawn(
         capture_api::schedules::Controller::new(store.clone(), runner.clone(), args.max_window)

@@ -75,6 +75,15 @@ impl Problem {
         Problem::new(StatusCode::GONE, "Gone", detail)
     }
 
+    /// 507: the data directory takes no more captures.
+    pub fn insufficient_storage(detail: impl Into<String>) -> Problem {
+        Problem::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "Insufficient storage",
+            detail,
+        )
+    }
+
     /// A failure on our side; the detail is logged, the client gets a generic message.
     pub fn internal(error: impl std::fmt::Display) -> Problem {
         tracing::error!(%error, "request failed");

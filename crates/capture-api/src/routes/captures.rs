@@ -174,6 +174,11 @@ pub async fn create(
         None => format!("capture-{}", new_id(5)),
     };
     let spec = CaptureSpec::from_json_value(&body.spec, "spec").map_err(invalid_spec)?;
+    if let Some(reason) = state.runner.storage_full() {
+        return Err(Problem::insufficient_storage(format!(
+            "no new capture can start: {reason}"
+        )));
+    }
     let settings = &state.settings;
     let record = create_capture(
         state.store.as_ref(),

@@ -7,6 +7,7 @@
 //! After a restart (or a SIGKILL) a capture still inside its window resumes in a new file
 //! segment, and its status message says when and that packets before it may be missing.
 
+mod storage;
 mod target;
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +20,7 @@ use chrono::{DateTime, Utc};
 
 use crate::pods::{self, Pod};
 use crate::store::{CaptureRecord, Store, StoreError};
+pub use storage::StorageLimits;
 pub use target::{file_status, TargetKey};
 use target::{Earlier, TargetRun};
 
@@ -42,6 +44,9 @@ struct CaptureRun {
 pub struct Runner {
     store: Arc<dyn Store>,
     data_dir: PathBuf,
+    storage: StorageLimits,
+    /// Why the data directory takes no more packets, as of the last pass.
+    storage_full: Mutex<Option<String>>,
     node: String,
     runs: Mutex<HashMap<String, CaptureRun>>,
 }
@@ -60,13 +65,20 @@ fn matches(
 }
 
 impl Runner {
-    pub fn new(store: Arc<dyn Store>, data_dir: PathBuf) -> Arc<Runner> {
+    pub fn new(store: Arc<dyn Store>, data_dir: PathBuf, storage: StorageLimits) -> Arc<Runner> {
         Arc::new(Runner {
             store,
             data_dir,
+            storage,
+            storage_full: Mutex::new(None),
             node: pods::node_name(),
             runs: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Why new captures cannot start now (quota reached, disk nearly full), if that is so.
+    pub fn storage_full(&self) -> Option<String> {
+        self.storage_full.lock().ok().and_then(|full| full.clone())
     }
 
     pub fn node(&self) -> &str {
@@ -101,14 +113,57 @@ impl Runner {
             Vec::new()
         });
         let now = Utc::now();
+        let full = self
+            .storage
+            .exceeded(&self.data_dir.join("captures"), &self.data_dir);
+        if let Ok(mut slot) = self.storage_full.lock() {
+            slot.clone_from(&full);
+        }
         for record in self.store.captures(None, None)? {
-            if matches!(record.phase.as_str(), "Scheduled" | "Capturing") {
-                if let Err(error) = self.reconcile(&record, &pods, now) {
-                    tracing::error!(namespace = %record.namespace, name = %record.name, %error, "reconciling capture");
-                }
+            let result = match (record.phase.as_str(), &full) {
+                ("Capturing", Some(reason)) => self
+                    .finish(&record.uid, Phase::Stopped, Some(reason.clone()))
+                    .map(drop),
+                ("Scheduled" | "Capturing", _) => self.reconcile(&record, &pods, now),
+                _ => self.expire_files(&record, now),
+            };
+            if let Err(error) = result {
+                tracing::error!(namespace = %record.namespace, name = %record.name, %error, "reconciling capture");
             }
         }
         Ok(())
+    }
+
+    /// Deletes a finished capture's files once its retention has passed; its status says so.
+    fn expire_files(&self, record: &CaptureRecord, now: DateTime<Utc>) -> Result<(), RunnerError> {
+        let mut status: CaptureStatus =
+            serde_json::from_value(record.status.clone()).map_err(|e| {
+                RunnerError::Corrupt(format!("{}/{}", record.namespace, record.name), e)
+            })?;
+        let retention =
+            chrono::Duration::from_std(self.storage.retention).unwrap_or(chrono::Duration::MAX);
+        let expired = status
+            .finished_at
+            .is_some_and(|finished| now - finished >= retention);
+        if !expired || status.targets.iter().all(|t| t.files.is_empty()) {
+            return Ok(());
+        }
+        let directory = self.capture_dir(&record.uid);
+        if let Err(error) = std::fs::remove_dir_all(&directory) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %directory.display(), %error, "deleting expired capture files");
+                return Ok(());
+            }
+        }
+        for target in &mut status.targets {
+            target.files.clear();
+        }
+        status.message = Some(format!(
+            "files deleted at {} after the retention of {}",
+            now.to_rfc3339(),
+            humantime::format_duration(self.storage.retention)
+        ));
+        self.save(record, &status)
     }
 
     fn reconcile(
@@ -217,6 +272,16 @@ impl Runner {
     /// Stops a capture now: drains every target and records the final status with `phase`.
     /// Returns the final status, or None if the capture is gone.
     pub fn stop(&self, uid: &str, phase: Phase) -> Result<Option<CaptureStatus>, RunnerError> {
+        self.finish(uid, phase, None)
+    }
+
+    /// Stops a capture now with `phase`, and `message` in its status if given.
+    fn finish(
+        &self,
+        uid: &str,
+        phase: Phase,
+        message: Option<String>,
+    ) -> Result<Option<CaptureStatus>, RunnerError> {
         // Lock first, then read: a reconcile pass cannot interleave and save an older status.
         let mut runs = self
             .runs
@@ -238,6 +303,9 @@ impl Runner {
         if !status.phase.is_finished() {
             status.phase = phase;
             status.finished_at = Some(Utc::now());
+            if message.is_some() {
+                status.message = message;
+            }
         }
         self.save(&record, &status)?;
         Ok(Some(status))

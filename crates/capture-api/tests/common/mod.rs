@@ -85,26 +85,32 @@ fn free_port() -> u16 {
 impl Api {
     /// Starts a server with a fresh data directory.
     pub fn start() -> Api {
+        Api::start_with(&[])
+    }
+
+    /// Starts a server with a fresh data directory and extra flags.
+    pub fn start_with(flags: &[&str]) -> Api {
         let scratch = tempfile::Builder::new()
             .prefix("podcap-api-")
             .tempdir()
             .unwrap();
         let data_dir = scratch.path().to_path_buf();
-        let mut api = Api::start_in(&data_dir);
+        let mut api = Api::launch(&data_dir, flags);
         api._scratch = Some(scratch);
         api
     }
 
     /// Starts a server on an existing data directory (e.g. after a restart).
     pub fn start_in(data_dir: &Path) -> Api {
+        Api::launch(data_dir, &[])
+    }
+
+    fn launch(data_dir: &Path, flags: &[&str]) -> Api {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_capture-api"))
-            .args([
-                "--standalone",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
+            .args(["--standalone", "--listen", &format!("127.0.0.1:{port}")])
+            .args(flags)
+            .arg("--data-dir")
             .arg(data_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
