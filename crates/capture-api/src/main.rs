@@ -36,6 +36,9 @@ struct Args {
     /// Captures also stop when the data directory's disk has less free space than this.
     #[arg(long, default_value = "512MiB")]
     min_free: bytesize::ByteSize,
+    /// Pods' namespaces, names and labels (YAML; see the pods module), re-read at every discovery.
+    #[arg(long)]
+    inventory: Option<PathBuf>,
     /// Finished captures' files are deleted this long after they finished.
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
     retention: Duration,
@@ -128,6 +131,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if !args.standalone {
         bail!("only --standalone is available so far: run `capture-api --standalone`");
+    }
+    if let Some(path) = &args.inventory {
+        capture_api::pods::read_inventory(path)?;
+        capture_api::pods::use_inventory(path.clone());
     }
     let store = open_store(&args.data_dir)?;
     if let Some(token) = capture_api::auth::bootstrap_admin(store.as_ref(), &args.data_dir)? {

@@ -4,10 +4,26 @@
 //! interface reports its peer's ifindex (`ip -n NS -j link show`: `link_index`), and the
 //! root-side interface with that ifindex must point back at it (`/sys/class/net/*/iflink`).
 //! Commands are run directly, never through a shell, with names that come from the kernel.
+//!
+//! An optional inventory file (`--inventory pods.yaml`) gives pods the namespaces, names and
+//! labels they would have in a cluster, so selectors work the same way:
+//!
+//! ```yaml
+//! pods:
+//!   - {namespace: shop, name: web-1, labels: {app: web}, netns: web-1}
+//!   - {namespace: shop, name: legacy, labels: {app: legacy}, interface: veth-legacy}
+//! ```
+//!
+//! An entry with `netns` renames that namespace's pod (it keeps its `podcap.io/netns` label);
+//! an entry with `interface` adds a pod on that host interface. The file is read at every
+//! discovery, so edits apply without a restart; a broken file is reported and ignored.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +48,120 @@ pub struct Pod {
 pub enum DiscoveryError {
     #[error("listing {NETNS_DIR}: {0}")]
     ListNamespaces(#[source] std::io::Error),
+}
+
+/// The inventory file, set once at start-up.
+static INVENTORY: OnceLock<PathBuf> = OnceLock::new();
+
+/// Uses `path` as the inventory from now on (call once, at start-up).
+pub fn use_inventory(path: PathBuf) {
+    let _ = INVENTORY.set(path);
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Inventory {
+    #[serde(default)]
+    pods: Vec<InventoryPod>,
+}
+
+/// One pod of the inventory: a netns renamed, or a host interface added as a pod.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryPod {
+    pub namespace: String,
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub netns: Option<String>,
+    pub interface: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("reading the inventory {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the inventory {path} is not valid: {message}. Each pod needs namespace, name, and netns or interface")]
+    Invalid { path: String, message: String },
+}
+
+/// Reads and checks an inventory file (also used at start-up to refuse a broken one).
+pub fn read_inventory(path: &Path) -> Result<Vec<InventoryPod>, InventoryError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let inventory: Inventory =
+        serde_norway::from_str(&text).map_err(|e| InventoryError::Invalid {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+    for (index, pod) in inventory.pods.iter().enumerate() {
+        let invalid = |message: String| InventoryError::Invalid {
+            path: shown.clone(),
+            message: format!("pods[{index}]: {message}"),
+        };
+        capture_spec::names::validate_namespace(&pod.namespace)
+            .map_err(|e| invalid(e.to_string()))?;
+        capture_spec::names::validate_name(&pod.name).map_err(|e| invalid(e.to_string()))?;
+        for (key, value) in &pod.labels {
+            capture_spec::label::validate_label_key(key).map_err(|e| invalid(e.to_string()))?;
+            capture_spec::label::validate_label_value(value).map_err(|e| invalid(e.to_string()))?;
+        }
+        if pod.netns.is_some() == pod.interface.is_some() {
+            return Err(invalid("give exactly one of netns or interface".into()));
+        }
+    }
+    Ok(inventory.pods)
+}
+
+/// Applies the inventory (if any) to the discovered pods.
+fn apply_inventory(pods: &mut Vec<Pod>, node: &str) {
+    let Some(path) = INVENTORY.get() else { return };
+    let entries = match read_inventory(path) {
+        Ok(entries) => entries,
+        Err(error) => {
+            tracing::warn!(%error, "ignoring the inventory until it is fixed");
+            return;
+        }
+    };
+    for InventoryPod {
+        namespace,
+        name,
+        labels,
+        netns,
+        interface,
+    } in entries
+    {
+        match (netns, interface) {
+            (Some(netns), _) => {
+                if let Some(pod) = pods
+                    .iter_mut()
+                    .find(|p| p.labels.get(NETNS_LABEL) == Some(&netns))
+                {
+                    pod.namespace = namespace;
+                    pod.name = name;
+                    pod.labels.extend(labels);
+                }
+            }
+            (None, Some(interface)) => {
+                if Path::new("/sys/class/net").join(&interface).exists() {
+                    pods.push(Pod {
+                        namespace,
+                        name,
+                        labels,
+                        node: node.to_string(),
+                        interface,
+                    });
+                }
+            }
+            (None, None) => {}
+        }
+    }
 }
 
 /// This machine's name, used as the node of every standalone pod.
@@ -64,6 +194,7 @@ pub fn discover() -> Result<Vec<Pod>, DiscoveryError> {
             })
         })
         .collect();
+    apply_inventory(&mut pods, &node);
     pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     Ok(pods)
 }
