@@ -20,10 +20,23 @@ use capture_spec::{CaptureLimits, Filter, LimitsError, OutputFormat};
 
 use crate::afpacket::{self, Ring, RingConfig, RingError};
 use crate::bpf::{self, BpfError};
+use crate::budget::Budget;
 use crate::format::{frame_len, Encoder, InterfaceInfo, PacketRecord};
-use crate::tap::LiveTap;
 use crate::output::{FileSummary, OutputError, OutputFiles, FLUSH_INTERVAL};
 use crate::stop::StopSignal;
+use crate::tap::LiveTap;
+
+/// The limit of `limits` that refuses one more packet of `len` bytes after `packets` packets
+/// and `bytes` bytes, if any.
+fn local_limit(limits: &CaptureLimits, packets: u64, bytes: u64, len: u64) -> Option<EndReason> {
+    if limits.max_packets.is_some_and(|max| packets >= max) {
+        return Some(EndReason::PacketLimit);
+    }
+    if limits.max_bytes.is_some_and(|max| bytes + len > max) {
+        return Some(EndReason::ByteLimit);
+    }
+    None
+}
 
 /// How often kernel counters are read into the live counters and file footers.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
@@ -49,6 +62,9 @@ pub enum OutputPlan {
 #[derive(Debug, Clone)]
 pub struct CaptureConfig {
     pub interfaces: Vec<InterfaceSpec>,
+    /// A packet/byte budget shared with other engines (one per pod of a capture); when set it
+    /// replaces `limits.max_packets` and `limits.max_bytes`.
+    pub budget: Option<Arc<Budget>>,
     pub filter: Filter,
     pub limits: CaptureLimits,
     pub duration: Option<Duration>,
@@ -156,6 +172,7 @@ pub struct Capture {
     sources: Vec<Source>,
     outputs: Vec<OutputFiles>,
     limits: CaptureLimits,
+    budget: Option<Arc<Budget>>,
     duration: Option<Duration>,
     live: Arc<LiveView>,
     packets: u64,
@@ -254,7 +271,10 @@ impl Capture {
         }
         let files = outputs.iter().flat_map(OutputFiles::files).collect();
         let live = Arc::new(LiveView {
-            interfaces: sources.iter().map(|_| InterfaceCounters::default()).collect(),
+            interfaces: sources
+                .iter()
+                .map(|_| InterfaceCounters::default())
+                .collect(),
             files: Mutex::new(files),
             tap: LiveTap::default(),
         });
@@ -262,6 +282,7 @@ impl Capture {
             sources,
             outputs,
             limits: config.limits,
+            budget: config.budget,
             duration: config.duration,
             live,
             packets: 0,
@@ -373,6 +394,7 @@ impl Capture {
             sources,
             outputs,
             limits,
+            budget,
             live,
             packets,
             bytes,
@@ -385,16 +407,20 @@ impl Capture {
                 // Checked once per block: with no watcher, the per-packet path is unchanged.
                 let mut tapped = live.tap.is_active().then(Vec::new);
                 for packet in block.packets() {
-                    if limits.max_packets.is_some_and(|max| *packets >= max) {
-                        return Ok(Some(EndReason::PacketLimit));
-                    }
                     let len = frame_len(&packet) as u64;
-                    if limits.max_bytes.is_some_and(|max| *bytes + len > max) {
-                        return Ok(Some(EndReason::ByteLimit));
+                    let refused = match budget {
+                        Some(shared) => shared.take(len).err(),
+                        None => local_limit(limits, *packets, *bytes, len),
+                    };
+                    if let Some(reason) = refused {
+                        return Ok(Some(reason));
                     }
                     output.write(source.interface_id, &packet)?;
                     if let Some(chunk) = tapped.as_mut() {
-                        let record = PacketRecord { interface_id: index as u32, packet: &packet };
+                        let record = PacketRecord {
+                            interface_id: index as u32,
+                            packet: &packet,
+                        };
                         live_encoder.packet(chunk, &record);
                     }
                     *packets += 1;
@@ -411,8 +437,12 @@ impl Capture {
             }
         }
         // Stop as soon as the last allowed packet is written, not when the next one arrives.
-        if limits.max_packets.is_some_and(|max| *packets >= max) {
-            return Ok(Some(EndReason::PacketLimit));
+        match budget {
+            Some(shared) if shared.is_spent() => return Ok(Some(shared.reason())),
+            None if limits.max_packets.is_some_and(|max| *packets >= max) => {
+                return Ok(Some(EndReason::PacketLimit))
+            }
+            _ => {}
         }
         Ok(None)
     }
@@ -427,7 +457,9 @@ impl Capture {
         for (index, source) in self.sources.iter_mut().enumerate() {
             match source.ring.stats() {
                 Ok(stats) => {
-                    self.live.interfaces[index].drops.store(stats.drops, Ordering::Relaxed);
+                    self.live.interfaces[index]
+                        .drops
+                        .store(stats.drops, Ordering::Relaxed);
                     self.outputs[source.output].set_kernel_counters(
                         source.interface_id,
                         stats.received,

@@ -4,6 +4,7 @@
 
 pub mod afpacket;
 pub mod bpf;
+pub mod budget;
 pub mod engine;
 pub mod format;
 pub mod merge;
@@ -12,7 +13,7 @@ pub mod stop;
 pub mod tap;
 
 pub use engine::{
-    Capture, CaptureConfig, CaptureError, CaptureReport, EndReason, InterfaceReport, InterfaceSpec, LiveView,
-    OutputPlan,
+    Capture, CaptureConfig, CaptureError, CaptureReport, EndReason, InterfaceReport, InterfaceSpec,
+    LiveView, OutputPlan,
 };
 pub use stop::{StopHandle, StopSignal};

@@ -45,6 +45,7 @@ fn ring_overflow_is_counted_as_kernel_drops() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("drops.pcapng");
     let config = CaptureConfig {
+        budget: None,
         interfaces: vec![InterfaceSpec {
             name: pod.host_if.clone(),
             description: String::new(),

@@ -34,6 +34,7 @@ fn deleted_interfaces_end_their_part_and_then_the_capture() {
         description: String::new(),
     };
     let config = CaptureConfig {
+        budget: None,
         interfaces: vec![spec(&first), spec(&second)],
         filter: Filter::parse_cli(&[format!("udp:{PORT}")]).unwrap(),
         limits: CaptureLimits::default(),

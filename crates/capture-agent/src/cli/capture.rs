@@ -144,6 +144,7 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     let ring = RingConfig::with_size(args.ring_size.as_u64(), block_size, args.block_timeout)
         .context("bad --ring-size/--block-size/--block-timeout")?;
     let config = CaptureConfig {
+        budget: None,
         interfaces: interface_specs(&args)?,
         filter,
         limits,

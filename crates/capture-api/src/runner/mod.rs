@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use capture_agent::budget::Budget;
+use capture_agent::EndReason;
 use capture_spec::{CaptureSpec, CaptureStatus, LabelSelector, Phase, TargetState, TargetStatus};
 use chrono::{DateTime, Utc};
 
@@ -35,10 +37,29 @@ pub enum RunnerError {
     Corrupt(String, serde_json::Error),
 }
 
-/// The in-memory side of one capture: its running targets.
+/// The in-memory side of one capture: its running targets, and the packet/byte budget they
+/// share when the capture has maxPackets or maxBytes.
 #[derive(Default)]
 struct CaptureRun {
     targets: BTreeMap<TargetKey, TargetRun>,
+    budget: Option<Arc<Budget>>,
+}
+
+/// The capture's budget, counting what its earlier file segments already used.
+fn budget_for(spec: &CaptureSpec, status: &CaptureStatus) -> Option<Arc<Budget>> {
+    if spec.max_packets.is_none() && spec.max_bytes.is_none() {
+        return None;
+    }
+    let (packets, bytes) = status
+        .targets
+        .iter()
+        .fold((0, 0), |(p, b), t| (p + t.packets, b + t.bytes));
+    Some(Arc::new(Budget::new(
+        spec.max_packets,
+        spec.max_bytes,
+        packets,
+        bytes,
+    )))
 }
 
 pub struct Runner {
@@ -195,19 +216,36 @@ impl Runner {
         }
         let fresh = !runs.contains_key(&record.uid);
         let run = runs.entry(record.uid.clone()).or_default();
-        if fresh && status.phase == Phase::Capturing {
-            status.message = Some(format!(
-                "resumed at {} after the API restarted: packets between its last status update and then were not captured",
-                now.to_rfc3339()
-            ));
+        if fresh {
+            run.budget = budget_for(&spec, &status);
+            if status.phase == Phase::Capturing {
+                status.message = Some(format!(
+                    "resumed at {} after the API restarted: packets between its last status update and then were not captured",
+                    now.to_rfc3339()
+                ));
+            }
         }
-        if spec.end_time.is_some_and(|end| now >= end) {
+        let limit_reached =
+            run.budget
+                .as_ref()
+                .filter(|b| b.is_spent())
+                .map(|b| match b.reason() {
+                    EndReason::PacketLimit => format!(
+                        "maxPackets ({}) reached",
+                        spec.max_packets.unwrap_or_default()
+                    ),
+                    _ => format!("maxBytes ({}) reached", spec.max_bytes.unwrap_or_default()),
+                });
+        if spec.end_time.is_some_and(|end| now >= end) || limit_reached.is_some() {
             for target in run.targets.values() {
                 target.request_stop();
             }
             finish_all(run, &mut status, TargetState::Completed);
             status.phase = Phase::Completed;
             status.finished_at = Some(now);
+            if limit_reached.is_some() {
+                status.message = limit_reached;
+            }
             runs.remove(&record.uid);
         } else {
             status.phase = Phase::Capturing;
@@ -240,7 +278,14 @@ impl Runner {
                     .find(|t| same_target(t, &key))
                     .map(Earlier::from_status)
                     .unwrap_or_default();
-                match TargetRun::start(&directory, key.clone(), &self.node, &spec, earlier) {
+                match TargetRun::start(
+                    &directory,
+                    key.clone(),
+                    &self.node,
+                    &spec,
+                    earlier,
+                    run.budget.clone(),
+                ) {
                     Ok(target) => {
                         run.targets.insert(key, target);
                     }

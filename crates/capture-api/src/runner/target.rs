@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use capture_agent::afpacket::RingConfig;
+use capture_agent::budget::Budget;
 use capture_agent::output::FileSummary;
 use capture_agent::{
     Capture, CaptureConfig, CaptureError, CaptureReport, EndReason, InterfaceSpec, LiveView,
@@ -112,6 +113,7 @@ impl TargetRun {
         node: &str,
         spec: &CaptureSpec,
         earlier: Earlier,
+        budget: Option<Arc<Budget>>,
     ) -> Result<TargetRun, CaptureError> {
         let segment = earlier.segments + 1;
         let base: PathBuf = directory.join(format!(
@@ -127,6 +129,7 @@ impl TargetRun {
             RingConfig::default().block_timeout,
         )?;
         let capture = Capture::open(CaptureConfig {
+            budget,
             interfaces: vec![InterfaceSpec {
                 name: key.interface.clone(),
                 description: format!("{}/{} on {node}", key.namespace, key.pod),
