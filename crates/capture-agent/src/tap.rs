@@ -29,7 +29,10 @@ impl std::fmt::Debug for LiveTap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LiveTap")
             .field("active", &self.active.load(Ordering::Relaxed))
-            .field("skipped_chunks", &self.skipped_chunks.load(Ordering::Relaxed))
+            .field(
+                "skipped_chunks",
+                &self.skipped_chunks.load(Ordering::Relaxed),
+            )
             .finish()
     }
 }
@@ -60,18 +63,23 @@ impl LiveTap {
 
     /// Offers `chunk` to every subscriber without blocking.
     pub(crate) fn publish(&self, chunk: Vec<u8>) {
-        let Ok(mut subscribers) = self.subscribers.lock() else { return };
-        subscribers.retain(|subscriber| match subscriber.sender.try_send((subscriber.tag, chunk.clone())) {
-            Ok(()) => {
-                self.sent_chunks.fetch_add(1, Ordering::Relaxed);
-                true
+        let Ok(mut subscribers) = self.subscribers.lock() else {
+            return;
+        };
+        subscribers.retain(|subscriber| {
+            match subscriber.sender.try_send((subscriber.tag, chunk.clone())) {
+                Ok(()) => {
+                    self.sent_chunks.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(TrySendError::Full(_)) => {
+                    self.skipped_chunks.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(TrySendError::Disconnected(_)) => false,
             }
-            Err(TrySendError::Full(_)) => {
-                self.skipped_chunks.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Err(TrySendError::Disconnected(_)) => false,
         });
-        self.active.store(!subscribers.is_empty(), Ordering::Release);
+        self.active
+            .store(!subscribers.is_empty(), Ordering::Release);
     }
 }

@@ -26,6 +26,19 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    description = "Captures by phase, packets, bytes and kernel drops of the stored captures, live \
+        streams, skipped live chunks, share-link downloads and schedule runs. No token needed.",
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4.", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 500, description = "The store does not answer; the log says why.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
     let store = state.store.clone();
     let runner = state.runner.clone();

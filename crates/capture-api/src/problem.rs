@@ -4,24 +4,37 @@
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// One invalid input field (RFC 7807 extension member `invalidParams`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct InvalidParam {
+    /// The field's path in the request, e.g. `spec.duration`, or a query parameter's name.
     pub name: String,
+    /// What is wrong with it and how to write it instead.
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// An error (RFC 7807 `application/problem+json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Problem {
+    /// Always `about:blank`: the status says what kind of problem it is.
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "about:blank")]
     pub kind: &'static str,
+    /// The status's short name, e.g. `Invalid input`.
+    #[schema(value_type = String, example = "Invalid input")]
     pub title: &'static str,
+    /// The HTTP status code.
     #[serde(serialize_with = "serialize_status")]
+    #[schema(value_type = u16, minimum = 400, maximum = 599, example = 422)]
     pub status: StatusCode,
+    /// What is wrong, in a sentence that says what to do about it.
     pub detail: String,
+    /// With 422: every field to fix.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
     pub invalid_params: Vec<InvalidParam>,
 }
 

@@ -1,5 +1,7 @@
 //! The HTTP server: shared state, the router, and the request authentication every `/api`
-//! route goes through (health checks and share links are the only unauthenticated routes).
+//! route goes through (health checks, metrics, share links and the OpenAPI document are the only
+//! unauthenticated routes). The router and the OpenAPI document are built from one list of
+//! handlers, [`routes`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,12 +11,16 @@ use std::time::Duration;
 use axum::extract::{FromRef, FromRequestParts, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::routing::get;
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{self, Caller};
+use crate::metrics;
 use crate::problem::Problem;
+use crate::routes::{openapi, shares};
 use crate::runner::Runner;
 use crate::store::Store;
 
@@ -54,25 +60,59 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// Liveness: the process serves HTTP.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    summary = "Liveness probe",
+    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")),
+)]
 async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Readiness: the store answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    operation_id = "readyz",
+    summary = "Readiness probe",
+    responses(
+        (status = 200, description = "`ready`: the store answers.", body = String, content_type = "text/plain"),
+        (status = 500, description = "The store does not answer; the log says why.", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, Problem> {
     state.store.token_count().map_err(Problem::internal)?;
     Ok("ready")
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::metrics::metrics))
+/// Every route of the server with its OpenAPI description. Register routes here or in
+/// [`crate::routes::api`] only with `routes!`, so that each one is in the document.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::Frame::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics::metrics))
         // Share links are the one unauthenticated way to packet data: the token is the secret.
-        .route("/share/{token}", get(crate::routes::shares::download))
+        .routes(routes!(shares::download))
         .nest("/api/v1", crate::routes::api())
+}
+
+/// The OpenAPI document of [`routes`], served at `/api/v1/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    openapi::finish(routes().into_openapi())
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::from(routes())
         .fallback(|| async {
-            Problem::not_found("no such route: see /api/v1/namespaces/{ns}/captures")
+            Problem::not_found(
+                "no such route: GET /api/v1/openapi.json lists them all, e.g. /api/v1/namespaces/{ns}/captures",
+            )
         })
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .with_state(state)

@@ -20,6 +20,7 @@ use crate::window::{resolve_window, CaptureWindow, WindowError};
 /// `PacketCapture.spec`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CaptureSpec {
     /// The pods to capture, in the capture's namespace; empty selects every pod there.
     #[serde(default)]
@@ -49,6 +50,7 @@ pub struct CaptureSpec {
     pub duration: Option<CaptureDuration>,
     /// Bytes kept of each packet.
     #[serde(default = "default_snap_length")]
+    #[cfg_attr(feature = "openapi", schema(default = default_snap_length, minimum = 1, maximum = 262_144))]
     pub snap_length: u32,
     /// Stop after this many bytes of packet data, over all targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]

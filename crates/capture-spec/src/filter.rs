@@ -541,10 +541,20 @@ impl<'de> Deserialize<'de> for PortRange {
 /// The wire shape of a rule; validated into [`FilterRule`] on the way in. Unknown fields are
 /// refused: a misspelt `ports` would otherwise widen the rule to every port.
 #[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(
+        description = "One filter rule: a protocol (none = any) AND ports (none = any). Ports need a protocol with ports (TCP, UDP, SCTP, UDPLite) or none, which means those four.",
+        example = json!({"protocol": "TCP", "ports": [80, "8000:8100"]})
+    )
+)]
 #[serde(deny_unknown_fields)]
-struct FilterRuleWire {
+pub(crate) struct FilterRuleWire {
+    /// The IP protocol; unset matches any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     protocol: Option<Protocol>,
+    /// Ports and port ranges, OR'ed; unset or empty matches any port.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     ports: Vec<PortRange>,
 }

@@ -14,6 +14,8 @@ pub mod filter;
 pub mod label;
 pub mod limits;
 pub mod names;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod schedule;
 pub mod selector;
 pub mod status;

@@ -15,6 +15,7 @@ pub const MAX_SNAP_LENGTH: u32 = 262_144;
 /// The file format written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OutputFormat {
     /// pcapng: per-interface names and descriptions, directions, drop statistics.
     #[default]
@@ -53,6 +54,7 @@ impl fmt::Display for OutputFormat {
 /// Unknown fields are refused: a misspelt `maxFiles` would otherwise keep every file.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rotation {
     /// Start a new file before one would grow past this many bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -29,6 +29,7 @@ pub const NEXT_SCHEDULE_TIMES_SHOWN: usize = 5;
 /// `PacketCaptureSchedule.spec`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleSpec {
     /// A CronJob cron expression: `"0 2 * * *"`, `"*/30 * * * * *"` (seconds first), `@daily`.
     pub schedule: String,
@@ -53,6 +54,7 @@ pub struct ScheduleSpec {
 
 /// CronJob's `concurrencyPolicy`, with the same default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ConcurrencyPolicy {
     /// Start the new run even if the previous one is still capturing.
     #[default]
@@ -124,6 +126,7 @@ pub fn parse_time_zone(name: &str) -> Result<Tz, ScheduleError> {
 /// `PacketCaptureSchedule.status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleStatus {
     /// When the last run was due (not when its capture started).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,6 +146,7 @@ pub struct ScheduleStatus {
 /// One capture a schedule created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleRun {
     /// The capture's name.
     pub name: String,

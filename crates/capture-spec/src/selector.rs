@@ -21,6 +21,7 @@ use crate::validate::FieldError;
 /// A Kubernetes label selector. The default (empty) selector matches everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LabelSelector {
     /// Labels that must be present with exactly these values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -33,6 +34,7 @@ pub struct LabelSelector {
 /// One `matchExpressions` entry: `key operator values`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LabelSelectorRequirement {
     pub key: String,
     pub operator: SelectorOperator,
@@ -43,6 +45,7 @@ pub struct LabelSelectorRequirement {
 
 /// How a requirement compares a label; serialized exactly as Kubernetes writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SelectorOperator {
     /// The label is present and its value is one of `values`.
     In,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 /// Where a capture is in its life. The phase only moves forward:
 /// `Scheduled` → `Capturing` → one of `Completed`, `Stopped`, `Failed`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Phase {
     /// Accepted, waiting for its start time or for an agent to pick it up.
     #[default]
@@ -34,6 +35,7 @@ impl Phase {
 
 /// The state of one captured pod interface.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TargetState {
     /// Found by the selector; recording has not begun (start time ahead, interface not ready).
     #[default]
@@ -60,6 +62,7 @@ impl TargetState {
 /// `PacketCapture.status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CaptureStatus {
     pub phase: Phase,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -110,6 +113,7 @@ pub struct TargetKey {
 /// One captured pod interface.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TargetStatus {
     pub node: String,
     pub namespace: String,
@@ -141,6 +145,7 @@ impl TargetStatus {
 /// One file a target wrote, downloadable at `.../files/{id}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileStatus {
     /// Stable identifier used in download URLs.
     pub id: String,

@@ -10,12 +10,15 @@ use capture_spec::{names, CaptureSpec, Phase};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{new_id, Action, Caller};
 use crate::captures::{create_capture, CreateError};
 use crate::problem::{InvalidParam, Problem};
 use crate::server::AppState;
 use crate::store::{CaptureRecord, StoreError};
+
+use super::openapi::{CapturePath, NamespacePath, PacketCapture, PacketCaptureList};
 
 pub const API_VERSION: &str = "podcap.io/v1alpha1";
 
@@ -56,11 +59,26 @@ pub fn find(state: &AppState, namespace: &str, name: &str) -> Result<CaptureReco
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only captures in this phase.
+    #[param(value_type = Option<Phase>)]
     phase: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/namespaces/{namespace}/captures",
+    tag = "captures",
+    operation_id = "listCaptures",
+    summary = "List the captures of a namespace",
+    params(NamespacePath, ListQuery),
+    responses(
+        (status = 200, description = "The captures.", body = PacketCaptureList),
+        (status = 422, description = "A bad namespace or `phase`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -89,23 +107,35 @@ pub async fn list(
     ))
 }
 
-#[derive(Deserialize)]
+/// The `metadata` of a new capture: both fields are optional.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = CaptureRequestMetadata)]
 #[serde(deny_unknown_fields)]
 struct CreateMetadata {
+    /// The capture's name; generated (`capture-xxxxx`) when left out.
     name: Option<String>,
+    /// When given, the namespace of the path.
     #[serde(default)]
     namespace: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A capture to create, in the shape of the `PacketCapture` CRD object (`kubectl apply` YAML as
+/// JSON); `apiVersion`, `kind` and `metadata` may be left out.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = PacketCaptureRequest)]
 #[serde(rename_all = "camelCase")]
 struct CreateBody {
+    /// When given, `podcap.io/v1alpha1`.
     #[serde(default)]
+    #[schema(example = "podcap.io/v1alpha1")]
     api_version: Option<String>,
+    /// When given, `PacketCapture`.
     #[serde(default)]
+    #[schema(example = "PacketCapture")]
     kind: Option<String>,
     #[serde(default)]
     metadata: Option<CreateMetadata>,
+    #[schema(value_type = CaptureSpec)]
     spec: Value,
 }
 
@@ -122,6 +152,23 @@ fn invalid_spec(errors: capture_spec::ValidationErrors) -> Problem {
     Problem::invalid("the capture spec is invalid", params)
 }
 
+#[utoipa::path(
+    post,
+    path = "/namespaces/{namespace}/captures",
+    tag = "captures",
+    operation_id = "createCapture",
+    summary = "Create a capture",
+    description = "Creates a capture and starts it at once (or at its `startTime`).",
+    params(NamespacePath),
+    request_body(content = CreateBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; the answer has the name and the first status.", body = PacketCapture),
+        (status = 400, description = "The body is not a capture object, or its `kind`, `apiVersion` or `metadata.namespace` do not fit this route.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A capture of that name exists in the namespace.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The spec or name is invalid; `invalidParams` lists every field to fix.", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "The data directory takes no more captures (quota or free-space floor).", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -203,6 +250,18 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(resource(&stored))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/namespaces/{namespace}/captures/{name}",
+    tag = "captures",
+    operation_id = "getCapture",
+    summary = "A capture's spec and status",
+    params(CapturePath),
+    responses(
+        (status = 200, description = "The capture.", body = PacketCapture),
+        (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -213,6 +272,18 @@ pub async fn get(
 }
 
 /// Stops a capture now and keeps its files.
+#[utoipa::path(
+    post,
+    path = "/namespaces/{namespace}/captures/{name}/stop",
+    tag = "captures",
+    operation_id = "stopCapture",
+    summary = "Stop a capture now, keeping its files",
+    params(CapturePath),
+    responses(
+        (status = 200, description = "Stopped (or already finished); the capture as it is now.", body = PacketCapture),
+        (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn stop(
     State(state): State<AppState>,
     caller: Caller,
@@ -230,6 +301,18 @@ pub async fn stop(
 }
 
 /// Deletes a capture and its files.
+#[utoipa::path(
+    delete,
+    path = "/namespaces/{namespace}/captures/{name}",
+    tag = "captures",
+    operation_id = "deleteCapture",
+    summary = "Delete a capture and its files everywhere",
+    params(CapturePath),
+    responses(
+        (status = 204, description = "Deleted, files included."),
+        (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

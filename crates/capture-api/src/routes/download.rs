@@ -10,6 +10,7 @@ use axum::response::Response;
 use capture_agent::merge::{merge, ChainedInput, MergeInput};
 use capture_spec::{CaptureStatus, OutputFormat};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::body;
 use super::captures::find;
@@ -19,8 +20,13 @@ use crate::problem::{InvalidParam, Problem};
 use crate::server::AppState;
 use crate::store::CaptureRecord;
 
-#[derive(Deserialize)]
+use super::openapi::{CapturePath, PcapBytes, PcapngBytes};
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FormatQuery {
+    /// The file format of the download: `pcapng` (the default) or `pcap`.
+    #[param(value_type = Option<capture_spec::OutputFormat>)]
     format: Option<String>,
 }
 
@@ -89,6 +95,22 @@ pub fn merged_response(
         .map_err(Problem::internal)
 }
 
+#[utoipa::path(
+    get,
+    path = "/namespaces/{namespace}/captures/{name}/pcap",
+    tag = "downloads",
+    operation_id = "downloadMergedCapture",
+    summary = "All files of a capture merged into one, time-ordered",
+    description = "Streamed as it is merged, in constant memory. pcapng has one interface per pod \
+        interface, described as `namespace/pod on node`.",
+    params(CapturePath, FormatQuery),
+    responses(
+        (status = 200, description = "The merged capture (`pcapng` by default, `pcap` with `?format=pcap`).", content((PcapngBytes = "application/x-pcapng"), (PcapBytes = "application/vnd.tcpdump.pcap")),
+            headers(("Content-Disposition" = String, description = "`attachment; filename=\"NAME.pcapng\"` (or `.pcap`)"))),
+        (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad `format`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn merged(
     State(state): State<AppState>,
     caller: Caller,

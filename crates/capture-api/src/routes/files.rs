@@ -20,6 +20,8 @@ use crate::problem::Problem;
 use crate::server::AppState;
 use crate::store::CaptureRecord;
 
+use super::openapi::{CaptureFileList, CaptureFilePath, CapturePath, PcapBytes, PcapngBytes};
+
 /// Every file of a capture, each with the pod it belongs to.
 fn files_of(record: &CaptureRecord) -> Result<Vec<(String, FileStatus)>, Problem> {
     let status: CaptureStatus =
@@ -34,6 +36,18 @@ fn files_of(record: &CaptureRecord) -> Result<Vec<(String, FileStatus)>, Problem
         .collect())
 }
 
+#[utoipa::path(
+    get,
+    path = "/namespaces/{namespace}/captures/{name}/files",
+    tag = "downloads",
+    operation_id = "listCaptureFiles",
+    summary = "The files of a capture",
+    params(CapturePath),
+    responses(
+        (status = 200, description = "Every file of every target, with the pod it came from.", body = CaptureFileList),
+        (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -102,6 +116,36 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, Pro
     Ok(Some((first, last)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/namespaces/{namespace}/captures/{name}/files/{id}",
+    tag = "downloads",
+    operation_id = "downloadCaptureFile",
+    summary = "One file of a capture",
+    description = "One file as written (pcapng or pcap, by the capture's `format`). A single HTTP range \
+        (`Range: bytes=FIRST-LAST`, `bytes=FIRST-` or `bytes=-SUFFIX`) resumes a download.",
+    params(
+        CaptureFilePath,
+        ("Range" = Option<String>, Header, description = "One byte range, e.g. `bytes=0-1023`; several ranges are refused with 400.", example = "bytes=0-1023"),
+    ),
+    responses(
+        (status = 200, description = "The whole file.", content((PcapngBytes = "application/x-pcapng"), (PcapBytes = "application/vnd.tcpdump.pcap")),
+            headers(
+                ("Content-Disposition" = String, description = "`attachment; filename=\"...\"`"),
+                ("Content-Length" = u64, description = "The file's size."),
+                ("Accept-Ranges" = String, description = "`bytes`"),
+            )),
+        (status = 206, description = "The requested range.", content((PcapngBytes = "application/x-pcapng"), (PcapBytes = "application/vnd.tcpdump.pcap")),
+            headers(
+                ("Content-Range" = String, description = "`bytes FIRST-LAST/SIZE`"),
+                ("Content-Disposition" = String, description = "`attachment; filename=\"...\"`"),
+                ("Content-Length" = u64, description = "The range's length."),
+            )),
+        (status = 400, description = "More than one range.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such capture, or no such file in it (or it was rotated out).", body = Problem, content_type = "application/problem+json"),
+        (status = 416, description = "The range does not fit the file.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn download(
     State(state): State<AppState>,
     caller: Caller,

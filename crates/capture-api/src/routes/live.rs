@@ -21,6 +21,8 @@ use crate::auth::{Action, Caller};
 use crate::problem::Problem;
 use crate::server::AppState;
 
+use super::openapi::{CapturePath, PcapngBytes};
+
 /// Chunks (one per ring block per pod) a watcher may have queued before it starts missing some.
 const QUEUED_CHUNKS: usize = 64;
 /// Enhanced Packet Block type, whose interface id is renumbered per pod.
@@ -46,6 +48,23 @@ fn renumber(chunk: &mut [u8], interface: u32) {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/namespaces/{namespace}/captures/{name}/live",
+    tag = "downloads",
+    operation_id = "streamCaptureLive",
+    summary = "A live pcapng stream of a running capture",
+    description = "For `curl -N -H \"Authorization: Bearer $TOKEN\" .../live | wireshark -k -i -`. One \
+        interface per pod capturing when the stream starts; the stream ends with the capture. A \
+        watcher that falls behind misses whole chunks of packets and the stream stays valid.",
+    params(CapturePath),
+    responses(
+        (status = 200, description = "pcapng, streamed until the capture ends or the client leaves.", content((PcapngBytes = "application/x-pcapng")),
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The capture is not `Capturing`, or no pod is capturing right now.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn live(
     State(state): State<AppState>,
     caller: Caller,

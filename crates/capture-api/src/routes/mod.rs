@@ -1,68 +1,46 @@
 //! The `/api/v1` routes. Every handler takes a [`crate::auth::Caller`], so no route under
 //! `/api` can be reached without a valid token; each then authorizes its action in the
-//! namespace of the path.
+//! namespace of the path. The one exception is the OpenAPI document, which describes the API
+//! and holds no data.
+//!
+//! Routes are registered only through utoipa-axum's `routes!`, one call per path, from the
+//! handlers' `#[utoipa::path]` attributes: the router and the OpenAPI document are built from the
+//! same list and cannot drift apart. (`routes!` with handlers of different paths would mount all
+//! of them on every path, hence one call per path.)
 
 mod body;
 mod captures;
 mod download;
 mod files;
 pub mod live;
+pub mod openapi;
 mod pods;
 mod schedules;
 pub mod shares;
 
-use axum::routing::{get, post};
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::server::AppState;
 
-pub fn api() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/namespaces/{namespace}/captures",
-            get(captures::list).post(captures::create),
-        )
-        .route(
-            "/namespaces/{namespace}/captures/{name}",
-            get(captures::get).delete(captures::delete),
-        )
-        .route(
-            "/namespaces/{namespace}/captures/{name}/stop",
-            post(captures::stop),
-        )
-        .route(
-            "/namespaces/{namespace}/captures/{name}/files",
-            get(files::list),
-        )
-        .route(
-            "/namespaces/{namespace}/captures/{name}/pcap",
-            get(download::merged),
-        )
-        .route(
-            "/namespaces/{namespace}/captures/{name}/live",
-            get(live::live),
-        )
-        .route(
-            "/namespaces/{namespace}/captures/{name}/shares",
-            get(shares::list).post(shares::create),
-        )
-        .route(
-            "/namespaces/{namespace}/captures/{name}/shares/{id}",
-            axum::routing::delete(shares::revoke),
-        )
-        .route(
-            "/namespaces/{namespace}/captures/{name}/files/{id}",
-            get(files::download),
-        )
-        .route(
-            "/namespaces/{namespace}/schedules",
-            get(schedules::list).post(schedules::create),
-        )
-        .route(
-            "/namespaces/{namespace}/schedules/{name}",
-            get(schedules::get)
-                .put(schedules::replace)
-                .delete(schedules::delete),
-        )
-        .route("/namespaces/{namespace}/pods", get(pods::list))
+/// The `/api/v1` routes, relative to `/api/v1`, with their OpenAPI description.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(openapi::document))
+        .routes(routes!(captures::list, captures::create))
+        .routes(routes!(captures::get, captures::delete))
+        .routes(routes!(captures::stop))
+        .routes(routes!(files::list))
+        .routes(routes!(download::merged))
+        .routes(routes!(live::live))
+        .routes(routes!(shares::list, shares::create))
+        .routes(routes!(shares::revoke))
+        .routes(routes!(files::download))
+        .routes(routes!(schedules::list, schedules::create))
+        .routes(routes!(
+            schedules::get,
+            schedules::replace,
+            schedules::delete
+        ))
+        .routes(routes!(pods::list))
 }

@@ -14,6 +14,7 @@ use capture_spec::{names, ScheduleSpec, ScheduleStatus, ValidationErrors};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use crate::auth::{new_id, Action, Caller};
 use crate::problem::{InvalidParam, Problem};
@@ -22,6 +23,9 @@ use crate::server::AppState;
 use crate::store::{ScheduleRecord, StoreError};
 
 use super::captures::API_VERSION;
+use super::openapi::{
+    NamespacePath, PacketCaptureSchedule, PacketCaptureScheduleList, SchedulePath,
+};
 
 const KIND: &str = "PacketCaptureSchedule";
 
@@ -79,28 +83,43 @@ fn not_found(namespace: &str, name: &str) -> Problem {
     ))
 }
 
-#[derive(Deserialize)]
+/// The `metadata` of a schedule sent to the API; every field is optional.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ScheduleRequestMetadata)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct BodyMetadata {
+    /// The schedule's name; on create, generated (`schedule-xxxxx`) when left out; on PUT, the
+    /// name of the path.
     name: Option<String>,
+    /// When given, the namespace of the path.
     namespace: Option<String>,
     /// When sent (a PUT of what GET returned), it must be this schedule's: a schedule deleted
     /// and created again under the same name is another schedule.
     uid: Option<String>,
     /// Set by the server; accepted so a GET answer can be sent back unchanged.
     #[allow(dead_code)]
+    #[schema(value_type = Option<Value>)]
     creation_timestamp: Option<Value>,
 }
 
-#[derive(Deserialize)]
+/// A schedule to create or replace, in the shape of the `PacketCaptureSchedule` CRD object;
+/// `apiVersion`, `kind`, `metadata` and `status` may be left out.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = PacketCaptureScheduleRequest)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ScheduleBody {
+    /// When given, `podcap.io/v1alpha1`.
+    #[schema(example = "podcap.io/v1alpha1")]
     api_version: Option<String>,
+    /// When given, `PacketCaptureSchedule`.
+    #[schema(example = "PacketCaptureSchedule")]
     kind: Option<String>,
     metadata: Option<BodyMetadata>,
+    #[schema(value_type = ScheduleSpec)]
     spec: Value,
     /// Owned by the controller; accepted and ignored so a GET answer can be sent back.
     #[allow(dead_code)]
+    #[schema(value_type = Option<Value>)]
     status: Option<Value>,
 }
 
@@ -187,6 +206,18 @@ async fn with_schedules_locked<T: Send + 'static>(
     .map_err(Problem::internal)?
 }
 
+#[utoipa::path(
+    get,
+    path = "/namespaces/{namespace}/schedules",
+    tag = "schedules",
+    operation_id = "listSchedules",
+    summary = "List the schedules of a namespace",
+    params(NamespacePath),
+    responses(
+        (status = 200, description = "The schedules.", body = PacketCaptureScheduleList),
+        (status = 422, description = "A bad namespace.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -203,6 +234,21 @@ pub async fn list(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/namespaces/{namespace}/schedules",
+    tag = "schedules",
+    operation_id = "createSchedule",
+    summary = "Create a schedule",
+    params(NamespacePath),
+    request_body(content = ScheduleBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created, with its coming run times in the status.", body = PacketCaptureSchedule),
+        (status = 400, description = "The body is not a schedule object, or its `kind`, `apiVersion` or `metadata.namespace` do not fit this route.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A schedule of that name exists in the namespace.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The spec or name is invalid; `invalidParams` lists every field to fix.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -239,6 +285,18 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(resource(&record))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/namespaces/{namespace}/schedules/{name}",
+    tag = "schedules",
+    operation_id = "getSchedule",
+    summary = "A schedule's spec and status",
+    params(SchedulePath),
+    responses(
+        (status = 200, description = "The schedule.", body = PacketCaptureSchedule),
+        (status = 404, description = "No such schedule.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -254,6 +312,25 @@ pub async fn get(
 }
 
 /// Replaces the spec; keeps the status and history, with the coming run times recomputed.
+#[utoipa::path(
+    put,
+    path = "/namespaces/{namespace}/schedules/{name}",
+    tag = "schedules",
+    operation_id = "replaceSchedule",
+    summary = "Replace a schedule's spec (suspend, resume, edit)",
+    description = "Replaces the spec and keeps the status, which the controller owns; the whole \
+        object from GET may be sent back, status included. Resuming starts the most recent run \
+        missed while suspended at once, as a CronJob does.",
+    params(SchedulePath),
+    request_body(content = ScheduleBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The schedule with its new spec.", body = PacketCaptureSchedule),
+        (status = 400, description = "The body is not a schedule object, or it renames the schedule.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such schedule.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`metadata.uid` is not this schedule's: it was deleted and created again since it was read.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The spec is invalid; `invalidParams` lists every field to fix.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn replace(
     State(state): State<AppState>,
     caller: Caller,
@@ -299,6 +376,18 @@ pub async fn replace(
 }
 
 /// Deletes the schedule and every capture it created, stopping those still capturing.
+#[utoipa::path(
+    delete,
+    path = "/namespaces/{namespace}/schedules/{name}",
+    tag = "schedules",
+    operation_id = "deleteSchedule",
+    summary = "Delete a schedule with all its captures",
+    params(SchedulePath),
+    responses(
+        (status = 204, description = "Deleted, with every capture it created and their files."),
+        (status = 404, description = "No such schedule.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

@@ -13,6 +13,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use super::captures::find;
 use super::download::{merged_response, parse_format, FormatQuery};
@@ -21,14 +22,22 @@ use crate::problem::{InvalidParam, Problem};
 use crate::server::AppState;
 use crate::store::ShareRecord;
 
+use super::openapi::{
+    CapturePath, NewShare, PcapBytes, PcapngBytes, ShareList, SharePath, ShareTokenPath,
+};
+
 const DEFAULT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 const MAX_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Share tokens look different from API tokens, so neither can be mistaken for the other.
 const SHARE_PREFIX: &str = "pcs_";
 
-#[derive(Deserialize, Default)]
+/// A share link to create; an empty body takes the defaults.
+#[derive(Deserialize, Default, ToSchema)]
+#[schema(as = ShareRequest)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct CreateShare {
+    /// How long the link works, from 1s to 7d; 24h when left out.
+    #[schema(example = "1h")]
     expires_in: Option<String>,
 }
 
@@ -83,6 +92,23 @@ fn share_json(share: &ShareRecord, now: DateTime<Utc>) -> Value {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/namespaces/{namespace}/captures/{name}/shares",
+    tag = "shares",
+    operation_id = "createShare",
+    summary = "Create a share link",
+    description = "A link anyone can download the merged capture from, without a token, until it \
+        expires or is revoked. The token is in the answer only: podcap keeps its hash.",
+    params(CapturePath),
+    request_body(content = Option<CreateShare>, content_type = "application/json", description = "Optional; an empty body means `{\"expiresIn\": \"24h\"}`."),
+    responses(
+        (status = 201, description = "The new link, with its URL and token.", body = NewShare),
+        (status = 400, description = "The body is not `{\"expiresIn\": \"1h\"}`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad or out-of-range `expiresIn`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -119,6 +145,18 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/namespaces/{namespace}/captures/{name}/shares",
+    tag = "shares",
+    operation_id = "listShares",
+    summary = "The share links of a capture",
+    params(CapturePath),
+    responses(
+        (status = 200, description = "Every link of the capture, with its state and download count; never the tokens.", body = ShareList),
+        (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -136,6 +174,18 @@ pub async fn list(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/namespaces/{namespace}/captures/{name}/shares/{id}",
+    tag = "shares",
+    operation_id = "revokeShare",
+    summary = "Revoke a share link",
+    params(SharePath),
+    responses(
+        (status = 204, description = "Revoked: the link answers 410 from now on."),
+        (status = 404, description = "No such capture, or no such link of it.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
@@ -156,6 +206,23 @@ pub async fn revoke(
 }
 
 /// `GET /share/{token}`: the merged capture, no login.
+#[utoipa::path(
+    get,
+    path = "/share/{token}",
+    tag = "shares",
+    operation_id = "downloadShared",
+    summary = "Download a capture through a share link",
+    description = "No token needed: the link's token is the secret. Each download is counted.",
+    params(ShareTokenPath, super::download::FormatQuery),
+    responses(
+        (status = 200, description = "The merged capture, as `GET .../captures/{name}/pcap`.", content((PcapngBytes = "application/x-pcapng"), (PcapBytes = "application/vnd.tcpdump.pcap")),
+            headers(("Content-Disposition" = String, description = "`attachment; filename=\"NAME.pcapng\"` (or `.pcap`)"))),
+        (status = 404, description = "No such link, or its capture was deleted.", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "The link expired or was revoked; the detail says when.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad `format`.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The server failed; its log says why.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn download(
     State(state): State<AppState>,
     Path(token): Path<String>,
