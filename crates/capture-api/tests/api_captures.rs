@@ -316,3 +316,34 @@ fn roles_and_namespaces_limit_what_a_token_may_do() {
         "the admin may do anything anywhere"
     );
 }
+
+#[test]
+fn lists_page_with_continue_tokens() {
+    let api = Api::start();
+    for i in 0..5 {
+        let spec = json!({"metadata": {"name": format!("page-{i}")}, "spec": {"startTime": "2035-01-01T00:00:00Z", "duration": "1m"}});
+        assert_eq!(api.post(CAPTURES, &spec).status, 201);
+    }
+    let mut names = Vec::new();
+    let mut path = format!("{CAPTURES}?limit=2");
+    let mut pages = 0;
+    loop {
+        let page = api.get(&path).json();
+        pages += 1;
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2, "{page}");
+        names.extend(items.iter().map(|c| c["metadata"]["name"].as_str().unwrap().to_string()));
+        match page["metadata"]["continue"].as_str() {
+            Some(token) => path = format!("{CAPTURES}?limit=2&continue={token}"),
+            None => break,
+        }
+        assert!(pages < 10, "paging never ends");
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(names, (0..5).map(|i| format!("page-{i}")).collect::<Vec<_>>(), "every capture once, in creation order");
+    assert_eq!(api.get(CAPTURES).json()["items"].as_array().unwrap().len(), 5, "the default page holds them all");
+    api.get(&format!("{CAPTURES}?limit=0")).problem(422);
+    api.get(&format!("{CAPTURES}?limit=1001")).problem(422);
+    let bad = api.get(&format!("{CAPTURES}?continue=zz")).problem(422);
+    assert_eq!(bad["invalidParams"][0]["name"], "continue");
+}

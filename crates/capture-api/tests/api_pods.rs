@@ -145,7 +145,10 @@ fn inventory_labels_select_pods_that_join_and_leave() {
 #[test]
 fn max_packets_holds_across_every_pod_of_a_capture() {
     let (a, b) = (Pod::new(), Pod::new());
-    let _sinks = (UdpSink::bind(a.host_v4.into(), 7960), UdpSink::bind(b.host_v4.into(), 7960));
+    let _sinks = (
+        UdpSink::bind(a.host_v4.into(), 7960),
+        UdpSink::bind(b.host_v4.into(), 7960),
+    );
     let api = Api::start();
     let created = api.post(
         "/api/v1/namespaces/default/captures",
@@ -156,12 +159,38 @@ fn max_packets_holds_across_every_pod_of_a_capture() {
             "duration": "1m",
         }}),
     );
-    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
     burst_from_pod(&a, SocketAddr::new(a.host_v4.into(), 7960), 40, 64);
     burst_from_pod(&b, SocketAddr::new(b.host_v4.into(), 7960), 40, 64);
-    let done = api.wait_for_phase("default", "budget", &["Completed", "Failed"], Duration::from_secs(15));
-    assert_eq!(done["status"]["phase"], "Completed", "the limit ends the capture before its window: {done}");
-    let total: u64 = done["status"]["targets"].as_array().unwrap().iter().map(|t| t["packets"].as_u64().unwrap()).sum();
-    assert_eq!(total, 50, "maxPackets counts the capture, not each pod: {done}");
-    assert!(done["status"]["message"].as_str().is_some_and(|m| m.contains("maxPackets")), "{done}");
+    let done = api.wait_for_phase(
+        "default",
+        "budget",
+        &["Completed", "Failed"],
+        Duration::from_secs(15),
+    );
+    assert_eq!(
+        done["status"]["phase"], "Completed",
+        "the limit ends the capture before its window: {done}"
+    );
+    let total: u64 = done["status"]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        total, 50,
+        "maxPackets counts the capture, not each pod: {done}"
+    );
+    assert!(
+        done["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("maxPackets")),
+        "{done}"
+    );
 }

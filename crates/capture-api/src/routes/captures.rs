@@ -65,6 +65,40 @@ pub struct ListQuery {
     /// Only captures in this phase.
     #[param(value_type = Option<Phase>)]
     phase: Option<String>,
+    /// At most this many captures per page (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+    /// Where the previous page ended: its `metadata.continue`.
+    #[serde(rename = "continue")]
+    #[param(rename = "continue")]
+    continue_token: Option<String>,
+}
+
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+/// The page token: where a page ended, opaque to clients.
+fn continue_token(record: &CaptureRecord) -> String {
+    hex::encode(format!(
+        "{}\n{}",
+        record.created_at.to_rfc3339(),
+        record.name
+    ))
+}
+
+fn parse_continue(token: &str) -> Result<(String, String), Problem> {
+    let bad = || {
+        Problem::invalid(
+            "bad continue token",
+            vec![InvalidParam {
+                name: "continue".into(),
+                reason: "not a token this API gave out: pass metadata.continue of the previous page unchanged".into(),
+            }],
+        )
+    };
+    let text = String::from_utf8(hex::decode(token).map_err(|_| bad())?).map_err(|_| bad())?;
+    let (time, name) = text.split_once('\n').ok_or_else(bad)?;
+    Ok((time.to_string(), name.to_string()))
 }
 
 #[utoipa::path(
@@ -98,13 +132,37 @@ pub async fn list(
             )
         })?;
     }
-    let records = state
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Problem::invalid(
+            "bad page size",
+            vec![InvalidParam {
+                name: "limit".into(),
+                reason: format!("{limit} is out of range: use 1-{MAX_PAGE}"),
+            }],
+        ));
+    }
+    let after = query
+        .continue_token
+        .as_deref()
+        .map(parse_continue)
+        .transpose()?;
+    let after = after
+        .as_ref()
+        .map(|(time, name)| (time.as_str(), name.as_str()));
+    // One more than asked, to know whether another page follows.
+    let mut records = state
         .store
-        .captures(Some(&namespace), query.phase.as_deref())
+        .captures_page(&namespace, query.phase.as_deref(), after, limit + 1)
         .map_err(Problem::internal)?;
-    Ok(Json(
-        json!({ "items": records.iter().map(resource).collect::<Vec<_>>() }),
-    ))
+    let more = records.len() > limit;
+    records.truncate(limit);
+    let mut answer =
+        json!({ "items": records.iter().map(resource).collect::<Vec<_>>(), "metadata": {} });
+    if let (true, Some(last)) = (more, records.last()) {
+        answer["metadata"]["continue"] = json!(continue_token(last));
+    }
+    Ok(Json(answer))
 }
 
 /// The `metadata` of a new capture: both fields are optional.

@@ -153,6 +153,17 @@ pub struct PacketCapture {
 #[allow(dead_code)]
 pub struct PacketCaptureList {
     items: Vec<PacketCapture>,
+    metadata: ListMetadata,
+}
+
+/// Paging of a list: `continue` is present when more items follow; pass it back as
+/// `?continue=` to get them.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ListMetadata {
+    #[serde(rename = "continue", skip_serializing_if = "Option::is_none")]
+    continue_token: Option<String>,
 }
 
 /// A schedule as the API returns it: the `PacketCaptureSchedule` object of the CRD.

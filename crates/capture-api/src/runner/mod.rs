@@ -68,6 +68,7 @@ pub struct Runner {
     storage: StorageLimits,
     /// Why the data directory takes no more packets, as of the last pass.
     storage_full: Mutex<Option<String>>,
+    last_retention: Mutex<Option<DateTime<Utc>>>,
     node: String,
     runs: Mutex<HashMap<String, CaptureRun>>,
 }
@@ -92,6 +93,7 @@ impl Runner {
             data_dir,
             storage,
             storage_full: Mutex::new(None),
+            last_retention: Mutex::new(None),
             node: pods::node_name(),
             runs: Mutex::new(HashMap::new()),
         })
@@ -140,19 +142,45 @@ impl Runner {
         if let Ok(mut slot) = self.storage_full.lock() {
             slot.clone_from(&full);
         }
-        for record in self.store.captures(None, None)? {
+        // Only unfinished captures need a look every second.
+        let mut active = self.store.captures(None, Some("Scheduled"))?;
+        active.extend(self.store.captures(None, Some("Capturing"))?);
+        for record in active {
             let result = match (record.phase.as_str(), &full) {
                 ("Capturing", Some(reason)) => self
                     .finish(&record.uid, Phase::Stopped, Some(reason.clone()))
                     .map(drop),
-                ("Scheduled" | "Capturing", _) => self.reconcile(&record, &pods, now),
-                _ => self.expire_files(&record, now),
+                _ => self.reconcile(&record, &pods, now),
             };
             if let Err(error) = result {
                 tracing::error!(namespace = %record.namespace, name = %record.name, %error, "reconciling capture");
             }
         }
+        if self.retention_due(now) {
+            for record in self.store.captures(None, None)? {
+                if matches!(record.phase.as_str(), "Completed" | "Stopped" | "Failed") {
+                    if let Err(error) = self.expire_files(&record, now) {
+                        tracing::error!(namespace = %record.namespace, name = %record.name, %error, "expiring files");
+                    }
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Retention is looked at every 30 s (or every retention period, if shorter): files may
+    /// outlive it by that much, and the pass stays cheap with many finished captures.
+    fn retention_due(&self, now: DateTime<Utc>) -> bool {
+        let every = chrono::Duration::from_std(self.storage.retention.min(Duration::from_secs(30)))
+            .unwrap_or(chrono::Duration::MAX);
+        let Ok(mut last) = self.last_retention.lock() else {
+            return false;
+        };
+        if last.is_some_and(|at| now - at < every) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// Deletes a finished capture's files once its retention has passed; its status says so.
@@ -193,6 +221,15 @@ impl Runner {
         pods: &[Pod],
         now: DateTime<Utc>,
     ) -> Result<(), RunnerError> {
+        // Not due yet: nothing to do, and no need to lock or read again.
+        let listed_start = listed
+            .spec
+            .get("startTime")
+            .and_then(|t| t.as_str())
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        if listed.phase == "Scheduled" && listed_start.is_some_and(|start| now < start) {
+            return Ok(());
+        }
         // The record is read again under the lock: a stop or delete that happened since the
         // pass listed it must win, or a stopped capture would be restarted from a stale copy.
         let mut runs = self

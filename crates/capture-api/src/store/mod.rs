@@ -85,6 +85,15 @@ pub trait Store: Send + Sync + 'static {
         namespace: Option<&str>,
         phase: Option<&str>,
     ) -> Result<Vec<CaptureRecord>, StoreError>;
+    /// One page of a namespace's captures, ordered by creation time then name, starting after
+    /// `after` = (creation time as stored, name) of the previous page's last item.
+    fn captures_page(
+        &self,
+        namespace: &str,
+        phase: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<CaptureRecord>, StoreError>;
     /// Replaces a capture's status (and phase); false if the capture no longer exists.
     fn update_capture_status(
         &self,

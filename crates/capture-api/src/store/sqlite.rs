@@ -3,6 +3,7 @@
 //! at open (the schema version is SQLite's `user_version`).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
@@ -14,7 +15,24 @@ use super::{CaptureRecord, ScheduleRecord, ShareRecord, Store, StoreError, Token
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
 
 pub struct SqliteStore {
+    /// The one connection that writes (SQLite has a single writer anyway).
     connection: Mutex<Connection>,
+    /// Read-only connections: in WAL mode readers never wait for the writer or each other, so
+    /// requests and the runner's pass do not queue behind one lock.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+/// Read connections kept open.
+const READERS: usize = 4;
+
+fn tune(connection: &Connection) -> Result<(), StoreError> {
+    // WAL with synchronous=NORMAL keeps every commit across a killed process; only a power
+    // loss can roll back the last transactions.
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
 }
 
 impl SqliteStore {
@@ -22,15 +40,34 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let mut connection = Connection::open(path)?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
-        // WAL with synchronous=NORMAL keeps every commit across a killed process; only a power
-        // loss can roll back the last transactions.
-        connection.pragma_update(None, "synchronous", "NORMAL")?;
-        connection.pragma_update(None, "foreign_keys", "ON")?;
-        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        tune(&connection)?;
         migrate(&mut connection)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader = Connection::open(path)?;
+                tune(&reader)?;
+                reader.pragma_update(None, "query_only", "ON")?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(SqliteStore {
             connection: Mutex::new(connection),
+            readers,
+            next_reader: AtomicUsize::new(0),
         })
+    }
+
+    /// A read connection: a free one if there is one, else the next in turn.
+    fn read(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        if let Some(free) = self
+            .readers
+            .iter()
+            .find_map(|reader| reader.try_lock().ok())
+        {
+            return Ok(free);
+        }
+        let index = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        self.readers[index].lock().map_err(|_| StoreError::Poisoned)
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
@@ -64,6 +101,7 @@ fn json(text: String) -> rusqlite::Result<serde_json::Value> {
     })
 }
 
+// created_at is stored with Utc::to_rfc3339, which is fixed-offset and orders as text.
 const CAPTURE_COLUMNS: &str = "namespace, name, uid, spec, status, phase, created_at, schedule";
 
 fn capture_row(row: &Row<'_>) -> rusqlite::Result<CaptureRecord> {
@@ -154,7 +192,7 @@ impl Store for SqliteStore {
 
     fn capture(&self, namespace: &str, name: &str) -> Result<Option<CaptureRecord>, StoreError> {
         Ok(self
-            .lock()?
+            .read()?
             .query_row(
                 &format!(
                     "SELECT {CAPTURE_COLUMNS} FROM captures WHERE namespace = ?1 AND name = ?2"
@@ -167,7 +205,7 @@ impl Store for SqliteStore {
 
     fn capture_by_uid(&self, uid: &str) -> Result<Option<CaptureRecord>, StoreError> {
         Ok(self
-            .lock()?
+            .read()?
             .query_row(
                 &format!("SELECT {CAPTURE_COLUMNS} FROM captures WHERE uid = ?1"),
                 params![uid],
@@ -181,13 +219,36 @@ impl Store for SqliteStore {
         namespace: Option<&str>,
         phase: Option<&str>,
     ) -> Result<Vec<CaptureRecord>, StoreError> {
-        let connection = self.lock()?;
+        let connection = self.read()?;
         let mut statement = connection.prepare_cached(&format!(
             "SELECT {CAPTURE_COLUMNS} FROM captures \
              WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR phase = ?2) \
              ORDER BY created_at, namespace, name"
         ))?;
         let rows = statement.query_map(params![namespace, phase], capture_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn captures_page(
+        &self,
+        namespace: &str,
+        phase: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<CaptureRecord>, StoreError> {
+        let connection = self.read()?;
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {CAPTURE_COLUMNS} FROM captures \
+             WHERE namespace = ?1 AND (?2 IS NULL OR phase = ?2) \
+             AND (?3 IS NULL OR (created_at, name) > (?3, ?4)) \
+             ORDER BY created_at, name LIMIT ?5"
+        ))?;
+        let (after_time, after_name) = after.unzip();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement.query_map(
+            params![namespace, phase, after_time, after_name, limit],
+            capture_row,
+        )?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
@@ -225,7 +286,7 @@ impl Store for SqliteStore {
         namespace: &str,
         schedule: &str,
     ) -> Result<Vec<CaptureRecord>, StoreError> {
-        let connection = self.lock()?;
+        let connection = self.read()?;
         let mut statement = connection.prepare_cached(&format!(
             "SELECT {CAPTURE_COLUMNS} FROM captures WHERE namespace = ?1 AND schedule = ?2 ORDER BY created_at, name"
         ))?;
@@ -258,7 +319,7 @@ impl Store for SqliteStore {
 
     fn schedule(&self, namespace: &str, name: &str) -> Result<Option<ScheduleRecord>, StoreError> {
         Ok(self
-            .lock()?
+            .read()?
             .query_row(
                 &format!(
                     "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE namespace = ?1 AND name = ?2"
@@ -270,7 +331,7 @@ impl Store for SqliteStore {
     }
 
     fn schedules(&self, namespace: Option<&str>) -> Result<Vec<ScheduleRecord>, StoreError> {
-        let connection = self.lock()?;
+        let connection = self.read()?;
         let mut statement = connection.prepare_cached(&format!(
             "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE (?1 IS NULL OR namespace = ?1) ORDER BY created_at, name"
         ))?;
@@ -317,7 +378,7 @@ impl Store for SqliteStore {
 
     fn share_by_hash(&self, token_hash: &str) -> Result<Option<ShareRecord>, StoreError> {
         Ok(self
-            .lock()?
+            .read()?
             .query_row(
                 &format!("SELECT {SHARE_COLUMNS} FROM shares WHERE token_hash = ?1"),
                 params![token_hash],
@@ -327,7 +388,7 @@ impl Store for SqliteStore {
     }
 
     fn shares_of(&self, capture_uid: &str) -> Result<Vec<ShareRecord>, StoreError> {
-        let connection = self.lock()?;
+        let connection = self.read()?;
         let mut statement = connection.prepare_cached(&format!(
             "SELECT {SHARE_COLUMNS} FROM shares WHERE capture_uid = ?1 ORDER BY created_at, id"
         ))?;
@@ -357,7 +418,7 @@ impl Store for SqliteStore {
     }
 
     fn share_downloads_total(&self) -> Result<u64, StoreError> {
-        Ok(self.lock()?.query_row(
+        Ok(self.read()?.query_row(
             "SELECT COALESCE(SUM(downloads), 0) FROM shares",
             [],
             |row| row.get(0),
@@ -381,7 +442,7 @@ impl Store for SqliteStore {
 
     fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>, StoreError> {
         Ok(self
-            .lock()?
+            .read()?
             .query_row(
                 "SELECT id, token_hash, role, namespaces, description, created_at FROM tokens WHERE token_hash = ?1",
                 params![token_hash],
@@ -392,7 +453,7 @@ impl Store for SqliteStore {
 
     fn token_count(&self) -> Result<u64, StoreError> {
         Ok(self
-            .lock()?
+            .read()?
             .query_row("SELECT COUNT(*) FROM tokens", [], |row| row.get(0))?)
     }
 }
