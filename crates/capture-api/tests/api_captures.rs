@@ -332,7 +332,11 @@ fn lists_page_with_continue_tokens() {
         pages += 1;
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 2, "{page}");
-        names.extend(items.iter().map(|c| c["metadata"]["name"].as_str().unwrap().to_string()));
+        names.extend(
+            items
+                .iter()
+                .map(|c| c["metadata"]["name"].as_str().unwrap().to_string()),
+        );
         match page["metadata"]["continue"].as_str() {
             Some(token) => path = format!("{CAPTURES}?limit=2&continue={token}"),
             None => break,
@@ -340,8 +344,16 @@ fn lists_page_with_continue_tokens() {
         assert!(pages < 10, "paging never ends");
     }
     assert_eq!(pages, 3);
-    assert_eq!(names, (0..5).map(|i| format!("page-{i}")).collect::<Vec<_>>(), "every capture once, in creation order");
-    assert_eq!(api.get(CAPTURES).json()["items"].as_array().unwrap().len(), 5, "the default page holds them all");
+    assert_eq!(
+        names,
+        (0..5).map(|i| format!("page-{i}")).collect::<Vec<_>>(),
+        "every capture once, in creation order"
+    );
+    assert_eq!(
+        api.get(CAPTURES).json()["items"].as_array().unwrap().len(),
+        5,
+        "the default page holds them all"
+    );
     api.get(&format!("{CAPTURES}?limit=0")).problem(422);
     api.get(&format!("{CAPTURES}?limit=1001")).problem(422);
     let bad = api.get(&format!("{CAPTURES}?continue=zz")).problem(422);

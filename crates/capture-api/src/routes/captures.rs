@@ -5,18 +5,20 @@
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use capture_spec::{names, CaptureSpec, Phase};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::fmt::Write as _;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{new_id, Action, Caller};
 use crate::captures::{create_capture, CreateError};
 use crate::problem::{InvalidParam, Problem};
 use crate::server::AppState;
-use crate::store::{CaptureRecord, StoreError};
+use crate::store::{CaptureRecord, RawCaptureRecord, StoreError};
 
 use super::openapi::{CapturePath, NamespacePath, PacketCapture, PacketCaptureList};
 
@@ -78,12 +80,24 @@ const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
 /// The page token: where a page ended, opaque to clients.
-fn continue_token(record: &CaptureRecord) -> String {
-    hex::encode(format!(
-        "{}\n{}",
-        record.created_at.to_rfc3339(),
-        record.name
-    ))
+fn continue_token(record: &RawCaptureRecord) -> String {
+    hex::encode(format!("{}\n{}", record.created_at, record.name))
+}
+
+/// Appends `record` as [`resource`] renders it, splicing the stored spec and status text
+/// instead of parsing and re-encoding them: lists are the API's hottest answers.
+fn push_resource(out: &mut String, record: &RawCaptureRecord) {
+    let text = |value: &str| serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into());
+    let _ = write!(
+        out,
+        "{{\"apiVersion\":\"{API_VERSION}\",\"kind\":\"PacketCapture\",\"metadata\":{{\"name\":{},\"namespace\":{},\"uid\":{},\"creationTimestamp\":{}}},\"spec\":{},\"status\":{}}}",
+        text(&record.name),
+        text(&record.namespace),
+        text(&record.uid),
+        text(&record.created_at),
+        record.spec,
+        record.status,
+    );
 }
 
 fn parse_continue(token: &str) -> Result<(String, String), Problem> {
@@ -118,7 +132,7 @@ pub async fn list(
     caller: Caller,
     Path(namespace): Path<String>,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Response, Problem> {
     caller.authorize(Action::Read, &namespace)?;
     check_namespace(&namespace)?;
     if let Some(phase) = &query.phase {
@@ -153,16 +167,33 @@ pub async fn list(
     // One more than asked, to know whether another page follows.
     let mut records = state
         .store
-        .captures_page(&namespace, query.phase.as_deref(), after, limit + 1)
+        .captures_page_raw(&namespace, query.phase.as_deref(), after, limit + 1)
         .map_err(Problem::internal)?;
     let more = records.len() > limit;
     records.truncate(limit);
-    let mut answer =
-        json!({ "items": records.iter().map(resource).collect::<Vec<_>>(), "metadata": {} });
-    if let (true, Some(last)) = (more, records.last()) {
-        answer["metadata"]["continue"] = json!(continue_token(last));
+    let mut body = String::with_capacity(
+        records
+            .iter()
+            .map(|r| r.spec.len() + r.status.len() + 256)
+            .sum(),
+    );
+    body.push_str("{\"items\":[");
+    for (index, record) in records.iter().enumerate() {
+        if index > 0 {
+            body.push(',');
+        }
+        push_resource(&mut body, record);
     }
-    Ok(Json(answer))
+    body.push_str("],\"metadata\":{");
+    if let (true, Some(last)) = (more, records.last()) {
+        let _ = write!(body, "\"continue\":\"{}\"", continue_token(last));
+    }
+    body.push_str("}}");
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 /// The `metadata` of a new capture: both fields are optional.

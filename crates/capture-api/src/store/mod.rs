@@ -40,6 +40,18 @@ pub struct CaptureRecord {
     pub schedule: Option<String>,
 }
 
+/// A capture as stored, with spec and status left as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawCaptureRecord {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub spec: String,
+    pub status: String,
+    /// As stored: RFC 3339 in UTC.
+    pub created_at: String,
+}
+
 /// A schedule as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleRecord {
@@ -86,14 +98,15 @@ pub trait Store: Send + Sync + 'static {
         phase: Option<&str>,
     ) -> Result<Vec<CaptureRecord>, StoreError>;
     /// One page of a namespace's captures, ordered by creation time then name, starting after
-    /// `after` = (creation time as stored, name) of the previous page's last item.
-    fn captures_page(
+    /// `after` = (creation time as stored, name) of the previous page's last item; spec and
+    /// status stay the stored JSON text, so a list answer passes them through unchanged.
+    fn captures_page_raw(
         &self,
         namespace: &str,
         phase: Option<&str>,
         after: Option<(&str, &str)>,
         limit: usize,
-    ) -> Result<Vec<CaptureRecord>, StoreError>;
+    ) -> Result<Vec<RawCaptureRecord>, StoreError>;
     /// Replaces a capture's status (and phase); false if the capture no longer exists.
     fn update_capture_status(
         &self,

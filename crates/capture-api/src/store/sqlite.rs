@@ -9,10 +9,15 @@ use std::sync::{Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{CaptureRecord, ScheduleRecord, ShareRecord, Store, StoreError, TokenRecord};
+use super::{
+    CaptureRecord, RawCaptureRecord, ScheduleRecord, ShareRecord, Store, StoreError, TokenRecord,
+};
 
 /// Every migration, in order; the index + 1 is the schema version it brings.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_capture_pages.sql"),
+];
 
 pub struct SqliteStore {
     /// The one connection that writes (SQLite has a single writer anyway).
@@ -229,25 +234,34 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    fn captures_page(
+    fn captures_page_raw(
         &self,
         namespace: &str,
         phase: Option<&str>,
         after: Option<(&str, &str)>,
         limit: usize,
-    ) -> Result<Vec<CaptureRecord>, StoreError> {
+    ) -> Result<Vec<RawCaptureRecord>, StoreError> {
         let connection = self.read()?;
-        let mut statement = connection.prepare_cached(&format!(
-            "SELECT {CAPTURE_COLUMNS} FROM captures \
+        let mut statement = connection.prepare_cached(
+            "SELECT namespace, name, uid, spec, status, created_at FROM captures \
              WHERE namespace = ?1 AND (?2 IS NULL OR phase = ?2) \
              AND (?3 IS NULL OR (created_at, name) > (?3, ?4)) \
-             ORDER BY created_at, name LIMIT ?5"
-        ))?;
+             ORDER BY created_at, name LIMIT ?5",
+        )?;
         let (after_time, after_name) = after.unzip();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = statement.query_map(
             params![namespace, phase, after_time, after_name, limit],
-            capture_row,
+            |row| {
+                Ok(RawCaptureRecord {
+                    namespace: row.get(0)?,
+                    name: row.get(1)?,
+                    uid: row.get(2)?,
+                    spec: row.get(3)?,
+                    status: row.get(4)?,
+                    created_at: row.get(5)?,
+                })
+            },
         )?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
