@@ -3,10 +3,16 @@
 //! Markdown table. `run` (the default) builds a throw-away pod network, drives
 //! every scenario and writes the report; `send` is the traffic generator that
 //! `run` starts as a separate, CPU-pinned process inside the pod's namespace.
+//! `merge` benchmarks merging capture files against mergecap (no root), with
+//! `merge-worker` and `merge-measure` as its child processes.
 
 mod capturer;
 mod interrupt;
 mod measure;
+mod merge;
+mod merge_input;
+mod merge_report;
+mod merge_worker;
 mod netns;
 mod procfs;
 mod report;
@@ -39,6 +45,14 @@ enum Command {
     Run(RunArgs),
     /// Send UDP traffic from inside a network namespace (started by `run`).
     Send(sender::SendArgs),
+    /// Benchmark merging capture files against mergecap and write bench/MERGE.md.
+    Merge(merge::MergeArgs),
+    /// Merge files with podcap's library (started by `merge`).
+    #[command(hide = true)]
+    MergeWorker(merge_worker::WorkerArgs),
+    /// Run a command and print its wall time, CPU time and peak RSS (started by `merge`).
+    #[command(hide = true)]
+    MergeMeasure(merge_worker::MeasureArgs),
 }
 
 /// Options of the benchmark run.
@@ -77,6 +91,9 @@ fn main() -> Result<()> {
         // the process, so it is dispatched before any set-up of `run`.
         Some(Command::Send(args)) => sender::run(&args),
         Some(Command::Run(args)) => measure::run_benchmark(&args),
+        Some(Command::Merge(args)) => merge::run_merge_benchmark(&args),
+        Some(Command::MergeWorker(args)) => merge_worker::run_worker(&args),
+        Some(Command::MergeMeasure(args)) => merge_worker::run_measure(&args),
         None => measure::run_benchmark(&cli.run),
     }
 }

@@ -47,11 +47,12 @@ use reader::InputReader;
 use writer::MergedWriter;
 
 /// Read buffers of all inputs together aim at this size...
-const READ_BUDGET: usize = 16 << 20;
+const READ_BUDGET: usize = 4 << 20;
 /// ...with each input's between these, so few inputs get large reads and many inputs
-/// (hundreds of pods) still fit in memory.
+/// (hundreds of pods) still fit in memory. Larger reads than 256 KiB made no measurable
+/// difference (bench/MERGE.md's inputs, 64 KiB to 1 MiB per input).
 const MIN_READ_BUFFER: usize = 64 << 10;
-const MAX_READ_BUFFER: usize = 1 << 20;
+const MAX_READ_BUFFER: usize = 256 << 10;
 
 /// What a merge did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +155,10 @@ pub fn merge(
             .flat_map(|reader| reader.truncated().iter().cloned())
             .collect(),
         peak_buffer_bytes: output_buffer
-            + readers.iter().map(InputReader::buffer_capacity).sum::<usize>(),
+            + readers
+                .iter()
+                .map(InputReader::buffer_capacity)
+                .sum::<usize>(),
     })
 }
 

@@ -88,9 +88,8 @@ impl RawStatistics {
 /// [`SECTION_PROBE_LEN`] bytes).
 pub(super) fn section_order(probe: &[u8]) -> Result<ByteOrder, String> {
     let magic = [probe[8], probe[9], probe[10], probe[11]];
-    ByteOrder::of_magic(magic, BYTE_ORDER_MAGIC).ok_or_else(|| {
-        format!("section header without the byte-order magic (found {magic:02x?})")
-    })
+    ByteOrder::of_magic(magic, BYTE_ORDER_MAGIC)
+        .ok_or_else(|| format!("section header without the byte-order magic (found {magic:02x?})"))
 }
 
 /// The block type and total length from a block's first 8 bytes, checked for sanity.
@@ -98,7 +97,7 @@ pub(super) fn section_order(probe: &[u8]) -> Result<ByteOrder, String> {
 pub(super) fn block_header(order: ByteOrder, header: &[u8]) -> Result<(u32, usize), String> {
     let block_type = order.u32(header, 0);
     let len = order.u32(header, 4) as usize;
-    if len < MIN_BLOCK_LEN || len % 4 != 0 || len > MAX_RECORD_LEN {
+    if len < MIN_BLOCK_LEN || !len.is_multiple_of(4) || len > MAX_RECORD_LEN {
         return Err(format!(
             "block of type {block_type:#x} claims {len} bytes (a block is a multiple of 4 bytes, \
              from {MIN_BLOCK_LEN} to {MAX_RECORD_LEN})"
@@ -109,7 +108,11 @@ pub(super) fn block_header(order: ByteOrder, header: &[u8]) -> Result<(u32, usiz
 
 /// Parses a whole block of `block_type` (its bytes from type to trailing length).
 #[inline]
-pub(super) fn parse_block(order: ByteOrder, block_type: u32, block: &[u8]) -> Result<Block, String> {
+pub(super) fn parse_block(
+    order: ByteOrder,
+    block_type: u32,
+    block: &[u8],
+) -> Result<Block, String> {
     let len = block.len();
     let trailer = order.u32(block, len - 4) as usize;
     if trailer != len {
@@ -139,7 +142,9 @@ fn section_header(order: ByteOrder, body: &[u8]) -> Result<Block, String> {
     }
     let major = order.u16(body, 12);
     if major != 1 {
-        return Err(format!("pcapng version {major} (this reader knows version 1)"));
+        return Err(format!(
+            "pcapng version {major} (this reader knows version 1)"
+        ));
     }
     Ok(Block::SectionHeader)
 }
@@ -175,7 +180,10 @@ fn interface_description(order: ByteOrder, body: &[u8]) -> Result<Block, String>
 
 /// Option text; some writers add a terminating NUL, which is not part of the name.
 fn text(value: &[u8]) -> String {
-    let end = value.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
+    let end = value
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| last + 1);
     String::from_utf8_lossy(&value[..end]).into_owned()
 }
 
@@ -361,7 +369,10 @@ mod tests {
             let Block::Packet(pb) = parse(order, &w.bytes) else {
                 panic!("not a packet");
             };
-            assert_eq!((pb.interface, pb.raw_timestamp, pb.flags), (2, Some(99), Some(2)));
+            assert_eq!(
+                (pb.interface, pb.raw_timestamp, pb.flags),
+                (2, Some(99), Some(2))
+            );
 
             let mut w = BlockWriter::new(order);
             w.simple_packet(&[9; 6], 6);
@@ -382,7 +393,10 @@ mod tests {
         };
         assert_eq!(interface, 3);
         let sample = raw.in_ns(TimeScale::NANOSECONDS);
-        assert_eq!((sample.at_ns, sample.start_ns, sample.end_ns), (500, Some(100), Some(500)));
+        assert_eq!(
+            (sample.at_ns, sample.start_ns, sample.end_ns),
+            (500, Some(100), Some(500))
+        );
         assert_eq!(sample.counters[..3], [Some(1000), Some(7), None]);
     }
 
@@ -392,7 +406,9 @@ mod tests {
         let mut bad_len = Vec::new();
         bad_len.extend(6u32.to_le_bytes());
         bad_len.extend(30u32.to_le_bytes());
-        assert!(block_header(order, &bad_len).unwrap_err().contains("multiple of 4"));
+        assert!(block_header(order, &bad_len)
+            .unwrap_err()
+            .contains("multiple of 4"));
 
         let mut w = BlockWriter::new(Order::Little);
         w.enhanced_packet(0, 1, &[0; 8], 8, None);

@@ -61,7 +61,10 @@ struct OpenFile {
 enum FileFormat {
     /// Nothing read yet: the first bytes tell.
     Unknown,
-    Pcap { header: PcapHeader, interface: u32 },
+    Pcap {
+        header: PcapHeader,
+        interface: u32,
+    },
     /// The current section; set by the section header every pcapng file starts with.
     Pcapng(Option<Section>),
 }
@@ -161,8 +164,12 @@ impl InputReader {
 
     /// Moves to the next packet and returns its timestamp; `None` when the input is done.
     #[inline]
-    pub(super) fn advance(&mut self, table: &mut InterfaceTable) -> Result<Option<u64>, MergeError> {
-        self.buffer.consume(std::mem::take(&mut self.pending_record_len));
+    pub(super) fn advance(
+        &mut self,
+        table: &mut InterfaceTable,
+    ) -> Result<Option<u64>, MergeError> {
+        self.buffer
+            .consume(std::mem::take(&mut self.pending_record_len));
         loop {
             if self.file.is_none() && !self.open_next_file()? {
                 return Ok(None);
@@ -220,10 +227,16 @@ impl InputReader {
         let reader = &mut *file.reader;
         let buffer = &mut self.buffer;
         let found = match &mut file.format {
-            FileFormat::Pcapng(section) => {
-                next_pcapng(buffer, reader, section, &mut registry, self.last_timestamp_ns)?
+            FileFormat::Pcapng(section) => next_pcapng(
+                buffer,
+                reader,
+                section,
+                &mut registry,
+                self.last_timestamp_ns,
+            )?,
+            FileFormat::Pcap { header, interface } => {
+                next_pcap(buffer, reader, header, *interface)?
             }
-            FileFormat::Pcap { header, interface } => next_pcap(buffer, reader, header, *interface)?,
             FileFormat::Unknown => {
                 file.format = match detect_format(buffer, reader, &mut registry)? {
                     Some(format) => format,
@@ -398,9 +411,14 @@ fn next_pcapng(
             pcapng::section_order(buffer.available()).map_err(Stop::Damaged)?
         }
         Some(section) => section.order,
-        None => return Err(Stop::Damaged("pcapng data before the first section header".into())),
+        None => {
+            return Err(Stop::Damaged(
+                "pcapng data before the first section header".into(),
+            ))
+        }
     };
-    let (block_type, len) = pcapng::block_header(order, buffer.available()).map_err(Stop::Damaged)?;
+    let (block_type, len) =
+        pcapng::block_header(order, buffer.available()).map_err(Stop::Damaged)?;
     if buffer.fill(reader, len)? < len {
         return Err(Stop::Truncated);
     }
@@ -414,7 +432,9 @@ fn next_pcapng(
         return Ok(Found::Other(len));
     }
     let Some(section) = section else {
-        return Err(Stop::Damaged("pcapng data before the first section header".into()));
+        return Err(Stop::Damaged(
+            "pcapng data before the first section header".into(),
+        ));
     };
     match block {
         Block::Packet(packet) => {

@@ -39,8 +39,9 @@ impl ChainedInput {
     pub fn paths(paths: Vec<PathBuf>) -> ChainedInput {
         let files = paths.into_iter().map(|path| {
             let label = path.display().to_string();
-            let file = File::open(&path)
-                .map_err(|error| io::Error::new(error.kind(), format!("opening {label}: {error}")))?;
+            let file = File::open(&path).map_err(|error| {
+                io::Error::new(error.kind(), format!("opening {label}: {error}"))
+            })?;
             Ok(InputFile {
                 label,
                 reader: Box::new(file),

@@ -50,9 +50,7 @@ pub(super) struct BlockWriter {
 }
 
 fn pad(body: &mut Vec<u8>) {
-    while body.len() % 4 != 0 {
-        body.push(0);
-    }
+    body.resize(body.len().next_multiple_of(4), 0);
 }
 
 impl BlockWriter {
@@ -93,7 +91,12 @@ impl BlockWriter {
         self.block(0x0A0D_0D0A, &body);
     }
 
-    pub(super) fn interface_with(&mut self, link_type: u16, snap_len: u32, options: &[(u16, Vec<u8>)]) {
+    pub(super) fn interface_with(
+        &mut self,
+        link_type: u16,
+        snap_len: u32,
+        options: &[(u16, Vec<u8>)],
+    ) {
         let mut body = Vec::new();
         body.extend(self.order.u16_bytes(link_type));
         body.extend([0; 2]);
@@ -104,7 +107,11 @@ impl BlockWriter {
 
     /// An Ethernet interface with a name and a resolution.
     pub(super) fn interface(&mut self, name: &str, tsresol: u8) {
-        self.interface_with(1, 262_144, &[(2, name.as_bytes().to_vec()), (9, vec![tsresol])]);
+        self.interface_with(
+            1,
+            262_144,
+            &[(2, name.as_bytes().to_vec()), (9, vec![tsresol])],
+        );
     }
 
     pub(super) fn enhanced_packet(
@@ -188,7 +195,11 @@ impl BlockWriter {
     }
 
     pub(super) fn pcap_header(&mut self, nanoseconds: bool, link_type: u32, snap_len: u32) {
-        let magic: u32 = if nanoseconds { 0xa1b2_3c4d } else { 0xa1b2_c3d4 };
+        let magic: u32 = if nanoseconds {
+            0xa1b2_3c4d
+        } else {
+            0xa1b2_c3d4
+        };
         self.bytes.extend(self.order.u32_bytes(magic));
         self.bytes.extend(self.order.u16_bytes(2));
         self.bytes.extend(self.order.u16_bytes(4));
@@ -197,7 +208,13 @@ impl BlockWriter {
         self.bytes.extend(self.order.u32_bytes(link_type));
     }
 
-    pub(super) fn pcap_record(&mut self, seconds: u32, fraction: u32, data: &[u8], original_len: u32) {
+    pub(super) fn pcap_record(
+        &mut self,
+        seconds: u32,
+        fraction: u32,
+        data: &[u8],
+        original_len: u32,
+    ) {
         for word in [seconds, fraction, data.len() as u32, original_len] {
             self.bytes.extend(self.order.u32_bytes(word));
         }

@@ -47,14 +47,19 @@ fn read_back(bytes: &[u8]) -> ReadBack {
         let (block_type, len) = block_header(order, &bytes[at..]).unwrap();
         match parse_block(order, block_type, &bytes[at..at + len]).unwrap() {
             Block::Interface { described, scale } => {
-                assert_eq!(scale.to_ns(123), 123, "merged interfaces are in nanoseconds");
+                assert_eq!(
+                    scale.to_ns(123),
+                    123,
+                    "merged interfaces are in nanoseconds"
+                );
                 result.interfaces.push(described);
             }
             Block::Packet(packet) => result.packets.push(Merged {
                 interface: packet.interface,
                 timestamp_ns: packet.raw_timestamp.unwrap(),
                 original_len: packet.original_len,
-                data: bytes[at + packet.data_at..at + packet.data_at + packet.captured_len].to_vec(),
+                data: bytes[at + packet.data_at..at + packet.data_at + packet.captured_len]
+                    .to_vec(),
                 flags: packet.flags,
             }),
             Block::Statistics { interface, raw } => {
@@ -75,7 +80,10 @@ fn input(name: &str, bytes: Vec<u8>) -> MergeInput {
     MergeInput::new(name, io::Cursor::new(bytes))
 }
 
-fn merge_to_vec(inputs: Vec<MergeInput>, format: OutputFormat) -> Result<(MergeReport, Vec<u8>), MergeError> {
+fn merge_to_vec(
+    inputs: Vec<MergeInput>,
+    format: OutputFormat,
+) -> Result<(MergeReport, Vec<u8>), MergeError> {
     let mut out = Vec::new();
     let report = merge(inputs, format, &mut out)?;
     assert_eq!(report.bytes_written, out.len() as u64);
@@ -102,16 +110,24 @@ fn times(read: &ReadBack) -> Vec<u64> {
 fn packets_come_out_in_time_order_and_ties_in_input_order() {
     let a = pcapng_file(Order::Little, "a", &[10, 20, 30, 30]);
     let b = pcapng_file(Order::Big, "b", &[5, 20, 25, 40]);
-    let (report, out) = merge_to_vec(vec![input("a", a), input("b", b)], OutputFormat::Pcapng).unwrap();
+    let (report, out) =
+        merge_to_vec(vec![input("a", a), input("b", b)], OutputFormat::Pcapng).unwrap();
     let read = read_back(&out);
     assert_eq!(times(&read), [5, 10, 20, 20, 25, 30, 30, 40]);
     let interfaces: Vec<u32> = read.packets.iter().map(|p| p.interface).collect();
-    assert_eq!(interfaces, [1, 0, 0, 1, 1, 0, 0, 1], "the tie at 20 goes to input a first");
+    assert_eq!(
+        interfaces,
+        [1, 0, 0, 1, 1, 0, 0, 1],
+        "the tie at 20 goes to input a first"
+    );
     assert_eq!(report.packets, 8);
     assert_eq!(report.interfaces, 2);
     assert!(report.truncated_inputs.is_empty());
     assert_eq!(read.interfaces[0].name.as_deref(), Some("a"));
-    assert!(read.packets.iter().all(|p| p.flags == Some(1) && p.original_len == 60));
+    assert!(read
+        .packets
+        .iter()
+        .all(|p| p.flags == Some(1) && p.original_len == 60));
 }
 
 #[test]
@@ -132,13 +148,19 @@ fn every_pcapng_variant_is_read() {
     w.enhanced_packet(0, 2_000, &[4; 4], 4, None);
     let (report, out) = merge_to_vec(vec![input("odd", w.bytes)], OutputFormat::Pcapng).unwrap();
     let read = read_back(&out);
-    assert_eq!(times(&read), [1_000_000_000, 1_500_000_000, 1_500_000_000, 2_000_000_000]);
+    assert_eq!(
+        times(&read),
+        [1_000_000_000, 1_500_000_000, 1_500_000_000, 2_000_000_000]
+    );
     let frames: Vec<(u32, usize, Option<u32>)> = read
         .packets
         .iter()
         .map(|p| (p.interface, p.data.len(), p.flags))
         .collect();
-    assert_eq!(frames, [(0, 10, Some(2)), (1, 8, None), (0, 10, None), (2, 4, None)]);
+    assert_eq!(
+        frames,
+        [(0, 10, Some(2)), (1, 8, None), (0, 10, None), (2, 4, None)]
+    );
     assert_eq!(report.interfaces, 3);
 }
 
@@ -166,8 +188,16 @@ fn all_four_pcap_magics_are_read() {
         [1_000_007_000, 2_000_007_000, 3_000_000_007, 4_000_000_007]
     );
     assert_eq!(read.interfaces.len(), 4);
-    let names: Vec<_> = read.interfaces.iter().map(|i| i.name.clone().unwrap()).collect();
-    assert_eq!(names, ["pcap0", "pcap1", "pcap2", "pcap3"], "named after their inputs");
+    let names: Vec<_> = read
+        .interfaces
+        .iter()
+        .map(|i| i.name.clone().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["pcap0", "pcap1", "pcap2", "pcap3"],
+        "named after their inputs"
+    );
     assert!(read.interfaces.iter().all(|i| i.snap_len == 65_535));
 }
 
@@ -188,18 +218,37 @@ fn a_rotated_series_is_one_input_with_one_set_of_interfaces() {
             reader: Box::new(io::Cursor::new(w.bytes)),
         }));
     }
-    let series = MergeInput::chained("web-1", ChainedInput::files(files)).with_description("shop/web-1 on node-a");
+    let series = MergeInput::chained("web-1", ChainedInput::files(files))
+        .with_description("shop/web-1 on node-a");
     let other = input("db", pcapng_file(Order::Little, "veth-db", &[1_500]));
     let (report, out) = merge_to_vec(vec![series, other], OutputFormat::Pcapng).unwrap();
     let read = read_back(&out);
     assert_eq!(report.interfaces, 3);
-    let names: Vec<_> = read.interfaces.iter().map(|i| i.name.clone().unwrap()).collect();
+    let names: Vec<_> = read
+        .interfaces
+        .iter()
+        .map(|i| i.name.clone().unwrap())
+        .collect();
     assert_eq!(names, ["veth-a", "veth-b", "veth-db"]);
-    assert_eq!(read.interfaces[0].description.as_deref(), Some("shop/web-1 on node-a"));
+    assert_eq!(
+        read.interfaces[0].description.as_deref(),
+        Some("shop/web-1 on node-a")
+    );
     assert_eq!(read.interfaces[2].description, None);
-    let order: Vec<(u32, u64)> = read.packets.iter().map(|p| (p.interface, p.timestamp_ns)).collect();
-    assert_eq!(order, [(0, 100), (1, 1_000), (2, 1_500), (0, 2_000), (1, 3_000)]);
-    assert_eq!(read.statistics, [(0, Some(20), Some(2))], "the last running total, not the sum");
+    let order: Vec<(u32, u64)> = read
+        .packets
+        .iter()
+        .map(|p| (p.interface, p.timestamp_ns))
+        .collect();
+    assert_eq!(
+        order,
+        [(0, 100), (1, 1_000), (2, 1_500), (0, 2_000), (1, 3_000)]
+    );
+    assert_eq!(
+        read.statistics,
+        [(0, Some(20), Some(2))],
+        "the last running total, not the sum"
+    );
 }
 
 #[test]
@@ -212,7 +261,11 @@ fn a_truncated_last_record_ends_that_input_only() {
     pcap.pcap_record(0, 7, &[0; 30], 30);
     pcap.pcap_record(0, 8, &[0; 30], 30);
     pcap.bytes.truncate(pcap.bytes.len() - 29);
-    let inputs = vec![input("cut", cut), input("whole", whole), input("short-pcap", pcap.bytes)];
+    let inputs = vec![
+        input("cut", cut),
+        input("whole", whole),
+        input("short-pcap", pcap.bytes),
+    ];
     let (report, out) = merge_to_vec(inputs, OutputFormat::Pcapng).unwrap();
     assert_eq!(times(&read_back(&out)), [1, 2, 3, 4, 6, 7]);
     assert_eq!(report.truncated_inputs, ["cut", "short-pcap"]);
@@ -230,8 +283,11 @@ fn a_truncated_file_inside_a_chain_goes_on_with_the_next_file() {
         })
     });
     let files: Vec<_> = files.collect();
-    let (report, out) =
-        merge_to_vec(vec![MergeInput::chained("a", ChainedInput::files(files))], OutputFormat::Pcapng).unwrap();
+    let (report, out) = merge_to_vec(
+        vec![MergeInput::chained("a", ChainedInput::files(files))],
+        OutputFormat::Pcapng,
+    )
+    .unwrap();
     let read = read_back(&out);
     assert_eq!(times(&read), [1, 3]);
     assert_eq!(report.truncated_inputs, ["a (file0)"]);
@@ -262,30 +318,48 @@ fn damage_names_the_input_the_file_and_the_offset() {
         label: "/data/web-000002.pcapng".into(),
         reader: Box::new(io::Cursor::new(bad)) as Box<dyn Read + Send>,
     })];
-    let error = merge_to_vec(vec![MergeInput::chained("web-1", ChainedInput::files(files))], OutputFormat::Pcapng)
-        .unwrap_err()
-        .to_string();
-    assert!(error.contains("web-1 (/data/web-000002.pcapng) is damaged at byte"), "{error}");
+    let error = merge_to_vec(
+        vec![MergeInput::chained("web-1", ChainedInput::files(files))],
+        OutputFormat::Pcapng,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("web-1 (/data/web-000002.pcapng) is damaged at byte"),
+        "{error}"
+    );
     assert!(error.contains(&format!("byte {second_packet}")), "{error}");
     assert!(error.contains("multiple of 4"), "{error}");
 }
 
 #[test]
 fn a_file_that_is_not_a_capture_is_named() {
-    let error = merge_to_vec(vec![input("web-1", b"<html>oops</html>".to_vec())], OutputFormat::Pcapng)
-        .unwrap_err()
-        .to_string();
-    assert!(error.contains("web-1 is neither a pcap nor a pcapng file"), "{error}");
+    let error = merge_to_vec(
+        vec![input("web-1", b"<html>oops</html>".to_vec())],
+        OutputFormat::Pcapng,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("web-1 is neither a pcap nor a pcapng file"),
+        "{error}"
+    );
     assert!(error.contains("\"<htm\""), "{error}");
 }
 
 #[test]
 fn a_missing_file_of_a_chain_is_named() {
     let paths = vec!["/nonexistent/podcap-merge-test-000001.pcapng".into()];
-    let error = merge_to_vec(vec![MergeInput::chained("web-1", ChainedInput::paths(paths))], OutputFormat::Pcapng)
-        .unwrap_err()
-        .to_string();
-    assert!(error.contains("reading web-1: opening /nonexistent/podcap-merge-test-000001.pcapng"), "{error}");
+    let error = merge_to_vec(
+        vec![MergeInput::chained("web-1", ChainedInput::paths(paths))],
+        OutputFormat::Pcapng,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("reading web-1: opening /nonexistent/podcap-merge-test-000001.pcapng"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -294,24 +368,45 @@ fn pcap_output_has_nanoseconds_and_one_link_type() {
     let mut b = BlockWriter::new(Order::Little);
     b.pcap_header(false, 1, 1500);
     b.pcap_record(0, 5, &[9; 3], 3);
-    let (report, out) = merge_to_vec(vec![input("a", a), input("b", b.bytes)], OutputFormat::Pcap).unwrap();
+    let (report, out) =
+        merge_to_vec(vec![input("a", a), input("b", b.bytes)], OutputFormat::Pcap).unwrap();
     assert_eq!(report.packets, 2);
     let order = native();
     assert_eq!(order.u32(&out, 0), 0xa1b2_3c4d);
-    assert_eq!(order.u32(&out, 16), 262_144, "the largest snap length of the inputs");
+    assert_eq!(
+        order.u32(&out, 16),
+        262_144,
+        "the largest snap length of the inputs"
+    );
     assert_eq!(order.u32(&out, 20), 1);
     // First record: 0 s + 5000 ns, 3 bytes; second: 1 s + 7 ns.
-    assert_eq!([order.u32(&out, 24), order.u32(&out, 28), order.u32(&out, 32)], [0, 5_000, 3]);
+    assert_eq!(
+        [
+            order.u32(&out, 24),
+            order.u32(&out, 28),
+            order.u32(&out, 32)
+        ],
+        [0, 5_000, 3]
+    );
     let second = 24 + 16 + 3;
-    assert_eq!([order.u32(&out, second), order.u32(&out, second + 4)], [1, 7]);
+    assert_eq!(
+        [order.u32(&out, second), order.u32(&out, second + 4)],
+        [1, 7]
+    );
 
     let mut raw_ip = BlockWriter::new(Order::Little);
     raw_ip.pcap_header(true, 101, 1500);
     let a = pcapng_file(Order::Big, "a", &[1]);
-    let error = merge_to_vec(vec![input("eth", a), input("raw", raw_ip.bytes)], OutputFormat::Pcap)
-        .unwrap_err()
-        .to_string();
-    assert!(error.contains("raw has link type 101 and eth has 1"), "{error}");
+    let error = merge_to_vec(
+        vec![input("eth", a), input("raw", raw_ip.bytes)],
+        OutputFormat::Pcap,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("raw has link type 101 and eth has 1"),
+        "{error}"
+    );
     assert!(error.contains("pcapng instead"), "{error}");
 }
 
@@ -333,11 +428,27 @@ impl Read for Dribble {
 fn reads_of_any_size_give_the_same_merge() {
     let a = pcapng_file(Order::Little, "a", &[1, 4, 9, 16]);
     let b = pcapng_file(Order::Big, "b", &[2, 3, 10]);
-    let whole = merge_to_vec(vec![input("a", a.clone()), input("b", b.clone())], OutputFormat::Pcapng).unwrap();
+    let whole = merge_to_vec(
+        vec![input("a", a.clone()), input("b", b.clone())],
+        OutputFormat::Pcapng,
+    )
+    .unwrap();
     let dribbled = merge_to_vec(
         vec![
-            MergeInput::new("a", Dribble { bytes: io::Cursor::new(a), step: 0 }),
-            MergeInput::new("b", Dribble { bytes: io::Cursor::new(b), step: 3 }),
+            MergeInput::new(
+                "a",
+                Dribble {
+                    bytes: io::Cursor::new(a),
+                    step: 0,
+                },
+            ),
+            MergeInput::new(
+                "b",
+                Dribble {
+                    bytes: io::Cursor::new(b),
+                    step: 3,
+                },
+            ),
         ],
         OutputFormat::Pcapng,
     )
@@ -355,8 +466,60 @@ fn buffers_do_not_grow_with_the_input() {
     for &t in &packets {
         w.enhanced_packet(0, t, &[0; 1000], 1000, None);
     }
-    let inputs: Vec<MergeInput> = (0..300).map(|i| input(&format!("in{i}"), w.bytes.clone())).collect();
+    let inputs: Vec<MergeInput> = (0..300)
+        .map(|i| input(&format!("in{i}"), w.bytes.clone()))
+        .collect();
     let (report, _) = merge_to_vec(inputs, OutputFormat::Pcapng).unwrap();
     assert_eq!(report.packets, 300_000);
-    assert_eq!(report.peak_buffer_bytes, 300 * MIN_READ_BUFFER + writer::OUTPUT_BUFFER_LEN);
+    assert_eq!(
+        report.peak_buffer_bytes,
+        300 * MIN_READ_BUFFER + writer::OUTPUT_BUFFER_LEN
+    );
+}
+
+/// A file of every block kind, to damage.
+fn specimen() -> Vec<u8> {
+    let mut w = BlockWriter::new(Order::Big);
+    w.section_header();
+    w.interface_with(
+        1,
+        64,
+        &[(2, b"eth0".to_vec()), (9, vec![6]), (11, b"\0tcp".to_vec())],
+    );
+    w.enhanced_packet(0, 1_000, &[1; 30], 30, Some(1));
+    w.obsolete_packet(0, 2_000, &[2; 10], 10, None);
+    w.simple_packet(&[3; 7], 7);
+    w.statistics(0, 3_000, &[(4, 5), (5, 1)], Some(1_000), Some(3_000));
+    w.bytes
+}
+
+proptest::proptest! {
+    // Failures print the input; no regression file is written outside this module.
+    #![proptest_config(proptest::test_runner::Config {
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    })]
+
+    /// Damaged input never panics the merge: it merges, reports a truncation, or fails with
+    /// an error naming the input.
+    #[test]
+    fn damaged_input_never_panics(
+        flips in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 0..6),
+        cut in 0usize..4096,
+    ) {
+        let mut bytes = specimen();
+        for (at, value) in flips {
+            let len = bytes.len();
+            bytes[at % len] = value;
+        }
+        bytes.truncate(cut.max(1));
+        let other = pcapng_file(Order::Little, "other", &[1, 2]);
+        match merge_to_vec(vec![input("damaged", bytes), input("other", other)], OutputFormat::Pcapng) {
+            Ok((report, out)) => {
+                proptest::prop_assert_eq!(report.bytes_written, out.len() as u64);
+                proptest::prop_assert!(report.packets >= 2, "the other input is merged whole");
+            }
+            Err(error) => proptest::prop_assert!(error.to_string().contains("damaged"), "{}", error),
+        }
+    }
 }

@@ -123,7 +123,10 @@ mod tests {
         assert_eq!(scale(0x80 | 10).to_ns(1024), 1_000_000_000);
         // 2^-30 s units of a 2023 timestamp do not overflow.
         let raw = 1_700_000_000u64 << 30;
-        assert_eq!(scale(0x80 | 30).to_ns(raw), 1_700_000_000 * NANOS_PER_SECOND);
+        assert_eq!(
+            scale(0x80 | 30).to_ns(raw),
+            1_700_000_000 * NANOS_PER_SECOND
+        );
     }
 
     #[test]
