@@ -88,6 +88,11 @@ impl Problem {
         Problem::new(StatusCode::GONE, "Gone", detail)
     }
 
+    /// 413: the request body is over the limit.
+    pub fn too_large(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large", detail)
+    }
+
     /// 507: the data directory takes no more captures.
     pub fn insufficient_storage(detail: impl Into<String>) -> Problem {
         Problem::new(

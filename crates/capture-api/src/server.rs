@@ -115,7 +115,20 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        // Outside the limit layer, which answers oversized requests itself.
+        .layer(axum::middleware::map_response(body_limit_as_problem))
         .with_state(state)
+}
+
+/// The body limit answers 413 as plain text; every error a client sees is problem+json.
+async fn body_limit_as_problem(response: axum::response::Response) -> axum::response::Response {
+    if response.status() != axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
+    axum::response::IntoResponse::into_response(Problem::too_large(format!(
+        "the request body is larger than {} KiB: captures, schedules and shares are small JSON documents",
+        MAX_BODY_BYTES / 1024
+    )))
 }
 
 /// Serves until `shutdown` resolves.

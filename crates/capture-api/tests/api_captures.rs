@@ -15,6 +15,11 @@ use serde_json::{json, Value};
 
 const CAPTURES: &str = "/api/v1/namespaces/default/captures";
 
+/// A selector no pod has: tests that only exercise the API must not capture on the pods of
+/// other tests running at the same time.
+static NO_PODS: std::sync::LazyLock<Value> =
+    std::sync::LazyLock::new(|| json!({"matchLabels": {"podcap.io/netns": "no-such-pod"}}));
+
 fn selector_for(pods: &[&Pod]) -> Value {
     json!({"matchExpressions": [{
         "key": "podcap.io/netns",
@@ -217,7 +222,7 @@ fn bad_input_gets_a_problem_naming_the_field() {
     );
     let (field, _) = invalid_param(api.post(
         CAPTURES,
-        &json!({"metadata": {"name": "Not_DNS"}, "spec": {"duration": "1m"}}),
+        &json!({"metadata": {"name": "Not_DNS"}, "spec": {"duration": "1m", "podSelector": NO_PODS.clone()}}),
     ));
     assert_eq!(field, "metadata.name");
 
@@ -228,7 +233,7 @@ fn bad_input_gets_a_problem_naming_the_field() {
     .problem(404);
     let created = api.post(
         CAPTURES,
-        &json!({"metadata": {"name": "quiet"}, "spec": {"duration": "1m"}}),
+        &json!({"metadata": {"name": "quiet"}, "spec": {"duration": "1m", "podSelector": NO_PODS.clone()}}),
     );
     assert_eq!(
         created.status,
@@ -242,11 +247,33 @@ fn bad_input_gets_a_problem_naming_the_field() {
         .problem(404);
     api.post(
         CAPTURES,
-        &json!({"metadata": {"name": "quiet"}, "spec": {"duration": "1m"}}),
+        &json!({"metadata": {"name": "quiet"}, "spec": {"duration": "1m", "podSelector": NO_PODS.clone()}}),
     )
     .problem(409);
     let answer = api.post(CAPTURES, &json!("not an object"));
     answer.problem(400);
+    // Only the headers of an oversized body: the server answers from Content-Length, so the test
+    // does not race a server that closes while a large body is still being sent.
+    let mut socket = std::net::TcpStream::connect(api.base.trim_start_matches("http://")).unwrap();
+    let request = format!(
+        "POST {CAPTURES} HTTP/1.1\r\nHost: podcap\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 300000\r\nConnection: close\r\n\r\n",
+        api.token
+    );
+    std::io::Write::write_all(&mut socket, request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut socket, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-type: application/problem+json"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("256 KiB"),
+        "the problem says the limit: {answer}"
+    );
 }
 
 #[test]
@@ -261,8 +288,12 @@ fn every_api_route_needs_a_valid_token() {
         "{missing}"
     );
     api.get_as(CAPTURES, Some("pcp_0000"), &[]).problem(401);
-    api.post_as(CAPTURES, Some(""), &json!({"spec": {"duration": "1m"}}))
-        .problem(401);
+    api.post_as(
+        CAPTURES,
+        Some(""),
+        &json!({"spec": {"duration": "1m", "podSelector": NO_PODS.clone()}}),
+    )
+    .problem(401);
     api.get_as("/api/v1/namespaces/default/pods", Some(""), &[])
         .problem(401);
     // Health checks need none.
@@ -282,7 +313,7 @@ fn roles_and_namespaces_limit_what_a_token_may_do() {
     let api = Api::start();
     let viewer = api.create_token("viewer", &["default"]);
     let operator = api.create_token("operator", &["shop"]);
-    let spec = json!({"metadata": {"name": "by-role"}, "spec": {"duration": "1m"}});
+    let spec = json!({"metadata": {"name": "by-role"}, "spec": {"duration": "1m", "podSelector": NO_PODS.clone()}});
 
     assert_eq!(
         api.get_as(CAPTURES, Some(&viewer), &[]).status,
