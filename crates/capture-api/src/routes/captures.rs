@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use capture_spec::{names, CaptureSpec, Phase};
+use capture_spec::{CaptureSpec, Phase};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -20,6 +20,7 @@ use crate::problem::{InvalidParam, Problem};
 use crate::server::AppState;
 use crate::store::{CaptureRecord, RawCaptureRecord, StoreError};
 
+use super::object::{check_name, check_namespace, invalid_spec, parse_object};
 use super::openapi::{CapturePath, NamespacePath, PacketCapture, PacketCaptureList};
 
 pub const API_VERSION: &str = "podcap.io/v1alpha1";
@@ -37,18 +38,6 @@ pub fn resource(record: &CaptureRecord) -> Value {
         },
         "spec": record.spec,
         "status": record.status,
-    })
-}
-
-fn check_namespace(namespace: &str) -> Result<(), Problem> {
-    names::validate_name(namespace).map_err(|e| {
-        Problem::invalid(
-            "bad namespace in the path",
-            vec![InvalidParam {
-                name: "namespace".into(),
-                reason: e.to_string(),
-            }],
-        )
     })
 }
 
@@ -197,6 +186,8 @@ pub async fn list(
 }
 
 /// The `metadata` of a new capture: both fields are optional.
+// Describes the request for the OpenAPI document; bodies are read by `object::parse_object`.
+#[allow(dead_code)]
 #[derive(Deserialize, ToSchema)]
 #[schema(as = CaptureRequestMetadata)]
 #[serde(deny_unknown_fields)]
@@ -210,6 +201,7 @@ struct CreateMetadata {
 
 /// A capture to create, in the shape of the `PacketCapture` CRD object (`kubectl apply` YAML as
 /// JSON); `apiVersion`, `kind` and `metadata` may be left out.
+#[allow(dead_code)]
 #[derive(Deserialize, ToSchema)]
 #[schema(as = PacketCaptureRequest)]
 #[serde(rename_all = "camelCase")]
@@ -226,19 +218,6 @@ struct CreateBody {
     metadata: Option<CreateMetadata>,
     #[schema(value_type = CaptureSpec)]
     spec: Value,
-}
-
-/// 422 listing every field error.
-fn invalid_spec(errors: capture_spec::ValidationErrors) -> Problem {
-    let params = errors
-        .0
-        .into_iter()
-        .map(|e| InvalidParam {
-            name: e.field,
-            reason: e.message,
-        })
-        .collect();
-    Problem::invalid("the capture spec is invalid", params)
 }
 
 #[utoipa::path(
@@ -266,50 +245,18 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>), Problem> {
     caller.authorize(Action::Write, &namespace)?;
     check_namespace(&namespace)?;
-    let body: CreateBody = serde_json::from_slice(&body).map_err(|e| {
-        Problem::bad_request(format!(
-            "the body is not a capture: {e}. Send {{\"metadata\": {{\"name\": \"web\"}}, \"spec\": {{\"podSelector\": ..., \"duration\": \"10m\"}}}}"
-        ))
-    })?;
-    if body.kind.as_deref().is_some_and(|k| k != "PacketCapture")
-        || body
-            .api_version
-            .as_deref()
-            .is_some_and(|v| v != API_VERSION)
-    {
-        return Err(Problem::bad_request(format!(
-            "this route takes kind PacketCapture, apiVersion {API_VERSION}"
-        )));
-    }
-    let metadata = body.metadata.unwrap_or(CreateMetadata {
-        name: None,
-        namespace: None,
-    });
-    if metadata
-        .namespace
-        .as_deref()
-        .is_some_and(|n| n != namespace)
-    {
-        return Err(Problem::bad_request(
-            "metadata.namespace differs from the namespace in the path: leave it out",
-        ));
-    }
+    let example =
+        r#"{"metadata": {"name": "web"}, "spec": {"podSelector": ..., "duration": "10m"}}"#;
+    let (metadata, spec) = parse_object(&body, &namespace, "PacketCapture", example)?;
     let name = match metadata.name {
         Some(name) => {
-            names::validate_name(&name).map_err(|e| {
-                Problem::invalid(
-                    "bad name",
-                    vec![InvalidParam {
-                        name: "metadata.name".into(),
-                        reason: e.to_string(),
-                    }],
-                )
-            })?;
+            check_name(&name)?;
             name
         }
         None => format!("capture-{}", new_id(5)),
     };
-    let spec = CaptureSpec::from_json_value(&body.spec, "spec").map_err(invalid_spec)?;
+    let spec =
+        CaptureSpec::from_json_value(&spec, "spec").map_err(|e| invalid_spec(e, "capture"))?;
     if let Some(reason) = state.runner.storage_full() {
         return Err(Problem::insufficient_storage(format!(
             "no new capture can start: {reason}"
@@ -326,7 +273,7 @@ pub async fn create(
         Utc::now(),
     )
     .map_err(|error| match error {
-        CreateError::Invalid(errors) => invalid_spec(errors),
+        CreateError::Invalid(errors) => invalid_spec(errors, "capture"),
         CreateError::Store(e @ StoreError::AlreadyExists { .. }) => {
             Problem::conflict(e.to_string())
         }

@@ -13,6 +13,7 @@ mod captures;
 mod download;
 mod files;
 pub mod live;
+mod object;
 pub mod openapi;
 mod pods;
 mod schedules;

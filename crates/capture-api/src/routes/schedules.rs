@@ -10,19 +10,22 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use capture_spec::{names, ScheduleSpec, ScheduleStatus, ValidationErrors};
+use capture_spec::{ScheduleSpec, ScheduleStatus};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use crate::auth::{new_id, Action, Caller};
-use crate::problem::{InvalidParam, Problem};
+use crate::problem::Problem;
 use crate::schedules::{cleanup, lock_schedule_writes, status, MAX_SCHEDULE_NAME_LENGTH};
 use crate::server::AppState;
 use crate::store::{ScheduleRecord, StoreError};
 
 use super::captures::API_VERSION;
+use super::object::{
+    check_name, check_namespace, field_problem, invalid_spec, parse_object, ObjectMetadata,
+};
 use super::openapi::{
     NamespacePath, PacketCaptureSchedule, PacketCaptureScheduleList, SchedulePath,
 };
@@ -45,25 +48,9 @@ pub fn resource(record: &ScheduleRecord) -> Value {
     })
 }
 
-fn field_problem(detail: &str, field: &str, reason: String) -> Problem {
-    Problem::invalid(
-        detail,
-        vec![InvalidParam {
-            name: field.into(),
-            reason,
-        }],
-    )
-}
-
-fn check_namespace(namespace: &str) -> Result<(), Problem> {
-    names::validate_namespace(namespace)
-        .map_err(|e| field_problem("bad namespace in the path", "namespace", e.to_string()))
-}
-
 /// A schedule name, short enough for its captures' names (`{name}-{unix seconds}`) to be valid.
-fn check_name(name: &str) -> Result<(), Problem> {
-    names::validate_name(name)
-        .map_err(|e| field_problem("bad name", "metadata.name", e.to_string()))?;
+fn check_schedule_name(name: &str) -> Result<(), Problem> {
+    check_name(name)?;
     if name.len() > MAX_SCHEDULE_NAME_LENGTH {
         return Err(field_problem(
             "bad name",
@@ -84,6 +71,8 @@ fn not_found(namespace: &str, name: &str) -> Problem {
 }
 
 /// The `metadata` of a schedule sent to the API; every field is optional.
+// Describes the request for the OpenAPI document; bodies are read by `object::parse_object`.
+#[allow(dead_code)]
 #[derive(Deserialize, ToSchema)]
 #[schema(as = ScheduleRequestMetadata)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -104,6 +93,7 @@ struct BodyMetadata {
 
 /// A schedule to create or replace, in the shape of the `PacketCaptureSchedule` CRD object;
 /// `apiVersion`, `kind`, `metadata` and `status` may be left out.
+#[allow(dead_code)]
 #[derive(Deserialize, ToSchema)]
 #[schema(as = PacketCaptureScheduleRequest)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -124,50 +114,9 @@ struct ScheduleBody {
 }
 
 /// The body as a schedule object of this namespace, or a 400 that shows what to send.
-fn parse_body(body: &Bytes, namespace: &str) -> Result<(BodyMetadata, Value), Problem> {
-    let body: ScheduleBody = serde_json::from_slice(body).map_err(|e| {
-        Problem::bad_request(format!(
-            "the body is not a schedule: {e}. Send {{\"metadata\": {{\"name\": \"nightly\"}}, \"spec\": {{\"schedule\": \"0 2 * * *\", \"template\": {{\"podSelector\": ..., \"duration\": \"10m\"}}}}}}"
-        ))
-    })?;
-    if body.kind.as_deref().is_some_and(|k| k != KIND)
-        || body
-            .api_version
-            .as_deref()
-            .is_some_and(|v| v != API_VERSION)
-    {
-        return Err(Problem::bad_request(format!(
-            "this route takes kind {KIND}, apiVersion {API_VERSION}"
-        )));
-    }
-    let metadata = body.metadata.unwrap_or(BodyMetadata {
-        name: None,
-        namespace: None,
-        uid: None,
-        creation_timestamp: None,
-    });
-    if metadata
-        .namespace
-        .as_deref()
-        .is_some_and(|n| n != namespace)
-    {
-        return Err(Problem::bad_request(
-            "metadata.namespace differs from the namespace in the path: leave it out",
-        ));
-    }
-    Ok((metadata, body.spec))
-}
-
-/// 422 listing every field error.
-fn invalid_spec(errors: ValidationErrors) -> Problem {
-    let params = errors
-        .into_iter()
-        .map(|e| InvalidParam {
-            name: e.field,
-            reason: e.message,
-        })
-        .collect();
-    Problem::invalid("the schedule spec is invalid", params)
+fn parse_body(body: &Bytes, namespace: &str) -> Result<(ObjectMetadata, Value), Problem> {
+    let example = r#"{"metadata": {"name": "nightly"}, "spec": {"schedule": "0 2 * * *", "template": {"podSelector": ..., "duration": "10m"}}}"#;
+    parse_object(body, namespace, KIND, example)
 }
 
 /// Decodes and checks a schedule spec; returns it with the coming run times from now.
@@ -176,9 +125,10 @@ fn checked_spec(
     spec: &Value,
     mut status: ScheduleStatus,
 ) -> Result<(ScheduleSpec, ScheduleStatus), Problem> {
-    let spec = ScheduleSpec::from_json_value(spec, "spec").map_err(invalid_spec)?;
+    let spec =
+        ScheduleSpec::from_json_value(spec, "spec").map_err(|e| invalid_spec(e, "schedule"))?;
     spec.validate(state.settings.max_window)
-        .map_err(invalid_spec)?;
+        .map_err(|e| invalid_spec(e, "schedule"))?;
     status::set_upcoming(&mut status, &spec, Utc::now()).map_err(|e| {
         field_problem(
             "the schedule spec is invalid",
@@ -260,7 +210,7 @@ pub async fn create(
     let (metadata, spec) = parse_body(&body, &namespace)?;
     let name = match metadata.name {
         Some(name) => {
-            check_name(&name)?;
+            check_schedule_name(&name)?;
             name
         }
         None => format!("schedule-{}", new_id(5)),

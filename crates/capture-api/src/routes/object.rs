@@ -1,0 +1,101 @@
+//! What the capture and schedule routes share about Kubernetes-shaped objects: the namespace
+//! and name checks, reading a create or replace body (`{apiVersion?, kind?, metadata?, spec,
+//! status?}`, the CRD object as JSON) with the checks every kind needs, and turning field
+//! errors into one 422 that lists them all.
+
+use capture_spec::{names, ValidationErrors};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::captures::API_VERSION;
+use crate::problem::{InvalidParam, Problem};
+
+/// 422 about one field.
+pub fn field_problem(detail: &str, field: &str, reason: String) -> Problem {
+    Problem::invalid(
+        detail,
+        vec![InvalidParam {
+            name: field.into(),
+            reason,
+        }],
+    )
+}
+
+/// 422 listing every field error of a spec.
+pub fn invalid_spec(errors: ValidationErrors, what: &str) -> Problem {
+    let params = errors
+        .into_iter()
+        .map(|e| InvalidParam {
+            name: e.field,
+            reason: e.message,
+        })
+        .collect();
+    Problem::invalid(format!("the {what} spec is invalid"), params)
+}
+
+pub fn check_namespace(namespace: &str) -> Result<(), Problem> {
+    names::validate_namespace(namespace)
+        .map_err(|e| field_problem("bad namespace in the path", "namespace", e.to_string()))
+}
+
+pub fn check_name(name: &str) -> Result<(), Problem> {
+    names::validate_name(name)
+        .map_err(|e| field_problem("bad name", "metadata.name", e.to_string()))
+}
+
+/// The `metadata` of a body; every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectMetadata {
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub uid: Option<String>,
+    /// Set by the server; accepted so a GET answer can be sent back unchanged.
+    #[allow(dead_code)]
+    creation_timestamp: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ObjectBody {
+    api_version: Option<String>,
+    kind: Option<String>,
+    metadata: Option<ObjectMetadata>,
+    spec: Value,
+    /// Owned by the server; accepted and ignored so a GET answer can be sent back.
+    #[allow(dead_code)]
+    status: Option<Value>,
+}
+
+/// The body as an object of `kind` in `namespace`, or a 400 that shows what to send (`example`).
+pub fn parse_object(
+    body: &[u8],
+    namespace: &str,
+    kind: &str,
+    example: &str,
+) -> Result<(ObjectMetadata, Value), Problem> {
+    let body: ObjectBody = serde_json::from_slice(body).map_err(|e| {
+        Problem::bad_request(format!("the body is not a {kind}: {e}. Send {example}"))
+    })?;
+    if body.kind.as_deref().is_some_and(|k| k != kind)
+        || body
+            .api_version
+            .as_deref()
+            .is_some_and(|v| v != API_VERSION)
+    {
+        return Err(Problem::bad_request(format!(
+            "this route takes kind {kind}, apiVersion {API_VERSION}"
+        )));
+    }
+    let metadata = body.metadata.unwrap_or_default();
+    if metadata
+        .namespace
+        .as_deref()
+        .is_some_and(|n| n != namespace)
+    {
+        return Err(Problem::bad_request(
+            "metadata.namespace differs from the namespace in the path: leave it out",
+        ));
+    }
+    Ok((metadata, body.spec))
+}
