@@ -3,7 +3,8 @@
 //! the caller decides when to write (large writes, few syscalls).
 
 mod pcap;
-mod pcapng;
+/// Block encoding helpers are shared with the merge writer.
+pub(crate) mod pcapng;
 
 use capture_spec::OutputFormat;
 

@@ -39,25 +39,25 @@ const EPB_TRAILER_LEN: usize = 8 + 4 + 4;
 /// An ISB with our five u64 options: 4+4+4+8 fixed, 5 options of 12 bytes, end (4), trailer (4).
 pub(super) const ISB_LEN: usize = 20 + 5 * 12 + 4 + 4;
 
-fn put_u16(out: &mut Vec<u8>, v: u16) {
+pub(crate) fn put_u16(out: &mut Vec<u8>, v: u16) {
     out.extend_from_slice(&v.to_ne_bytes());
 }
 
-fn put_u32(out: &mut Vec<u8>, v: u32) {
+pub(crate) fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_ne_bytes());
 }
 
 /// pcapng stores 64-bit timestamps as high then low 32-bit words.
-fn put_timestamp(out: &mut Vec<u8>, ns: u64) {
+pub(crate) fn put_timestamp(out: &mut Vec<u8>, ns: u64) {
     put_u32(out, (ns >> 32) as u32);
     put_u32(out, ns as u32);
 }
 
-fn padding(len: usize) -> usize {
+pub(crate) fn padding(len: usize) -> usize {
     (4 - len % 4) % 4
 }
 
-fn put_option(out: &mut Vec<u8>, code: u16, value: &[u8]) {
+pub(crate) fn put_option(out: &mut Vec<u8>, code: u16, value: &[u8]) {
     // Option values are at most 65535 bytes; longer text is cut, never the file.
     let value = &value[..value.len().min(usize::from(u16::MAX))];
     put_u16(out, code);
@@ -67,7 +67,7 @@ fn put_option(out: &mut Vec<u8>, code: u16, value: &[u8]) {
 }
 
 /// Writes a block whose body `fill` appends, patching in the total length at both ends.
-fn put_block(out: &mut Vec<u8>, block_type: u32, fill: impl FnOnce(&mut Vec<u8>)) {
+pub(crate) fn put_block(out: &mut Vec<u8>, block_type: u32, fill: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
     put_u32(out, block_type);
     put_u32(out, 0);

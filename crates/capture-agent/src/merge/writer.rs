@@ -17,6 +17,7 @@ use super::error::MergeError;
 use super::interfaces::{InterfaceTable, OutputInterface};
 use super::reader::PacketView;
 use super::statistics::{StatisticsSample, COUNTER_CODES, ENDTIME_CODE, STARTTIME_CODE};
+use crate::format::pcapng::{padding, put_block, put_option, put_timestamp, put_u16, put_u32};
 
 /// Bytes gathered before each write. Not more: a caller that wants bigger pieces gathers them
 /// (the HTTP body sends 256 KiB chunks), and a file takes writes of this size into small
@@ -61,43 +62,6 @@ pub(super) struct MergedWriter<'a> {
     input_names: Vec<String>,
     /// pcap: the link type of the file and the input that set it.
     pcap_link_type: Option<(u16, usize)>,
-}
-
-fn padding(len: usize) -> usize {
-    (4 - len % 4) % 4
-}
-
-fn put_u16(out: &mut Vec<u8>, v: u16) {
-    out.extend_from_slice(&v.to_ne_bytes());
-}
-
-fn put_u32(out: &mut Vec<u8>, v: u32) {
-    out.extend_from_slice(&v.to_ne_bytes());
-}
-
-fn put_timestamp(out: &mut Vec<u8>, ns: u64) {
-    put_u32(out, (ns >> 32) as u32);
-    put_u32(out, ns as u32);
-}
-
-fn put_option(out: &mut Vec<u8>, code: u16, value: &[u8]) {
-    // An option holds at most 65535 bytes; longer text is cut, never the file.
-    let value = &value[..value.len().min(usize::from(u16::MAX))];
-    put_u16(out, code);
-    put_u16(out, value.len() as u16);
-    out.extend_from_slice(value);
-    out.extend_from_slice(&[0u8; 3][..padding(value.len())]);
-}
-
-/// Appends a block whose body `fill` writes, with its total length at both ends.
-fn put_block(out: &mut Vec<u8>, block_type: u32, fill: impl FnOnce(&mut Vec<u8>)) {
-    let start = out.len();
-    put_u32(out, block_type);
-    put_u32(out, 0);
-    fill(out);
-    let total = (out.len() - start + 4) as u32;
-    put_u32(out, total);
-    out[start + 4..start + 8].copy_from_slice(&total.to_ne_bytes());
 }
 
 impl<'a> MergedWriter<'a> {
