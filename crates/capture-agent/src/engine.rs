@@ -321,16 +321,14 @@ impl Capture {
             if let Err(error) = self.wait(stop, timeout) {
                 break EndReason::Failed(error.to_string());
             }
-            if self.sources.iter().all(|s| s.gone) {
-                break self.read_ready_blocks().map_or_else(
-                    |e| EndReason::Failed(e.to_string()),
-                    |limit| limit.unwrap_or(EndReason::InterfacesGone),
-                );
-            }
             match self.read_ready_blocks() {
                 Ok(Some(reason)) => break reason,
                 Ok(None) => {}
                 Err(error) => break EndReason::Failed(error.to_string()),
+            }
+            // Their last blocks are written above; nothing more can come.
+            if self.sources.iter().all(|s| s.gone) {
+                break EndReason::InterfacesGone;
             }
             let now = Instant::now();
             if now.duration_since(last_stats) >= STATS_INTERVAL {
