@@ -107,7 +107,7 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, Pro
             first.parse().map_err(|_| unsatisfiable())?,
             last.parse::<u64>()
                 .map_err(|_| unsatisfiable())?
-                .min(size - 1),
+                .min(size.saturating_sub(1)),
         ),
     };
     if size == 0 || first > last || first >= size {
@@ -192,4 +192,41 @@ pub async fn download(
         .header(header::CONTENT_LENGTH, length)
         .body(body)
         .map_err(Problem::internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(text: &str, size: u64) -> Result<Option<(u64, u64)>, u16> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, text.parse().unwrap());
+        parse_range(&headers, size).map_err(|p| p.status.as_u16())
+    }
+
+    #[test]
+    fn ranges_fit_the_file_or_are_refused() {
+        assert_eq!(range("bytes=0-3", 100), Ok(Some((0, 3))));
+        assert_eq!(range("bytes=90-", 100), Ok(Some((90, 99))));
+        assert_eq!(range("bytes=-10", 100), Ok(Some((90, 99))));
+        assert_eq!(
+            range("bytes=50-500", 100),
+            Ok(Some((50, 99))),
+            "the end is clamped"
+        );
+        assert_eq!(range("bytes=100-", 100), Err(416));
+        assert_eq!(range("bytes=5-3", 100), Err(416));
+        assert_eq!(
+            range("bytes=0-3", 0),
+            Err(416),
+            "an empty file has no range, and no panic"
+        );
+        assert_eq!(range("bytes=-0", 100), Err(416));
+        assert_eq!(range("items=0-3", 100), Err(416));
+        assert_eq!(range("bytes=0-1,5-6", 100), Err(400));
+        assert_eq!(
+            parse_range(&HeaderMap::new(), 100).map_err(|_| ()),
+            Ok(None)
+        );
+    }
 }
