@@ -27,9 +27,7 @@ pub struct Facts {
     started: String,
 }
 
-fn first_line(text: String) -> String {
-    text.lines().next().unwrap_or("").trim().to_string()
-}
+use crate::report::first_line;
 
 impl Facts {
     pub fn collect(work_dir: &Path) -> Result<Facts> {
@@ -51,18 +49,7 @@ impl Facts {
                 "findmnt",
                 &["-n", "-o", "FSTYPE", "-T", &dir],
             )?),
-            revision: netns::output(
-                "git",
-                &[
-                    "-C",
-                    env!("CARGO_MANIFEST_DIR"),
-                    "describe",
-                    "--always",
-                    "--dirty",
-                ],
-            )
-            .map(first_line)
-            .unwrap_or_else(|_| "unknown".to_string()),
+            revision: crate::report::workspace_revision(),
             started: first_line(netns::output("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"])?),
         })
     }

@@ -29,7 +29,6 @@ pub struct MachineFacts {
 
 impl MachineFacts {
     pub fn collect(tools: &[Tool], capture_agent: &Path) -> Result<MachineFacts> {
-        let first_line = |text: String| text.lines().next().unwrap_or("").trim().to_string();
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let capture_agent = if tools.contains(&Tool::Podcap) {
             // The binary's build time and the workspace revision it was built from.
@@ -44,18 +43,7 @@ impl MachineFacts {
             )
             .map(first_line)
             .unwrap_or_default();
-            let revision = netns::output(
-                "git",
-                &[
-                    "-C",
-                    env!("CARGO_MANIFEST_DIR"),
-                    "describe",
-                    "--always",
-                    "--dirty",
-                ],
-            )
-            .map(first_line)
-            .unwrap_or_else(|_| "unknown".to_string());
+            let revision = workspace_revision();
             Some(format!(
                 "{} (built {modified}, workspace at {revision})",
                 capture_agent.display()
@@ -538,4 +526,25 @@ mod tests {
         assert_eq!(median(vec![4.0, 1.0]), Some(2.5));
         assert_eq!(median(vec![5.0, 1.0, 3.0]), Some(3.0));
     }
+}
+
+/// The commit the benchmarked code was built from (`-dirty` with local changes), for reports.
+pub fn workspace_revision() -> String {
+    netns::output(
+        "git",
+        &[
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "describe",
+            "--always",
+            "--dirty",
+        ],
+    )
+    .map(first_line)
+    .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// The first line of a command's output, trimmed: versions and single facts.
+pub fn first_line(text: String) -> String {
+    text.lines().next().unwrap_or("").trim().to_string()
 }
