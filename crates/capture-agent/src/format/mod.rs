@@ -2,7 +2,7 @@
 //! closes a file. Encoders append to a caller-owned buffer, so the hot path allocates nothing and
 //! the caller decides when to write (large writes, few syscalls).
 
-mod pcap;
+pub(crate) mod pcap;
 /// Block encoding helpers are shared with the merge writer.
 pub(crate) mod pcapng;
 

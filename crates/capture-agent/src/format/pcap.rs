@@ -3,9 +3,9 @@
 
 use super::{FileHeaderInfo, PacketRecord};
 
-const NANOSECOND_MAGIC: u32 = 0xa1b2_3c4d;
+pub(crate) const NANOSECOND_MAGIC: u32 = 0xa1b2_3c4d;
 const LINKTYPE_ETHERNET: u32 = 1;
-const RECORD_HEADER_LEN: usize = 16;
+pub(crate) const RECORD_HEADER_LEN: usize = 16;
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_ne_bytes());

@@ -10,30 +10,32 @@
 use super::{FileHeaderInfo, InterfaceInfo, InterfaceTotals, PacketRecord};
 use crate::afpacket::Direction;
 
-const SHB: u32 = 0x0A0D_0D0A;
-const IDB: u32 = 0x0000_0001;
-const ISB: u32 = 0x0000_0005;
-const EPB: u32 = 0x0000_0006;
-const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
+// Block types and option codes are pub(crate): the merge reader and writer use the same ones.
+
+pub(crate) const SHB: u32 = 0x0A0D_0D0A;
+pub(crate) const IDB: u32 = 0x0000_0001;
+pub(crate) const ISB: u32 = 0x0000_0005;
+pub(crate) const EPB: u32 = 0x0000_0006;
+pub(crate) const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
 const LINKTYPE_ETHERNET: u16 = 1;
 
-const OPT_END: u16 = 0;
+pub(crate) const OPT_END: u16 = 0;
 const SHB_HARDWARE: u16 = 2;
 const SHB_OS: u16 = 3;
-const SHB_USERAPPL: u16 = 4;
-const IF_NAME: u16 = 2;
-const IF_DESCRIPTION: u16 = 3;
-const IF_TSRESOL: u16 = 9;
-const IF_FILTER: u16 = 11;
-const EPB_FLAGS: u16 = 2;
-const ISB_STARTTIME: u16 = 2;
-const ISB_ENDTIME: u16 = 3;
+pub(crate) const SHB_USERAPPL: u16 = 4;
+pub(crate) const IF_NAME: u16 = 2;
+pub(crate) const IF_DESCRIPTION: u16 = 3;
+pub(crate) const IF_TSRESOL: u16 = 9;
+pub(crate) const IF_FILTER: u16 = 11;
+pub(crate) const EPB_FLAGS: u16 = 2;
+pub(crate) const ISB_STARTTIME: u16 = 2;
+pub(crate) const ISB_ENDTIME: u16 = 3;
 const ISB_IFRECV: u16 = 4;
 const ISB_IFDROP: u16 = 5;
 const ISB_USRDELIV: u16 = 8;
 
 /// EPB fixed part (type, length, interface, timestamp, lengths) before the packet bytes.
-const EPB_HEADER_LEN: usize = 28;
+pub(crate) const EPB_HEADER_LEN: usize = 28;
 /// `epb_flags` option, end-of-options and the trailing length.
 const EPB_TRAILER_LEN: usize = 8 + 4 + 4;
 /// An ISB with our five u64 options: 4+4+4+8 fixed, 5 options of 12 bytes, end (4), trailer (4).

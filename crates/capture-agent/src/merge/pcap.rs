@@ -3,11 +3,11 @@
 
 use super::byte_order::ByteOrder;
 use super::timescale::pcap_ns;
+use crate::format::pcap::NANOSECOND_MAGIC;
+pub(super) use crate::format::pcap::RECORD_HEADER_LEN;
 
 pub(super) const FILE_HEADER_LEN: usize = 24;
-pub(super) const RECORD_HEADER_LEN: usize = 16;
 const MICROSECOND_MAGIC: u32 = 0xa1b2_c3d4;
-const NANOSECOND_MAGIC: u32 = 0xa1b2_3c4d;
 /// The link type is the low 16 bits of the header's field; the high bits carry FCS details.
 const LINK_TYPE_MASK: u32 = 0xffff;
 

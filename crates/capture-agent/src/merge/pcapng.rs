@@ -11,14 +11,14 @@ use super::byte_order::ByteOrder;
 use super::interfaces::InterfaceDescription;
 use super::statistics::{StatisticsSample, COUNTER_CODES, ENDTIME_CODE, STARTTIME_CODE};
 use super::timescale::TimeScale;
+pub(super) use crate::format::pcapng::SHB as SECTION_HEADER;
+use crate::format::pcapng::{
+    BYTE_ORDER_MAGIC, EPB as ENHANCED_PACKET, IDB as INTERFACE_DESCRIPTION, IF_DESCRIPTION,
+    IF_FILTER, IF_NAME, IF_TSRESOL, ISB as INTERFACE_STATISTICS, OPT_END,
+};
 
-pub(super) const SECTION_HEADER: u32 = 0x0A0D_0D0A;
-const INTERFACE_DESCRIPTION: u32 = 1;
 const PACKET: u32 = 2;
 const SIMPLE_PACKET: u32 = 3;
-const INTERFACE_STATISTICS: u32 = 5;
-const ENHANCED_PACKET: u32 = 6;
-const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
 
 /// Block type and total length.
 pub(super) const BLOCK_HEADER_LEN: usize = 8;
@@ -27,11 +27,6 @@ pub(super) const SECTION_PROBE_LEN: usize = 12;
 /// Type, length and the trailing length: the smallest block.
 const MIN_BLOCK_LEN: usize = 12;
 
-const OPT_END: u16 = 0;
-const IF_NAME: u16 = 2;
-const IF_DESCRIPTION: u16 = 3;
-const IF_TSRESOL: u16 = 9;
-const IF_FILTER: u16 = 11;
 const IF_TSOFFSET: u16 = 14;
 /// `epb_flags`, and `pack_flags` of the obsolete Packet Block: same code, same meaning.
 const PACKET_FLAGS: u16 = 2;

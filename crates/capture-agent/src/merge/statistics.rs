@@ -7,11 +7,13 @@
 //! of the same interface chained into the same input: another `isb_starttime`, or a counter
 //! that went down), the totals of the runs are added.
 
+pub(super) use crate::format::pcapng::{
+    ISB_ENDTIME as ENDTIME_CODE, ISB_STARTTIME as STARTTIME_CODE,
+};
+
 /// The options of an ISB the merge keeps, in the order [`Statistics::counters`] holds them:
 /// `isb_ifrecv`, `isb_ifdrop`, `isb_filteraccept`, `isb_osdrop`, `isb_usrdeliv`.
 pub(super) const COUNTER_CODES: [u16; 5] = [4, 5, 6, 7, 8];
-pub(super) const STARTTIME_CODE: u16 = 2;
-pub(super) const ENDTIME_CODE: u16 = 3;
 
 /// One ISB of an input, times in nanoseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -17,7 +17,12 @@ use super::error::MergeError;
 use super::interfaces::{InterfaceTable, OutputInterface};
 use super::reader::PacketView;
 use super::statistics::{StatisticsSample, COUNTER_CODES, ENDTIME_CODE, STARTTIME_CODE};
-use crate::format::pcapng::{padding, put_block, put_option, put_timestamp, put_u16, put_u32};
+use crate::format::pcap::{NANOSECOND_MAGIC, RECORD_HEADER_LEN as PCAP_RECORD_HEADER_LEN};
+use crate::format::pcapng::{
+    padding, put_block, put_option, put_timestamp, put_u16, put_u32, BYTE_ORDER_MAGIC, EPB,
+    EPB_FLAGS, EPB_HEADER_LEN, IDB, IF_DESCRIPTION, IF_FILTER, IF_NAME, IF_TSRESOL, ISB, OPT_END,
+    SHB, SHB_USERAPPL,
+};
 
 /// Bytes gathered before each write. Not more: a caller that wants bigger pieces gathers them
 /// (the HTTP body sends 256 KiB chunks), and a file takes writes of this size into small
@@ -29,25 +34,9 @@ pub(super) const OUTPUT_BUFFER_LEN: usize = 32 << 10;
 /// What the merged file says it was written by (pcapng `shb_userappl`).
 const APPLICATION: &str = concat!("podcap capture-agent merge ", env!("CARGO_PKG_VERSION"));
 
-const SHB: u32 = 0x0A0D_0D0A;
-const IDB: u32 = 1;
-const ISB: u32 = 5;
-const EPB: u32 = 6;
-const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
-const OPT_END: u16 = 0;
-const SHB_USERAPPL: u16 = 4;
-const IF_NAME: u16 = 2;
-const IF_DESCRIPTION: u16 = 3;
-const IF_TSRESOL: u16 = 9;
-const IF_FILTER: u16 = 11;
-const EPB_FLAGS: u16 = 2;
-/// Fixed part of an EPB before the frame.
-const EPB_HEADER_LEN: usize = 28;
 /// `epb_flags` (4 + 4) and the end of options.
 const EPB_FLAGS_LEN: usize = 12;
 
-const PCAP_NANOSECOND_MAGIC: u32 = 0xa1b2_3c4d;
-const PCAP_RECORD_HEADER_LEN: usize = 16;
 /// Snap length of a pcap file whose inputs do not say (libpcap's largest).
 const DEFAULT_SNAP_LEN: u32 = 262_144;
 const LINKTYPE_ETHERNET: u16 = 1;
@@ -108,7 +97,7 @@ impl<'a> MergedWriter<'a> {
                     .pcap_link_type
                     .map_or(LINKTYPE_ETHERNET, |(link, _)| link);
                 let out = &mut self.buffer;
-                put_u32(out, PCAP_NANOSECOND_MAGIC);
+                put_u32(out, NANOSECOND_MAGIC);
                 put_u16(out, 2);
                 put_u16(out, 4);
                 put_u32(out, 0); // thiszone: timestamps are UTC
