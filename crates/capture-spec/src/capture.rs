@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::CaptureDuration;
 use crate::filter::Filter;
+use crate::limits::default_snap_length;
 use crate::limits::{CaptureLimits, OutputFormat, Rotation, DEFAULT_SNAP_LENGTH};
 use crate::selector::LabelSelector;
 use crate::window::{resolve_window, CaptureWindow, WindowError};
@@ -64,10 +65,6 @@ pub struct CaptureSpec {
     /// `pcapng` (default) or `pcap`.
     #[serde(default)]
     pub format: OutputFormat,
-}
-
-fn default_snap_length() -> u32 {
-    DEFAULT_SNAP_LENGTH
 }
 
 impl Default for CaptureSpec {

@@ -95,7 +95,8 @@ pub struct CaptureLimits {
     pub rotation: Rotation,
 }
 
-fn default_snap_length() -> u32 {
+/// The serde default of every `snapLength` field.
+pub(crate) fn default_snap_length() -> u32 {
     DEFAULT_SNAP_LENGTH
 }
 
