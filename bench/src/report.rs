@@ -515,19 +515,6 @@ fn format_duration(duration: Duration) -> String {
     format!("{} s", duration.as_secs_f64())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::median;
-
-    #[test]
-    fn median_of_even_and_odd() {
-        assert_eq!(median(vec![]), None);
-        assert_eq!(median(vec![3.0]), Some(3.0));
-        assert_eq!(median(vec![4.0, 1.0]), Some(2.5));
-        assert_eq!(median(vec![5.0, 1.0, 3.0]), Some(3.0));
-    }
-}
-
 /// The commit the benchmarked code was built from (`-dirty` with local changes), for reports.
 pub fn workspace_revision() -> String {
     netns::output(
@@ -547,4 +534,17 @@ pub fn workspace_revision() -> String {
 /// The first line of a command's output, trimmed: versions and single facts.
 pub fn first_line(text: String) -> String {
     text.lines().next().unwrap_or("").trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_even_and_odd() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0]), Some(3.0));
+        assert_eq!(median(vec![4.0, 1.0]), Some(2.5));
+        assert_eq!(median(vec![5.0, 1.0, 3.0]), Some(3.0));
+    }
 }
