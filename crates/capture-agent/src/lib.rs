@@ -9,6 +9,7 @@ pub mod engine;
 pub mod format;
 pub mod merge;
 pub mod output;
+pub mod podnet;
 pub mod stop;
 pub mod tap;
 

@@ -6,6 +6,7 @@
 //! The tests need root (namespaces, raw and packet sockets), tcpdump, tshark and capinfos.
 //! They only ever send to addresses of pods they created themselves (10.244.0.0/16, fd00::/8).
 
+pub mod netlab;
 pub mod packets;
 pub mod pcapfile;
 pub mod pod;

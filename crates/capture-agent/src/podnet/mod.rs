@@ -1,0 +1,209 @@
+//! Pod → host-side interface: which interface of this node carries one pod's traffic, found
+//! without help from the CNI plugin, so the node agent can bind its AF_PACKET ring by ifindex.
+//!
+//! Three strategies, tried in order, the first answer wins:
+//! 1. [`Method::Route`] — routed CNIs (Calico, Cilium, most others) install a host route to each
+//!    pod IP, a /32 or /128 whose output device is the pod's veth ([`route`]).
+//! 2. [`Method::Bridge`] — bridge CNIs (bridge, flannel, kindnet) put the veth on a bridge such as
+//!    cni0: the pod's MAC (the caller's, or the host's neighbour entry for the pod IP) leads to
+//!    the bridge port whose forwarding database has learned it ([`bridge`]).
+//! 3. [`Method::Netns`] — anything else: a process of the pod (found by its cgroup, [`cgroup`])
+//!    gives the pod's network namespace, where `eth0`'s veth peer index names the host end
+//!    ([`netns`]). Needs CAP_SYS_ADMIN (setns) and the host PID namespace.
+//!
+//! Every answer is a veth (or netkit) whose peer lives in another network namespace, which is
+//! what a pod's host end is; routes to tunnels, bridges or host-internal veths are not taken.
+//! Kernel state is read over rtnetlink ([`netlink`] says why), never by running `ip`.
+
+mod bridge;
+pub mod cgroup;
+mod error;
+mod netlink;
+mod netns;
+mod route;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+pub use error::{Attempt, PodNetError, StrategyError};
+pub use netlink::NetlinkError;
+
+use netlink::{Link, Netlink};
+
+/// What the agent knows about a pod from the Kubernetes API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodNetwork {
+    /// metadata.uid; its cgroup is named after it.
+    pub uid: String,
+    /// status.podIPs (IPv4 and/or IPv6).
+    pub ips: Vec<IpAddr>,
+    /// The pod's MAC if the caller already knows it; otherwise the bridge strategy looks the pod
+    /// IPs up in the host's neighbour table.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// How an interface was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    Route,
+    Bridge,
+    Netns,
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Method::Route => "route",
+            Method::Bridge => "bridge",
+            Method::Netns => "netns",
+        })
+    }
+}
+
+/// The pod's interface on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostInterface {
+    pub ifindex: u32,
+    pub name: String,
+    pub method: Method,
+}
+
+/// Which strategies to try, and where the netns fallback finds processes.
+#[derive(Debug, Clone)]
+pub struct Strategies {
+    pub route: bool,
+    pub bridge: bool,
+    /// Needs CAP_SYS_ADMIN (setns) and the host's /proc (hostPID); turn it off when the agent
+    /// runs without them.
+    pub netns: bool,
+    /// The host's /proc: where processes and their cgroups are listed.
+    pub proc_root: PathBuf,
+    /// The pod's interface inside its namespace (Kubernetes: `eth0`).
+    pub pod_interface: String,
+}
+
+impl Default for Strategies {
+    fn default() -> Strategies {
+        Strategies {
+            route: true,
+            bridge: true,
+            netns: true,
+            proc_root: PathBuf::from("/proc"),
+            pod_interface: "eth0".to_string(),
+        }
+    }
+}
+
+impl Strategies {
+    /// Only one strategy, for diagnosis and tests.
+    pub fn only(method: Method) -> Strategies {
+        Strategies {
+            route: method == Method::Route,
+            bridge: method == Method::Bridge,
+            netns: method == Method::Netns,
+            ..Strategies::default()
+        }
+    }
+}
+
+/// Finds the host-side interface of `pod`, trying the enabled strategies in order (route,
+/// bridge, netns). The error lists what each strategy tried and what to check.
+pub fn resolve(pod: &PodNetwork, strategies: &Strategies) -> Result<HostInterface, PodNetError> {
+    let mut netlink = Netlink::open().map_err(|source| PodNetError::Netlink {
+        uid: pod.uid.clone(),
+        source,
+    })?;
+    let mut attempts = Vec::new();
+    let enabled = [
+        (Method::Route, strategies.route),
+        (Method::Bridge, strategies.bridge),
+        (Method::Netns, strategies.netns),
+    ];
+    for (method, _) in enabled.iter().filter(|(_, on)| *on) {
+        let outcome = match method {
+            Method::Route => route::find(&mut netlink, &pod.ips),
+            Method::Bridge => bridge::find(&mut netlink, &pod.ips, pod.mac),
+            Method::Netns => netns::find(
+                &mut netlink,
+                &strategies.proc_root,
+                &pod.uid,
+                &strategies.pod_interface,
+            ),
+        };
+        match outcome {
+            Ok(link) => {
+                let found = HostInterface {
+                    ifindex: link.index,
+                    name: link.name,
+                    method: *method,
+                };
+                tracing::info!(pod = %pod.uid, interface = %found.name, ifindex = found.ifindex,
+                    method = %method, "mapped pod to its host interface");
+                return Ok(found);
+            }
+            Err(error) => {
+                tracing::debug!(pod = %pod.uid, method = %method, %error, "strategy found nothing");
+                attempts.push(Attempt {
+                    method: *method,
+                    error,
+                });
+            }
+        }
+    }
+    if attempts.is_empty() {
+        return Err(PodNetError::NothingEnabled {
+            uid: pod.uid.clone(),
+        });
+    }
+    Err(PodNetError::Unresolved {
+        uid: pod.uid.clone(),
+        ips: list(&pod.ips),
+        attempts,
+    })
+}
+
+/// Cheap re-check that an earlier answer still holds: an interface with this name still has
+/// this ifindex (one SIOCGIFINDEX). A pod that was recreated gets a new veth, and ifindexes are
+/// not reused soon, so a changed or missing index means: resolve again.
+pub fn still_valid(interface: &HostInterface) -> bool {
+    match nix::net::if_::if_nametoindex(interface.name.as_str()) {
+        Ok(index) => index == interface.ifindex,
+        Err(nix::errno::Errno::ENODEV) => false,
+        Err(errno) => {
+            tracing::warn!(interface = %interface.name, %errno, "cannot re-check interface");
+            false
+        }
+    }
+}
+
+/// The one pod-facing link among `candidates` (deduplicated by index), or why there is none.
+fn single(
+    mut candidates: Vec<Link>,
+    none: impl FnOnce() -> StrategyError,
+    hint: &'static str,
+) -> Result<Link, StrategyError> {
+    candidates.sort_by_key(|link| link.index);
+    candidates.dedup_by_key(|link| link.index);
+    match candidates.len() {
+        0 => Err(none()),
+        1 => Ok(candidates.remove(0)),
+        _ => Err(StrategyError::Ambiguous {
+            candidates: candidates
+                .iter()
+                .map(|link| format!("{} (ifindex {})", link.name, link.index))
+                .collect(),
+            hint,
+        }),
+    }
+}
+
+fn list(ips: &[IpAddr]) -> String {
+    if ips.is_empty() {
+        return "no IPs".to_string();
+    }
+    ips.iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}

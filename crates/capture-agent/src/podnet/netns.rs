@@ -1,0 +1,236 @@
+//! Strategy 3, the fallback for any CNI: ask the pod's own network namespace.
+//!
+//! A process of the pod (found by its cgroup) gives the namespace as /proc/<pid>/ns/net. Inside
+//! it, the pod's `eth0` is one end of a veth pair, and its IFLA_LINK is the other end's ifindex
+//! on the host. The query runs on a short-lived thread that setns(2)s into the pod namespace and
+//! opens a netlink socket there (a socket answers for the namespace it was created in; sysfs would
+//! still show the mounter's namespace). setns moves only that thread, which ends right after, so
+//! no other thread of the agent ever runs in a pod's namespace.
+//!
+//! An ifindex alone is ambiguous across namespaces (most pods' eth0 have the same small index),
+//! so the answer is checked from both sides before it is believed: the pod's eth0 peers into the
+//! agent's namespace, and the host interface is a veth whose peer is that eth0 in that pod's
+//! namespace (same index, same namespace id).
+//!
+//! Privileges: setns into a network namespace needs CAP_SYS_ADMIN; opening another process's
+//! /proc/<pid>/ns/net needs ptrace read access to it (root, or CAP_SYS_PTRACE for processes of
+//! other users); seeing pod processes at all needs the host PID namespace (hostPID).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::sched::{setns, CloneFlags};
+
+use super::cgroup;
+use super::error::StrategyError;
+use super::netlink::{Link, Netlink};
+
+/// Distinct pod namespaces tried at most. All processes of a pod share one; more than one means
+/// processes in the pod's cgroup that joined another namespace, which is rare and bounded here.
+const MAX_NAMESPACES: usize = 4;
+
+const HINT_PROCESSES: &str = "the agent needs the host's PID namespace (hostPID) to see pod \
+    processes; `grep -l pod<uid> /proc/*/cgroup` lists them";
+const HINT_PERMISSION: &str =
+    "entering a pod's network namespace needs CAP_SYS_ADMIN, and opening \
+    /proc/<pid>/ns/net needs root or CAP_SYS_PTRACE; or disable the netns strategy";
+const HINT_PEER: &str = "`nsenter -t <pid> -n ip -d link show <pod interface>` shows the veth \
+    and its peer (`@ifN`); the peer must be in the agent's (the host's) network namespace";
+
+/// The host end of the veth whose pod end is `pod_interface` in the namespace of a process in
+/// the pod's cgroup.
+pub(super) fn find(
+    netlink: &mut Netlink,
+    proc_root: &Path,
+    uid: &str,
+    pod_interface: &str,
+) -> Result<Link, StrategyError> {
+    let pids = cgroup::pids_in_pod(proc_root, uid).map_err(|source| StrategyError::Io {
+        what: format!("listing processes in {}", proc_root.display()),
+        source,
+    })?;
+    if pids.is_empty() {
+        return Err(StrategyError::NotFound {
+            detail: format!(
+                "no process in {} is in a cgroup of pod {uid}",
+                proc_root.display()
+            ),
+            hint: HINT_PROCESSES,
+        });
+    }
+    // The namespace of this thread: the one the netlink socket answers for.
+    let host_ns = File::open("/proc/thread-self/ns/net").map_err(|source| StrategyError::Io {
+        what: "opening /proc/thread-self/ns/net".to_string(),
+        source,
+    })?;
+    let host_id = namespace_id(&host_ns).map_err(|source| StrategyError::Io {
+        what: "reading /proc/thread-self/ns/net".to_string(),
+        source,
+    })?;
+
+    let mut seen = Vec::new();
+    let mut notes = Vec::new();
+    let mut denied = false;
+    for pid in pids {
+        if seen.len() >= MAX_NAMESPACES {
+            break;
+        }
+        let path = proc_root.join(pid.to_string()).join("ns/net");
+        let pod_ns = match File::open(&path) {
+            Ok(file) => file,
+            // The process exited since the scan.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                denied |= e.kind() == io::ErrorKind::PermissionDenied;
+                notes.push(format!("opening {}: {e}", path.display()));
+                continue;
+            }
+        };
+        let Ok(id) = namespace_id(&pod_ns) else {
+            continue;
+        };
+        if id == host_id {
+            notes.push(format!(
+                "process {pid} is in the host's network namespace (a hostNetwork pod has no veth)"
+            ));
+            break;
+        }
+        if seen.contains(&id) {
+            continue;
+        }
+        seen.push(id);
+        match host_end(netlink, &pod_ns, &host_ns, pod_interface) {
+            Ok(link) => {
+                tracing::debug!(pid, interface = %link.name, "pod namespace names its host veth");
+                return Ok(link);
+            }
+            Err(Miss::Denied(detail)) => {
+                denied = true;
+                notes.push(format!("process {pid}: {detail}"));
+            }
+            Err(Miss::Note(detail)) => notes.push(format!("process {pid}: {detail}")),
+            Err(Miss::Failed(error)) => return Err(error),
+        }
+    }
+    let detail = notes.join(", ");
+    if denied {
+        return Err(StrategyError::Permission {
+            detail,
+            hint: HINT_PERMISSION,
+        });
+    }
+    Err(StrategyError::NotFound {
+        detail,
+        hint: HINT_PEER,
+    })
+}
+
+/// Why one pod namespace gave no answer.
+enum Miss {
+    Note(String),
+    Denied(String),
+    Failed(StrategyError),
+}
+
+impl From<super::netlink::NetlinkError> for Miss {
+    fn from(error: super::netlink::NetlinkError) -> Miss {
+        Miss::Failed(error.into())
+    }
+}
+
+/// The pod end, as seen inside the pod's namespace.
+struct PodEnd {
+    link: Link,
+    /// The id the pod's namespace gives the agent's namespace, if it has one.
+    host_nsid: Option<i32>,
+}
+
+fn host_end(
+    netlink: &mut Netlink,
+    pod_ns: &File,
+    host_ns: &File,
+    pod_interface: &str,
+) -> Result<Link, Miss> {
+    let pod_end = inside(pod_ns, host_ns, pod_interface)?;
+    let pod_link = &pod_end.link;
+    let (Some(peer_index), Some(peer_nsid)) = (pod_link.peer_index, pod_link.peer_netnsid) else {
+        return Err(Miss::Note(format!(
+            "{pod_interface} ({}) has no veth peer in another namespace",
+            pod_link.kind_name()
+        )));
+    };
+    if !pod_link.is_pod_facing() {
+        return Err(Miss::Note(format!(
+            "{pod_interface} is a {}, not a veth",
+            pod_link.kind_name()
+        )));
+    }
+    if pod_end.host_nsid.is_some_and(|host| host != peer_nsid) {
+        return Err(Miss::Note(format!(
+            "{pod_interface}'s peer is in a namespace other than the agent's"
+        )));
+    }
+    let Some(host_link) = netlink.link(peer_index)? else {
+        return Err(Miss::Note(format!(
+            "{pod_interface}'s peer ifindex {peer_index} does not exist on the host"
+        )));
+    };
+    // Asked after the host link was read: reading a veth makes the kernel assign its peer
+    // namespace an id if it had none.
+    let pod_nsid = netlink.nsid_of(pod_ns.as_fd())?;
+    let peers_back = host_link.peer_index == Some(pod_link.index)
+        && host_link.peer_netnsid.is_some()
+        && host_link.peer_netnsid == pod_nsid;
+    if !host_link.is_pod_facing() || !peers_back {
+        return Err(Miss::Note(format!(
+            "host ifindex {peer_index} ({}, {}) is not the peer of the pod's {pod_interface}",
+            host_link.name,
+            host_link.kind_name()
+        )));
+    }
+    Ok(host_link)
+}
+
+/// Reads `pod_interface` inside the pod's namespace, on a thread of its own that ends after.
+fn inside(pod_ns: &File, host_ns: &File, pod_interface: &str) -> Result<PodEnd, Miss> {
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("podnet-setns".to_string())
+            .spawn_scoped(scope, || -> Result<PodEnd, Miss> {
+                setns(pod_ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|errno| match errno {
+                    Errno::EPERM => Miss::Denied("setns into the pod's network namespace".into()),
+                    other => Miss::Note(format!("setns into the pod's network namespace: {other}")),
+                })?;
+                let mut netlink = Netlink::open()?;
+                let Some(link) = netlink.link_by_name(pod_interface)? else {
+                    return Err(Miss::Note(format!(
+                        "the pod's namespace has no interface {pod_interface}"
+                    )));
+                };
+                let host_nsid = netlink.nsid_of(host_ns.as_fd())?;
+                Ok(PodEnd { link, host_nsid })
+            })
+            .map_err(|source| {
+                Miss::Failed(StrategyError::Io {
+                    what: "starting the setns thread".to_string(),
+                    source,
+                })
+            })?;
+        worker.join().unwrap_or_else(|_| {
+            Err(Miss::Failed(StrategyError::Io {
+                what: "the setns thread".to_string(),
+                source: io::Error::other("panicked"),
+            }))
+        })
+    })
+}
+
+/// A network namespace's identity: the device and inode of its nsfs file.
+fn namespace_id(file: &File) -> io::Result<(u64, u64)> {
+    let metadata = file.metadata()?;
+    Ok((metadata.dev(), metadata.ino()))
+}
