@@ -16,12 +16,48 @@ use crate::filter::Filter;
 use crate::limits::default_snap_length;
 use crate::limits::{CaptureLimits, OutputFormat, Rotation, DEFAULT_SNAP_LENGTH};
 use crate::selector::LabelSelector;
+#[cfg(feature = "kube")]
+use crate::status::CaptureStatus;
 use crate::window::{resolve_window, CaptureWindow, WindowError};
 
 /// `PacketCapture.spec`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "kube", derive(kube::CustomResource, schemars::JsonSchema))]
+// The `PacketCapture` resource (see `crd`). Printer columns can only show single values (no sums
+// over `targets`), hence the totals in the status. `pcap`/`pcaps` collide with no built-in kind.
+#[cfg_attr(
+    feature = "kube",
+    kube(
+        group = "podcap.io",
+        version = "v1alpha1",
+        kind = "PacketCapture",
+        plural = "packetcaptures",
+        singular = "packetcapture",
+        namespaced,
+        status = "CaptureStatus",
+        derive = "PartialEq",
+        shortname = "pcap",
+        shortname = "pcaps",
+        category = "podcap",
+        doc = "A packet capture: which pods to record, which packets, when and how much (spec), and per captured pod interface what was recorded (status).",
+        printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Scheduled, Capturing, Completed, Stopped or Failed"}"#,
+        printcolumn = r#"{"name": "Pods", "type": "integer", "jsonPath": ".status.pods", "description": "Pods being or having been captured"}"#,
+        printcolumn = r#"{"name": "Nodes", "type": "integer", "jsonPath": ".status.nodes", "description": "Nodes capturing", "priority": 1}"#,
+        printcolumn = r#"{"name": "Packets", "type": "integer", "jsonPath": ".status.packets", "description": "Packets written, over all targets"}"#,
+        printcolumn = r#"{"name": "Bytes", "type": "integer", "jsonPath": ".status.bytes", "description": "Bytes of packet data written, over all targets", "priority": 1}"#,
+        printcolumn = r#"{"name": "Drops", "type": "integer", "jsonPath": ".status.drops", "description": "Packets the kernel dropped, over all targets"}"#,
+        printcolumn = r#"{"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1}"#,
+        printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    )
+)]
+#[cfg_attr(
+    feature = "kube",
+    schemars(
+        description = "What to capture: which pods (podSelector, nodeSelector), which packets (filters), when (startTime, endTime or duration), how much (snapLength, maxBytes, maxPackets, rotation) and in which file format."
+    )
+)]
 pub struct CaptureSpec {
     /// The pods to capture, in the capture's namespace; empty selects every pod there.
     #[serde(default)]
@@ -52,12 +88,15 @@ pub struct CaptureSpec {
     /// Bytes kept of each packet.
     #[serde(default = "default_snap_length")]
     #[cfg_attr(feature = "openapi", schema(default = default_snap_length, minimum = 1, maximum = 262_144))]
+    #[cfg_attr(feature = "kube", schemars(range(min = 1, max = 262_144)))]
     pub snap_length: u32,
     /// Stop after this many bytes of packet data, over all targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "kube", schemars(range(min = 1)))]
     pub max_bytes: Option<u64>,
     /// Stop after this many packets, over all targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "kube", schemars(range(min = 1)))]
     pub max_packets: Option<u64>,
     /// When to start a new file, and how many to keep.
     #[serde(default)]

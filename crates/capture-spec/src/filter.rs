@@ -542,11 +542,18 @@ impl<'de> Deserialize<'de> for PortRange {
 /// refused: a misspelt `ports` would otherwise widen the rule to every port.
 #[derive(Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[cfg_attr(
     feature = "openapi",
     schema(
         description = "One filter rule: a protocol (none = any) AND ports (none = any). Ports need a protocol with ports (TCP, UDP, SCTP, UDPLite) or none, which means those four.",
         example = json!({"protocol": "TCP", "ports": [80, "8000:8100"]})
+    )
+)]
+#[cfg_attr(
+    feature = "kube",
+    schemars(
+        description = "One filter rule: a protocol (none = any) AND ports (none = any). Ports need a protocol with ports (TCP, UDP, SCTP, UDPLite) or none, which means those four."
     )
 )]
 #[serde(deny_unknown_fields)]

@@ -8,6 +8,8 @@
 //! contracts of DESIGN.md.
 
 pub mod capture;
+#[cfg(feature = "kube")]
+pub mod crd;
 pub mod decode;
 pub mod duration;
 pub mod filter;
@@ -24,6 +26,8 @@ pub mod validate;
 pub mod window;
 
 pub use capture::CaptureSpec;
+#[cfg(feature = "kube")]
+pub use crd::{PacketCapture, PacketCaptureSchedule};
 pub use duration::{compact_duration, CaptureDuration, DurationError};
 pub use filter::{Filter, FilterError, FilterRule, PortRange, Protocol};
 pub use label::{validate_label_key, validate_label_value, LabelError};

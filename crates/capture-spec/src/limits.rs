@@ -16,6 +16,7 @@ pub const MAX_SNAP_LENGTH: u32 = 262_144;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 pub enum OutputFormat {
     /// pcapng: per-interface names and descriptions, directions, drop statistics.
     #[default]
@@ -55,15 +56,19 @@ impl fmt::Display for OutputFormat {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 pub struct Rotation {
     /// Start a new file before one would grow past this many bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "kube", schemars(range(min = MIN_FILE_BYTES)))]
     pub max_file_bytes: Option<u64>,
     /// Start a new file when the current one has been open this many seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "kube", schemars(range(min = 1)))]
     pub max_file_seconds: Option<u64>,
     /// Keep at most this many files, deleting the oldest (a ring of files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "kube", schemars(range(min = 1)))]
     pub max_files: Option<u32>,
 }
 

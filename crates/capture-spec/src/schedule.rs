@@ -30,6 +30,37 @@ pub const NEXT_SCHEDULE_TIMES_SHOWN: usize = 5;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "kube", derive(kube::CustomResource, schemars::JsonSchema))]
+// The `PacketCaptureSchedule` resource (see `crd`); the columns are CronJob's.
+#[cfg_attr(
+    feature = "kube",
+    kube(
+        group = "podcap.io",
+        version = "v1alpha1",
+        kind = "PacketCaptureSchedule",
+        plural = "packetcaptureschedules",
+        singular = "packetcaptureschedule",
+        namespaced,
+        status = "ScheduleStatus",
+        derive = "PartialEq",
+        shortname = "pcs",
+        shortname = "pcapsched",
+        category = "podcap",
+        doc = "A capture schedule: a PacketCapture template run on a cron schedule, as a CronJob runs a Job template.",
+        printcolumn = r#"{"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"}"#,
+        printcolumn = r#"{"name": "Timezone", "type": "string", "jsonPath": ".spec.timeZone", "priority": 1}"#,
+        printcolumn = r#"{"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"}"#,
+        printcolumn = r#"{"name": "Last Schedule", "type": "date", "jsonPath": ".status.lastScheduleTime"}"#,
+        printcolumn = r#"{"name": "Next Schedule", "type": "string", "format": "date-time", "jsonPath": ".status.nextScheduleTime", "priority": 1}"#,
+        printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    )
+)]
+#[cfg_attr(
+    feature = "kube",
+    schemars(
+        description = "When to run (schedule, timeZone, suspend), what to do when runs overlap (concurrencyPolicy), how many finished captures to keep (historyLimit), and the capture each run creates (template)."
+    )
+)]
 pub struct ScheduleSpec {
     /// A CronJob cron expression: `"0 2 * * *"`, `"*/30 * * * * *"` (seconds first), `@daily`.
     pub schedule: String,
@@ -44,9 +75,17 @@ pub struct ScheduleSpec {
     pub concurrency_policy: ConcurrencyPolicy,
     /// How many finished captures to keep; unset means [`DEFAULT_HISTORY_LIMIT`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "kube",
+        schemars(
+            description = "How many finished captures to keep (unset: 3, at most 100).",
+            range(max = 100)
+        )
+    )]
     pub history_limit: Option<u32>,
     /// A run that could not start within this many seconds of its time is skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "kube", schemars(range(min = 1)))]
     pub starting_deadline_seconds: Option<u64>,
     /// The capture each run creates; its window must be a `duration`.
     pub template: CaptureSpec,
@@ -55,6 +94,7 @@ pub struct ScheduleSpec {
 /// CronJob's `concurrencyPolicy`, with the same default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 pub enum ConcurrencyPolicy {
     /// Start the new run even if the previous one is still capturing.
     #[default]
@@ -127,6 +167,14 @@ pub fn parse_time_zone(name: &str) -> Result<Tz, ScheduleError> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "kube", schemars(transform = crate::crd::schema::without_defaults))]
+#[cfg_attr(
+    feature = "kube",
+    schemars(
+        description = "When the schedule last ran and runs next, and the captures it created. Written by podcap."
+    )
+)]
 pub struct ScheduleStatus {
     /// When the last run was due (not when its capture started).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,6 +183,10 @@ pub struct ScheduleStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_schedule_time: Option<DateTime<Utc>>,
     /// The next few run times ([`NEXT_SCHEDULE_TIMES_SHOWN`]), so the UI can show the pattern.
+    #[cfg_attr(
+        feature = "kube",
+        schemars(description = "The next few run times, so the UI can show the pattern.")
+    )]
     pub next_schedule_times: Vec<DateTime<Utc>>,
     /// Names of the captures of this schedule that are not finished.
     pub active: Vec<String>,
@@ -147,6 +199,7 @@ pub struct ScheduleStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 pub struct ScheduleRun {
     /// The capture's name.
     pub name: String,

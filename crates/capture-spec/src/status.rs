@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 /// `Scheduled` → `Capturing` → one of `Completed`, `Stopped`, `Failed`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 pub enum Phase {
     /// Accepted, waiting for its start time or for an agent to pick it up.
     #[default]
@@ -36,6 +37,7 @@ impl Phase {
 /// The state of one captured pod interface.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 pub enum TargetState {
     /// Found by the selector; recording has not begun (start time ahead, interface not ready).
     #[default]
@@ -63,6 +65,14 @@ impl TargetState {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "kube", schemars(transform = crate::crd::schema::without_defaults))]
+#[cfg_attr(
+    feature = "kube",
+    schemars(
+        description = "Where the capture is in its life, totals for `kubectl get`, and per captured pod interface what was recorded. Written by podcap."
+    )
+)]
 pub struct CaptureStatus {
     pub phase: Phase,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,7 +82,30 @@ pub struct CaptureStatus {
     /// A sentence for people: why the capture failed, or what it is waiting for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// One entry per captured pod interface.
+    /// Distinct pods in `targets` (filled by `summarize`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pods: Option<u32>,
+    /// Distinct nodes in `targets` (filled by `summarize`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<u32>,
+    /// Packets written, summed over `targets` (filled by `summarize`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packets: Option<u64>,
+    /// Bytes of packet data written, summed over `targets` (filled by `summarize`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Kernel drops, summed over `targets` (filled by `summarize`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drops: Option<u64>,
+    /// One entry per captured pod interface. A list-type map keyed by node, pod and interface,
+    /// so under server-side apply each node's agent owns (and replaces) only its own entries.
+    #[cfg_attr(
+        feature = "kube",
+        schemars(extend(
+            "x-kubernetes-list-type" = "map",
+            "x-kubernetes-list-map-keys" = ["node", "pod", "interface"]
+        ))
+    )]
     pub targets: Vec<TargetStatus>,
 }
 
@@ -86,6 +119,23 @@ impl CaptureStatus {
                 bytes: sum.bytes.saturating_add(t.bytes),
                 drops: sum.drops.saturating_add(t.drops),
             })
+    }
+
+    /// Fills `pods`, `nodes`, `packets`, `bytes` and `drops` from `targets`. Those totals exist
+    /// because Kubernetes printer columns cannot sum a list; whoever writes the capture-wide
+    /// status (phase, message) in a cluster should call this before writing.
+    pub fn summarize(&mut self) {
+        let totals = self.totals();
+        let distinct = |key: fn(&TargetStatus) -> (&str, &str)| {
+            let set: std::collections::BTreeSet<(&str, &str)> =
+                self.targets.iter().map(key).collect();
+            u32::try_from(set.len()).unwrap_or(u32::MAX)
+        };
+        self.pods = Some(distinct(|t| (t.namespace.as_str(), t.pod.as_str())));
+        self.nodes = Some(distinct(|t| (t.node.as_str(), "")));
+        self.packets = Some(totals.packets);
+        self.bytes = Some(totals.bytes);
+        self.drops = Some(totals.drops);
     }
 
     /// The target with this key, if the status has one.
@@ -114,6 +164,10 @@ pub struct TargetKey {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
+// The list-map keys of `targets` must be required in the CRD schema (serde defaults every field,
+// which would otherwise leave them optional).
+#[cfg_attr(feature = "kube", schemars(extend("required" = ["node", "pod", "interface"])))]
 pub struct TargetStatus {
     pub node: String,
     pub namespace: String,
@@ -146,6 +200,7 @@ impl TargetStatus {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 pub struct FileStatus {
     /// Stable identifier used in download URLs.
     pub id: String,
@@ -218,6 +273,32 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&CaptureStatus::default()).unwrap(),
             r#"{"phase":"Scheduled","targets":[]}"#
+        );
+    }
+
+    #[test]
+    fn summarize_fills_the_totals_kubectl_shows() {
+        let mut status: CaptureStatus = serde_json::from_str(FULL).unwrap();
+        status.targets.push(TargetStatus {
+            interface: "net1".into(),
+            ..status.targets[0].clone()
+        });
+        status.summarize();
+        assert_eq!(
+            (
+                status.pods,
+                status.nodes,
+                status.packets,
+                status.bytes,
+                status.drops
+            ),
+            (Some(2), Some(2), Some(20), Some(3000), Some(4))
+        );
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["packets"], 20);
+        assert_eq!(
+            serde_json::from_value::<CaptureStatus>(json).unwrap(),
+            status
         );
     }
 
