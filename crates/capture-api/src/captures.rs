@@ -26,6 +26,20 @@ pub fn create_capture(
     store: &dyn Store,
     namespace: &str,
     name: &str,
+    spec: CaptureSpec,
+    schedule: Option<&str>,
+    max_window: Duration,
+    now: DateTime<Utc>,
+) -> Result<CaptureRecord, CreateError> {
+    let record = prepare_capture(namespace, name, spec, schedule, max_window, now)?;
+    store.insert_capture(&record)?;
+    Ok(record)
+}
+
+/// The record [`create_capture`] would store, validated but not stored: what a dry run answers.
+pub fn prepare_capture(
+    namespace: &str,
+    name: &str,
     mut spec: CaptureSpec,
     schedule: Option<&str>,
     max_window: Duration,
@@ -51,6 +65,5 @@ pub fn create_capture(
         created_at: now,
         schedule: schedule.map(str::to_string),
     };
-    store.insert_capture(&record)?;
     Ok(record)
 }

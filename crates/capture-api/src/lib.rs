@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod captures;
+pub mod inspect;
 pub mod metrics;
 pub mod pods;
 pub mod problem;
@@ -12,3 +13,5 @@ pub mod runner;
 pub mod schedules;
 pub mod server;
 pub mod store;
+pub mod tickets;
+pub mod web;

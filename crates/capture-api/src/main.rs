@@ -163,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
         store,
         runner,
         settings,
+        tickets: Arc::default(),
     };
     eprintln!("podcap API listening on http://{}", args.listen);
     server::serve(state, args.listen, shutdown_signal()).await

@@ -61,6 +61,23 @@ impl Problem {
     }
 
     /// 422 with the fields to fix.
+    /// `self` with the fields of `earlier` (another 422 of the same request) listed first, so
+    /// one answer names every field to fix; other problems are returned as they are.
+    pub fn after(mut self, earlier: Option<Problem>) -> Problem {
+        if let Some(earlier) = earlier {
+            if self.status != StatusCode::UNPROCESSABLE_ENTITY
+                || earlier.status != StatusCode::UNPROCESSABLE_ENTITY
+            {
+                return self;
+            }
+            let mut params = earlier.invalid_params;
+            params.append(&mut self.invalid_params);
+            self.invalid_params = params;
+            self.detail = format!("{}; {}", earlier.detail, self.detail);
+        }
+        self
+    }
+
     pub fn invalid(detail: impl Into<String>, params: Vec<InvalidParam>) -> Problem {
         Problem {
             invalid_params: params,

@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 use crate::auth::{self, Caller};
 use crate::metrics;
 use crate::problem::Problem;
-use crate::routes::{openapi, shares};
+use crate::routes::{openapi, shares, tickets};
 use crate::runner::Runner;
 use crate::store::Store;
 
@@ -40,6 +40,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub runner: Arc<Runner>,
     pub settings: Arc<Settings>,
+    pub tickets: Arc<crate::tickets::DownloadTickets>,
 }
 
 impl FromRef<AppState> for Arc<dyn Store> {
@@ -99,6 +100,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics::metrics))
         // Share links are the one unauthenticated way to packet data: the token is the secret.
         .routes(routes!(shares::download))
+        // As are download tickets, each good for one download within a minute.
+        .routes(routes!(tickets::redeem))
         .nest("/api/v1", crate::routes::api())
 }
 
@@ -109,6 +112,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn router(state: AppState) -> Router {
     Router::from(routes())
+        .merge(crate::web::router())
         .fallback(|| async {
             Problem::not_found(
                 "no such route: GET /api/v1/openapi.json lists them all, e.g. /api/v1/namespaces/{ns}/captures",

@@ -148,3 +148,123 @@ fn smoke_the_page_opens_in_chromium() {
     let shot = artifacts.join("smoke.png");
     assert!(shot.exists(), "smoke.mjs saved no {}", shot.display());
 }
+
+/// Sends a few UDP datagrams from each pod to its host side every 200 ms until dropped (at most
+/// two minutes), so a capture started from the browser has traffic to see.
+struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(pods: Vec<(std::sync::Arc<common::Pod>, std::net::SocketAddr)>) -> Traffic {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                for (pod, server) in &pods {
+                    common::traffic::burst_from_pod(pod, *server, 5, 120);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Traffic {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The whole console in a browser (web/tests/capture_flow.mjs), then the files it downloaded
+/// judged by tshark: both pods' traffic, each pod its own named interface, nothing but the
+/// filtered port, and the share link's download equal to the button's.
+#[test]
+fn the_console_captures_downloads_and_shares() {
+    const PORT: u16 = 7931;
+    let web_1 = std::sync::Arc::new(common::Pod::new());
+    let web_2 = std::sync::Arc::new(common::Pod::new());
+    let sinks = [
+        common::UdpSink::bind(web_1.host_v4.into(), PORT),
+        common::UdpSink::bind(web_2.host_v4.into(), PORT),
+    ];
+    let data = tempfile::tempdir().expect("temp dir");
+    let inventory = data.path().join("pods.yaml");
+    std::fs::write(
+        &inventory,
+        format!(
+            "pods:\n  - {{namespace: shop, name: web-1, labels: {{app: web}}, netns: {}}}\n  - {{namespace: shop, name: web-2, labels: {{app: web}}, netns: {}}}\n",
+            web_1.netns, web_2.netns
+        ),
+    )
+    .expect("writing the inventory");
+    let api = Api::start_with(&["--inventory", inventory.to_str().expect("utf-8 path")]);
+    let other_token = api.create_token("viewer", &["other"]);
+    let downloads = data.path().join("downloads");
+    std::fs::create_dir_all(&downloads).expect("downloads dir");
+
+    let servers = vec![
+        (
+            web_1.clone(),
+            std::net::SocketAddr::new(web_1.host_v4.into(), PORT),
+        ),
+        (
+            web_2.clone(),
+            std::net::SocketAddr::new(web_2.host_v4.into(), PORT),
+        ),
+    ];
+    let traffic = Traffic::start(servers);
+    run_script(
+        "capture_flow.mjs",
+        &api,
+        &[
+            ("PODCAP_NAMESPACE", "shop"),
+            ("PODCAP_SELECTOR", "app=web"),
+            ("PODCAP_PODS", "web-1,web-2"),
+            ("PODCAP_PORT", &PORT.to_string()),
+            ("PODCAP_DOWNLOADS", downloads.to_str().expect("utf-8 path")),
+            ("PODCAP_OTHER_TOKEN", &other_token),
+        ],
+    );
+    drop(traffic);
+    drop(sinks);
+
+    let merged = downloads.join("merged.pcapng");
+    let packets = common::tshark::assert_tshark_reads_cleanly(&merged);
+    assert!(packets > 0, "the merged download is empty");
+    let rows = common::tshark::fields(
+        &merged,
+        None,
+        &["frame.interface_description", "udp.dstport"],
+    );
+    for pod in ["web-1", "web-2"] {
+        let description = format!("shop/{pod} on ");
+        assert!(
+            rows.iter().any(|row| row[0].starts_with(&description)),
+            "no packet of {pod} in the merged download"
+        );
+    }
+    assert!(
+        rows.iter().all(|row| row[1] == PORT.to_string()),
+        "only UDP {PORT} was to be captured"
+    );
+    let pcap = downloads.join("merged.pcap");
+    assert_eq!(common::tshark::assert_tshark_reads_cleanly(&pcap), packets);
+    let shared = std::fs::read(downloads.join("shared.pcapng")).expect("the shared download");
+    assert_eq!(
+        shared,
+        std::fs::read(&merged).expect("the merged download"),
+        "the share link serves the merged capture"
+    );
+    assert!(common::tshark::assert_tshark_reads_cleanly(&downloads.join("one-file.pcapng")) > 0);
+}

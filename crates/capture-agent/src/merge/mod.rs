@@ -36,6 +36,7 @@ use std::cmp::Ordering;
 use std::collections::binary_heap::PeekMut;
 use std::collections::BinaryHeap;
 use std::io::Write;
+use std::ops::ControlFlow;
 
 use capture_spec::OutputFormat;
 
@@ -43,7 +44,7 @@ pub use error::MergeError;
 pub use source::{ChainedInput, InputFile, MergeInput};
 
 use interfaces::InterfaceTable;
-use reader::InputReader;
+use reader::{InputReader, PacketView};
 use writer::MergedWriter;
 
 /// Read buffers of all inputs together aim at this size...
@@ -115,36 +116,12 @@ pub fn merge(
         .map(|(index, input)| InputReader::new(index, input, buffer_len))
         .collect();
     let mut table = InterfaceTable::default();
-    let mut heap = BinaryHeap::with_capacity(readers.len());
     // Every input's first packet is read before anything is written, so the interfaces of
     // all first files lead the output and a pcap link-type conflict fails before any byte.
-    for (input, reader) in readers.iter_mut().enumerate() {
-        if let Some(timestamp_ns) = reader.advance(&mut table)? {
-            heap.push(Next {
-                timestamp_ns,
-                input,
-            });
-        }
-    }
+    let mut heap = prime(&mut readers, &mut table)?;
     let mut writer = MergedWriter::new(out, format, input_names);
     writer.begin(&mut table)?;
-    let mut packets = 0u64;
-    while let Some(mut next) = heap.peek_mut() {
-        let reader = &mut readers[next.input];
-        let (packet, frame) = reader.pending();
-        writer.packet(packet, frame, next.input)?;
-        packets += 1;
-        match reader.advance(&mut table)? {
-            // Updating the top in place costs one sift-down instead of a pop and a push.
-            Some(timestamp_ns) => next.timestamp_ns = timestamp_ns,
-            None => {
-                PeekMut::pop(next);
-            }
-        }
-        if table.has_undeclared() {
-            writer.declare(&mut table)?;
-        }
-    }
+    let packets = drain(&mut readers, &mut heap, &mut table, &mut writer)?;
     let (bytes_written, output_buffer) = writer.finish(&table)?;
     Ok(MergeReport {
         packets,
@@ -160,6 +137,148 @@ pub fn merge(
                 .map(InputReader::buffer_capacity)
                 .sum::<usize>(),
     })
+}
+
+/// Reads every input's first packet into a heap of "next packets".
+fn prime(
+    readers: &mut [InputReader],
+    table: &mut InterfaceTable,
+) -> Result<BinaryHeap<Next>, MergeError> {
+    let mut heap = BinaryHeap::with_capacity(readers.len());
+    for (input, reader) in readers.iter_mut().enumerate() {
+        if let Some(timestamp_ns) = reader.advance(table)? {
+            heap.push(Next {
+                timestamp_ns,
+                input,
+            });
+        }
+    }
+    Ok(heap)
+}
+
+/// What receives the merged packets: the merged file's writer, or a visitor.
+trait Sink {
+    fn packet(
+        &mut self,
+        packet: &PacketView,
+        frame: &[u8],
+        input: usize,
+        table: &InterfaceTable,
+    ) -> Result<ControlFlow<()>, MergeError>;
+
+    /// Called after each read, when the input may have declared new interfaces.
+    fn after_read(&mut self, _table: &mut InterfaceTable) -> Result<(), MergeError> {
+        Ok(())
+    }
+}
+
+impl Sink for MergedWriter<'_> {
+    #[inline]
+    fn packet(
+        &mut self,
+        packet: &PacketView,
+        frame: &[u8],
+        input: usize,
+        _table: &InterfaceTable,
+    ) -> Result<ControlFlow<()>, MergeError> {
+        MergedWriter::packet(self, packet, frame, input)?;
+        Ok(ControlFlow::Continue(()))
+    }
+
+    #[inline]
+    fn after_read(&mut self, table: &mut InterfaceTable) -> Result<(), MergeError> {
+        if table.has_undeclared() {
+            self.declare(table)?;
+        }
+        Ok(())
+    }
+}
+
+/// Hands packets to `sink` earliest first until the inputs end or the sink says stop; the
+/// number of packets handed over.
+fn drain<S: Sink>(
+    readers: &mut [InputReader],
+    heap: &mut BinaryHeap<Next>,
+    table: &mut InterfaceTable,
+    sink: &mut S,
+) -> Result<u64, MergeError> {
+    let mut packets = 0u64;
+    while let Some(mut next) = heap.peek_mut() {
+        let reader = &mut readers[next.input];
+        let (packet, frame) = reader.pending();
+        let flow = sink.packet(packet, frame, next.input, table)?;
+        packets += 1;
+        if flow.is_break() {
+            break;
+        }
+        match reader.advance(table)? {
+            // Updating the top in place costs one sift-down instead of a pop and a push.
+            Some(timestamp_ns) => next.timestamp_ns = timestamp_ns,
+            None => {
+                PeekMut::pop(next);
+            }
+        }
+        sink.after_read(table)?;
+    }
+    Ok(packets)
+}
+
+/// A packet as [`visit`] hands it over.
+#[derive(Debug, Clone, Copy)]
+pub struct VisitedPacket<'a> {
+    /// Index of the input it came from.
+    pub input: usize,
+    pub timestamp_ns: u64,
+    /// The packet's length on the wire; `frame` may be shorter (snap length).
+    pub original_len: u32,
+    /// The link type of its interface (1 = Ethernet).
+    pub link_type: u16,
+    /// pcapng `epb_flags` (bits 0-1: 1 inbound, 2 outbound), when the input had them.
+    pub flags: Option<u32>,
+    pub frame: &'a [u8],
+}
+
+struct Visitor<F>(F);
+
+impl<F: FnMut(&VisitedPacket<'_>) -> ControlFlow<()>> Sink for Visitor<F> {
+    fn packet(
+        &mut self,
+        packet: &PacketView,
+        frame: &[u8],
+        input: usize,
+        table: &InterfaceTable,
+    ) -> Result<ControlFlow<()>, MergeError> {
+        let link_type = table
+            .all()
+            .get(packet.interface as usize)
+            .map_or(1, |interface| interface.described.link_type);
+        Ok((self.0)(&VisitedPacket {
+            input,
+            timestamp_ns: packet.timestamp_ns,
+            original_len: packet.original_len,
+            link_type,
+            flags: packet.flags,
+            frame,
+        }))
+    }
+}
+
+/// Reads `inputs` in merged time order, as [`merge`] would write them, handing each packet to
+/// `visit` until the inputs end or it answers `Break`; the number of packets visited. What the
+/// API uses to preview and chart a capture without writing a merged file.
+pub fn visit(
+    inputs: Vec<MergeInput>,
+    visit: impl FnMut(&VisitedPacket<'_>) -> ControlFlow<()>,
+) -> Result<u64, MergeError> {
+    let buffer_len = read_buffer_len(inputs.len());
+    let mut readers: Vec<InputReader> = inputs
+        .into_iter()
+        .enumerate()
+        .map(|(index, input)| InputReader::new(index, input, buffer_len))
+        .collect();
+    let mut table = InterfaceTable::default();
+    let mut heap = prime(&mut readers, &mut table)?;
+    drain(&mut readers, &mut heap, &mut table, &mut Visitor(visit))
 }
 
 #[cfg(test)]

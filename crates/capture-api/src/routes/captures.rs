@@ -15,12 +15,14 @@ use std::fmt::Write as _;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{new_id, Action, Caller};
-use crate::captures::{create_capture, CreateError};
+use crate::captures::{prepare_capture, CreateError};
 use crate::problem::{InvalidParam, Problem};
 use crate::server::AppState;
 use crate::store::{CaptureRecord, RawCaptureRecord, StoreError};
 
-use super::object::{check_name, check_namespace, invalid_spec, parse_object};
+use super::object::{
+    check_name, check_namespace, invalid_spec, parse_object, selector_from_text, DryRunQuery,
+};
 use super::openapi::{CapturePath, NamespacePath, PacketCapture, PacketCaptureList};
 
 pub const API_VERSION: &str = "podcap.io/v1alpha1";
@@ -89,6 +91,19 @@ fn push_resource(out: &mut String, record: &RawCaptureRecord) {
     );
 }
 
+/// A 422 unless `phase` names a phase.
+pub fn check_phase(phase: &str) -> Result<(), Problem> {
+    serde_json::from_value::<Phase>(json!(phase)).map(drop).map_err(|_| {
+        Problem::invalid(
+            "bad phase filter",
+            vec![InvalidParam {
+                name: "phase".into(),
+                reason: format!("{phase:?} is not a phase: use Scheduled, Capturing, Completed, Stopped or Failed"),
+            }],
+        )
+    })
+}
+
 fn parse_continue(token: &str) -> Result<(String, String), Problem> {
     let bad = || {
         Problem::invalid(
@@ -125,15 +140,7 @@ pub async fn list(
     caller.authorize(Action::Read, &namespace)?;
     check_namespace(&namespace)?;
     if let Some(phase) = &query.phase {
-        serde_json::from_value::<Phase>(json!(phase)).map_err(|_| {
-            Problem::invalid(
-                "bad phase filter",
-                vec![InvalidParam {
-                    name: "phase".into(),
-                    reason: format!("{phase:?} is not a phase: use Scheduled, Capturing, Completed, Stopped or Failed"),
-                }],
-            )
-        })?;
+        check_phase(phase)?;
     }
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -227,10 +234,11 @@ struct CreateBody {
     operation_id = "createCapture",
     summary = "Create a capture",
     description = "Creates a capture and starts it at once (or at its `startTime`).",
-    params(NamespacePath),
+    params(NamespacePath, DryRunQuery),
     request_body(content = CreateBody, content_type = "application/json"),
     responses(
         (status = 201, description = "Created; the answer has the name and the first status.", body = PacketCapture),
+        (status = 200, description = "`dryRun=All`: valid; the capture that would be created (nothing is stored).", body = PacketCapture),
         (status = 400, description = "The body is not a capture object, or its `kind`, `apiVersion` or `metadata.namespace` do not fit this route.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A capture of that name exists in the namespace.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The spec or name is invalid; `invalidParams` lists every field to fix.", body = Problem, content_type = "application/problem+json"),
@@ -241,44 +249,58 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Path(namespace): Path<String>,
+    Query(dry_run): Query<DryRunQuery>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
     caller.authorize(Action::Write, &namespace)?;
     check_namespace(&namespace)?;
+    let dry_run = dry_run.is_dry_run()?;
     let example =
         r#"{"metadata": {"name": "web"}, "spec": {"podSelector": ..., "duration": "10m"}}"#;
-    let (metadata, spec) = parse_object(&body, &namespace, "PacketCapture", example)?;
-    let name = match metadata.name {
+    let (metadata, mut spec) = parse_object(&body, &namespace, "PacketCapture", example)?;
+    selector_from_text(&mut spec, "/podSelector", "spec.podSelector")?;
+    // A bad name is reported together with the spec's errors, so one answer lists every field.
+    let (name, bad_name) = match metadata.name {
         Some(name) => {
-            check_name(&name)?;
-            name
+            let bad_name = check_name(&name).err();
+            (name, bad_name)
         }
-        None => format!("capture-{}", new_id(5)),
+        None => (format!("capture-{}", new_id(5)), None),
     };
-    let spec =
-        CaptureSpec::from_json_value(&spec, "spec").map_err(|e| invalid_spec(e, "capture"))?;
+    let spec = CaptureSpec::from_json_value(&spec, "spec")
+        .map_err(|e| invalid_spec(e, "capture").after(bad_name.clone()))?;
+    let invalid = |error: CreateError| match error {
+        CreateError::Invalid(errors) => invalid_spec(errors, "capture").after(bad_name.clone()),
+        CreateError::Store(e @ StoreError::AlreadyExists { .. }) => {
+            Problem::conflict(e.to_string())
+        }
+        other => Problem::internal(other),
+    };
+    let window_checked = |result: Result<CaptureRecord, CreateError>| match (result, &bad_name) {
+        (Err(error), _) => Err(invalid(error)),
+        (Ok(_), Some(problem)) => Err(problem.clone()),
+        (Ok(record), None) => Ok(record),
+    };
+    let record = window_checked(prepare_capture(
+        &namespace,
+        &name,
+        spec,
+        None,
+        state.settings.max_window,
+        Utc::now(),
+    ))?;
+    if dry_run {
+        return Ok((StatusCode::OK, Json(resource(&record))));
+    }
     if let Some(reason) = state.runner.storage_full() {
         return Err(Problem::insufficient_storage(format!(
             "no new capture can start: {reason}"
         )));
     }
-    let settings = &state.settings;
-    let record = create_capture(
-        state.store.as_ref(),
-        &namespace,
-        &name,
-        spec,
-        None,
-        settings.max_window,
-        Utc::now(),
-    )
-    .map_err(|error| match error {
-        CreateError::Invalid(errors) => invalid_spec(errors, "capture"),
-        CreateError::Store(e @ StoreError::AlreadyExists { .. }) => {
-            Problem::conflict(e.to_string())
-        }
-        other => Problem::internal(other),
-    })?;
+    state
+        .store
+        .insert_capture(&record)
+        .map_err(|error| invalid(CreateError::Store(error)))?;
     // Start it now rather than at the next runner pass.
     let runner = state.runner.clone();
     let _ = tokio::task::spawn_blocking(move || runner.pass()).await;

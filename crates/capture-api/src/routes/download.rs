@@ -7,7 +7,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use capture_agent::merge::{merge, ChainedInput, MergeInput};
+use capture_agent::merge::merge;
 use capture_spec::{CaptureStatus, OutputFormat};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -16,6 +16,7 @@ use super::body;
 use super::captures::find;
 use super::files::content_type;
 use crate::auth::{Action, Caller};
+use crate::inspect::capture_inputs;
 use crate::problem::{InvalidParam, Problem};
 use crate::server::AppState;
 use crate::store::CaptureRecord;
@@ -54,20 +55,7 @@ pub fn merged_response(
     let status: CaptureStatus =
         serde_json::from_value(record.status.clone()).map_err(Problem::internal)?;
     let directory = state.runner.capture_dir(&record.uid);
-    let inputs: Vec<MergeInput> = status
-        .targets
-        .iter()
-        .filter(|target| !target.files.is_empty())
-        .map(|target| {
-            let label = format!("{}/{} on {}", target.namespace, target.pod, target.node);
-            let paths = target
-                .files
-                .iter()
-                .map(|file| directory.join(&file.name))
-                .collect();
-            MergeInput::chained(label.clone(), ChainedInput::paths(paths)).with_description(label)
-        })
-        .collect();
+    let inputs = capture_inputs(&directory, &status);
     let (mut writer, body) = body::channel();
     let name = record.name.clone();
     tokio::task::spawn_blocking(move || match merge(inputs, format, &mut writer) {

@@ -154,9 +154,21 @@ pub async fn download(
 ) -> Result<Response, Problem> {
     caller.authorize(Action::Read, &namespace)?;
     let record = find(&state, &namespace, &name)?;
-    let Some((_, file)) = files_of(&record)?.into_iter().find(|(_, f)| f.id == id) else {
+    file_response(&state, &record, &id, &headers).await
+}
+
+/// One file of `record` as a response, honouring a `Range` header; also what a download
+/// ticket for a file serves.
+pub async fn file_response(
+    state: &AppState,
+    record: &CaptureRecord,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Response, Problem> {
+    let Some((_, file)) = files_of(record)?.into_iter().find(|(_, f)| f.id == id) else {
         return Err(Problem::not_found(format!(
-            "capture {namespace}/{name} has no file {id:?}: list its files with GET .../captures/{name}/files"
+            "capture {}/{} has no file {id:?}: list its files with GET .../captures/{}/files",
+            record.namespace, record.name, record.name
         )));
     };
     let path = state.runner.capture_dir(&record.uid).join(&file.name);
@@ -172,7 +184,7 @@ pub async fn download(
         .header(header::CONTENT_TYPE, content_type(&file.name))
         .header(header::CONTENT_DISPOSITION, disposition)
         .header(header::ACCEPT_RANGES, "bytes");
-    let (status, length) = match parse_range(&headers, size)? {
+    let (status, length) = match parse_range(headers, size)? {
         Some((first, last)) => {
             handle
                 .seek(SeekFrom::Start(first))

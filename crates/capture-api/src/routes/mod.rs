@@ -12,12 +12,15 @@ mod body;
 mod captures;
 mod download;
 mod files;
+mod inspect;
 pub mod live;
+mod namespaces;
 mod object;
 pub mod openapi;
 mod pods;
 mod schedules;
 pub mod shares;
+pub mod tickets;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -28,15 +31,20 @@ use crate::server::AppState;
 pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(openapi::document))
+        .routes(routes!(namespaces::list))
+        .routes(routes!(namespaces::all_captures))
         .routes(routes!(captures::list, captures::create))
         .routes(routes!(captures::get, captures::delete))
         .routes(routes!(captures::stop))
         .routes(routes!(files::list))
         .routes(routes!(download::merged))
         .routes(routes!(live::live))
+        .routes(routes!(inspect::packets))
+        .routes(routes!(inspect::timeline_of))
         .routes(routes!(shares::list, shares::create))
         .routes(routes!(shares::revoke))
         .routes(routes!(files::download))
+        .routes(routes!(tickets::create))
         .routes(routes!(schedules::list, schedules::create))
         .routes(routes!(
             schedules::get,

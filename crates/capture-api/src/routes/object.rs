@@ -99,3 +99,54 @@ pub fn parse_object(
     }
     Ok((metadata, body.spec))
 }
+
+/// `?dryRun=All`, as in Kubernetes: validate and answer with the object that would be
+/// created, without creating it. The web UI uses it to check a form and show a schedule's next
+/// run times before saving.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DryRunQuery {
+    /// `All`: check the request and answer with the object it would create, storing nothing.
+    #[serde(rename = "dryRun")]
+    #[param(rename = "dryRun", value_type = Option<String>, example = "All")]
+    dry_run: Option<String>,
+}
+
+impl DryRunQuery {
+    /// Whether this is a dry run; a 422 for any value but `All`.
+    pub fn is_dry_run(&self) -> Result<bool, Problem> {
+        match self.dry_run.as_deref() {
+            None => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => Err(field_problem(
+                "bad dryRun",
+                "dryRun",
+                format!(
+                    "{other:?} is not a dry-run mode: use dryRun=All, or leave it out to create"
+                ),
+            )),
+        }
+    }
+}
+
+/// Accepts a pod selector in kubectl's string form (`"app=web,tier in (a,b)"`) where the CRD
+/// has a `LabelSelector` object, and replaces it with that object: curl users and the web
+/// UI's selector field write selectors as they would for `kubectl get pods -l`. Stored specs
+/// always hold the object. `pointer` is the selector's JSON pointer in `spec`, `field` its
+/// name in errors.
+pub fn selector_from_text(spec: &mut Value, pointer: &str, field: &str) -> Result<(), Problem> {
+    let Some(slot) = spec.pointer_mut(pointer) else {
+        return Ok(());
+    };
+    let Value::String(text) = slot else {
+        return Ok(());
+    };
+    let selector: capture_spec::LabelSelector =
+        text.trim()
+            .parse()
+            .map_err(|e: capture_spec::SelectorError| {
+                field_problem("bad pod selector", field, e.to_string())
+            })?;
+    *slot = serde_json::to_value(selector).map_err(Problem::internal)?;
+    Ok(())
+}

@@ -46,6 +46,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
     tags(
         (name = "captures", description = "Packet captures (`PacketCapture`)."),
         (name = "downloads", description = "A capture's files, merged download and live stream."),
+        (name = "inspect", description = "A capture's first packets decoded, and its packets over time."),
         (name = "shares", description = "Expiring download links that need no token."),
         (name = "schedules", description = "Captures on a cron schedule (`PacketCaptureSchedule`)."),
         (name = "pods", description = "Which pods a selector matches."),

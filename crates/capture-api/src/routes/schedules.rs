@@ -7,7 +7,7 @@
 //! captures and their files, as deleting a CronJob deletes its Jobs.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use capture_spec::{ScheduleSpec, ScheduleStatus};
@@ -24,7 +24,8 @@ use crate::store::{ScheduleRecord, StoreError};
 
 use super::captures::API_VERSION;
 use super::object::{
-    check_name, check_namespace, field_problem, invalid_spec, parse_object, ObjectMetadata,
+    check_name, check_namespace, field_problem, invalid_spec, parse_object, selector_from_text,
+    DryRunQuery, ObjectMetadata,
 };
 use super::openapi::{
     NamespacePath, PacketCaptureSchedule, PacketCaptureScheduleList, SchedulePath,
@@ -125,8 +126,14 @@ fn checked_spec(
     spec: &Value,
     mut status: ScheduleStatus,
 ) -> Result<(ScheduleSpec, ScheduleStatus), Problem> {
+    let mut spec = spec.clone();
+    selector_from_text(
+        &mut spec,
+        "/template/podSelector",
+        "spec.template.podSelector",
+    )?;
     let spec =
-        ScheduleSpec::from_json_value(spec, "spec").map_err(|e| invalid_spec(e, "schedule"))?;
+        ScheduleSpec::from_json_value(&spec, "spec").map_err(|e| invalid_spec(e, "schedule"))?;
     spec.validate(state.settings.max_window)
         .map_err(|e| invalid_spec(e, "schedule"))?;
     status::set_upcoming(&mut status, &spec, Utc::now()).map_err(|e| {
@@ -190,10 +197,11 @@ pub async fn list(
     tag = "schedules",
     operation_id = "createSchedule",
     summary = "Create a schedule",
-    params(NamespacePath),
+    params(NamespacePath, DryRunQuery),
     request_body(content = ScheduleBody, content_type = "application/json"),
     responses(
         (status = 201, description = "Created, with its coming run times in the status.", body = PacketCaptureSchedule),
+        (status = 200, description = "`dryRun=All`: valid; the schedule that would be created, with its next run times (nothing is stored).", body = PacketCaptureSchedule),
         (status = 400, description = "The body is not a schedule object, or its `kind`, `apiVersion` or `metadata.namespace` do not fit this route.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A schedule of that name exists in the namespace.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The spec or name is invalid; `invalidParams` lists every field to fix.", body = Problem, content_type = "application/problem+json"),
@@ -203,19 +211,26 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Path(namespace): Path<String>,
+    Query(dry_run): Query<DryRunQuery>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
     caller.authorize(Action::Write, &namespace)?;
     check_namespace(&namespace)?;
+    let dry_run = dry_run.is_dry_run()?;
     let (metadata, spec) = parse_body(&body, &namespace)?;
-    let name = match metadata.name {
+    // A bad name is reported together with the spec's errors, so one answer lists every field.
+    let (name, bad_name) = match metadata.name {
         Some(name) => {
-            check_schedule_name(&name)?;
-            name
+            let bad_name = check_schedule_name(&name).err();
+            (name, bad_name)
         }
-        None => format!("schedule-{}", new_id(5)),
+        None => (format!("schedule-{}", new_id(5)), None),
     };
-    let (spec, status) = checked_spec(&state, &spec, ScheduleStatus::default())?;
+    let (spec, status) = checked_spec(&state, &spec, ScheduleStatus::default())
+        .map_err(|problem| problem.after(bad_name.clone()))?;
+    if let Some(problem) = bad_name {
+        return Err(problem);
+    }
     let record = ScheduleRecord {
         namespace,
         name,
@@ -224,6 +239,9 @@ pub async fn create(
         status: to_json(&status)?,
         created_at: Utc::now(),
     };
+    if dry_run {
+        return Ok((StatusCode::OK, Json(resource(&record))));
+    }
     state
         .store
         .insert_schedule(&record)

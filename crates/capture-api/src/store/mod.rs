@@ -147,4 +147,6 @@ pub trait Store: Send + Sync + 'static {
     fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
     fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>, StoreError>;
     fn token_count(&self) -> Result<u64, StoreError>;
+    /// Every namespace that has a capture or a schedule, sorted.
+    fn namespaces(&self) -> Result<Vec<String>, StoreError>;
 }

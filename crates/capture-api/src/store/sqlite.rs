@@ -465,6 +465,15 @@ impl Store for SqliteStore {
             .optional()?)
     }
 
+    fn namespaces(&self) -> Result<Vec<String>, StoreError> {
+        let connection = self.read()?;
+        let mut statement = connection.prepare_cached(
+            "SELECT namespace FROM captures UNION SELECT namespace FROM schedules ORDER BY 1",
+        )?;
+        let rows = statement.query_map([], |row| row.get(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     fn token_count(&self) -> Result<u64, StoreError> {
         Ok(self
             .read()?

@@ -1,0 +1,149 @@
+//! Download tickets (see [`crate::tickets`]): `POST .../captures/{name}/downloads` issues one for
+//! the merged capture or one file, and `GET /download/{ticket}` serves it once, without a token,
+//! so a browser can save a capture of any size straight to disk.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use capture_spec::OutputFormat;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::captures::find;
+use super::download::merged_response;
+use super::files::file_response;
+use super::openapi::{CapturePath, PcapBytes, PcapngBytes};
+use crate::auth::{Action, Caller};
+use crate::problem::{InvalidParam, Problem};
+use crate::server::AppState;
+use crate::tickets::Download;
+
+/// What to download: one file by `file` id, or else the merged capture in `format`.
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TicketRequest {
+    /// A file id from `.../files`; leave out for the merged capture.
+    #[serde(default)]
+    file: Option<String>,
+    /// The merged capture's format: `pcapng` (default) or `pcap`.
+    #[serde(default)]
+    #[schema(value_type = Option<capture_spec::OutputFormat>)]
+    format: Option<String>,
+}
+
+/// A ticket: navigate to `url` within a minute; it works once.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketAnswer {
+    /// Relative to this server, e.g. `/download/pcd_...`.
+    url: String,
+    expires_at: DateTime<Utc>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/namespaces/{namespace}/captures/{name}/downloads",
+    tag = "downloads",
+    operation_id = "createDownloadTicket",
+    summary = "A one-time download URL for a browser",
+    description = "For pages that hold their token in memory: the URL serves the download once, \
+        within a minute, without a token.",
+    params(CapturePath),
+    request_body(content = Option<TicketRequest>, content_type = "application/json", description = "Optional; an empty body means the merged pcapng."),
+    responses(
+        (status = 201, description = "The ticket.", body = TicketAnswer),
+        (status = 400, description = "The body is not a ticket request.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such capture or file.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad `format`.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((namespace, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<TicketAnswer>), Problem> {
+    caller.authorize(Action::Read, &namespace)?;
+    let request: TicketRequest = if body.is_empty() {
+        TicketRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            Problem::bad_request(format!(
+                "the body must be {{\"format\": \"pcapng\"}} or {{\"file\": \"<id>\"}}: {e}"
+            ))
+        })?
+    };
+    let record = find(&state, &namespace, &name)?;
+    let download = match (request.file, request.format) {
+        (Some(id), _) => {
+            let listed =
+                serde_json::from_value::<capture_spec::CaptureStatus>(record.status.clone())
+                    .map_err(Problem::internal)?
+                    .targets
+                    .iter()
+                    .any(|target| target.files.iter().any(|file| file.id == id));
+            if !listed {
+                return Err(Problem::not_found(format!(
+                    "capture {namespace}/{name} has no file {id:?}: list its files with GET .../captures/{name}/files"
+                )));
+            }
+            Download::File(id)
+        }
+        (None, format) => Download::Merged(match format {
+            None => OutputFormat::Pcapng,
+            Some(text) => text.parse().map_err(|e: capture_spec::LimitsError| {
+                Problem::invalid(
+                    "bad format",
+                    vec![InvalidParam {
+                        name: "format".into(),
+                        reason: e.to_string(),
+                    }],
+                )
+            })?,
+        }),
+    };
+    let (secret, expires_at) = state.tickets.issue(&record.uid, download, Utc::now());
+    Ok((
+        StatusCode::CREATED,
+        Json(TicketAnswer {
+            url: format!("/download/{secret}"),
+            expires_at,
+        }),
+    ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/download/{ticket}",
+    tag = "downloads",
+    operation_id = "downloadWithTicket",
+    summary = "Download with a one-time ticket (no token)",
+    params(("ticket" = String, Path, description = "The secret from `.../downloads`.")),
+    responses(
+        (status = 200, description = "The download.", content((PcapngBytes = "application/x-pcapng"), (PcapBytes = "application/vnd.tcpdump.pcap"))),
+        (status = 404, description = "Unknown, used or expired ticket; the capture or file is gone.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn redeem(
+    State(state): State<AppState>,
+    Path(secret): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let ticket = state.tickets.redeem(&secret, Utc::now()).ok_or_else(|| {
+        Problem::not_found(
+            "this download link is unknown, used or older than a minute: click download again",
+        )
+    })?;
+    let record = state
+        .store
+        .capture_by_uid(&ticket.capture_uid)
+        .map_err(Problem::internal)?
+        .ok_or_else(|| Problem::not_found("the capture was deleted"))?;
+    match ticket.download {
+        Download::Merged(format) => merged_response(&state, &record, format),
+        Download::File(id) => file_response(&state, &record, &id, &headers).await,
+    }
+}
