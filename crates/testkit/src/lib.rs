@@ -1,11 +1,13 @@
 //! podcap-testkit: the harness shared by podcap's end-to-end tests against the real kernel —
 //! network-namespace "pods" joined to the test's namespace by veth pairs ([`pod`]), bounded
 //! traffic across them ([`traffic`]), hand-made packets ([`packets`]), and readers and judges of
-//! capture files ([`pcapfile`], [`tshark`]).
+//! capture files ([`pcapfile`], [`tshark`]). For the Kubernetes tests, a real kube-apiserver on
+//! loopback and a matching kubectl ([`kube`]).
 //!
 //! The tests need root (namespaces, raw and packet sockets), tcpdump, tshark and capinfos.
 //! They only ever send to addresses of pods they created themselves (10.244.0.0/16, fd00::/8).
 
+pub mod kube;
 pub mod netlab;
 pub mod packets;
 pub mod pcapfile;

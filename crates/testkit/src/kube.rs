@@ -1,0 +1,289 @@
+//! A real kube-apiserver v1.20.2 (with etcd and kube-controller-manager) on loopback for tests,
+//! and the Debian kubectl of the same release to talk to it.
+//!
+//! [`KubeApiServer::start`] runs `scripts/kube-apiserver/build.sh` (a cache hit after the first
+//! build, about 2 s), then `start.sh` into a fresh temporary directory (about 8 s), and exposes
+//! what `start.sh` wrote: the URL, the CA, the admin/alice/bob tokens and an admin kubeconfig.
+//! Dropping it runs `stop.sh`, also when the test panics. A test process killed outright cannot
+//! run `Drop`, so every start first stops instances whose owning test process is gone.
+//!
+//! When the apiserver cannot be built here (not Debian, or not root on a cache miss), `start`
+//! answers [`KubeError::Unavailable`] so tests can skip with a message — unless
+//! `PODCAP_REQUIRE_KUBE=1` (set by `.ci/run`), where skipping would hide a broken setup.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// Directory-name prefix of every instance, so stale ones can be found and stopped.
+const DIR_PREFIX: &str = "podcap-kube-";
+/// The file in an instance directory naming the test process that owns it.
+const OWNER_FILE: &str = "owner.pid";
+
+/// Why no apiserver could be started.
+#[derive(Debug)]
+pub enum KubeError {
+    /// The binaries or kubectl cannot be had on this machine: skip the test.
+    Unavailable(String),
+    /// They exist but starting failed: a real failure.
+    Failed(String),
+}
+
+impl std::fmt::Display for KubeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KubeError::Unavailable(why) => write!(f, "no kube-apiserver on this machine: {why}"),
+            KubeError::Failed(why) => write!(f, "starting kube-apiserver failed: {why}"),
+        }
+    }
+}
+
+/// A running etcd + kube-apiserver (+ kube-controller-manager); stopped on drop.
+pub struct KubeApiServer {
+    dir: PathBuf,
+    /// `https://127.0.0.1:<port>`.
+    pub url: String,
+    /// The CA that signed the serving certificate (SAN 127.0.0.1 and localhost).
+    pub ca_cert: PathBuf,
+    /// User `admin` in group `system:masters`.
+    pub admin_token: String,
+    /// Ordinary users with no permissions until a test grants some.
+    pub alice_token: String,
+    pub bob_token: String,
+    /// Admin kubeconfig (token auth, CA by path).
+    pub kubeconfig: PathBuf,
+    /// Debian's kubectl v1.20.2 (see `scripts/kube-apiserver/kubectl.sh`).
+    pub kubectl: PathBuf,
+}
+
+/// `scripts/kube-apiserver/` of this checkout.
+pub fn scripts_dir() -> PathBuf {
+    repo_root().join("scripts/kube-apiserver")
+}
+
+/// The repository root (for `deploy/`, `scripts/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs one of the scripts; its last stdout line, or its stderr on failure.
+fn run_script(name: &str, args: &[&Path], envs: &[(&str, &Path)]) -> Result<String, String> {
+    let output = Command::new(scripts_dir().join(name))
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {name}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "{name} failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(stdout.lines().last().unwrap_or("").trim().to_string())
+}
+
+/// The Debian kubectl (cached by `kubectl.sh`), without starting a server.
+pub fn kubectl_path() -> Result<PathBuf, KubeError> {
+    run_script("kubectl.sh", &[], &[])
+        .map(PathBuf::from)
+        .map_err(KubeError::Unavailable)
+}
+
+fn kube_required() -> bool {
+    std::env::var("PODCAP_REQUIRE_KUBE").is_ok_and(|v| v == "1")
+}
+
+impl KubeApiServer {
+    /// Builds (cached) and starts an instance in a new temporary directory.
+    pub fn start() -> Result<KubeApiServer, KubeError> {
+        stop_orphans();
+        let bin_dir = run_script("build.sh", &[], &[]).map_err(KubeError::Unavailable)?;
+        let kubectl = kubectl_path()?;
+        let dir = tempfile::Builder::new()
+            .prefix(DIR_PREFIX)
+            .tempdir()
+            .map_err(|e| KubeError::Failed(format!("creating a temporary directory: {e}")))?
+            // stop.sh removes what start.sh wrote and then the directory itself.
+            .keep();
+        std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string())
+            .map_err(|e| KubeError::Failed(format!("writing {OWNER_FILE}: {e}")))?;
+        let started = run_script(
+            "start.sh",
+            &[&dir],
+            &[("KUBE_BIN_DIR", Path::new(&bin_dir))],
+        );
+        let env_file = match started {
+            Ok(env_file) => env_file,
+            Err(e) => {
+                // start.sh has stopped what it started; keep its logs for the report.
+                let _ = std::fs::remove_file(dir.join(OWNER_FILE));
+                return Err(KubeError::Failed(e));
+            }
+        };
+        // From here on Drop stops the instance, whatever happens next.
+        let mut server = KubeApiServer {
+            dir,
+            url: String::new(),
+            ca_cert: PathBuf::new(),
+            admin_token: String::new(),
+            alice_token: String::new(),
+            bob_token: String::new(),
+            kubeconfig: PathBuf::new(),
+            kubectl,
+        };
+        let env = read_env(Path::new(&env_file)).map_err(KubeError::Failed)?;
+        let get = |key: &str| {
+            env.get(key)
+                .cloned()
+                .ok_or_else(|| KubeError::Failed(format!("{env_file} has no {key}")))
+        };
+        server.url = get("APISERVER")?;
+        server.ca_cert = PathBuf::from(get("CA_CERT")?);
+        server.admin_token = get("ADMIN_TOKEN")?;
+        server.alice_token = get("ALICE_TOKEN")?;
+        server.bob_token = get("BOB_TOKEN")?;
+        server.kubeconfig = PathBuf::from(get("KUBECONFIG")?);
+        Ok(server)
+    }
+
+    /// Starts an instance, or — when none can be had here and `PODCAP_REQUIRE_KUBE` is not
+    /// `1` — prints why and returns `None` so the caller can skip. Panics on a failed start.
+    pub fn start_or_skip(test: &str) -> Option<KubeApiServer> {
+        match KubeApiServer::start() {
+            Ok(server) => Some(server),
+            Err(KubeError::Unavailable(why)) if !kube_required() => {
+                eprintln!("SKIPPED {test}: no kube-apiserver on this machine ({why}); set PODCAP_REQUIRE_KUBE=1 to fail instead");
+                None
+            }
+            Err(e) => panic!("{test}: {e}"),
+        }
+    }
+
+    /// The runtime directory (logs: `kube-apiserver.log`, `etcd.log`, ...).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The apiserver's log so far (empty if it cannot be read).
+    pub fn apiserver_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("kube-apiserver.log")).unwrap_or_default()
+    }
+
+    /// Runs kubectl as admin with `args`, feeding `stdin`.
+    pub fn kubectl_output(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut command = Command::new(&self.kubectl);
+        command
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = command.spawn().expect("running kubectl");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("kubectl stdin")
+                .write_all(input.as_bytes())
+                .expect("writing kubectl stdin");
+        }
+        child.wait_with_output().expect("waiting for kubectl")
+    }
+
+    /// Runs kubectl as admin and returns its stdout; panics with its stderr when it fails.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        self.kubectl_stdin(args, None)
+    }
+
+    /// [`KubeApiServer::kubectl`] with `stdin` as input (for `-f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let output = self.kubectl_output(args, stdin);
+        assert!(
+            output.status.success(),
+            "kubectl {} failed ({}):\n{}{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs kubectl expecting it to fail; returns its stderr (panics if it succeeds).
+    pub fn kubectl_fails(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let output = self.kubectl_output(args, stdin);
+        assert!(
+            !output.status.success(),
+            "kubectl {} should have failed but printed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+}
+
+impl Drop for KubeApiServer {
+    fn drop(&mut self) {
+        if let Err(e) = run_script("stop.sh", &[&self.dir], &[]) {
+            eprintln!("stopping the kube-apiserver in {}: {e}", self.dir.display());
+        }
+        // stop.sh leaves files it did not write; the owner file is ours.
+        let _ = std::fs::remove_file(self.dir.join(OWNER_FILE));
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// `start.sh`'s `KEY=value` lines.
+fn read_env(path: &Path) -> Result<BTreeMap<String, String>, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.trim().to_string(), value.trim().to_string()))
+        .collect())
+}
+
+/// Stops instances left by test processes that died without running `Drop` (killed by a
+/// timeout or a signal). stop.sh itself only signals processes whose command line names the
+/// instance directory, so nothing else can be hit.
+fn stop_orphans() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let is_instance = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(DIR_PREFIX));
+        let Some(owner) = is_instance
+            .then(|| std::fs::read_to_string(dir.join(OWNER_FILE)).ok())
+            .flatten()
+        else {
+            continue;
+        };
+        let alive = owner
+            .trim()
+            .parse::<u32>()
+            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            eprintln!(
+                "stopping a kube-apiserver left behind by a killed test: {}",
+                dir.display()
+            );
+            let _ = run_script("stop.sh", &[&dir], &[]);
+            let _ = std::fs::remove_file(dir.join(OWNER_FILE));
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
