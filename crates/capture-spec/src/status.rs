@@ -5,6 +5,8 @@
 //! each node's agent owns its own entries. Unlike specs, statuses accept unknown fields: they are
 //! written by podcap components that may be a version ahead of the reader during an upgrade.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -126,13 +128,14 @@ impl CaptureStatus {
     /// status (phase, message) in a cluster should call this before writing.
     pub fn summarize(&mut self) {
         let totals = self.totals();
-        let distinct = |key: fn(&TargetStatus) -> (&str, &str)| {
-            let set: std::collections::BTreeSet<(&str, &str)> =
-                self.targets.iter().map(key).collect();
-            u32::try_from(set.len()).unwrap_or(u32::MAX)
-        };
-        self.pods = Some(distinct(|t| (t.namespace.as_str(), t.pod.as_str())));
-        self.nodes = Some(distinct(|t| (t.node.as_str(), "")));
+        let pods: BTreeSet<(&str, &str)> = self
+            .targets
+            .iter()
+            .map(|t| (t.namespace.as_str(), t.pod.as_str()))
+            .collect();
+        let nodes: BTreeSet<&str> = self.targets.iter().map(|t| t.node.as_str()).collect();
+        let count = |n: usize| Some(u32::try_from(n).unwrap_or(u32::MAX));
+        (self.pods, self.nodes) = (count(pods.len()), count(nodes.len()));
         self.packets = Some(totals.packets);
         self.bytes = Some(totals.bytes);
         self.drops = Some(totals.drops);
