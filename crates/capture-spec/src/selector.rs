@@ -38,6 +38,7 @@ pub struct LabelSelector {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 pub struct LabelSelectorRequirement {
+    /// The label key the requirement applies to.
     pub key: String,
     pub operator: SelectorOperator,
     /// One or more values for `In` and `NotIn`; none for `Exists` and `DoesNotExist`.

@@ -77,8 +77,10 @@ impl TargetState {
 )]
 pub struct CaptureStatus {
     pub phase: Phase,
+    /// When the first target started recording.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
+    /// When the capture ended (completed, stopped or failed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
     /// A sentence for people: why the capture failed, or what it is waiting for.
@@ -172,8 +174,11 @@ pub struct TargetKey {
 // which would otherwise leave them optional).
 #[cfg_attr(feature = "kube", schemars(extend("required" = ["node", "pod", "interface"])))]
 pub struct TargetStatus {
+    /// The node whose agent records this target (and holds its files).
     pub node: String,
+    /// The pod's namespace.
     pub namespace: String,
+    /// The pod's name.
     pub pod: String,
     /// The pod's interface name as the pod sees it (`eth0`).
     pub interface: String,
@@ -184,7 +189,9 @@ pub struct TargetStatus {
     pub bytes: u64,
     /// Packets the kernel dropped because the capture could not keep up.
     pub drops: u64,
+    /// The files written for this target, oldest first.
     pub files: Vec<FileStatus>,
+    /// Why the target failed or went away, for people.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -211,9 +218,12 @@ pub struct FileStatus {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
+    /// Packets in the file.
     pub packets: u64,
+    /// Timestamp of the file's first packet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_packet_at: Option<DateTime<Utc>>,
+    /// Timestamp of the file's last packet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_packet_at: Option<DateTime<Utc>>,
 }
