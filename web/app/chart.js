@@ -3,7 +3,6 @@
 // readers. Plain SVG, no library: a few dozen lines keep the page free of outside code.
 
 const NS = 'http://www.w3.org/2000/svg';
-const WIDTH = 720;
 const HEIGHT = 180;
 const PAD = { left: 56, right: 12, top: 12, bottom: 28 };
 
@@ -27,19 +26,21 @@ function formatRate(value) {
   return value >= 10 || value === 0 ? String(Math.round(value)) : value.toFixed(1);
 }
 
-/** An <svg> for `timeline` ({start, bucketSeconds, packets[]}). */
-export function packetRateChart(timeline) {
-  const width = timeline.bucketSeconds || 1;
-  const rates = (timeline.packets || []).map((count) => count / width);
+/** An <svg> for `timeline` ({start, bucketSeconds, packets[]}), `width` CSS pixels wide (drawn at its
+ * real size so text is never stretched). */
+export function packetRateChart(timeline, width = 720) {
+  const chartWidth = Math.max(320, Math.round(width));
+  const bucket = timeline.bucketSeconds || 1;
+  const rates = (timeline.packets || []).map((count) => count / bucket);
   const start = Date.parse(timeline.start);
   const peak = Math.max(0, ...rates);
   const total = (timeline.packets || []).reduce((a, b) => a + b, 0);
   const peakIndex = rates.indexOf(peak);
   const summary = rates.length === 0 || total === 0
     ? 'No packets captured yet.'
-    : `${total} packets over ${rates.length * width} seconds; peak ${formatRate(peak)} packets per second at ${new Date(start + peakIndex * width * 1000).toLocaleTimeString()}.`;
-  const root = svg('svg', { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: 'img', 'aria-label': `Packets per second. ${summary}`, class: 'chart', preserveAspectRatio: 'none' });
-  const plotWidth = WIDTH - PAD.left - PAD.right;
+    : `${total} packets over ${rates.length * bucket} seconds; peak ${formatRate(peak)} packets per second at ${new Date(start + peakIndex * bucket * 1000).toLocaleTimeString()}.`;
+  const root = svg('svg', { viewBox: `0 0 ${chartWidth} ${HEIGHT}`, role: 'img', 'aria-label': `Packets per second. ${summary}`, class: 'chart', width: chartWidth, height: HEIGHT });
+  const plotWidth = chartWidth - PAD.left - PAD.right;
   const plotHeight = HEIGHT - PAD.top - PAD.bottom;
   const top = niceMax(peak);
   const x = (index) => PAD.left + (rates.length <= 1 ? 0 : (index / (rates.length - 1)) * plotWidth);
@@ -47,19 +48,18 @@ export function packetRateChart(timeline) {
 
   for (const fraction of [0, 0.5, 1]) {
     const value = top * fraction;
-    root.append(svg('line', { x1: PAD.left, x2: WIDTH - PAD.right, y1: y(value), y2: y(value), class: 'grid-line' }));
+    root.append(svg('line', { x1: PAD.left, x2: chartWidth - PAD.right, y1: y(value), y2: y(value), class: 'grid-line' }));
     root.append(svg('text', { x: PAD.left - 6, y: y(value) + 4, 'text-anchor': 'end', class: 'axis-label' }, formatRate(value)));
   }
-  root.append(svg('text', { x: 4, y: PAD.top + 10, class: 'axis-label' }, 'pkt/s'));
   if (rates.length > 0) {
     const points = rates.map((rate, index) => `${x(index).toFixed(1)},${y(rate).toFixed(1)}`);
     const baseline = y(0).toFixed(1);
     root.append(svg('polygon', { points: `${x(0).toFixed(1)},${baseline} ${points.join(' ')} ${x(rates.length - 1).toFixed(1)},${baseline}`, class: 'area' }));
     root.append(svg('polyline', { points: points.join(' '), class: 'line' }));
-    const end = start + rates.length * width * 1000;
+    const end = start + rates.length * bucket * 1000;
     const label = (time) => new Date(time).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
     root.append(svg('text', { x: PAD.left, y: HEIGHT - 8, class: 'axis-label' }, label(start)));
-    root.append(svg('text', { x: WIDTH - PAD.right, y: HEIGHT - 8, 'text-anchor': 'end', class: 'axis-label' }, label(end)));
+    root.append(svg('text', { x: chartWidth - PAD.right, y: HEIGHT - 8, 'text-anchor': 'end', class: 'axis-label' }, label(end)));
   }
   return root;
 }

@@ -3,7 +3,7 @@
 // sends signed-out users to sign in, and stops the previous view's timers on every change.
 
 import { onUnauthorized, setToken, token } from './api.js';
-import { errorBox, replace } from './ui.js';
+import { errorBox, h, replace } from './ui.js';
 import captureDetail from './views/capture-detail.js';
 import captureList from './views/capture-list.js';
 import newCapture from './views/new-capture.js';
@@ -68,7 +68,7 @@ async function render() {
     if (current === generation) cleanup = result || null;
     else if (typeof result === 'function') result();
   } catch (error) {
-    if (current === generation) replace(main, errorBox(error));
+    if (current === generation) replace(main, ...failurePage(error));
   }
   if (current === generation) {
     const heading = main.querySelector('h1');
@@ -78,6 +78,19 @@ async function render() {
       heading.focus({ preventScroll: true });
     }
   }
+}
+
+/** What a page that could not load shows: a heading saying what happened, and the API's reason. */
+function failurePage(error) {
+  const headings = { 403: 'Not allowed', 404: 'Not found' };
+  const help = error.status === 403
+    ? 'Sign in with a token that may read this namespace, or go back to the captures.'
+    : 'Go back to the captures.';
+  return [
+    h('h1', {}, headings[error.status] || 'Something went wrong'),
+    errorBox(error),
+    h('p', {}, help, ' ', h('a', { href: '#/captures' }, 'Captures')),
+  ];
 }
 
 onUnauthorized((error) => {

@@ -13,7 +13,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import {
-  TOKEN, expectNoPageErrors, expectText, expectVisible, log, main, newPage, screenshot, step, url,
+  TOKEN, api, expectHidden, expectNoPageErrors, expectText, expectVisible, log, main, newPage, screenshot, step, url,
 } from './lib.mjs';
 
 const NAMESPACE = process.env.PODCAP_NAMESPACE;
@@ -84,9 +84,12 @@ await main(async (browser) => {
     await screenshot(page, 'sign-in-refused');
   });
 
-  await step('the right token signs in to the captures list', async () => {
-    await page.getByLabel('API token').fill(TOKEN);
-    await page.getByRole('button', { name: 'Sign in' }).click();
+  await step('the right token signs in to the captures list, by keyboard alone', async () => {
+    // The refused token left the focus in the token field, selected for retyping.
+    assert.equal(await page.evaluate(() => document.activeElement?.id), 'token');
+    await page.keyboard.press('Control+A');
+    await page.keyboard.type(TOKEN);
+    await page.keyboard.press('Enter');
     await expectVisible(page.getByRole('heading', { name: 'Captures', level: 1 }));
     assert.equal(await page.evaluate(() => sessionStorage.getItem('podcap.token')), TOKEN);
   });
@@ -150,6 +153,11 @@ await main(async (browser) => {
     assert.match(first, new RegExp(`→ ${PORT}`));
     await expectLabelled(page, 'capture detail');
     await photograph(page, 'capture-detail');
+    // The top of the page on a tall screen: what the README shows.
+    await page.setViewportSize({ width: 1280, height: 1600 });
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await screenshot(page, 'capture-detail-first-screen', { fullPage: false });
+    await page.setViewportSize({ width: 1280, height: 900 });
   });
 
   await step('the download buttons save the merged pcapng and pcap', async () => {
@@ -213,7 +221,7 @@ await main(async (browser) => {
 
   await step('a cron schedule shows its next five runs before saving', async () => {
     await page.goto(url('/#/new?when=schedule'));
-    await expectVisible(page.getByRole('heading', { name: 'New capture' }));
+    await expectVisible(page.getByRole('heading', { name: 'New schedule' }));
     await field('f-namespace').fill(NAMESPACE);
     await field('f-selector').fill(SELECTOR);
     await field('f-timezone').fill('UTC');
@@ -244,6 +252,24 @@ await main(async (browser) => {
     await photograph(page, 'schedules');
   });
 
+  await step('a schedule that fires lists its runs, linked to their captures', async () => {
+    const created = await api(`/api/v1/namespaces/${NAMESPACE}/schedules`, {
+      method: 'POST',
+      body: { metadata: { name: 'every-5s' }, spec: { schedule: '*/5 * * * * *', template: { podSelector: { matchLabels: { app: 'nothing-matches' } }, duration: '2s' } } },
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    await page.goto(url(`/#/schedules/${NAMESPACE}/every-5s`));
+    const run = page.locator('#schedule-history-table tbody tr').first();
+    await expectVisible(run, { timeout: 30_000 });
+    await screenshot(page, 'schedule-history');
+    await run.getByRole('link').click();
+    await expectVisible(page.getByRole('heading', { name: /^every-5s-/ }));
+    await page.goto(url(`/#/schedules/${NAMESPACE}/every-5s`));
+    await page.getByRole('button', { name: 'Delete schedule' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Delete schedule' }).click();
+    await expectVisible(page.getByRole('heading', { name: 'Schedules', level: 1 }));
+  });
+
   await step('a token of another namespace gets a clear 403', async () => {
     const other = await newPage(browser);
     await other.goto(url('/'));
@@ -251,6 +277,7 @@ await main(async (browser) => {
     await other.getByRole('button', { name: 'Sign in' }).click();
     await expectVisible(other.getByRole('heading', { name: 'Captures', level: 1 }));
     await other.goto(url(`/#/captures/${NAMESPACE}/${CAPTURE}`));
+    await expectVisible(other.getByRole('heading', { name: 'Not allowed' }));
     await expectText(other.getByRole('alert'), /may only be used in namespace/);
     await screenshot(other, 'forbidden');
     expectNoPageErrors(other);
@@ -260,7 +287,9 @@ await main(async (browser) => {
   await step('deleting the capture asks first, then removes it', async () => {
     await page.goto(url(`/#/captures/${NAMESPACE}/${CAPTURE}`));
     await page.getByRole('button', { name: 'Delete capture' }).click();
-    await page.getByRole('dialog').getByRole('button', { name: 'Cancel' }).click();
+    await expectVisible(page.getByRole('dialog'));
+    await page.keyboard.press('Escape');
+    await expectHidden(page.getByRole('dialog'));
     await expectVisible(page.getByRole('heading', { name: new RegExp(`^${CAPTURE}`) }));
     await page.getByRole('button', { name: 'Delete capture' }).click();
     await page.getByRole('dialog').getByRole('button', { name: 'Delete capture' }).click();

@@ -118,10 +118,10 @@ function fileName(name) {
 }
 
 // Saves a full-page PNG of `page` as ARTIFACTS/<name>.png and returns its path.
-export async function screenshot(page, name) {
+export async function screenshot(page, name, { fullPage = true } = {}) {
   mkdirSync(ARTIFACTS, { recursive: true });
   const path = join(ARTIFACTS, fileName(name));
-  await page.screenshot({ path, fullPage: true, animations: 'disabled', timeout: TIMEOUT });
+  await page.screenshot({ path, fullPage, animations: 'disabled', timeout: TIMEOUT });
   log(`screenshot ${path}`);
   return path;
 }

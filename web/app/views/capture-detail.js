@@ -276,7 +276,7 @@ export default async function captureDetail({ main, params, navigate, isCurrent 
     try {
       const timeline = await get(`${path}/timeline`);
       if (!isCurrent()) return;
-      replace(chartSection, packetRateChart(timeline));
+      replace(chartSection, packetRateChart(timeline, chartSection.clientWidth));
     } catch (error) {
       if (isCurrent()) replace(chartSection, errorBox(error, 'Could not draw the chart'));
     }

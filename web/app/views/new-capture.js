@@ -138,6 +138,8 @@ export default async function newCapture({ main, query, navigate }) {
     startField.hidden = mode !== 'at';
     scheduleFields.hidden = mode !== 'schedule';
     submit.textContent = mode === 'schedule' ? 'Create schedule' : 'Start capture';
+    form.querySelector('#new-title').textContent = mode === 'schedule' ? 'New schedule' : 'New capture';
+    document.title = `${mode === 'schedule' ? 'New schedule' : 'New capture'} · podcap`;
     if (mode === 'schedule') refreshRuns();
   };
 

@@ -75,7 +75,7 @@ export default async function scheduleDetail({ main, params, navigate, isCurrent
           : h('ol', { class: 'run-list', id: 'next-runs' }, (state.nextScheduleTimes || []).map((time) => h('li', {}, timeElement(time))))),
       h('section', { class: 'card', 'aria-labelledby': 'schedule-history' },
         h('h2', { id: 'schedule-history' }, 'History'),
-        history.length === 0 ? h('p', { class: 'muted' }, 'No runs yet.') : h('div', { class: 'table-wrap' }, h('table', { class: 'data-table responsive' },
+        history.length === 0 ? h('p', { class: 'muted' }, 'No runs yet.') : h('div', { class: 'table-wrap' }, h('table', { class: 'data-table responsive', id: 'schedule-history-table' },
           h('caption', { class: 'visually-hidden' }, 'Runs of this schedule'),
           h('thead', {}, h('tr', {}, ['Capture', 'Scheduled for', 'Phase'].map((title) => h('th', { scope: 'col' }, title)))),
           h('tbody', {}, [...history].reverse().map((run) => h('tr', {},
@@ -88,8 +88,10 @@ export default async function scheduleDetail({ main, params, navigate, isCurrent
     try {
       const schedule = await get(path);
       if (!isCurrent()) return;
-      // Re-rendering moves nothing under the keyboard: only refresh when nothing is focused inside.
-      if (first || !content.contains(document.activeElement)) render(schedule);
+      // Re-rendering must not pull a control from under the keyboard: skip it while one is focused.
+      const focused = document.activeElement;
+      const busy = content.contains(focused) && focused.matches('button, input, select, textarea, a');
+      if (first || !busy) render(schedule);
     } catch (error) {
       if (!isCurrent()) return;
       if (first) {

@@ -138,7 +138,9 @@ pub fn timeline(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<Timeline, MergeError> {
-    let span = (end - start).num_seconds().max(1) as u64;
+    // Whole seconds, rounded up: the last part-second gets its own bucket instead of
+    // piling onto the one before.
+    let span = ((end - start).num_milliseconds().max(1) as u64).div_ceil(1000);
     let width = bucket_width(span);
     let buckets = span.div_ceil(width).max(1) as usize;
     let mut packets = vec![0u64; buckets];
