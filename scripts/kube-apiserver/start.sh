@@ -12,6 +12,7 @@
 #
 # Writes:
 #   DIR/env         shell-sourceable: APISERVER, CA_CERT, ADMIN_TOKEN, ALICE_TOKEN, BOB_TOKEN,
+#                   AGENT_TOKEN, API_TOKEN (podcap's service accounts),
 #                   KUBECONFIG, ETCD_URL, BIN_DIR, ETCD_PID, APISERVER_PID, CONTROLLER_MANAGER_PID
 #   DIR/kubeconfig  admin (system:masters) kubeconfig
 #   DIR/pids        the PIDs this script started, one per line (what stop.sh kills)
@@ -115,12 +116,18 @@ ossl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
 
 token() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }
 ADMIN_TOKEN=$(token); ALICE_TOKEN=$(token); BOB_TOKEN=$(token)
+# podcap's own identities, named as their service accounts so deploy/'s RBAC bindings (to the
+# ServiceAccounts podcap-system/podcap-agent and podcap-api) apply to them unchanged: no kubelet
+# mounts service-account tokens here, so static tokens stand in for them.
+AGENT_TOKEN=$(token); API_TOKEN=$(token)
 # --token-auth-file format: token,user,uid,"group1,group2". alice and bob get no groups beyond
 # system:authenticated, so RBAC denies them everything not granted explicitly.
 cat >"$DIR/tokens.csv" <<EOF
 $ADMIN_TOKEN,admin,admin,"system:masters"
 $ALICE_TOKEN,alice,alice
 $BOB_TOKEN,bob,bob
+$AGENT_TOKEN,system:serviceaccount:podcap-system:podcap-agent,podcap-agent,"system:serviceaccounts,system:serviceaccounts:podcap-system"
+$API_TOKEN,system:serviceaccount:podcap-system:podcap-api,podcap-api,"system:serviceaccounts,system:serviceaccounts:podcap-system"
 EOF
 chmod 600 "$DIR/tokens.csv"
 
@@ -238,6 +245,8 @@ CA_CERT=$pki/ca.crt
 ADMIN_TOKEN=$ADMIN_TOKEN
 ALICE_TOKEN=$ALICE_TOKEN
 BOB_TOKEN=$BOB_TOKEN
+AGENT_TOKEN=$AGENT_TOKEN
+API_TOKEN=$API_TOKEN
 KUBECONFIG=$DIR/kubeconfig
 ETCD_URL=$ETCD_URL
 BIN_DIR=$BIN_DIR

@@ -51,6 +51,10 @@ pub struct KubeApiServer {
     /// Ordinary users with no permissions until a test grants some.
     pub alice_token: String,
     pub bob_token: String,
+    /// Tokens of podcap's service accounts (`system:serviceaccount:podcap-system:podcap-agent`
+    /// and `...:podcap-api`), so deploy/'s RBAC applies to agents and API run by tests.
+    pub agent_token: String,
+    pub api_token: String,
     /// Admin kubeconfig (token auth, CA by path).
     pub kubeconfig: PathBuf,
     /// Debian's kubectl v1.20.2 (see `scripts/kube-apiserver/kubectl.sh`).
@@ -132,6 +136,8 @@ impl KubeApiServer {
             admin_token: String::new(),
             alice_token: String::new(),
             bob_token: String::new(),
+            agent_token: String::new(),
+            api_token: String::new(),
             kubeconfig: PathBuf::new(),
             kubectl,
         };
@@ -146,6 +152,8 @@ impl KubeApiServer {
         server.admin_token = get("ADMIN_TOKEN")?;
         server.alice_token = get("ALICE_TOKEN")?;
         server.bob_token = get("BOB_TOKEN")?;
+        server.agent_token = get("AGENT_TOKEN")?;
+        server.api_token = get("API_TOKEN")?;
         server.kubeconfig = PathBuf::from(get("KUBECONFIG")?);
         Ok(server)
     }
