@@ -117,7 +117,7 @@ ossl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
 token() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }
 ADMIN_TOKEN=$(token); ALICE_TOKEN=$(token); BOB_TOKEN=$(token)
 # podcap's own identities, named as their service accounts so deploy/'s RBAC bindings (to the
-# ServiceAccounts podcap-system/podcap-agent and podcap-api) apply to them unchanged: no kubelet
+# ServiceAccounts podcap-system/capture-agent and capture-api) apply to them unchanged: no kubelet
 # mounts service-account tokens here, so static tokens stand in for them.
 AGENT_TOKEN=$(token); API_TOKEN=$(token)
 # --token-auth-file format: token,user,uid,"group1,group2". alice and bob get no groups beyond
@@ -126,8 +126,8 @@ cat >"$DIR/tokens.csv" <<EOF
 $ADMIN_TOKEN,admin,admin,"system:masters"
 $ALICE_TOKEN,alice,alice
 $BOB_TOKEN,bob,bob
-$AGENT_TOKEN,system:serviceaccount:podcap-system:podcap-agent,podcap-agent,"system:serviceaccounts,system:serviceaccounts:podcap-system"
-$API_TOKEN,system:serviceaccount:podcap-system:podcap-api,podcap-api,"system:serviceaccounts,system:serviceaccounts:podcap-system"
+$AGENT_TOKEN,system:serviceaccount:podcap-system:capture-agent,capture-agent,"system:serviceaccounts,system:serviceaccounts:podcap-system"
+$API_TOKEN,system:serviceaccount:podcap-system:capture-api,capture-api,"system:serviceaccounts,system:serviceaccounts:podcap-system"
 EOF
 chmod 600 "$DIR/tokens.csv"
 

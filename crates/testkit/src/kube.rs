@@ -51,8 +51,8 @@ pub struct KubeApiServer {
     /// Ordinary users with no permissions until a test grants some.
     pub alice_token: String,
     pub bob_token: String,
-    /// Tokens of podcap's service accounts (`system:serviceaccount:podcap-system:podcap-agent`
-    /// and `...:podcap-api`), so deploy/'s RBAC applies to agents and API run by tests.
+    /// Tokens of podcap's service accounts (`system:serviceaccount:podcap-system:capture-agent`
+    /// and `...:capture-api`), so deploy/'s RBAC applies to agents and API run by tests.
     pub agent_token: String,
     pub api_token: String,
     /// Admin kubeconfig (token auth, CA by path).
