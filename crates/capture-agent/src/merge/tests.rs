@@ -523,3 +523,58 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn visit_sees_what_merge_writes_and_stops_when_told() {
+    let a = pcapng_file(Order::Little, "a", &[10, 20, 30, 30]);
+    let b = pcapng_file(Order::Big, "b", &[5, 20, 25, 40]);
+    let mut seen = Vec::new();
+    let visited = visit(
+        vec![input("a", a.clone()), input("b", b.clone())],
+        |packet| {
+            seen.push((
+                packet.timestamp_ns,
+                packet.input,
+                packet.frame.to_vec(),
+                packet.link_type,
+                packet.flags,
+            ));
+            std::ops::ControlFlow::Continue(())
+        },
+    )
+    .unwrap();
+    assert_eq!(visited, 8);
+    let (_, out) = merge_to_vec(
+        vec![input("a", a.clone()), input("b", b.clone())],
+        OutputFormat::Pcapng,
+    )
+    .unwrap();
+    let merged = read_back(&out);
+    assert_eq!(
+        seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+        times(&merged),
+        "the merge's order"
+    );
+    let inputs: Vec<usize> = seen.iter().map(|s| s.1).collect();
+    assert_eq!(
+        inputs,
+        [1, 0, 0, 1, 1, 0, 0, 1],
+        "ties go to the earlier input"
+    );
+    assert!(seen
+        .iter()
+        .zip(&merged.packets)
+        .all(|(s, m)| s.2 == m.data && s.3 == 1 && s.4 == Some(1)));
+
+    let mut first_three = 0;
+    let visited = visit(vec![input("a", a), input("b", b)], |_| {
+        first_three += 1;
+        if first_three == 3 {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    assert_eq!((visited, first_three), (3, 3), "Break ends the walk");
+}
