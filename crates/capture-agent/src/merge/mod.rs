@@ -108,13 +108,8 @@ pub fn merge(
     format: OutputFormat,
     out: &mut dyn Write,
 ) -> Result<MergeReport, MergeError> {
-    let buffer_len = read_buffer_len(inputs.len());
     let input_names = inputs.iter().map(|input| input.name.clone()).collect();
-    let mut readers: Vec<InputReader> = inputs
-        .into_iter()
-        .enumerate()
-        .map(|(index, input)| InputReader::new(index, input, buffer_len))
-        .collect();
+    let mut readers = readers_of(inputs);
     let mut table = InterfaceTable::default();
     // Every input's first packet is read before anything is written, so the interfaces of
     // all first files lead the output and a pcap link-type conflict fails before any byte.
@@ -137,6 +132,16 @@ pub fn merge(
                 .map(InputReader::buffer_capacity)
                 .sum::<usize>(),
     })
+}
+
+/// One reader per input, the read budget shared among them.
+fn readers_of(inputs: Vec<MergeInput>) -> Vec<InputReader> {
+    let buffer_len = read_buffer_len(inputs.len());
+    inputs
+        .into_iter()
+        .enumerate()
+        .map(|(index, input)| InputReader::new(index, input, buffer_len))
+        .collect()
 }
 
 /// Reads every input's first packet into a heap of "next packets".
@@ -270,12 +275,7 @@ pub fn visit(
     inputs: Vec<MergeInput>,
     visit: impl FnMut(&VisitedPacket<'_>) -> ControlFlow<()>,
 ) -> Result<u64, MergeError> {
-    let buffer_len = read_buffer_len(inputs.len());
-    let mut readers: Vec<InputReader> = inputs
-        .into_iter()
-        .enumerate()
-        .map(|(index, input)| InputReader::new(index, input, buffer_len))
-        .collect();
+    let mut readers = readers_of(inputs);
     let mut table = InterfaceTable::default();
     let mut heap = prime(&mut readers, &mut table)?;
     drain(&mut readers, &mut heap, &mut table, &mut Visitor(visit))
