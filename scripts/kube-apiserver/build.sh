@@ -108,8 +108,11 @@ flock -w 1800 9 || die "timed out waiting for another build.sh to finish"
 export DEBIAN_FRONTEND=noninteractive
 setup_apt_src
 # One update of the system index (binary packages) and one of the private deb-src index.
-log "apt-get update"
-apt-get -q update >&2
+# PODCAP_APT_UPDATED=1 (set by .ci/run after its own update) skips a second system update.
+if [[ ${PODCAP_APT_UPDATED:-} != 1 ]]; then
+  log "apt-get update"
+  apt-get -q update >&2
+fi
 apt-get -q "${apt_src_opts[@]}" update >&2
 
 inputs=$(key_inputs) || die "cannot resolve package versions: $(key_inputs 2>&1 || true)"
