@@ -1,10 +1,12 @@
 //! capture-agent: everything in podcap that touches packets — the AF_PACKET ring (the only
 //! `unsafe` code), the BPF generator, the pcap/pcapng writers with rotation, and the capture
-//! engine that ties them together. The `capture-agent` binary is its command line.
+//! engine that ties them together, and the node agent of a cluster (`cluster`). The
+//! `capture-agent` binary is its command line.
 
 pub mod afpacket;
 pub mod bpf;
 pub mod budget;
+pub mod cluster;
 pub mod engine;
 pub mod format;
 pub mod merge;

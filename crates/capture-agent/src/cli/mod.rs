@@ -3,6 +3,7 @@
 //! --format pcapng|pcap --output FILE ...`).
 
 mod capture;
+mod run;
 mod summary;
 
 use std::process::ExitCode;
@@ -24,10 +25,14 @@ pub struct Cli {
 enum Command {
     /// Capture packets on one or more interfaces into a file, like tcpdump -w.
     Capture(capture::CaptureArgs),
+    /// Run as the node agent of a Kubernetes cluster: capture this node's pods for the
+    /// PacketCaptures that select them, and serve the files to the API.
+    Run(run::RunArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Capture(args) => capture::run(args),
+        Command::Run(args) => run::run(args),
     }
 }

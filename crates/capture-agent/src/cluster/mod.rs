@@ -1,0 +1,223 @@
+//! Cluster mode: `capture-agent run --node NODE`, the node agent of a Kubernetes install (one
+//! per node, a DaemonSet). It watches PacketCaptures and this node's pods (`watch`), captures
+//! every matching Running pod while a capture's window (`window`) is open (`reconcile`,
+//! `targets`), reports this node's `status.targets` entries with server-side apply (`status`),
+//! guards its files with a per-node finalizer (`finalizer`), and serves the files and live
+//! streams to the API only (`endpoint`, `auth`).
+//!
+//! The Kubernetes client comes from `kube::Config::infer()`: `KUBECONFIG` (or `~/.kube/config`)
+//! when set, else the pod's service account. The agent needs only the permissions of
+//! `deploy/base/agent-rbac.yaml`.
+
+pub mod auth;
+pub mod endpoint;
+pub mod finalizer;
+pub mod reconcile;
+pub mod status;
+pub mod targets;
+pub mod watch;
+pub mod window;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use capture_spec::PacketCapture;
+use chrono::Utc;
+use k8s_openapi::api::core::v1::Node;
+use kube::{Api, Client};
+use tokio::sync::Notify;
+
+use reconcile::{Action, Agent};
+
+/// How often the reconciler runs without being woken by a watch event (live counters, window
+/// ends, pods whose interface appears late).
+const PASS_INTERVAL: Duration = Duration::from_secs(1);
+/// How often this node's labels are read again (for `spec.nodeSelector`).
+const NODE_LABELS_INTERVAL: Duration = Duration::from_secs(30);
+
+/// What `capture-agent run` was told.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// This node's name (`spec.nodeName` of its pods).
+    pub node: String,
+    /// Capture files go to `DATA_DIR/captures/{capture uid}/`.
+    pub data_dir: PathBuf,
+    /// The file endpoint's address.
+    pub listen: SocketAddr,
+    /// `namespace:name` of the service account allowed to use the file endpoint.
+    pub api_service_account: String,
+    /// Also map pods to interfaces through their network namespace (needs SYS_ADMIN, hostPID).
+    pub netns_fallback: bool,
+    /// The window of a capture without `endTime` or `duration`.
+    pub max_window: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("no Kubernetes client configuration (set KUBECONFIG, or run in a pod with a service account): {0}")]
+    Config(#[source] kube::config::InferConfigError),
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+    #[error("cannot create the data directory {path}: {source}; check --data-dir")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {address}: {source}; choose another --listen")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the file endpoint failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Runs the agent until SIGTERM or SIGINT; then closes every file cleanly and reports once more.
+pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    let kube_config = kube::Config::infer().await.map_err(AgentError::Config)?;
+    let client = Client::try_from(kube_config).map_err(AgentError::Client)?;
+    let captures_dir = config.data_dir.join("captures");
+    std::fs::create_dir_all(&captures_dir).map_err(|source| AgentError::DataDir {
+        path: captures_dir.clone(),
+        source,
+    })?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AgentError::Listen {
+            address: config.listen,
+            source,
+        })?;
+    let changed = Arc::new(Notify::new());
+    let watches = watch::Watches::start(&client, &config.node, changed.clone());
+    let auth = Arc::new(auth::Authenticator::new(
+        client.clone(),
+        &config.api_service_account,
+    ));
+    let agent = Arc::new(Agent::new(config.clone(), watches.clone()));
+    let app = endpoint::router(endpoint::EndpointState {
+        agent: agent.clone(),
+        auth,
+    });
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    tracing::info!(node = %config.node, listen = %config.listen, data_dir = %config.data_dir.display(), "capture agent started");
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    tokio::select! {
+        ready = watches.ready() => if !ready { tracing::error!("the watchers stopped before their first listing"); },
+        () = &mut shutdown => return Ok(()),
+    }
+    tracing::info!("watches synced; reconciling");
+    let mut labels_read: Option<tokio::time::Instant> = None;
+    loop {
+        if labels_read.is_none_or(|at| at.elapsed() >= NODE_LABELS_INTERVAL) {
+            refresh_node_labels(&client, &agent).await;
+            labels_read = Some(tokio::time::Instant::now());
+        }
+        let pass_agent = agent.clone();
+        match tokio::task::spawn_blocking(move || pass_agent.pass(Utc::now())).await {
+            Ok(actions) => perform(&client, &agent, actions).await,
+            Err(error) => tracing::error!(%error, "reconcile pass panicked"),
+        }
+        if server.is_finished() {
+            return match server.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(AgentError::Serve(error)),
+                Err(error) => Err(AgentError::Serve(std::io::Error::other(error))),
+            };
+        }
+        tokio::select! {
+            () = changed.notified() => {
+                // Let a burst of watch events settle into one pass.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            () = tokio::time::sleep(PASS_INTERVAL) => {}
+            () = &mut shutdown => break,
+        }
+    }
+    tracing::info!("shutting down: closing capture files");
+    let stop_agent = agent.clone();
+    match tokio::task::spawn_blocking(move || stop_agent.shutdown()).await {
+        Ok(actions) => perform(&client, &agent, actions).await,
+        Err(error) => tracing::error!(%error, "shutdown panicked"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Reads this node's labels; a node that cannot be read has none (a capture with a
+/// nodeSelector then does not run here), which is logged.
+async fn refresh_node_labels(client: &Client, agent: &Agent) {
+    let labels = match Api::<Node>::all(client.clone())
+        .get(&agent.config.node)
+        .await
+    {
+        Ok(node) => node.metadata.labels.unwrap_or_default(),
+        Err(error) => {
+            tracing::warn!(node = %agent.config.node, %error, "cannot read this node's labels; captures with a nodeSelector will not run here");
+            BTreeMap::new()
+        }
+    };
+    if let Ok(mut slot) = agent.node_labels.lock() {
+        *slot = labels;
+    }
+}
+
+/// Sends what a pass decided. Failures are logged; the next pass decides again.
+async fn perform(client: &Client, agent: &Agent, actions: Vec<Action>) {
+    for action in actions {
+        match action {
+            Action::Apply {
+                uid,
+                namespace,
+                name,
+                targets,
+            } => {
+                let api = Api::<PacketCapture>::namespaced(client.clone(), &namespace);
+                match status::apply(&api, &name, &agent.manager, &targets).await {
+                    Ok(()) => agent.applied(&uid, targets, std::time::Instant::now()),
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(error) => {
+                        tracing::warn!(%namespace, %name, %error, "cannot apply this node's status")
+                    }
+                }
+            }
+            Action::Finalizer {
+                namespace,
+                name,
+                patch,
+            } => {
+                let api = Api::<PacketCapture>::namespaced(client.clone(), &namespace);
+                match finalizer::patch(&api, &name, patch).await {
+                    Ok(()) => {
+                        tracing::info!(%namespace, %name, finalizer = %agent.finalizer, "finalizer updated")
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(error) => {
+                        tracing::warn!(%namespace, %name, %error, "cannot update this node's finalizer; retrying")
+                    }
+                }
+            }
+        }
+    }
+}
