@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod captures;
 pub mod inspect;
+pub mod kube;
 pub mod metrics;
 pub mod pods;
 pub mod problem;

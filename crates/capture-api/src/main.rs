@@ -1,6 +1,9 @@
 //! The `capture-api` binary. `capture-api --standalone` is podcap on one machine: the API, the
 //! SQLite store in the data directory, and the agent in-process capturing on network-namespace
-//! pods. Errors at this edge are reported with anyhow; logs go to stderr through tracing.
+//! pods. `capture-api --kubernetes` is the API in a cluster: the CRDs are the store, the node
+//! agents capture (see `capture_api::kube`), and the kube client comes from KUBECONFIG or the
+//! in-cluster service account. Errors at this edge are reported with anyhow; logs go to stderr
+//! through tracing.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,10 +24,34 @@ struct Args {
     /// Run on this machine alone: network namespaces are the pods, SQLite is the store.
     #[arg(long)]
     standalone: bool,
+    /// Run in a Kubernetes cluster: PacketCapture objects are the store, node agents capture,
+    /// TokenReview and SubjectAccessReview decide who may do what. The client comes from
+    /// KUBECONFIG or the in-cluster service account.
+    #[arg(long, conflicts_with = "standalone")]
+    kubernetes: bool,
+    /// Kubernetes mode: the capture agent of NODE is at URL (repeat), e.g.
+    /// `--agent node-a=http://10.0.0.5:9090`; other nodes' agents are found at their
+    /// InternalIP and --agent-port.
+    #[arg(long = "agent", value_name = "NODE=URL", value_parser = parse_agent)]
+    agents: Vec<(String, String)>,
+    /// Kubernetes mode: the port of the agents' file endpoint on each node.
+    #[arg(long, default_value_t = 9090)]
+    agent_port: u16,
+    /// Kubernetes mode: where share links are kept (as Secrets): the API's own namespace.
+    #[arg(long, default_value = "podcap-system")]
+    shares_namespace: String,
+    /// Kubernetes mode: a capture that no node reported on this long after its start fails.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    report_timeout: Duration,
+    /// Kubernetes mode: how long after its window a capture waits for every node to report
+    /// its end before it is finished anyway.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    finish_grace: Duration,
     /// Address to listen on. Packet data is sensitive: the default is loopback only.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Where the store, the capture files and the first admin token live.
+    /// Where the store, the capture files and the first admin token live (standalone); scratch
+    /// space only in Kubernetes mode.
     #[arg(long, default_value = "./podcap-data", global = true)]
     data_dir: PathBuf,
     /// Longest capture window accepted (and the window of a capture with no end).
@@ -64,6 +91,84 @@ enum TokenCommand {
         #[arg(long, default_value = "created with capture-api token create")]
         description: String,
     },
+}
+
+fn parse_agent(text: &str) -> Result<(String, String), String> {
+    let (node, url) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NODE=URL, e.g. node-a=http://10.0.0.5:9090"))?;
+    if node.is_empty() || !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "{text:?} is not NODE=URL with an http:// or https:// URL"
+        ));
+    }
+    Ok((node.to_string(), url.to_string()))
+}
+
+/// `capture-api --kubernetes`.
+async fn run_kubernetes(args: Args) -> anyhow::Result<()> {
+    use capture_api::kube::agents::{Agents, Credentials};
+    use capture_api::kube::{Cluster, ClusterSettings};
+    use secrecy::ExposeSecret;
+
+    let config = kube::Config::infer()
+        .await
+        .context("no Kubernetes client configuration: set KUBECONFIG, or run in a pod with a service account")?;
+    // The agents accept the API's own service-account token: the same one the client uses.
+    let credentials = match (&config.auth_info.token_file, &config.auth_info.token) {
+        (Some(file), _) => Credentials::TokenFile(file.into()),
+        (None, Some(token)) => Credentials::Token(token.expose_secret().to_string()),
+        (None, None) => {
+            tracing::warn!(
+                "the kube client has no bearer token: the agents will refuse file downloads"
+            );
+            Credentials::None
+        }
+    };
+    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+    let agents = Agents::new(
+        client.clone(),
+        args.agents.iter().cloned().collect(),
+        args.agent_port,
+        credentials,
+    );
+    let cluster = Cluster::new(
+        client,
+        agents,
+        ClusterSettings {
+            shares_namespace: args.shares_namespace.clone(),
+            max_window: args.max_window,
+            report_timeout: args.report_timeout,
+            finish_grace: args.finish_grace,
+        },
+    );
+    let store: Arc<dyn Store> = cluster.store.clone();
+    // Captures run on the nodes; this runner is never started (the routes do not use it in
+    // Kubernetes mode) and only fills the state's slot.
+    let runner = Runner::new(store.clone(), args.data_dir.clone(), Default::default());
+    tokio::spawn(capture_api::kube::status::run_forever(cluster.clone()));
+    let runs = Arc::new(capture_api::kube::runs::ClusterRuns {
+        store: cluster.store.clone(),
+    });
+    tokio::spawn(
+        capture_api::schedules::Controller::with_runs(store.clone(), runs, args.max_window)
+            .run_forever(),
+    );
+    let state = AppState {
+        store,
+        runner,
+        settings: Arc::new(Settings {
+            data_dir: args.data_dir.clone(),
+            max_window: args.max_window,
+        }),
+        tickets: Arc::default(),
+        cluster: Some(cluster),
+    };
+    eprintln!(
+        "podcap API (Kubernetes mode) listening on http://{}",
+        args.listen
+    );
+    server::serve(state, args.listen, shutdown_signal()).await
 }
 
 fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
@@ -129,8 +234,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Command::Token(command)) = args.command {
         return run_token_command(command, &args.data_dir);
     }
+    if args.kubernetes {
+        return run_kubernetes(args).await;
+    }
     if !args.standalone {
-        bail!("only --standalone is available so far: run `capture-api --standalone`");
+        bail!("choose a mode: `capture-api --standalone` (one machine) or `capture-api --kubernetes` (in a cluster)");
     }
     if let Some(path) = &args.inventory {
         capture_api::pods::read_inventory(path)?;
@@ -164,6 +272,7 @@ async fn main() -> anyhow::Result<()> {
         runner,
         settings,
         tickets: Arc::default(),
+        cluster: None,
     };
     eprintln!("podcap API listening on http://{}", args.listen);
     server::serve(state, args.listen, shutdown_signal()).await

@@ -119,6 +119,36 @@ impl Problem {
         )
     }
 
+    /// 503: a service podcap depends on (the Kubernetes API server, a node agent) failed.
+    pub fn unavailable(detail: impl Into<String>) -> Problem {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service unavailable",
+            detail,
+        )
+    }
+
+    /// 502: a node agent answered, but not with what podcap expected.
+    pub fn bad_gateway(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_GATEWAY, "Bad gateway", detail)
+    }
+
+    /// A store error as a client sees it: the Kubernetes API server failing is a 503 saying so,
+    /// a conflict a 409, anything else an internal error.
+    pub fn store(error: crate::store::StoreError) -> Problem {
+        use crate::store::StoreError;
+        match error {
+            e @ StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "store unavailable");
+                Problem::unavailable(e.to_string())
+            }
+            e @ (StoreError::Conflict(_) | StoreError::AlreadyExists { .. }) => {
+                Problem::conflict(e.to_string())
+            }
+            other => Problem::internal(other),
+        }
+    }
+
     /// A failure on our side; the detail is logged, the client gets a generic message.
     pub fn internal(error: impl std::fmt::Display) -> Problem {
         tracing::error!(%error, "request failed");

@@ -41,6 +41,8 @@ pub struct AppState {
     pub runner: Arc<Runner>,
     pub settings: Arc<Settings>,
     pub tickets: Arc<crate::tickets::DownloadTickets>,
+    /// Kubernetes mode (`--kubernetes`); `None` in standalone mode.
+    pub cluster: Option<Arc<crate::kube::Cluster>>,
 }
 
 impl FromRef<AppState> for Arc<dyn Store> {
@@ -53,6 +55,24 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, Problem> {
+        if state.cluster.is_some() {
+            // Kubernetes mode: the route layer has authenticated the caller and authorized the
+            // request with a SubjectAccessReview (crate::kube::auth); the role checks of
+            // standalone mode do not apply.
+            let user = parts
+                .extensions
+                .get::<crate::kube::auth::User>()
+                .ok_or_else(|| {
+                    Problem::unauthorized(
+                        "send `Authorization: Bearer <token>` with your Kubernetes token",
+                    )
+                })?;
+            return Ok(Caller {
+                token_id: user.name.clone(),
+                role: auth::Role::Admin,
+                namespaces: None,
+            });
+        }
         let header = parts
             .headers
             .get(AUTHORIZATION)
@@ -111,7 +131,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::from(routes())
+    let mut api = Router::from(routes());
+    if state.cluster.is_some() {
+        api = api.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::kube::auth::guard,
+        ));
+    }
+    api
         .merge(crate::web::router())
         .fallback(|| async {
             Problem::not_found(

@@ -45,7 +45,7 @@ pub fn resource(record: &CaptureRecord) -> Value {
 
 /// The capture `namespace/name`, or a 404 that says how to find the right one.
 pub fn find(state: &AppState, namespace: &str, name: &str) -> Result<CaptureRecord, Problem> {
-    state.store.capture(namespace, name).map_err(Problem::internal)?.ok_or_else(|| {
+    state.store.capture(namespace, name).map_err(Problem::store)?.ok_or_else(|| {
         Problem::not_found(format!(
             "no capture {name:?} in namespace {namespace:?}: list them with GET /api/v1/namespaces/{namespace}/captures"
         ))
@@ -164,7 +164,7 @@ pub async fn list(
     let mut records = state
         .store
         .captures_page_raw(&namespace, query.phase.as_deref(), after, limit + 1)
-        .map_err(Problem::internal)?;
+        .map_err(Problem::store)?;
     let more = records.len() > limit;
     records.truncate(limit);
     let mut body = String::with_capacity(
@@ -274,6 +274,7 @@ pub async fn create(
         CreateError::Store(e @ StoreError::AlreadyExists { .. }) => {
             Problem::conflict(e.to_string())
         }
+        CreateError::Store(e) => Problem::store(e),
         other => Problem::internal(other),
     };
     let window_checked = |result: Result<CaptureRecord, CreateError>| match (result, &bad_name) {
@@ -291,6 +292,15 @@ pub async fn create(
     ))?;
     if dry_run {
         return Ok((StatusCode::OK, Json(resource(&record))));
+    }
+    if state.cluster.is_some() {
+        // Kubernetes mode: the capture is a PacketCapture object; the agents pick it up.
+        state
+            .store
+            .insert_capture(&record)
+            .map_err(|error| invalid(CreateError::Store(error)))?;
+        let stored = find(&state, &namespace, &record.name)?;
+        return Ok((StatusCode::CREATED, Json(resource(&stored))));
     }
     if let Some(reason) = state.runner.storage_full() {
         return Err(Problem::insufficient_storage(format!(
@@ -348,6 +358,15 @@ pub async fn stop(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, Problem> {
     caller.authorize(Action::Write, &namespace)?;
+    if let Some(cluster) = &state.cluster {
+        if !crate::kube::runs::stop_capture(&cluster.store, &namespace, &name)
+            .await
+            .map_err(Problem::store)?
+        {
+            find(&state, &namespace, &name)?;
+        }
+        return Ok(Json(resource(&find(&state, &namespace, &name)?)));
+    }
     let record = find(&state, &namespace, &name)?;
     let runner = state.runner.clone();
     let uid = record.uid.clone();
@@ -367,7 +386,7 @@ pub async fn stop(
     summary = "Delete a capture and its files everywhere",
     params(CapturePath),
     responses(
-        (status = 204, description = "Deleted, files included."),
+        (status = 204, description = "Deleted, files included. In Kubernetes mode: the deletion is accepted; the object goes once every node's agent has removed its files (their finalizers)."),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -377,6 +396,16 @@ pub async fn delete(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
     caller.authorize(Action::Write, &namespace)?;
+    if state.cluster.is_some() {
+        if !state
+            .store
+            .delete_capture(&namespace, &name)
+            .map_err(Problem::store)?
+        {
+            find(&state, &namespace, &name)?;
+        }
+        return Ok(StatusCode::NO_CONTENT);
+    }
     let record = find(&state, &namespace, &name)?;
     let runner = state.runner.clone();
     let uid = record.uid.clone();

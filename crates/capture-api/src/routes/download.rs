@@ -7,7 +7,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use capture_agent::merge::merge;
+use capture_agent::merge::{merge, MergeInput};
 use capture_spec::{CaptureStatus, OutputFormat};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -46,16 +46,30 @@ pub fn parse_format(query: &FormatQuery) -> Result<OutputFormat, Problem> {
     }
 }
 
+/// The merge inputs of a capture: its files on disk (standalone), or fetched from the agents
+/// of the nodes in its status (Kubernetes mode).
+pub async fn inputs_of(
+    state: &AppState,
+    record: &CaptureRecord,
+) -> Result<Vec<MergeInput>, Problem> {
+    if let Some(cluster) = &state.cluster {
+        return cluster.agents.inputs(record).await;
+    }
+    let status: CaptureStatus =
+        serde_json::from_value(record.status.clone()).map_err(Problem::internal)?;
+    Ok(capture_inputs(
+        &state.runner.capture_dir(&record.uid),
+        &status,
+    ))
+}
+
 /// The merged capture of `record` as a streamed response.
-pub fn merged_response(
+pub async fn merged_response(
     state: &AppState,
     record: &CaptureRecord,
     format: OutputFormat,
 ) -> Result<Response, Problem> {
-    let status: CaptureStatus =
-        serde_json::from_value(record.status.clone()).map_err(Problem::internal)?;
-    let directory = state.runner.capture_dir(&record.uid);
-    let inputs = capture_inputs(&directory, &status);
+    let inputs = inputs_of(state, record).await?;
     let (mut writer, body) = body::channel();
     let name = record.name.clone();
     tokio::task::spawn_blocking(move || match merge(inputs, format, &mut writer) {
@@ -108,5 +122,5 @@ pub async fn merged(
     caller.authorize(Action::Read, &namespace)?;
     let format = parse_format(&query)?;
     let record = find(&state, &namespace, &name)?;
-    merged_response(&state, &record, format)
+    merged_response(&state, &record, format).await
 }

@@ -165,6 +165,13 @@ pub async fn file_response(
     id: &str,
     headers: &HeaderMap,
 ) -> Result<Response, Problem> {
+    if let Some(cluster) = &state.cluster {
+        return cluster
+            .agents
+            .clone()
+            .file_response(record, id, headers)
+            .await;
+    }
     let Some((_, file)) = files_of(record)?.into_iter().find(|(_, f)| f.id == id) else {
         return Err(Problem::not_found(format!(
             "capture {}/{} has no file {id:?}: list its files with GET .../captures/{}/files",

@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::captures::find;
+use super::download::inputs_of;
 use super::openapi::CapturePath;
 use crate::auth::{Action, Caller};
-use crate::inspect::{capture_inputs, preview, timeline, PacketRow, Timeline};
+use crate::inspect::{preview, timeline, PacketRow, Timeline};
 use crate::problem::{InvalidParam, Problem};
 use crate::server::AppState;
 use crate::store::CaptureRecord;
@@ -72,7 +73,7 @@ pub async fn packets(
         ));
     }
     let record = find(&state, &namespace, &name)?;
-    let inputs = capture_inputs(&state.runner.capture_dir(&record.uid), &status_of(&record)?);
+    let inputs = inputs_of(&state, &record).await?;
     let items = tokio::task::spawn_blocking(move || preview(inputs, limit))
         .await
         .map_err(Problem::internal)?
@@ -105,7 +106,7 @@ pub async fn timeline_of(
     let now = Utc::now();
     let start = status.started_at.unwrap_or(now);
     let end = status.finished_at.unwrap_or(now).max(start);
-    let inputs = capture_inputs(&state.runner.capture_dir(&record.uid), &status);
+    let inputs = inputs_of(&state, &record).await?;
     let counted = tokio::task::spawn_blocking(move || timeline(inputs, start, end))
         .await
         .map_err(Problem::internal)?

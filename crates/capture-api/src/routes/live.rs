@@ -78,6 +78,9 @@ pub async fn live(
             record.phase
         )));
     }
+    if let Some(cluster) = &state.cluster {
+        return cluster.agents.clone().live_response(&record).await;
+    }
     let spec: CaptureSpec =
         serde_json::from_value(record.spec.clone()).map_err(Problem::internal)?;
     let (sender, receiver) = mpsc::sync_channel(QUEUED_CHUNKS);

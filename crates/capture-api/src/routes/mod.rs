@@ -8,10 +8,12 @@
 //! same list and cannot drift apart. (`routes!` with handlers of different paths would mount all
 //! of them on every path, hence one call per path.)
 
-mod body;
+pub(crate) mod body;
 mod captures;
 mod download;
 mod files;
+
+pub use files::content_type as files_content_type;
 mod inspect;
 pub mod live;
 mod namespaces;

@@ -46,7 +46,7 @@ pub struct PodSchema {
     tag = "pods",
     operation_id = "listPods",
     summary = "Which pods a selector matches now",
-    description = "Check a selector before capturing with it.",
+    description = "Check a selector before capturing with it. In Kubernetes mode: the namespace's Running pods, from the Kubernetes API (`interface` is empty: the node's agent finds it).",
     params(NamespacePath, PodQuery),
     responses(
         (status = 200, description = "The pods of the namespace the selector matches.", body = Vec<PodSchema>),
@@ -54,7 +54,7 @@ pub struct PodSchema {
     )
 )]
 pub async fn list(
-    State(_state): State<AppState>,
+    State(state): State<AppState>,
     caller: Caller,
     Path(namespace): Path<String>,
     Query(query): Query<PodQuery>,
@@ -77,6 +77,15 @@ pub async fn list(
         })?,
         None => LabelSelector::default(),
     };
+    if let Some(cluster) = &state.cluster {
+        return crate::kube::pods::matching(
+            cluster,
+            &namespace,
+            query.selector.as_deref().map(str::trim).unwrap_or_default(),
+        )
+        .await
+        .map(Json);
+    }
     let all = tokio::task::spawn_blocking(pods::discover)
         .await
         .map_err(Problem::internal)?

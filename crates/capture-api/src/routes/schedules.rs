@@ -364,6 +364,22 @@ pub async fn delete(
     caller.authorize(Action::Write, &namespace)?;
     with_schedules_locked(move || {
         let store = state.store.as_ref();
+        if state.cluster.is_some() {
+            // Kubernetes mode: the garbage collector deletes the schedule's captures (their
+            // ownerReferences), and the agents' finalizers their files.
+            if !store
+                .delete_schedule(&namespace, &name)
+                .map_err(Problem::store)?
+            {
+                return Err(not_found(&namespace, &name));
+            }
+            tracing::info!(
+                namespace,
+                schedule = name,
+                "schedule deleted; its captures follow"
+            );
+            return Ok(());
+        }
         store
             .schedule(&namespace, &name)
             .map_err(Problem::internal)?

@@ -263,5 +263,5 @@ pub async fn download(
         .store
         .count_share_download(&share.id)
         .map_err(Problem::internal)?;
-    merged_response(&state, &record, format)
+    merged_response(&state, &record, format).await
 }

@@ -143,7 +143,7 @@ pub async fn redeem(
         .map_err(Problem::internal)?
         .ok_or_else(|| Problem::not_found("the capture was deleted"))?;
     match ticket.download {
-        Download::Merged(format) => merged_response(&state, &record, format),
+        Download::Merged(format) => merged_response(&state, &record, format).await,
         Download::File(id) => file_response(&state, &record, &id, &headers).await,
     }
 }

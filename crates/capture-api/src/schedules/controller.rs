@@ -20,15 +20,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use capture_spec::{
-    CaptureSpec, ConcurrencyPolicy, Phase, ScheduleError, ScheduleSpec, ScheduleStatus,
-};
+use capture_spec::{CaptureSpec, ConcurrencyPolicy, ScheduleError, ScheduleSpec, ScheduleStatus};
 use chrono::{DateTime, Utc};
 
-use super::cleanup;
+use super::runs::{Runs, RunsError};
 use super::{capture_name, due, is_active, lock_schedule_writes, status, RUN_COUNTS};
 use crate::captures::{create_capture, CreateError};
-use crate::runner::{Runner, RunnerError};
+use crate::runner::Runner;
 use crate::store::{CaptureRecord, ScheduleRecord, Store, StoreError};
 
 /// How long after each whole second the controller looks: run times are whole seconds, so this
@@ -43,14 +41,14 @@ pub enum ControllerError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Runner(#[from] RunnerError),
+    Runs(#[from] RunsError),
     #[error("stored schedule {0} is unreadable: {1}")]
     Corrupt(String, serde_json::Error),
 }
 
 pub struct Controller {
     store: Arc<dyn Store>,
-    runner: Arc<Runner>,
+    runs: Arc<dyn Runs>,
     max_window: Duration,
     /// Per schedule uid and kind of report, the last condition logged, so one held-back or
     /// missed run is logged once rather than every second.
@@ -75,9 +73,18 @@ impl Controller {
         runner: Arc<Runner>,
         max_window: Duration,
     ) -> Arc<Controller> {
+        Controller::with_runs(store, runner, max_window)
+    }
+
+    /// A controller whose captures are run by `runs` (the cluster, in Kubernetes mode).
+    pub fn with_runs(
+        store: Arc<dyn Store>,
+        runs: Arc<dyn Runs>,
+        max_window: Duration,
+    ) -> Arc<Controller> {
         Arc::new(Controller {
             store,
-            runner,
+            runs,
             max_window,
             reported: Mutex::new(HashMap::new()),
         })
@@ -117,7 +124,7 @@ impl Controller {
         if started {
             // Start the new captures now rather than at the runner's next pass, up to a second
             // into their window.
-            if let Err(error) = self.runner.pass() {
+            if let Err(error) = self.runs.start_now() {
                 tracing::error!(%error, "starting scheduled captures");
             }
         }
@@ -155,7 +162,7 @@ impl Controller {
             for capture in expired {
                 // One capture that cannot be deleted must not keep the others or the status
                 // from being brought up to date; it is tried again next pass.
-                match cleanup::delete_capture(self.store.as_ref(), &self.runner, capture) {
+                match self.runs.delete(self.store.as_ref(), capture) {
                     Ok(()) => tracing::info!(namespace, schedule = name, capture = %capture.name,
                         "deleted a run beyond historyLimit"),
                     Err(error) => {
@@ -259,7 +266,7 @@ impl Controller {
         if policy != ConcurrencyPolicy::Allow && active.iter().any(|c| window_is_over(c, now)) {
             // Their window is over but the runner has not finished them yet: let it, so they
             // end Completed rather than being held against (or stopped by) the new run.
-            self.runner.pass()?;
+            self.runs.start_now()?;
             active = self.active_captures(namespace, name, &capture)?;
         }
         match policy {
@@ -272,7 +279,7 @@ impl Controller {
             ConcurrencyPolicy::Forbid => {}
             ConcurrencyPolicy::Replace => {
                 for previous in active {
-                    self.runner.stop(&previous.uid, Phase::Stopped)?;
+                    self.runs.stop(&previous)?;
                     tracing::info!(namespace, schedule = name, capture = %previous.name,
                         "concurrencyPolicy Replace: stopped the previous run");
                 }

@@ -11,6 +11,7 @@
 pub mod cleanup;
 pub mod controller;
 pub mod due;
+pub mod runs;
 pub mod status;
 
 use std::sync::atomic::AtomicU64;

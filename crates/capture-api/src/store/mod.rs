@@ -23,6 +23,15 @@ pub enum StoreError {
     Corrupt(#[from] serde_json::Error),
     #[error("store: the store lock was poisoned by a panic")]
     Poisoned,
+    /// Kubernetes mode: the API server failed or could not be reached.
+    #[error("the Kubernetes API server failed: {0}; try again, and if it persists check the API server and capture-api's log")]
+    Unavailable(String),
+    /// Kubernetes mode: the object changed since it was read (optimistic concurrency).
+    #[error("{0} changed while it was being updated: read it again and retry")]
+    Conflict(String),
+    /// An operation this store does not have (e.g. API tokens in Kubernetes mode).
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 /// A capture as stored.

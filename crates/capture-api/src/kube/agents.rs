@@ -1,0 +1,356 @@
+//! The node agents, as the API reaches them: each node's agent serves the capture files it
+//! wrote (`GET /v1/captures/{uid}/files/{fileId}`) and a live stream of its targets
+//! (`GET /v1/captures/{uid}/live`) to the API's service account only, which proves itself
+//! with its own bearer token (the in-cluster token file, re-read on every request because it
+//! rotates; or the kubeconfig's token). An agent's address is `--agent NODE=URL` when given,
+//! otherwise `http://<the Node's InternalIP>:<--agent-port>`.
+//!
+//! Downloads are built here: the merge inputs of a capture (one per pod interface, its files
+//! fetched one after the other as the merge reaches them, named "namespace/pod on node"), a
+//! single file relayed with its Range, and a node's live stream relayed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use capture_agent::merge::{ChainedInput, InputFile, MergeInput};
+use capture_spec::{CaptureStatus, TargetState};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
+use kube::Client;
+
+use crate::problem::Problem;
+use crate::routes::body;
+use crate::store::CaptureRecord;
+
+/// How the API proves itself to agents.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// A token file, re-read for every request (in-cluster service-account tokens rotate).
+    TokenFile(PathBuf),
+    Token(String),
+    None,
+}
+
+pub struct Agents {
+    client: Client,
+    overrides: BTreeMap<String, String>,
+    port: u16,
+    credentials: Credentials,
+    http: ureq::Agent,
+}
+
+/// One file of a target as the merge fetches it.
+struct Fetch {
+    url: String,
+    label: String,
+}
+
+impl Agents {
+    pub fn new(
+        client: Client,
+        overrides: BTreeMap<String, String>,
+        port: u16,
+        credentials: Credentials,
+    ) -> Agents {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .build();
+        Agents {
+            client,
+            overrides,
+            port,
+            credentials,
+            http: ureq::Agent::new_with_config(config),
+        }
+    }
+
+    fn bearer(&self) -> Option<String> {
+        match &self.credentials {
+            Credentials::TokenFile(path) => std::fs::read_to_string(path)
+                .ok()
+                .map(|t| format!("Bearer {}", t.trim())),
+            Credentials::Token(token) => Some(format!("Bearer {token}")),
+            Credentials::None => None,
+        }
+    }
+
+    /// The base URL of `node`'s agent.
+    pub async fn url_of(&self, node: &str) -> Result<String, Problem> {
+        if let Some(url) = self.overrides.get(node) {
+            return Ok(url.trim_end_matches('/').to_string());
+        }
+        let found = Api::<Node>::all(self.client.clone())
+            .get(node)
+            .await
+            .map_err(|e| {
+                Problem::unavailable(format!(
+                    "cannot find node {node:?} to reach its capture agent ({e}): pass --agent {node}=http://ADDRESS:PORT to capture-api if the node is gone or unreachable by name"
+                ))
+            })?;
+        let address = found
+            .status
+            .and_then(|s| s.addresses)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|a| a.type_ == "InternalIP")
+            .map(|a| a.address)
+            .ok_or_else(|| {
+                Problem::unavailable(format!(
+                    "node {node:?} has no InternalIP address: pass --agent {node}=http://ADDRESS:PORT to capture-api"
+                ))
+            })?;
+        let host = if address.contains(':') {
+            format!("[{address}]")
+        } else {
+            address
+        };
+        Ok(format!("http://{host}:{}", self.port))
+    }
+
+    async fn urls_of<'a>(
+        &self,
+        nodes: impl IntoIterator<Item = &'a str>,
+    ) -> Result<BTreeMap<String, String>, Problem> {
+        let mut urls = BTreeMap::new();
+        for node in nodes.into_iter().collect::<BTreeSet<_>>() {
+            urls.insert(node.to_string(), self.url_of(node).await?);
+        }
+        Ok(urls)
+    }
+
+    /// GET `url` with the API's token (and `range`); blocking.
+    fn get(
+        &self,
+        url: &str,
+        range: Option<&HeaderValue>,
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        let mut request = self.http.get(url);
+        if let Some(bearer) = self.bearer() {
+            request = request.header("Authorization", bearer);
+        }
+        if let Some(range) = range {
+            request = request.header("Range", range.as_bytes());
+        }
+        request.call()
+    }
+
+    /// The merge inputs of a capture: one per pod interface with files, its files fetched from
+    /// its node's agent in order as the merge reaches them.
+    pub async fn inputs(&self, record: &CaptureRecord) -> Result<Vec<MergeInput>, Problem> {
+        let status: CaptureStatus =
+            serde_json::from_value(record.status.clone()).map_err(Problem::internal)?;
+        let targets: Vec<_> = status
+            .targets
+            .into_iter()
+            .filter(|t| !t.files.is_empty())
+            .collect();
+        let urls = self
+            .urls_of(targets.iter().map(|t| t.node.as_str()))
+            .await?;
+        let mut inputs = Vec::with_capacity(targets.len());
+        for target in targets {
+            let label = format!("{}/{} on {}", target.namespace, target.pod, target.node);
+            let base = urls.get(&target.node).cloned().unwrap_or_default();
+            let fetches: Vec<Fetch> = target
+                .files
+                .iter()
+                .map(|file| Fetch {
+                    url: format!("{base}/v1/captures/{}/files/{}", record.uid, file.id),
+                    label: format!("{} on {}", file.name, target.node),
+                })
+                .collect();
+            let http = self.http.clone();
+            let bearer = self.bearer();
+            let files = fetches.into_iter().map(move |fetch| {
+                let mut request = http.get(&fetch.url);
+                if let Some(bearer) = &bearer {
+                    request = request.header("Authorization", bearer);
+                }
+                let response = request
+                    .call()
+                    .map_err(|e| io::Error::other(format!("fetching {}: {e}", fetch.label)))?;
+                if response.status() != StatusCode::OK {
+                    return Err(io::Error::other(format!(
+                        "fetching {}: the agent answered {}",
+                        fetch.label,
+                        response.status()
+                    )));
+                }
+                Ok(InputFile {
+                    label: fetch.label,
+                    reader: Box::new(response.into_body().into_reader()),
+                })
+            });
+            inputs.push(
+                MergeInput::chained(label.clone(), ChainedInput::files(files))
+                    .with_description(label),
+            );
+        }
+        Ok(inputs)
+    }
+
+    /// One file of a capture relayed from its node's agent, honouring a `Range` header.
+    pub async fn file_response(
+        self: std::sync::Arc<Self>,
+        record: &CaptureRecord,
+        id: &str,
+        headers: &HeaderMap,
+    ) -> Result<Response, Problem> {
+        let status: CaptureStatus =
+            serde_json::from_value(record.status.clone()).map_err(Problem::internal)?;
+        let Some((node, file)) = status
+            .targets
+            .iter()
+            .flat_map(|t| t.files.iter().map(move |f| (t.node.clone(), f.clone())))
+            .find(|(_, f)| f.id == id)
+        else {
+            return Err(Problem::not_found(format!(
+                "capture {}/{} has no file {id:?}: list its files with GET .../captures/{}/files",
+                record.namespace, record.name, record.name
+            )));
+        };
+        let url = format!(
+            "{}/v1/captures/{}/files/{}",
+            self.url_of(&node).await?,
+            record.uid,
+            file.id
+        );
+        let range = headers.get(header::RANGE).cloned();
+        let agents = self.clone();
+        let fetched = tokio::task::spawn_blocking(move || agents.get(&url, range.as_ref()))
+            .await
+            .map_err(Problem::internal)?
+            .map_err(|e| {
+                Problem::unavailable(format!(
+                    "the capture agent on node {node:?} did not answer ({e}): check `kubectl -n podcap-system get pods -o wide` for the agent on that node"
+                ))
+            })?;
+        let code = fetched.status();
+        if code == StatusCode::NOT_FOUND {
+            return Err(Problem::not_found(format!(
+                "the agent on node {node:?} no longer has file {id:?} (rotated out or deleted)"
+            )));
+        }
+        if code == StatusCode::RANGE_NOT_SATISFIABLE {
+            return Err(Problem {
+                status: StatusCode::RANGE_NOT_SATISFIABLE,
+                ..Problem::bad_request(format!(
+                    "the range does not fit file {id:?}: use bytes=FIRST-LAST within its size"
+                ))
+            });
+        }
+        if !(code == StatusCode::OK || code == StatusCode::PARTIAL_CONTENT) {
+            return Err(Problem::bad_gateway(format!(
+                "the capture agent on node {node:?} answered {code} for file {id:?}: see its log"
+            )));
+        }
+        let mut response = Response::builder()
+            .status(code)
+            .header(
+                header::CONTENT_TYPE,
+                crate::routes::files_content_type(&file.name),
+            )
+            .header(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&format!("attachment; filename=\"{}\"", file.name))
+                    .map_err(Problem::internal)?,
+            )
+            .header(header::ACCEPT_RANGES, "bytes");
+        for name in [header::CONTENT_LENGTH, header::CONTENT_RANGE] {
+            if let Some(value) = fetched.headers().get(name.as_str()) {
+                response = response.header(name, value.as_bytes());
+            }
+        }
+        response
+            .body(relay(fetched.into_body()))
+            .map_err(Problem::internal)
+    }
+
+    /// A running capture's live pcapng stream, relayed from the agent of the node that
+    /// captures it.
+    pub async fn live_response(
+        self: std::sync::Arc<Self>,
+        record: &CaptureRecord,
+    ) -> Result<Response, Problem> {
+        let status: CaptureStatus =
+            serde_json::from_value(record.status.clone()).map_err(Problem::internal)?;
+        let nodes: BTreeSet<&str> = status
+            .targets
+            .iter()
+            .filter(|t| t.state == TargetState::Capturing)
+            .map(|t| t.node.as_str())
+            .collect();
+        let node = match nodes.len() {
+            0 => {
+                return Err(Problem::conflict(format!(
+                    "capture {}/{} has no pod capturing right now",
+                    record.namespace, record.name
+                )))
+            }
+            1 => nodes.iter().next().map(|n| n.to_string()).unwrap_or_default(),
+            _ => {
+                return Err(Problem::conflict(format!(
+                    "capture {}/{} is capturing on {} nodes ({}); a live stream relays one node's agent so far: download the merged capture with GET .../captures/{}/pcap instead",
+                    record.namespace,
+                    record.name,
+                    nodes.len(),
+                    nodes.iter().copied().collect::<Vec<_>>().join(", "),
+                    record.name
+                )))
+            }
+        };
+        let url = format!(
+            "{}/v1/captures/{}/live",
+            self.url_of(&node).await?,
+            record.uid
+        );
+        let agents = self.clone();
+        let fetched = tokio::task::spawn_blocking(move || agents.get(&url, None))
+            .await
+            .map_err(Problem::internal)?
+            .map_err(|e| {
+                Problem::unavailable(format!(
+                    "the capture agent on node {node:?} did not answer ({e}): check the agent on that node"
+                ))
+            })?;
+        match fetched.status() {
+            StatusCode::OK => {}
+            StatusCode::CONFLICT => {
+                return Err(Problem::conflict(format!(
+                    "the agent on node {node:?} is not capturing {}/{} right now",
+                    record.namespace, record.name
+                )))
+            }
+            other => {
+                return Err(Problem::bad_gateway(format!(
+                    "the capture agent on node {node:?} answered {other} for the live stream: see its log"
+                )))
+            }
+        }
+        Response::builder()
+            .header(header::CONTENT_TYPE, "application/x-pcapng")
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(relay(fetched.into_body()))
+            .map_err(Problem::internal)
+    }
+}
+
+/// An agent's response body as ours, copied on a blocking thread.
+fn relay(body: ureq::Body) -> axum::body::Body {
+    let (mut writer, relayed) = body::channel();
+    tokio::task::spawn_blocking(move || {
+        let mut reader = body.into_reader();
+        match io::copy(&mut reader, &mut writer) {
+            Ok(_) => {
+                let _ = io::Write::flush(&mut writer);
+            }
+            Err(error) => writer.fail(error),
+        }
+    });
+    relayed
+}

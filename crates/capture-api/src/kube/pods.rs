@@ -1,0 +1,55 @@
+//! Pods in Kubernetes mode, for `GET .../namespaces/{ns}/pods?selector=`: the namespace's
+//! Running pods that a selector matches, listed through the Kubernetes API (the selector is
+//! checked by podcap's parser first, so errors read the same as in standalone mode).
+
+use capture_spec::LabelSelector;
+use k8s_openapi::api::core::v1::Pod as KubePod;
+use kube::api::{Api, ListParams};
+
+use super::Cluster;
+use crate::pods::Pod;
+use crate::problem::{InvalidParam, Problem};
+
+pub async fn matching(
+    cluster: &Cluster,
+    namespace: &str,
+    selector: &str,
+) -> Result<Vec<Pod>, Problem> {
+    if !selector.is_empty() {
+        selector.parse::<LabelSelector>().map_err(|e| {
+            Problem::invalid(
+                "bad selector",
+                vec![InvalidParam {
+                    name: "selector".into(),
+                    reason: e.to_string(),
+                }],
+            )
+        })?;
+    }
+    let mut params = ListParams::default();
+    if !selector.is_empty() {
+        params = params.labels(selector);
+    }
+    let pods = Api::<KubePod>::namespaced(cluster.client.clone(), namespace)
+        .list(&params)
+        .await
+        .map_err(|e| {
+            Problem::unavailable(format!(
+                "listing the pods of namespace {namespace:?} failed: {e}; try again"
+            ))
+        })?;
+    let mut found: Vec<Pod> = pods
+        .items
+        .into_iter()
+        .filter(|pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .map(|pod| Pod {
+            namespace: namespace.to_string(),
+            name: pod.metadata.name.unwrap_or_default(),
+            labels: pod.metadata.labels.unwrap_or_default(),
+            node: pod.spec.and_then(|s| s.node_name).unwrap_or_default(),
+            interface: String::new(),
+        })
+        .collect();
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(found)
+}

@@ -1,0 +1,570 @@
+//! The store of Kubernetes mode: PacketCapture and PacketCaptureSchedule objects in the cluster
+//! behind the same [`Store`] trait as SQLite, so the routes and the schedule controller work
+//! unchanged. Objects travel as `DynamicObject`s: spec and status pass through as the API server
+//! holds them. A schedule's captures carry its name as a label (to list them) and an
+//! ownerReference to it (so the garbage collector deletes them with it). Statuses are written
+//! with server-side apply under `podcap-api`, never `status.targets` (the agents' entries).
+//! Share links are Secrets ([`super::shares`]); API tokens do not exist here (users bring their
+//! Kubernetes tokens).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::Client;
+use serde_json::{json, Value};
+
+use super::shares::ShareSecrets;
+use super::{block_on, chrono_time, is_not_found, store_error, FIELD_MANAGER, SCHEDULE_LABEL};
+use crate::store::{
+    CaptureRecord, RawCaptureRecord, ScheduleRecord, ShareRecord, Store, StoreError, TokenRecord,
+};
+use capture_spec::crd::{PacketCapture, PacketCaptureSchedule};
+
+const API_VERSION: &str = "podcap.io/v1alpha1";
+
+pub struct KubeStore {
+    client: Client,
+    captures: ApiResource,
+    schedules: ApiResource,
+    pub shares: ShareSecrets,
+    /// uid → (namespace, name) of objects seen, so lookups by uid rarely need a list.
+    names: Mutex<HashMap<String, (String, String)>>,
+}
+
+/// The status as the API writes it: everything but the agents' `targets`.
+pub fn api_owned_status(status: &Value) -> Value {
+    let mut owned = status.clone();
+    if let Some(map) = owned.as_object_mut() {
+        map.remove("targets");
+    }
+    owned
+}
+
+impl KubeStore {
+    pub fn new(client: Client, shares_namespace: &str) -> KubeStore {
+        KubeStore {
+            shares: ShareSecrets::new(client.clone(), shares_namespace),
+            client,
+            captures: ApiResource::erase::<PacketCapture>(&()),
+            schedules: ApiResource::erase::<PacketCaptureSchedule>(&()),
+            names: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn capture_api(&self, namespace: Option<&str>) -> Api<DynamicObject> {
+        match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &self.captures),
+            None => Api::all_with(self.client.clone(), &self.captures),
+        }
+    }
+
+    fn schedule_api(&self, namespace: Option<&str>) -> Api<DynamicObject> {
+        match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &self.schedules),
+            None => Api::all_with(self.client.clone(), &self.schedules),
+        }
+    }
+
+    fn remember(&self, uid: &str, namespace: &str, name: &str) {
+        if let Ok(mut names) = self.names.lock() {
+            names.insert(uid.to_string(), (namespace.to_string(), name.to_string()));
+        }
+    }
+
+    fn known(&self, uid: &str) -> Option<(String, String)> {
+        self.names.lock().ok()?.get(uid).cloned()
+    }
+
+    /// A PacketCapture object as a record.
+    pub fn capture_record(&self, object: &DynamicObject) -> CaptureRecord {
+        let meta = &object.metadata;
+        let status = match object.data.get("status") {
+            Some(status) if status.is_object() => status.clone(),
+            _ => json!({"phase": "Scheduled", "targets": []}),
+        };
+        let record = CaptureRecord {
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            uid: meta.uid.clone().unwrap_or_default(),
+            spec: object
+                .data
+                .get("spec")
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+            phase: status["phase"].as_str().unwrap_or("Scheduled").to_string(),
+            status,
+            created_at: meta
+                .creation_timestamp
+                .as_ref()
+                .map(chrono_time)
+                .unwrap_or_else(Utc::now),
+            schedule: meta
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(SCHEDULE_LABEL))
+                .cloned(),
+        };
+        self.remember(&record.uid, &record.namespace, &record.name);
+        record
+    }
+
+    fn schedule_record(&self, object: &DynamicObject) -> ScheduleRecord {
+        let meta = &object.metadata;
+        let record = ScheduleRecord {
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            uid: meta.uid.clone().unwrap_or_default(),
+            spec: object
+                .data
+                .get("spec")
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+            status: match object.data.get("status") {
+                Some(status) if status.is_object() => status.clone(),
+                _ => json!({}),
+            },
+            created_at: meta
+                .creation_timestamp
+                .as_ref()
+                .map(chrono_time)
+                .unwrap_or_else(Utc::now),
+        };
+        self.remember(&record.uid, &record.namespace, &record.name);
+        record
+    }
+
+    /// Every capture in `namespace` (all when `None`), optionally with a label selector.
+    pub async fn list_captures(
+        &self,
+        namespace: Option<&str>,
+        labels: Option<&str>,
+    ) -> Result<Vec<CaptureRecord>, StoreError> {
+        let mut params = ListParams::default();
+        if let Some(labels) = labels {
+            params = params.labels(labels);
+        }
+        let list = self
+            .capture_api(namespace)
+            .list(&params)
+            .await
+            .map_err(|e| store_error("listing PacketCaptures", e))?;
+        let mut records: Vec<CaptureRecord> =
+            list.items.iter().map(|o| self.capture_record(o)).collect();
+        records.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
+        Ok(records)
+    }
+
+    pub async fn get_capture(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<CaptureRecord>, StoreError> {
+        match self.capture_api(Some(namespace)).get(name).await {
+            Ok(object) => Ok(Some(self.capture_record(&object))),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(store_error("reading a PacketCapture", e)),
+        }
+    }
+
+    pub async fn get_capture_by_uid(&self, uid: &str) -> Result<Option<CaptureRecord>, StoreError> {
+        if let Some((namespace, name)) = self.known(uid) {
+            if let Some(record) = self.get_capture(&namespace, &name).await? {
+                if record.uid == uid {
+                    return Ok(Some(record));
+                }
+            }
+        }
+        Ok(self
+            .list_captures(None, None)
+            .await?
+            .into_iter()
+            .find(|r| r.uid == uid))
+    }
+
+    /// Writes the API's part of a capture's status (phase, times, message, totals).
+    pub async fn apply_capture_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &Value,
+    ) -> Result<(), StoreError> {
+        let patch = json!({
+            "apiVersion": API_VERSION,
+            "kind": "PacketCapture",
+            "status": api_owned_status(status),
+        });
+        self.capture_api(Some(namespace))
+            .patch_status(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|e| store_error("writing a PacketCapture's status", e))?;
+        Ok(())
+    }
+
+    async fn create_capture(&self, record: &CaptureRecord) -> Result<(), StoreError> {
+        let mut metadata = json!({"name": record.name, "namespace": record.namespace});
+        if let Some(schedule) = &record.schedule {
+            let owner = self
+                .schedule_api(Some(&record.namespace))
+                .get(schedule)
+                .await
+                .map_err(|e| store_error("reading the capture's schedule", e))?;
+            metadata["labels"] = json!({ SCHEDULE_LABEL: schedule });
+            // The garbage collector deletes a schedule's captures with it.
+            metadata["ownerReferences"] = json!([{
+                "apiVersion": API_VERSION,
+                "kind": "PacketCaptureSchedule",
+                "name": schedule,
+                "uid": owner.metadata.uid.unwrap_or_default(),
+                "controller": true,
+                "blockOwnerDeletion": true,
+            }]);
+        }
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": API_VERSION,
+            "kind": "PacketCapture",
+            "metadata": metadata,
+            "spec": record.spec,
+        }))?;
+        let created = self
+            .capture_api(Some(&record.namespace))
+            .create(&PostParams::default(), &object)
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.is_already_exists() => {
+                return Err(StoreError::AlreadyExists {
+                    kind: "capture",
+                    namespace: record.namespace.clone(),
+                    name: record.name.clone(),
+                })
+            }
+            Err(e) => return Err(store_error("creating a PacketCapture", e)),
+        }
+        self.apply_capture_status(&record.namespace, &record.name, &record.status)
+            .await
+    }
+
+    async fn delete_object(
+        &self,
+        api: Api<DynamicObject>,
+        name: &str,
+        what: &str,
+    ) -> Result<bool, StoreError> {
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(store_error(what, e)),
+        }
+    }
+
+    pub async fn list_schedules(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        let list = self
+            .schedule_api(namespace)
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| store_error("listing PacketCaptureSchedules", e))?;
+        let mut records: Vec<ScheduleRecord> =
+            list.items.iter().map(|o| self.schedule_record(o)).collect();
+        records.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        Ok(records)
+    }
+
+    async fn get_schedule(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<DynamicObject>, StoreError> {
+        match self.schedule_api(Some(namespace)).get(name).await {
+            Ok(object) => Ok(Some(object)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(store_error("reading a PacketCaptureSchedule", e)),
+        }
+    }
+
+    async fn apply_schedule_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &Value,
+    ) -> Result<(), StoreError> {
+        let patch = json!({
+            "apiVersion": API_VERSION,
+            "kind": "PacketCaptureSchedule",
+            "status": status,
+        });
+        self.schedule_api(Some(namespace))
+            .patch_status(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|e| store_error("writing a PacketCaptureSchedule's status", e))?;
+        Ok(())
+    }
+
+    async fn create_schedule(&self, record: &ScheduleRecord) -> Result<(), StoreError> {
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": API_VERSION,
+            "kind": "PacketCaptureSchedule",
+            "metadata": {"name": record.name, "namespace": record.namespace},
+            "spec": record.spec,
+        }))?;
+        match self
+            .schedule_api(Some(&record.namespace))
+            .create(&PostParams::default(), &object)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.is_already_exists() => {
+                return Err(StoreError::AlreadyExists {
+                    kind: "schedule",
+                    namespace: record.namespace.clone(),
+                    name: record.name.clone(),
+                })
+            }
+            Err(e) => return Err(store_error("creating a PacketCaptureSchedule", e)),
+        }
+        self.apply_schedule_status(&record.namespace, &record.name, &record.status)
+            .await
+    }
+
+    /// Replaces the spec (only when it changed, with the object's resourceVersion, so a
+    /// concurrent edit is a conflict rather than lost) and applies the status.
+    async fn replace_schedule(
+        &self,
+        uid: &str,
+        spec: &Value,
+        status: &Value,
+    ) -> Result<bool, StoreError> {
+        let location = match self.known(uid) {
+            Some(location) => Some(location),
+            None => self
+                .list_schedules(None)
+                .await?
+                .into_iter()
+                .find(|s| s.uid == uid)
+                .map(|s| (s.namespace, s.name)),
+        };
+        let Some((namespace, name)) = location else {
+            return Ok(false);
+        };
+        let Some(mut current) = self.get_schedule(&namespace, &name).await? else {
+            return Ok(false);
+        };
+        if current.metadata.uid.as_deref() != Some(uid) {
+            return Ok(false);
+        }
+        if current.data.get("spec") != Some(spec) {
+            current.data["spec"] = spec.clone();
+            self.schedule_api(Some(&namespace))
+                .replace(&name, &PostParams::default(), &current)
+                .await
+                .map_err(|e| store_error(&format!("schedule {namespace}/{name}"), e))?;
+        }
+        let current_status = current.data.get("status").cloned().unwrap_or(Value::Null);
+        if &current_status != status {
+            self.apply_schedule_status(&namespace, &name, status)
+                .await?;
+        }
+        Ok(true)
+    }
+
+    fn unsupported_tokens() -> StoreError {
+        StoreError::Unsupported(
+            "Kubernetes mode has no API tokens: sign in with a Kubernetes bearer token (kubectl create token, or your kubeconfig's), and grant rights with RBAC",
+        )
+    }
+}
+
+/// When a capture was created, as the page tokens of `captures_page_raw` compare it.
+fn page_time(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+impl Store for KubeStore {
+    fn insert_capture(&self, capture: &CaptureRecord) -> Result<(), StoreError> {
+        block_on(self.create_capture(capture))?
+    }
+
+    fn capture(&self, namespace: &str, name: &str) -> Result<Option<CaptureRecord>, StoreError> {
+        block_on(self.get_capture(namespace, name))?
+    }
+
+    fn capture_by_uid(&self, uid: &str) -> Result<Option<CaptureRecord>, StoreError> {
+        block_on(self.get_capture_by_uid(uid))?
+    }
+
+    fn captures(
+        &self,
+        namespace: Option<&str>,
+        phase: Option<&str>,
+    ) -> Result<Vec<CaptureRecord>, StoreError> {
+        let mut records = block_on(self.list_captures(namespace, None))??;
+        if let Some(phase) = phase {
+            records.retain(|r| r.phase == phase);
+        }
+        Ok(records)
+    }
+
+    fn captures_page_raw(
+        &self,
+        namespace: &str,
+        phase: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<RawCaptureRecord>, StoreError> {
+        let records = self.captures(Some(namespace), phase)?;
+        let mut raw: Vec<RawCaptureRecord> = records
+            .into_iter()
+            .map(|r| RawCaptureRecord {
+                spec: r.spec.to_string(),
+                status: r.status.to_string(),
+                created_at: page_time(r.created_at),
+                namespace: r.namespace,
+                name: r.name,
+                uid: r.uid,
+            })
+            .collect();
+        raw.sort_by(|a, b| (&a.created_at, &a.name).cmp(&(&b.created_at, &b.name)));
+        Ok(raw
+            .into_iter()
+            .filter(|r| {
+                after.is_none_or(|(time, name)| {
+                    (r.created_at.as_str(), r.name.as_str()) > (time, name)
+                })
+            })
+            .take(limit)
+            .collect())
+    }
+
+    fn update_capture_status(
+        &self,
+        uid: &str,
+        _phase: &str,
+        status: &Value,
+    ) -> Result<bool, StoreError> {
+        let Some(record) = self.capture_by_uid(uid)? else {
+            return Ok(false);
+        };
+        block_on(self.apply_capture_status(&record.namespace, &record.name, status))??;
+        Ok(true)
+    }
+
+    fn delete_capture(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
+        block_on(self.delete_object(
+            self.capture_api(Some(namespace)),
+            name,
+            "deleting a PacketCapture",
+        ))?
+    }
+
+    fn captures_of_schedule(
+        &self,
+        namespace: &str,
+        schedule: &str,
+    ) -> Result<Vec<CaptureRecord>, StoreError> {
+        let selector = format!("{SCHEDULE_LABEL}={schedule}");
+        block_on(self.list_captures(Some(namespace), Some(&selector)))?
+    }
+
+    fn insert_schedule(&self, schedule: &ScheduleRecord) -> Result<(), StoreError> {
+        block_on(self.create_schedule(schedule))?
+    }
+
+    fn schedule(&self, namespace: &str, name: &str) -> Result<Option<ScheduleRecord>, StoreError> {
+        let object = block_on(self.get_schedule(namespace, name))??;
+        Ok(object.map(|o| self.schedule_record(&o)))
+    }
+
+    fn schedules(&self, namespace: Option<&str>) -> Result<Vec<ScheduleRecord>, StoreError> {
+        block_on(self.list_schedules(namespace))?
+    }
+
+    fn update_schedule(&self, uid: &str, spec: &Value, status: &Value) -> Result<bool, StoreError> {
+        block_on(self.replace_schedule(uid, spec, status))?
+    }
+
+    fn delete_schedule(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
+        // Background propagation: the garbage collector then deletes the schedule's captures
+        // (their ownerReferences), and the agents' finalizers remove their files.
+        block_on(self.delete_object(
+            self.schedule_api(Some(namespace)),
+            name,
+            "deleting a PacketCaptureSchedule",
+        ))?
+    }
+
+    fn insert_share(&self, share: &ShareRecord) -> Result<(), StoreError> {
+        let capture = self.capture_by_uid(&share.capture_uid)?.ok_or_else(|| {
+            StoreError::Unavailable("the capture was deleted while sharing it".into())
+        })?;
+        block_on(self.shares.insert(share, &capture.namespace, &capture.name))?
+    }
+
+    fn share_by_hash(&self, token_hash: &str) -> Result<Option<ShareRecord>, StoreError> {
+        block_on(self.shares.by_hash(token_hash))?
+    }
+
+    fn shares_of(&self, capture_uid: &str) -> Result<Vec<ShareRecord>, StoreError> {
+        block_on(self.shares.of_capture(capture_uid))?
+    }
+
+    fn revoke_share(
+        &self,
+        capture_uid: &str,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        block_on(self.shares.revoke(capture_uid, id, at))?
+    }
+
+    fn count_share_download(&self, id: &str) -> Result<(), StoreError> {
+        block_on(self.shares.count_download(id))?
+    }
+
+    fn share_downloads_total(&self) -> Result<u64, StoreError> {
+        block_on(self.shares.downloads_total())?
+    }
+
+    fn insert_token(&self, _token: &TokenRecord) -> Result<(), StoreError> {
+        Err(KubeStore::unsupported_tokens())
+    }
+
+    fn token_by_hash(&self, _token_hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(None)
+    }
+
+    /// Kubernetes mode has no tokens of its own; this answers 0 once the API server answers,
+    /// which is what the readiness probe asks.
+    fn token_count(&self) -> Result<u64, StoreError> {
+        block_on(async {
+            self.capture_api(None)
+                .list(&ListParams::default().limit(1))
+                .await
+                .map_err(|e| store_error("listing PacketCaptures", e))
+        })??;
+        Ok(0)
+    }
+
+    fn namespaces(&self) -> Result<Vec<String>, StoreError> {
+        let mut names: BTreeSet<String> = self
+            .captures(None, None)?
+            .into_iter()
+            .map(|c| c.namespace)
+            .collect();
+        names.extend(self.schedules(None)?.into_iter().map(|s| s.namespace));
+        Ok(names.into_iter().collect())
+    }
+}
