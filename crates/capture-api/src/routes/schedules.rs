@@ -317,7 +317,7 @@ pub async fn replace(
         let mut record = state
             .store
             .schedule(&namespace, &name)
-            .map_err(Problem::internal)?
+            .map_err(Problem::store)?
             .ok_or_else(|| not_found(&namespace, &name))?;
         if metadata.uid.as_deref().is_some_and(|uid| uid != record.uid) {
             return Err(Problem::conflict(format!(
@@ -332,7 +332,7 @@ pub async fn replace(
         let found = state
             .store
             .update_schedule(&record.uid, &record.spec, &record.status)
-            .map_err(Problem::internal)?;
+            .map_err(Problem::store)?;
         if !found {
             return Err(not_found(&namespace, &name));
         }

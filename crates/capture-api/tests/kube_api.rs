@@ -1,0 +1,889 @@
+//! `capture-api --kubernetes` against a real kube-apiserver v1.20.2 (podcap-testkit): the deploy
+//! CRDs, namespace and API RBAC applied, the example Role letting alice capture in namespace
+//! `shop` (and nowhere else), and the real binary running with the API's service-account token
+//! (`api_token`, a kubeconfig like the in-cluster one). Cases share one apiserver and one API:
+//!
+//! - REST create/list/get/stop/delete are PacketCapture objects (`kubectl get pcap`);
+//! - cluster auth: no token 401, alice 403 in namespace `bank` for list, get and download, and the
+//!   cross-namespace lists show her only `shop`;
+//! - a 6-field cron schedule fires, its captures have ownerReferences to it and its status a
+//!   history, and deleting it lets the garbage collector delete them;
+//! - the status controller moves a capture Scheduled → Capturing → Completed when a fake agent
+//!   (agent_token, field manager `podcap-agent/node-a`) applies a target with a file;
+//! - downloads relay that file from a FAKE agent (a test HTTP server implementing the agent's file
+//!   endpoint contract, which also checks it is called with the API's token), merged with the pod
+//!   named; share links are Secrets holding no token, download works, revoke → 410.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use podcap_testkit::kube::{repo_root, KubeApiServer};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// The fake agent's one file.
+const FILE_ID: &str = "f1";
+const POD_DESCRIPTION: &str = "shop/web-1 on node-a";
+
+struct Answer {
+    status: u16,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "{} is not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    fn problem(&self, status: u16) -> Value {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.content_type, "application/problem+json");
+        self.json()
+    }
+}
+
+/// The API process; killed (by its own PID) when dropped.
+struct ApiProcess {
+    child: Child,
+    base: String,
+    http: ureq::Agent,
+}
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ApiProcess {
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Answer {
+        let url = format!("{}{path}", self.base);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let result = match (method, body) {
+            ("GET", _) => {
+                let mut r = self.http.get(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            ("DELETE", _) => {
+                let mut r = self.http.delete(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            (m, body) => {
+                let mut r = if m == "PUT" {
+                    self.http.put(&url)
+                } else {
+                    self.http.post(&url)
+                };
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.header("Content-Type", "application/json")
+                    .send(body.map(|b| b.to_string()).unwrap_or_default())
+            }
+        };
+        let mut response = result.expect("the request reached the API");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = response.body_mut().read_to_vec().expect("reading the body");
+        Answer {
+            status: response.status().as_u16(),
+            content_type,
+            body,
+        }
+    }
+}
+
+struct Cluster {
+    server: KubeApiServer,
+    api: ApiProcess,
+    runtime: tokio::runtime::Runtime,
+    /// Authorization headers the fake agent saw.
+    agent_calls: Arc<Mutex<Vec<String>>>,
+    _scratch: tempfile::TempDir,
+}
+
+fn kubeconfig_for(server: &KubeApiServer, token: &str, path: &PathBuf) {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: user, namespace: default}}\ncurrent-context: test\n",
+        server.url,
+        server.ca_cert.display()
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+async fn client_for(kubeconfig: &PathBuf) -> kube::Client {
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(kubeconfig).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// A small valid pcapng: one Ethernet interface, `packets` frames one millisecond apart.
+fn pcapng(packets: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let block = |out: &mut Vec<u8>, kind: u32, body: &[u8]| {
+        let length = (12 + body.len()) as u32;
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&length.to_le_bytes());
+        out.extend_from_slice(body);
+        out.extend_from_slice(&length.to_le_bytes());
+    };
+    let mut shb = Vec::new();
+    shb.extend_from_slice(&0x1A2B_3C4Du32.to_le_bytes());
+    shb.extend_from_slice(&1u16.to_le_bytes());
+    shb.extend_from_slice(&0u16.to_le_bytes());
+    shb.extend_from_slice(&(-1i64).to_le_bytes());
+    block(&mut out, 0x0A0D_0D0A, &shb);
+    let mut idb = Vec::new();
+    idb.extend_from_slice(&1u16.to_le_bytes());
+    idb.extend_from_slice(&0u16.to_le_bytes());
+    idb.extend_from_slice(&65535u32.to_le_bytes());
+    block(&mut out, 1, &idb);
+    let start = 1_700_000_000_000_000u64;
+    for i in 0..packets {
+        let ts = start + u64::from(i) * 1000;
+        let mut frame = vec![0u8; 60];
+        frame[12] = 0x08;
+        let mut epb = Vec::new();
+        epb.extend_from_slice(&0u32.to_le_bytes());
+        epb.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
+        epb.extend_from_slice(&(ts as u32).to_le_bytes());
+        epb.extend_from_slice(&60u32.to_le_bytes());
+        epb.extend_from_slice(&60u32.to_le_bytes());
+        epb.extend_from_slice(&frame);
+        block(&mut out, 6, &epb);
+    }
+    out
+}
+
+/// FAKE agent: the file endpoint of the agent contract for one file (`f1` of any capture),
+/// answering 401 without the expected token and 404 problem+json for anything else.
+fn start_fake_agent(expected_token: String, calls: Arc<Mutex<Vec<String>>>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let file = pcapng(3);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            let mut auth = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("authorization:") {
+                    auth = line[line.len() - value.len()..].trim().to_string();
+                }
+            }
+            calls.lock().unwrap().push(auth.clone());
+            let path = first
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            let (status, kind, body) = if auth != format!("Bearer {expected_token}") {
+                (
+                    401,
+                    "application/problem+json",
+                    br#"{"status":401}"#.to_vec(),
+                )
+            } else if path.starts_with("/v1/captures/")
+                && path.ends_with(&format!("/files/{FILE_ID}"))
+            {
+                (200, "application/x-pcapng", file.clone())
+            } else {
+                (
+                    404,
+                    "application/problem+json",
+                    br#"{"status":404}"#.to_vec(),
+                )
+            };
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&body);
+        }
+    });
+    port
+}
+
+fn eventually<T>(what: &str, seconds: u64, mut attempt: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = attempt() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {seconds} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn deploy(path: &str) -> String {
+    repo_root().join("deploy").join(path).display().to_string()
+}
+
+#[test]
+fn capture_api_in_kubernetes_mode() {
+    let Some(server) = KubeApiServer::start_or_skip("capture_api_in_kubernetes_mode") else {
+        return;
+    };
+    let started = Instant::now();
+    server.kubectl(&["apply", "-f", &deploy("crds/packetcaptures.podcap.io.yaml")]);
+    server.kubectl(&[
+        "apply",
+        "-f",
+        &deploy("crds/packetcaptureschedules.podcap.io.yaml"),
+    ]);
+    server.kubectl(&[
+        "wait",
+        "--for=condition=established",
+        "--timeout=60s",
+        "crd/packetcaptures.podcap.io",
+        "crd/packetcaptureschedules.podcap.io",
+    ]);
+    // kubectl knows the short names once discovery has them.
+    eventually("kubectl to know pcap", 60, || {
+        server
+            .kubectl_output(&["get", "pcap,pcs", "--all-namespaces"], None)
+            .status
+            .success()
+            .then_some(())
+    });
+    server.kubectl(&["apply", "-f", &deploy("base/namespace.yaml")]);
+    server.kubectl(&["apply", "-f", &deploy("base/api-rbac.yaml")]);
+    server.kubectl(&["apply", "-f", &deploy("base/agent-rbac.yaml")]);
+    for namespace in ["shop", "bank"] {
+        server.kubectl(&["create", "namespace", namespace]);
+    }
+    server.kubectl(&["apply", "-f", &deploy("examples/capture-user-role.yaml")]);
+
+    let scratch = tempfile::Builder::new()
+        .prefix("podcap-kube-api-")
+        .tempdir()
+        .unwrap();
+    let kubeconfig = scratch.path().join("api.kubeconfig");
+    kubeconfig_for(&server, &server.api_token, &kubeconfig);
+    let agent_calls = Arc::new(Mutex::new(Vec::new()));
+    let agent_port = start_fake_agent(server.api_token.clone(), agent_calls.clone());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_capture-api"))
+        .args(["--kubernetes", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--agent", &format!("node-a=http://127.0.0.1:{agent_port}")])
+        .args(["--report-timeout", "1h", "--finish-grace", "1h"])
+        .arg("--data-dir")
+        .arg(scratch.path().join("data"))
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting capture-api --kubernetes");
+    let api = ApiProcess {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        http: ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into(),
+    };
+    eventually("the API to be ready", 30, || {
+        (api.http
+            .get(format!("{}/readyz", api.base))
+            .call()
+            .ok()?
+            .status()
+            == 200)
+            .then_some(())
+    });
+    let cluster = Cluster {
+        server,
+        api,
+        runtime: tokio::runtime::Runtime::new().unwrap(),
+        agent_calls,
+        _scratch: scratch,
+    };
+    eprintln!("setup ... {:.1?}", started.elapsed());
+    let cases: &[(&str, fn(&Cluster))] = &[
+        ("no_token_is_401", no_token_is_401),
+        (
+            "rest_captures_are_packetcapture_objects",
+            rest_captures_are_packetcapture_objects,
+        ),
+        (
+            "alice_is_403_in_another_namespace",
+            alice_is_403_in_another_namespace,
+        ),
+        (
+            "status_follows_the_window_and_the_agent",
+            status_follows_the_window_and_the_agent,
+        ),
+        (
+            "schedule_fires_and_garbage_collection_cleans_up",
+            schedule_fires_and_garbage_collection_cleans_up,
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (name, case) in cases {
+        let at = Instant::now();
+        match catch_unwind(AssertUnwindSafe(|| case(&cluster))) {
+            Ok(()) => eprintln!("subtest {name} ... ok ({:.1?})", at.elapsed()),
+            Err(_) => {
+                eprintln!("subtest {name} ... FAILED ({:.1?})", at.elapsed());
+                failed.push(*name);
+            }
+        }
+    }
+    assert!(failed.is_empty(), "failed subtests: {}", failed.join(", "));
+}
+
+fn no_token_is_401(c: &Cluster) {
+    let problem = c
+        .api
+        .call("GET", "/api/v1/namespaces/shop/captures", None, None)
+        .problem(401);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Authorization"),
+        "{problem}"
+    );
+    let bad = c
+        .api
+        .call(
+            "GET",
+            "/api/v1/namespaces/shop/captures",
+            Some("not-a-token"),
+            None,
+        )
+        .problem(401);
+    assert!(
+        bad["detail"].as_str().unwrap().contains("TokenReview"),
+        "{bad}"
+    );
+    assert_eq!(c.api.call("GET", "/healthz", None, None).status, 200);
+}
+
+fn rest_captures_are_packetcapture_objects(c: &Cluster) {
+    let alice = Some(c.server.alice_token.as_str());
+    let body = json!({"metadata": {"name": "web"}, "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "duration": "1h"}});
+    let created = c.api.call(
+        "POST",
+        "/api/v1/namespaces/shop/captures",
+        alice,
+        Some(&body),
+    );
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let object: Value = serde_json::from_str(
+        &c.server
+            .kubectl(&["get", "pcap", "-n", "shop", "web", "-o", "json"]),
+    )
+    .unwrap();
+    assert!(
+        object["spec"]["startTime"].is_string() && object["spec"]["endTime"].is_string(),
+        "the window is resolved: {object}"
+    );
+    assert!(c
+        .server
+        .kubectl(&["get", "pcap", "-n", "shop"])
+        .contains("web"));
+    let listed = c
+        .api
+        .call("GET", "/api/v1/namespaces/shop/captures", alice, None)
+        .json();
+    assert!(listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["metadata"]["name"] == "web"));
+    let got = c
+        .api
+        .call("GET", "/api/v1/namespaces/shop/captures/web", alice, None)
+        .json();
+    assert_eq!(got["metadata"]["uid"], object["metadata"]["uid"]);
+    eventually("phase Capturing", 20, || {
+        (c.api
+            .call("GET", "/api/v1/namespaces/shop/captures/web", alice, None)
+            .json()["status"]["phase"]
+            == "Capturing")
+            .then_some(())
+    });
+    let stopped = c.api.call(
+        "POST",
+        "/api/v1/namespaces/shop/captures/web/stop",
+        alice,
+        None,
+    );
+    assert_eq!(
+        stopped.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&stopped.body)
+    );
+    let object: Value = serde_json::from_str(
+        &c.server
+            .kubectl(&["get", "pcap", "-n", "shop", "web", "-o", "json"]),
+    )
+    .unwrap();
+    let end =
+        chrono::DateTime::parse_from_rfc3339(object["spec"]["endTime"].as_str().unwrap()).unwrap();
+    assert!(
+        end <= chrono::Utc::now() + chrono::Duration::seconds(1),
+        "stop set endTime to now: {end}"
+    );
+    assert!(object["metadata"]["annotations"]["podcap.io/stopped-at"].is_string());
+    assert_eq!(
+        c.api
+            .call(
+                "DELETE",
+                "/api/v1/namespaces/shop/captures/web",
+                alice,
+                None
+            )
+            .status,
+        204
+    );
+    eventually("the object to go", 20, || {
+        let out = c
+            .server
+            .kubectl_output(&["get", "pcap", "-n", "shop", "web"], None);
+        (!out.status.success()).then_some(())
+    });
+    c.api
+        .call("GET", "/api/v1/namespaces/shop/captures/web", alice, None)
+        .problem(404);
+}
+
+fn alice_is_403_in_another_namespace(c: &Cluster) {
+    c.server.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(r#"{"apiVersion": "podcap.io/v1alpha1", "kind": "PacketCapture", "metadata": {"name": "vault", "namespace": "bank"}, "spec": {"duration": "1h"}}"#),
+    );
+    let alice = Some(c.server.alice_token.as_str());
+    for (path, denied) in [
+        ("/api/v1/namespaces/bank/captures", "list packetcaptures"),
+        (
+            "/api/v1/namespaces/bank/captures/vault",
+            "get packetcaptures",
+        ),
+        (
+            "/api/v1/namespaces/bank/captures/vault/pcap",
+            "get packetcaptures/files",
+        ),
+        (
+            "/api/v1/namespaces/bank/captures/vault/files/f1",
+            "get packetcaptures/files",
+        ),
+    ] {
+        let problem = c.api.call("GET", path, alice, None).problem(403);
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(denied) && detail.contains("\"bank\""),
+            "{path}: {detail}"
+        );
+    }
+    let bob = c
+        .api
+        .call(
+            "GET",
+            "/api/v1/namespaces/shop/captures",
+            Some(&c.server.bob_token),
+            None,
+        )
+        .problem(403);
+    assert!(bob["detail"].as_str().unwrap().contains("\"bob\""));
+    let all = c.api.call("GET", "/api/v1/captures", alice, None).json();
+    assert!(
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["metadata"]["namespace"] == "shop"),
+        "{all}"
+    );
+    let admin = c
+        .api
+        .call("GET", "/api/v1/captures", Some(&c.server.admin_token), None)
+        .json();
+    assert!(admin["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["metadata"]["name"] == "vault"));
+    let namespaces = c.api.call("GET", "/api/v1/namespaces", alice, None).json();
+    assert_eq!(namespaces["items"], json!([{"name": "shop"}]));
+}
+
+/// Applies `targets` to a capture's status as node-a's agent would.
+fn apply_as_agent(c: &Cluster, name: &str, targets: Value) {
+    let kubeconfig = c._scratch.path().join("agent.kubeconfig");
+    kubeconfig_for(&c.server, &c.server.agent_token, &kubeconfig);
+    c.runtime.block_on(async {
+        let client = client_for(&kubeconfig).await;
+        let resource = kube::api::ApiResource::erase::<capture_spec::PacketCapture>(&());
+        let api: Api<DynamicObject> = Api::namespaced_with(client, "shop", &resource);
+        let patch = json!({"apiVersion": "podcap.io/v1alpha1", "kind": "PacketCapture", "status": {"targets": targets}});
+        api.patch_status(name, &PatchParams::apply("podcap-agent/node-a"), &Patch::Apply(&patch))
+            .await
+            .expect("the agent applies its targets");
+    });
+}
+
+fn phase(c: &Cluster, name: &str) -> String {
+    c.server.kubectl(&[
+        "get",
+        "pcap",
+        "-n",
+        "shop",
+        name,
+        "-o",
+        "jsonpath={.status.phase}",
+    ])
+}
+
+fn status_follows_the_window_and_the_agent(c: &Cluster) {
+    let alice = Some(c.server.alice_token.as_str());
+    let start = chrono::Utc::now() + chrono::Duration::seconds(4);
+    let body = json!({"metadata": {"name": "timed"}, "spec": {"startTime": start.to_rfc3339(), "duration": "4s"}});
+    assert_eq!(
+        c.api
+            .call(
+                "POST",
+                "/api/v1/namespaces/shop/captures",
+                alice,
+                Some(&body)
+            )
+            .status,
+        201
+    );
+    assert_eq!(phase(c, "timed"), "Scheduled");
+    eventually("Capturing", 20, || {
+        (phase(c, "timed") == "Capturing").then_some(())
+    });
+    let file = pcapng(3);
+    apply_as_agent(
+        c,
+        "timed",
+        json!([{
+            "node": "node-a", "namespace": "shop", "pod": "web-1", "interface": "eth0",
+            "state": "Completed", "packets": 3, "bytes": 180, "drops": 0,
+            "files": [{"id": FILE_ID, "name": "web-1-eth0-000001.pcapng", "size": file.len(), "packets": 3}],
+        }]),
+    );
+    eventually("Completed", 30, || {
+        (phase(c, "timed") == "Completed").then_some(())
+    });
+    let got = c
+        .api
+        .call("GET", "/api/v1/namespaces/shop/captures/timed", alice, None)
+        .json();
+    assert_eq!(got["status"]["packets"], 3, "totals are summarized: {got}");
+    assert_eq!(
+        got["status"]["targets"][0]["node"], "node-a",
+        "the agent's entry stays"
+    );
+    let managers = c.server.kubectl(&[
+        "get",
+        "pcap",
+        "-n",
+        "shop",
+        "timed",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]);
+    assert!(
+        managers.contains("podcap-api") && managers.contains("podcap-agent/node-a"),
+        "{managers}"
+    );
+
+    // Downloads come from the (fake) agent of node-a, called with the API's own token.
+    let merged = c.api.call(
+        "GET",
+        "/api/v1/namespaces/shop/captures/timed/pcap",
+        alice,
+        None,
+    );
+    assert_eq!(merged.status, 200);
+    assert_eq!(&merged.body[..4], &0x0A0D_0D0Au32.to_le_bytes());
+    assert!(
+        merged
+            .body
+            .windows(POD_DESCRIPTION.len())
+            .any(|w| w == POD_DESCRIPTION.as_bytes()),
+        "one interface per pod, named"
+    );
+    let single = c.api.call(
+        "GET",
+        &format!("/api/v1/namespaces/shop/captures/timed/files/{FILE_ID}"),
+        alice,
+        None,
+    );
+    assert_eq!(
+        (single.status, single.body.as_slice()),
+        (200, file.as_slice()),
+        "a single file is relayed unchanged"
+    );
+    let preview = c
+        .api
+        .call(
+            "GET",
+            "/api/v1/namespaces/shop/captures/timed/packets",
+            alice,
+            None,
+        )
+        .json();
+    assert_eq!(preview["items"].as_array().unwrap().len(), 3);
+    assert!(c
+        .agent_calls
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|a| a == &format!("Bearer {}", c.server.api_token)));
+
+    // Share links: a Secret per link holding the hash, never the token.
+    let share = c.api.call(
+        "POST",
+        "/api/v1/namespaces/shop/captures/timed/shares",
+        alice,
+        Some(&json!({"expiresIn": "1h"})),
+    );
+    assert_eq!(
+        share.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&share.body)
+    );
+    let share = share.json();
+    let token = share["token"].as_str().unwrap().to_string();
+    let secrets = c.server.kubectl(&[
+        "get",
+        "secrets,configmaps",
+        "--all-namespaces",
+        "-o",
+        "json",
+    ]);
+    let decoded: String = serde_json::from_str::<Value>(&secrets).unwrap()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|item| {
+            item["data"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .into_values()
+        })
+        .filter_map(|v| v.as_str().and_then(|s| base64_decode(s)))
+        .collect::<Vec<String>>()
+        .join("\n");
+    assert!(
+        !secrets.contains(&token) && !decoded.contains(&token),
+        "no plaintext token in the cluster"
+    );
+    let hash = hex(&Sha256::digest(token.as_bytes()));
+    assert!(
+        secrets.contains(&format!("share-{hash}")),
+        "the link is stored under its hash"
+    );
+    let downloaded = c.api.call("GET", &format!("/share/{token}"), None, None);
+    assert_eq!(downloaded.status, 200);
+    assert_eq!(
+        downloaded.body, merged.body,
+        "the share serves the merged capture"
+    );
+    let listed = c
+        .api
+        .call(
+            "GET",
+            "/api/v1/namespaces/shop/captures/timed/shares",
+            alice,
+            None,
+        )
+        .json();
+    assert_eq!(listed["items"][0]["downloads"], 1);
+    let id = share["id"].as_str().unwrap();
+    assert_eq!(
+        c.api
+            .call(
+                "DELETE",
+                &format!("/api/v1/namespaces/shop/captures/timed/shares/{id}"),
+                alice,
+                None
+            )
+            .status,
+        204
+    );
+    c.api
+        .call("GET", &format!("/share/{token}"), None, None)
+        .problem(410);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn base64_decode(text: &str) -> Option<String> {
+    let table = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes().filter(|c| *c != b'=') {
+        acc = (acc << 6) | u32::from(table(c)?);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn schedule_fires_and_garbage_collection_cleans_up(c: &Cluster) {
+    let alice = Some(c.server.alice_token.as_str());
+    let body = json!({"metadata": {"name": "every5"}, "spec": {"schedule": "*/5 * * * * *", "historyLimit": 5, "template": {"duration": "2s"}}});
+    let created = c.api.call(
+        "POST",
+        "/api/v1/namespaces/shop/schedules",
+        alice,
+        Some(&body),
+    );
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let schedule_uid: String = c.server.kubectl(&[
+        "get",
+        "pcs",
+        "-n",
+        "shop",
+        "every5",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let runs: Value = eventually("a run", 30, || {
+        let out = c.server.kubectl(&[
+            "get",
+            "pcap",
+            "-n",
+            "shop",
+            "-l",
+            "podcap.io/schedule=every5",
+            "-o",
+            "json",
+        ]);
+        let list: Value = serde_json::from_str(&out).unwrap();
+        (!list["items"].as_array().unwrap().is_empty()).then_some(list)
+    });
+    let owner = &runs["items"][0]["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "PacketCaptureSchedule");
+    assert_eq!(owner["uid"].as_str(), Some(schedule_uid.as_str()));
+    assert_eq!(
+        (
+            owner["controller"].as_bool(),
+            owner["blockOwnerDeletion"].as_bool()
+        ),
+        (Some(true), Some(true))
+    );
+    let history = eventually("history in the status", 30, || {
+        let got = c
+            .api
+            .call(
+                "GET",
+                "/api/v1/namespaces/shop/schedules/every5",
+                alice,
+                None,
+            )
+            .json();
+        (!got["status"]["history"]
+            .as_array()
+            .map(Vec::is_empty)
+            .unwrap_or(true))
+        .then_some(got)
+    });
+    assert!(
+        history["status"]["nextScheduleTime"].is_string(),
+        "{history}"
+    );
+    assert_eq!(
+        c.api
+            .call(
+                "DELETE",
+                "/api/v1/namespaces/shop/schedules/every5",
+                alice,
+                None
+            )
+            .status,
+        204
+    );
+    eventually("the garbage collector to delete the runs", 120, || {
+        let out = c.server.kubectl(&[
+            "get",
+            "pcap",
+            "-n",
+            "shop",
+            "-l",
+            "podcap.io/schedule=every5",
+            "-o",
+            "name",
+        ]);
+        out.trim().is_empty().then_some(())
+    });
+}
