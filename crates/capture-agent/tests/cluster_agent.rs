@@ -14,7 +14,8 @@
 //! - `restart_resumes_in_a_new_segment_and_late_pods_join`: SIGKILL one agent mid-capture and
 //!   start it again → its target continues in segment s2 and status keeps s1's file (still
 //!   downloadable); a pod started after the capture began is captured too; a live stream of
-//!   the running capture carries packets.
+//!   the running capture carries packets; SIGTERM closes the files and reports their final
+//!   sizes before the agent exits 0.
 //!
 //! Needs root (netns pods, routes, packet sockets) and the apiserver build (skips without it
 //! unless PODCAP_REQUIRE_KUBE=1).
@@ -99,6 +100,26 @@ impl Agent {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGTERM, then waits (up to 20 s) for a clean exit.
+    fn terminate(&mut self) {
+        let mut child = self.child.take().expect("a running agent");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{} did not exit within 20 s of SIGTERM", self.node);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(status.success(), "{}: {status}", self.node);
     }
 
     fn log(&self) -> String {
@@ -609,6 +630,8 @@ fn restart_resumes_in_a_new_segment_and_late_pods_join(c: &mut Cluster) {
     });
     // The s1 file written before the kill is still listed and downloadable.
     let s1 = c.download("node-a", &uid, &after.files[0].id);
+    // Its size in status is what is on disk (re-read on resume; the kill came unannounced).
+    assert_eq!(after.files[0].size, std::fs::metadata(&s1).unwrap().len());
     assert!(assert_tshark_reads_cleanly(&s1) <= 25);
 
     // A pod started on node-b after the capture began is captured too.
@@ -666,6 +689,20 @@ fn restart_resumes_in_a_new_segment_and_late_pods_join(c: &mut Cluster) {
             .filter(|t| t.packets == 20)
     });
     assert!(late.files[0].name.ends_with("_s1.pcapng"), "{late:?}");
+
+    // SIGTERM: the agent closes its files, reports them once more and exits 0.
+    let index = c.agents.iter().position(|a| a.node == "node-b").unwrap();
+    c.agents[index].terminate();
+    let closed = c.target(name, "node-b", "web-late").unwrap();
+    let on_disk = std::fs::metadata(
+        c.agent("node-b")
+            .capture_dir(&uid)
+            .join(&closed.files[0].name),
+    )
+    .unwrap()
+    .len();
+    assert_eq!(closed.files[0].size, on_disk, "{closed:?}");
+    c.agents[index].start();
 
     c.server.kubectl(&[
         "delete",

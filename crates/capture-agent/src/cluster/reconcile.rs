@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -98,14 +98,22 @@ fn budget_for(
 }
 
 impl CaptureRun {
-    fn seed(capture: &PacketCapture, node: &str) -> CaptureRun {
-        let entries: BTreeMap<TargetKey, TargetStatus> = capture
+    /// A run that starts from this node's entries in the capture's status (an earlier agent's).
+    /// File sizes are read again from `directory`: an agent killed outright reported them up to
+    /// two seconds before it died. (Packet counts of such a file stay as last reported.)
+    fn seed(capture: &PacketCapture, node: &str, directory: &Path) -> CaptureRun {
+        let mut entries: BTreeMap<TargetKey, TargetStatus> = capture
             .status
             .iter()
             .flat_map(|status| status.targets.iter())
             .filter(|t| t.node == node)
             .map(|t| (TargetKey::of(t), t.clone()))
             .collect();
+        for file in entries.values_mut().flat_map(|t| t.files.iter_mut()) {
+            if let Ok(meta) = std::fs::metadata(directory.join(&file.name)) {
+                file.size = meta.len();
+            }
+        }
         CaptureRun {
             namespace: capture.metadata.namespace.clone().unwrap_or_default(),
             name: capture.metadata.name.clone().unwrap_or_default(),
@@ -361,7 +369,7 @@ impl Agent {
             }
             None => runs
                 .entry(uid.to_string())
-                .or_insert_with(|| CaptureRun::seed(capture, node)),
+                .or_insert_with(|| CaptureRun::seed(capture, node, &self.capture_dir(uid))),
         };
         // The API stops a capture by setting endTime: the spec is re-read every pass.
         run.spec = spec.clone();
