@@ -1,4 +1,5 @@
-//! The `capture-agent` binary: today the standalone capture command, usable like tcpdump.
+//! The `capture-agent` binary: the standalone capture command (usable like tcpdump) and `run`,
+//! the node agent of a cluster.
 //! Errors are reported with anyhow at this edge; logs go to stderr through tracing.
 
 mod cli;
