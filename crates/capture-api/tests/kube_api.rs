@@ -123,6 +123,9 @@ impl ApiProcess {
     }
 }
 
+/// A named subtest.
+type Case = (&'static str, fn(&Cluster));
+
 struct Cluster {
     server: KubeApiServer,
     api: ApiProcess,
@@ -348,7 +351,7 @@ fn capture_api_in_kubernetes_mode() {
         _scratch: scratch,
     };
     eprintln!("setup ... {:.1?}", started.elapsed());
-    let cases: &[(&str, fn(&Cluster))] = &[
+    let cases: &[Case] = &[
         ("no_token_is_401", no_token_is_401),
         (
             "rest_captures_are_packetcapture_objects",
@@ -723,7 +726,7 @@ fn status_follows_the_window_and_the_agent(c: &Cluster) {
                 .unwrap_or_default()
                 .into_values()
         })
-        .filter_map(|v| v.as_str().and_then(|s| base64_decode(s)))
+        .filter_map(|v| v.as_str().and_then(base64_decode))
         .collect::<Vec<String>>()
         .join("\n");
     assert!(
