@@ -431,8 +431,16 @@ fn capture_agents_in_a_cluster() {
             failed.push(name);
         }
     }
-    if !failed.is_empty() {
+    if !failed.is_empty() || std::env::var_os("PODCAP_TEST_AGENT_LOGS").is_some() {
         cluster.dump_logs();
+    }
+    for agent in &cluster.agents {
+        let log = agent.log();
+        assert!(
+            !log.contains("cannot apply this node's status") && !log.contains("panicked"),
+            "{}:\n{log}",
+            agent.node
+        );
     }
     assert!(failed.is_empty(), "failed subtests: {}", failed.join(", "));
 }

@@ -213,6 +213,11 @@ async fn perform(client: &Client, agent: &Agent, actions: Vec<Action>) {
                         tracing::info!(%namespace, %name, finalizer = %agent.finalizer, "finalizer updated")
                     }
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    // The patch's test failed: another node changed the list first; the next
+                    // pass patches the list the watch shows then.
+                    Err(kube::Error::Api(e)) if e.code == 422 => {
+                        tracing::debug!(%namespace, %name, "finalizers changed meanwhile; retrying")
+                    }
                     Err(error) => {
                         tracing::warn!(%namespace, %name, %error, "cannot update this node's finalizer; retrying")
                     }
