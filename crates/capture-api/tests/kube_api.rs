@@ -126,9 +126,10 @@ impl ApiProcess {
 /// A named subtest.
 type Case = (&'static str, fn(&Cluster));
 
+/// Fields drop in order: the API stops before the apiserver it talks to.
 struct Cluster {
-    server: KubeApiServer,
     api: ApiProcess,
+    server: KubeApiServer,
     runtime: tokio::runtime::Runtime,
     /// Authorization headers the fake agent saw.
     agent_calls: Arc<Mutex<Vec<String>>>,
@@ -344,8 +345,8 @@ fn capture_api_in_kubernetes_mode() {
             .then_some(())
     });
     let cluster = Cluster {
-        server,
         api,
+        server,
         runtime: tokio::runtime::Runtime::new().unwrap(),
         agent_calls,
         _scratch: scratch,
