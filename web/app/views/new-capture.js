@@ -160,7 +160,7 @@ export default async function newCapture({ main, query, navigate }) {
       replace(preview, pods.length === 0
         ? h('span', { class: 'muted' }, `No pods in ${namespace} match now; pods that start later while the capture runs are captured too.`)
         : [h('span', {}, `${pods.length} pod${pods.length === 1 ? '' : 's'}: `),
-          h('ul', { class: 'pod-list' }, pods.map((pod) => h('li', {}, h('code', {}, pod.name), h('span', { class: 'muted' }, ` on ${pod.node} (${pod.interface})`))))]);
+          h('ul', { class: 'pod-list' }, pods.map((pod) => h('li', {}, h('code', {}, pod.name), h('span', { class: 'muted' }, ` on ${pod.node || 'an unscheduled node'}${pod.interface ? ` (${pod.interface})` : ''}`))))]);
     } catch (error) {
       if (error.name === 'AbortError') return;
       const reason = error instanceof ApiError && error.fields.length ? error.fields[0].reason : error.message;

@@ -16,7 +16,7 @@ export default async function signIn({ main, query, navigate }) {
       id: 'token',
       label: 'API token',
       control: input,
-      hint: 'A token from `capture-api token create`, or the admin token in the data directory (admin-token). It is kept in this browser tab only.',
+      hint: 'Standalone: a token from `capture-api token create`, or admin-token in the data directory. In a cluster: your Kubernetes bearer token (RBAC decides what you may see). It is kept in this browser tab only.',
       wide: true,
     }),
     status,
