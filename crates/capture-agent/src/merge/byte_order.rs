@@ -9,6 +9,15 @@ pub(super) enum ByteOrder {
 }
 
 impl ByteOrder {
+    /// This machine's byte order.
+    pub(super) fn native() -> ByteOrder {
+        if cfg!(target_endian = "little") {
+            ByteOrder::Little
+        } else {
+            ByteOrder::Big
+        }
+    }
+
     /// The order in which `bytes` spell `magic`, if they spell it at all.
     pub(super) fn of_magic(bytes: [u8; 4], magic: u32) -> Option<ByteOrder> {
         if u32::from_le_bytes(bytes) == magic {

@@ -22,6 +22,7 @@ mod buffer;
 mod byte_order;
 mod error;
 mod interfaces;
+mod live;
 mod pcap;
 mod pcapng;
 mod reader;
@@ -41,6 +42,7 @@ use std::ops::ControlFlow;
 use capture_spec::OutputFormat;
 
 pub use error::MergeError;
+pub use live::{interleave, LiveInput, LiveReport};
 pub use source::{ChainedInput, InputFile, MergeInput};
 
 use interfaces::InterfaceTable;

@@ -7,7 +7,7 @@
 //!
 //! Downloads are built here: the merge inputs of a capture (one per pod interface, its files
 //! fetched one after the other as the merge reaches them, named "namespace/pod on node"), a
-//! single file relayed with its Range, and a node's live stream relayed.
+//! single file relayed with its Range, and the live streams of all capturing nodes interleaved.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use capture_agent::merge::{ChainedInput, InputFile, MergeInput};
+use capture_agent::merge::{interleave, ChainedInput, InputFile, LiveInput, MergeInput};
 use capture_spec::{CaptureStatus, TargetState};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
@@ -271,71 +271,88 @@ impl Agents {
             .map_err(Problem::internal)
     }
 
-    /// A running capture's live pcapng stream, relayed from the agent of the node that
-    /// captures it.
+    /// A running capture's live pcapng stream: the live streams of the agents of every node
+    /// that captures it, interleaved as their blocks arrive (see
+    /// [`capture_agent::merge::interleave`]), each pod one interface.
     pub async fn live_response(
         self: std::sync::Arc<Self>,
         record: &CaptureRecord,
     ) -> Result<Response, Problem> {
         let status: CaptureStatus =
             serde_json::from_value(record.status.clone()).map_err(Problem::internal)?;
-        let nodes: BTreeSet<&str> = status
+        let nodes: BTreeSet<String> = status
             .targets
             .iter()
             .filter(|t| t.state == TargetState::Capturing)
-            .map(|t| t.node.as_str())
+            .map(|t| t.node.clone())
             .collect();
-        let node = match nodes.len() {
-            0 => {
-                return Err(Problem::conflict(format!(
+        if nodes.is_empty() {
+            return Err(Problem::conflict(format!(
+                "capture {}/{} has no pod capturing right now",
+                record.namespace, record.name
+            )));
+        }
+        let urls = self.urls_of(nodes.iter().map(String::as_str)).await?;
+        let uid = record.uid.clone();
+        let agents = self.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            let mut inputs = Vec::new();
+            let mut refusals = Vec::new();
+            for (node, base) in urls {
+                let url = format!("{base}/v1/captures/{uid}/live");
+                match agents.get(&url, None) {
+                    Ok(response) if response.status() == StatusCode::OK => {
+                        inputs.push(LiveInput {
+                            name: node,
+                            reader: Box::new(response.into_body().into_reader()),
+                        });
+                    }
+                    // It finished between the status and this request: nothing to stream.
+                    Ok(response) if response.status() == StatusCode::CONFLICT => {}
+                    Ok(response) => refusals.push(format!("{node} answered {}", response.status())),
+                    Err(e) => refusals.push(format!("{node} did not answer ({e})")),
+                }
+            }
+            (inputs, refusals)
+        })
+        .await
+        .map_err(Problem::internal)?;
+        let (inputs, refusals) = opened;
+        if inputs.is_empty() {
+            return Err(if refusals.is_empty() {
+                Problem::conflict(format!(
                     "capture {}/{} has no pod capturing right now",
                     record.namespace, record.name
-                )))
-            }
-            1 => nodes.iter().next().map(|n| n.to_string()).unwrap_or_default(),
-            _ => {
-                return Err(Problem::conflict(format!(
-                    "capture {}/{} is capturing on {} nodes ({}); a live stream relays one node's agent so far: download the merged capture with GET .../captures/{}/pcap instead",
+                ))
+            } else {
+                Problem::bad_gateway(format!(
+                    "no capture agent streamed {}/{}: {}; check the agents on those nodes",
                     record.namespace,
                     record.name,
-                    nodes.len(),
-                    nodes.iter().copied().collect::<Vec<_>>().join(", "),
-                    record.name
-                )))
-            }
-        };
-        let url = format!(
-            "{}/v1/captures/{}/live",
-            self.url_of(&node).await?,
-            record.uid
-        );
-        let agents = self.clone();
-        let fetched = tokio::task::spawn_blocking(move || agents.get(&url, None))
-            .await
-            .map_err(Problem::internal)?
-            .map_err(|e| {
-                Problem::unavailable(format!(
-                    "the capture agent on node {node:?} did not answer ({e}): check the agent on that node"
+                    refusals.join("; ")
                 ))
-            })?;
-        match fetched.status() {
-            StatusCode::OK => {}
-            StatusCode::CONFLICT => {
-                return Err(Problem::conflict(format!(
-                    "the agent on node {node:?} is not capturing {}/{} right now",
-                    record.namespace, record.name
-                )))
-            }
-            other => {
-                return Err(Problem::bad_gateway(format!(
-                    "the capture agent on node {node:?} answered {other} for the live stream: see its log"
-                )))
-            }
+            });
         }
+        if !refusals.is_empty() {
+            tracing::warn!(capture = %record.name, refusals = ?refusals, "live stream without some nodes");
+        }
+        let (mut writer, relayed) = body::channel();
+        let name = record.name.clone();
+        tokio::task::spawn_blocking(move || match interleave(inputs, &mut writer) {
+            Ok(report) => {
+                if !report.failed_inputs.is_empty() {
+                    tracing::warn!(capture = %name, inputs = ?report.failed_inputs, "live inputs ended early");
+                }
+                let _ = io::Write::flush(&mut writer);
+            }
+            Err(error) => {
+                tracing::debug!(capture = %name, %error, "live stream ended (client left)")
+            }
+        });
         Response::builder()
             .header(header::CONTENT_TYPE, "application/x-pcapng")
             .header(header::CACHE_CONTROL, "no-store")
-            .body(relay(fetched.into_body()))
+            .body(relayed)
             .map_err(Problem::internal)
     }
 }
