@@ -21,221 +21,27 @@
 //! unless PODCAP_REQUIRE_KUBE=1).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use capture_spec::{PacketCapture, TargetState, TargetStatus};
-use k8s_openapi::api::core::v1::Pod as KubePod;
-use kube::api::{Api, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use podcap_testkit::kube::{repo_root, KubeApiServer};
-use podcap_testkit::netlab::Undo;
+use podcap_testkit::cluster::{deploy, eventually, http_get, write_kubeconfig, Agent, Kubelet};
+use podcap_testkit::kube::KubeApiServer;
 use podcap_testkit::traffic::{burst_from_pod, UdpSink};
 use podcap_testkit::tshark::assert_tshark_reads_cleanly;
 use podcap_testkit::Pod;
-use serde_json::json;
 
 const NAMESPACE: &str = "agents";
 const PORT: u16 = 7777;
 
-/// One `capture-agent run` process; SIGKILLed (by its PID) and reaped on drop.
-struct Agent {
-    node: String,
-    data_dir: PathBuf,
-    listen: SocketAddr,
-    kubeconfig: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
-impl Agent {
-    fn new(node: &str, scratch: &Path, kubeconfig: &Path) -> Agent {
-        let mut agent = Agent {
-            node: node.to_string(),
-            data_dir: scratch.join(node),
-            listen: free_port(),
-            kubeconfig: kubeconfig.to_path_buf(),
-            log: scratch.join(format!("{node}.log")),
-            child: None,
-        };
-        agent.start();
-        agent
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_capture-agent"))
-            .args(["run", "--node", &self.node, "--data-dir"])
-            .arg(&self.data_dir)
-            .args(["--listen", &self.listen.to_string()])
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("PODCAP_LOG", "info,kube=warn,hyper=warn,tower=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting capture-agent");
-        self.child = Some(child);
-        eventually("the agent's /healthz", 30, || {
-            http_get(self.listen, "/healthz", None, None)
-                .ok()
-                .filter(|r| r.status == 200 && r.body == b"ok")
-        });
-    }
-
-    /// SIGKILL: no chance to close files or report.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// SIGTERM, then waits (up to 20 s) for a clean exit.
-    fn terminate(&mut self) {
-        let mut child = self.child.take().expect("a running agent");
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{} did not exit within 20 s of SIGTERM", self.node);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        assert!(status.success(), "{}: {status}", self.node);
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn capture_dir(&self, uid: &str) -> PathBuf {
-        self.data_dir.join("captures").join(uid)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A minimal HTTP/1.1 answer.
-struct Answer {
-    status: u16,
-    headers: String,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.eq_ignore_ascii_case(name).then(|| value.trim())
-        })
-    }
-}
-
-/// GET `path` with an optional bearer token and Range, reading to the end (Connection: close).
-fn http_get(
-    address: SocketAddr,
-    path: &str,
-    token: Option<&str>,
-    range: Option<&str>,
-) -> std::io::Result<Answer> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    if let Some(range) = range {
-        request.push_str(&format!("Range: {range}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let mut body = raw[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
-    Ok(Answer {
-        status,
-        headers: head,
-        body,
-    })
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..line_end]).trim(), 16)
-            .unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        let start = line_end + 2;
-        out.extend_from_slice(&data[start..(start + size).min(data.len())]);
-        data = &data[(start + size + 2).min(data.len())..];
-    }
-    out
-}
-
-/// The first `Some` of `attempt`, polled every 300 ms for up to `seconds`.
-fn eventually<T>(what: &str, seconds: u64, mut attempt: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(value) = attempt() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gave up waiting for {what} after {seconds} s"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-/// Fields drop in order: agents first (killed), then the host routes, the netns pods, the
-/// client, and the apiserver.
+/// Fields drop in order: agents first (killed), then the host routes, the netns pods, and the
+/// apiserver.
 struct Cluster {
     agents: Vec<Agent>,
-    routes: Undo,
+    kubelet: Kubelet,
     /// Testkit pods: [0] on node-a, [1] on node-b, [2] (late) on node-b.
     pods: Vec<Pod>,
-    client: kube::Client,
-    runtime: tokio::runtime::Runtime,
     server: KubeApiServer,
     scratch: tempfile::TempDir,
 }
@@ -272,36 +78,14 @@ impl Cluster {
     /// A Pod through the API, bound to `node`, then "started" as its kubelet would: Running
     /// with the testkit pod's IP, and the /32 host route a routed CNI installs.
     fn start_pod(&mut self, name: &str, node: &str, testkit: usize) {
-        let pod = &self.pods[testkit];
-        let ip = pod.pod_v4.to_string();
-        self.routes.run(
-            "ip",
-            &["route", "add", &format!("{ip}/32"), "dev", &pod.host_if],
-            &[
-                "ip",
-                "route",
-                "del",
-                &format!("{ip}/32"),
-                "dev",
-                &pod.host_if,
-            ],
+        self.kubelet.start_pod(
+            &self.server,
+            NAMESPACE,
+            name,
+            "web",
+            node,
+            &self.pods[testkit],
         );
-        self.server.kubectl_stdin(
-            &["apply", "-n", NAMESPACE, "-f", "-"],
-            Some(&format!(
-                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels:\n    app: web\nspec:\n  nodeName: {node}\n  tolerations:\n  - operator: Exists\n  containers:\n  - name: web\n    image: registry.invalid/web:1\n"
-            )),
-        );
-        let api: Api<KubePod> = Api::namespaced(self.client.clone(), NAMESPACE);
-        let status = json!({"status": {
-            "phase": "Running",
-            "podIP": ip,
-            "podIPs": [{"ip": ip}],
-            "hostIP": "127.0.0.1",
-        }});
-        self.runtime
-            .block_on(api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)))
-            .expect("patching the pod's status as its kubelet");
     }
 
     /// Datagrams from testkit pod `index` to its host end, UDP port PORT (the capture's filter).
@@ -340,40 +124,11 @@ impl Cluster {
     }
 }
 
-fn deploy(path: &str) -> String {
-    repo_root().join("deploy").join(path).display().to_string()
-}
-
-/// A kubeconfig that authenticates as the agent's service account.
-fn agent_kubeconfig(server: &KubeApiServer, dir: &Path) -> PathBuf {
-    let path = dir.join("agent.kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: capture-agent\n  user:\n    token: {}\ncontexts:\n- name: agent\n  context:\n    cluster: test\n    user: capture-agent\ncurrent-context: agent\n",
-            server.url,
-            server.ca_cert.display(),
-            server.agent_token
-        ),
-    )
-    .unwrap();
-    path
-}
-
 #[test]
 fn capture_agents_in_a_cluster() {
     let Some(server) = KubeApiServer::start_or_skip("capture_agents_in_a_cluster") else {
         return;
     };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let client = runtime.block_on(async {
-        let kubeconfig = Kubeconfig::read_from(&server.kubeconfig).unwrap();
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .unwrap();
-        kube::Client::try_from(config).unwrap()
-    });
     server.kubectl(&["apply", "-k", &deploy("crds")]);
     server.kubectl(&[
         "wait",
@@ -390,19 +145,20 @@ fn capture_agents_in_a_cluster() {
     ]);
     server.kubectl(&["create", "namespace", NAMESPACE]);
     let scratch = tempfile::tempdir().unwrap();
-    let kubeconfig = agent_kubeconfig(&server, scratch.path());
+    let kubeconfig = scratch.path().join("agent.kubeconfig");
+    write_kubeconfig(&server, &server.agent_token, &kubeconfig);
     let pods = vec![Pod::new(), Pod::new(), Pod::new()];
+    let binary = Path::new(env!("CARGO_BIN_EXE_capture-agent"));
     let agents = vec![
-        Agent::new("node-a", scratch.path(), &kubeconfig),
-        Agent::new("node-b", scratch.path(), &kubeconfig),
+        Agent::new(binary, "node-a", scratch.path(), &kubeconfig),
+        Agent::new(binary, "node-b", scratch.path(), &kubeconfig),
     ];
+    let kubelet = Kubelet::new(&server);
     let mut cluster = Cluster {
         server,
-        runtime,
-        client,
+        kubelet,
         agents,
         pods,
-        routes: Undo::new(),
         scratch,
     };
     cluster.start_pod("web-a", "node-a", 0);
@@ -435,12 +191,7 @@ fn capture_agents_in_a_cluster() {
         cluster.dump_logs();
     }
     for agent in &cluster.agents {
-        let log = agent.log();
-        assert!(
-            !log.contains("cannot apply this node's status") && !log.contains("panicked"),
-            "{}:\n{log}",
-            agent.node
-        );
+        agent.assert_clean_log();
     }
     assert!(failed.is_empty(), "failed subtests: {}", failed.join(", "));
 }

@@ -2,11 +2,13 @@
 //! network-namespace "pods" joined to the test's namespace by veth pairs ([`pod`]), bounded
 //! traffic across them ([`traffic`]), hand-made packets ([`packets`]), and readers and judges of
 //! capture files ([`pcapfile`], [`tshark`]). For the Kubernetes tests, a real kube-apiserver on
-//! loopback and a matching kubectl ([`kube`]).
+//! loopback and a matching kubectl ([`kube`]), and around it node agents, kubeconfigs and a fake
+//! kubelet ([`cluster`]).
 //!
 //! The tests need root (namespaces, raw and packet sockets), tcpdump, tshark and capinfos.
 //! They only ever send to addresses of pods they created themselves (10.244.0.0/16, fd00::/8).
 
+pub mod cluster;
 pub mod kube;
 pub mod netlab;
 pub mod packets;
