@@ -23,7 +23,10 @@ fn the_page_is_served_with_a_strict_policy_and_cached_by_etag() {
     assert_eq!(page.status, 200, "the page needs no token");
     assert!(page.content_type.starts_with("text/html"));
     let policy = page.header("content-security-policy").unwrap().to_string();
-    assert!(policy.contains("default-src 'none'") && policy.contains("script-src 'self'"), "{policy}");
+    assert!(
+        policy.contains("default-src 'none'") && policy.contains("script-src 'self'"),
+        "{policy}"
+    );
     assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
     assert!(String::from_utf8_lossy(&page.body).contains("/ui/app/main.js"));
 
@@ -34,7 +37,11 @@ fn the_page_is_served_with_a_strict_policy_and_cached_by_etag() {
     let again = api.get_as("/ui/app/main.js", Some(""), &[("If-None-Match", &etag)]);
     assert_eq!(again.status, 304, "unchanged files are not sent again");
 
-    for path in ["/ui/../Cargo.toml", "/ui/tests/capture_flow.mjs", "/ui/nope.js"] {
+    for path in [
+        "/ui/../Cargo.toml",
+        "/ui/tests/capture_flow.mjs",
+        "/ui/nope.js",
+    ] {
         assert_eq!(api.get_as(path, Some(""), &[]).status, 404, "{path}");
     }
 }
@@ -44,21 +51,41 @@ fn dry_runs_check_without_creating_and_selectors_may_be_text() {
     let api = Api::start();
     let body = json!({"metadata": {"name": "dry"}, "spec": {"podSelector": format!("{NO_PODS},tier in (a,b)"), "duration": "1m"}});
     let checked = api.post(&format!("{CAPTURES}?dryRun=All"), &body);
-    assert_eq!(checked.status, 200, "{}", String::from_utf8_lossy(&checked.body));
+    assert_eq!(
+        checked.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&checked.body)
+    );
     let spec = &checked.json()["spec"];
-    assert_eq!(spec["podSelector"]["matchLabels"]["podcap.io/test"], "console-none");
+    assert_eq!(
+        spec["podSelector"]["matchLabels"]["podcap.io/test"],
+        "console-none"
+    );
     assert_eq!(spec["podSelector"]["matchExpressions"][0]["operator"], "In");
-    assert_eq!(api.get(&format!("{CAPTURES}/dry")).status, 404, "a dry run stores nothing");
+    assert_eq!(
+        api.get(&format!("{CAPTURES}/dry")).status,
+        404,
+        "a dry run stores nothing"
+    );
 
     let created = api.post(CAPTURES, &body);
     assert_eq!(created.status, 201);
     let stored = api.get(&format!("{CAPTURES}/dry")).json();
-    assert_eq!(stored["spec"]["podSelector"], spec["podSelector"], "stored as the object");
+    assert_eq!(
+        stored["spec"]["podSelector"], spec["podSelector"],
+        "stored as the object"
+    );
 
-    let bad = api.post(CAPTURES, &json!({"spec": {"podSelector": "tier in (a", "duration": "1m"}}));
+    let bad = api.post(
+        CAPTURES,
+        &json!({"spec": {"podSelector": "tier in (a", "duration": "1m"}}),
+    );
     let problem = bad.problem(422);
     assert_eq!(problem["invalidParams"][0]["name"], "spec.podSelector");
-    let bad_mode = api.post(&format!("{CAPTURES}?dryRun=yes"), &body).problem(422);
+    let bad_mode = api
+        .post(&format!("{CAPTURES}?dryRun=yes"), &body)
+        .problem(422);
     assert_eq!(bad_mode["invalidParams"][0]["name"], "dryRun");
 
     let both = api.post(
@@ -71,16 +98,34 @@ fn dry_runs_check_without_creating_and_selectors_may_be_text() {
         .iter()
         .map(|param| param["name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(names, ["metadata.name", "spec.duration"], "one answer names every field");
+    assert_eq!(
+        names,
+        ["metadata.name", "spec.duration"],
+        "one answer names every field"
+    );
 
     let schedules = "/api/v1/namespaces/default/schedules";
     let preview = api.post(
         &format!("{schedules}?dryRun=All"),
         &json!({"spec": {"schedule": "0 2 * * *", "timeZone": "Europe/Berlin", "template": {"podSelector": NO_PODS, "duration": "10m"}}}),
     );
-    assert_eq!(preview.status, 200, "{}", String::from_utf8_lossy(&preview.body));
-    assert_eq!(preview.json()["status"]["nextScheduleTimes"].as_array().unwrap().len(), 5);
-    assert!(api.get(schedules).json()["items"].as_array().unwrap().is_empty());
+    assert_eq!(
+        preview.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&preview.body)
+    );
+    assert_eq!(
+        preview.json()["status"]["nextScheduleTimes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    assert!(api.get(schedules).json()["items"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -102,7 +147,10 @@ fn namespaces_and_the_all_namespace_list_show_only_what_a_token_may_read() {
             .collect()
     };
     let all = names(None);
-    assert!(all.contains(&"alpha".to_string()) && all.contains(&"beta".to_string()), "{all:?}");
+    assert!(
+        all.contains(&"alpha".to_string()) && all.contains(&"beta".to_string()),
+        "{all:?}"
+    );
     let beta_only = api.create_token("viewer", &["beta"]);
     assert_eq!(names(Some(&beta_only)), ["beta"]);
 
@@ -116,7 +164,10 @@ fn namespaces_and_the_all_namespace_list_show_only_what_a_token_may_read() {
     };
     assert_eq!(listed(None), ["beta", "alpha"], "newest first");
     assert_eq!(listed(Some(&beta_only)), ["beta"]);
-    assert_eq!(api.get("/api/v1/captures?phase=Bogus").problem(422)["invalidParams"][0]["name"], "phase");
+    assert_eq!(
+        api.get("/api/v1/captures?phase=Bogus").problem(422)["invalidParams"][0]["name"],
+        "phase"
+    );
 }
 
 #[test]
@@ -133,7 +184,12 @@ fn preview_timeline_and_tickets_read_a_real_capture() {
             "duration": "2s",
         }}),
     );
-    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
     burst_from_pod(&pod, SocketAddr::new(pod.host_v4.into(), PORT), 150, 80);
     api.wait_for_phase("default", "seen", &["Completed"], Duration::from_secs(20));
     let capture = api.get(&format!("{CAPTURES}/seen")).json();
@@ -154,24 +210,71 @@ fn preview_timeline_and_tickets_read_a_real_capture() {
     assert_eq!(first["source"], pod.pod_v4.to_string());
     assert_eq!(first["destination"], pod.host_v4.to_string());
     assert_eq!(first["direction"], "in");
-    assert!(first["info"].as_str().unwrap().ends_with(&format!("→ {PORT} Len=80")), "{first}");
-    assert_eq!(first["target"], format!("default/{} on {}", pod.netns, capture["status"]["targets"][0]["node"].as_str().unwrap()));
-    let times: Vec<f64> = rows.iter().map(|row| row["relativeSeconds"].as_f64().unwrap()).collect();
-    assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "time-ordered");
-    assert_eq!(api.get(&format!("{CAPTURES}/seen/packets?limit=7")).json()["items"].as_array().unwrap().len(), 7);
-    assert_eq!(api.get(&format!("{CAPTURES}/seen/packets?limit=0")).problem(422)["invalidParams"][0]["name"], "limit");
+    assert!(
+        first["info"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("→ {PORT} Len=80")),
+        "{first}"
+    );
+    assert_eq!(
+        first["target"],
+        format!(
+            "default/{} on {}",
+            pod.netns,
+            capture["status"]["targets"][0]["node"].as_str().unwrap()
+        )
+    );
+    let times: Vec<f64> = rows
+        .iter()
+        .map(|row| row["relativeSeconds"].as_f64().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|pair| pair[0] <= pair[1]),
+        "time-ordered"
+    );
+    assert_eq!(
+        api.get(&format!("{CAPTURES}/seen/packets?limit=7")).json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        7
+    );
+    assert_eq!(
+        api.get(&format!("{CAPTURES}/seen/packets?limit=0"))
+            .problem(422)["invalidParams"][0]["name"],
+        "limit"
+    );
 
     let timeline = api.get(&format!("{CAPTURES}/seen/timeline")).json();
     assert_eq!(timeline["bucketSeconds"], 1);
-    let counted: u64 = timeline["packets"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).sum();
+    let counted: u64 = timeline["packets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
     assert_eq!(counted, 150, "every packet is in some bucket");
-    let bytes: u64 = timeline["bytes"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).sum();
-    assert_eq!(bytes, capture["status"]["targets"][0]["bytes"].as_u64().unwrap());
+    let bytes: u64 = timeline["bytes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        bytes,
+        capture["status"]["targets"][0]["bytes"].as_u64().unwrap()
+    );
 
     // Tickets: one download each, no token needed to redeem, a token needed to get one.
     let tickets = format!("{CAPTURES}/seen/downloads");
     let ticket = api.post(&tickets, &json!({"format": "pcap"}));
-    assert_eq!(ticket.status, 201, "{}", String::from_utf8_lossy(&ticket.body));
+    assert_eq!(
+        ticket.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&ticket.body)
+    );
     let path = ticket.json()["url"].as_str().unwrap().to_string();
     assert!(path.starts_with("/download/pcd_"));
     let download = api.get_as(&path, Some(""), &[]);
@@ -181,9 +284,16 @@ fn preview_timeline_and_tickets_read_a_real_capture() {
     let file = scratch.path().join("seen.pcap");
     std::fs::write(&file, &download.body).unwrap();
     assert_eq!(tshark::assert_tshark_reads_cleanly(&file), 150);
-    assert_eq!(api.get_as(&path, Some(""), &[]).problem(404)["status"], 404, "used up");
+    assert_eq!(
+        api.get_as(&path, Some(""), &[]).problem(404)["status"],
+        404,
+        "used up"
+    );
 
-    let file_id = capture["status"]["targets"][0]["files"][0]["id"].as_str().unwrap().to_string();
+    let file_id = capture["status"]["targets"][0]["files"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let one = api.post(&tickets, &json!({"file": file_id}));
     assert_eq!(one.status, 201);
     let one = api.get_as(one.json()["url"].as_str().unwrap(), Some(""), &[]);
@@ -193,5 +303,8 @@ fn preview_timeline_and_tickets_read_a_real_capture() {
     api.post(&tickets, &json!({"format": "pcapx"})).problem(422);
     assert_eq!(api.post_as(&tickets, Some(""), &json!({})).status, 401);
     let elsewhere = api.create_token("viewer", &["other"]);
-    assert_eq!(api.post_as(&tickets, Some(&elsewhere), &json!({})).status, 403);
+    assert_eq!(
+        api.post_as(&tickets, Some(&elsewhere), &json!({})).status,
+        403
+    );
 }
