@@ -12,7 +12,8 @@
 //!   holds exactly the filtered traffic of both nodes' pods, one interface per pod named
 //!   "shop/web-a on node-a" / "shop/web-b on node-b"; the packet preview has rows of both.
 //! - `rest_capture_runs_on_both_nodes_and_stops`: a capture POSTed to the API runs on both agents;
-//!   `POST .../stop` → phase Stopped, files kept on both nodes and downloadable.
+//!   its live stream through the API carries both nodes' pods as they send; `POST .../stop` →
+//!   phase Stopped, files kept on both nodes and downloadable.
 //! - `delete_removes_the_files_on_both_nodes`: `DELETE` through the API → the objects go once
 //!   both agents removed their files, and the agents' data directories no longer have them.
 //! - `alice_is_403_in_another_namespace`: a capture the admin created in `bank` cannot be read or
@@ -508,8 +509,53 @@ fn rest_capture_runs_on_both_nodes_and_stops(c: &Cluster) {
     eventually("phase Capturing", 10, || {
         (c.status(name).phase == Phase::Capturing).then_some(())
     });
+    // The live stream through the API interleaves both nodes' agents: tshark reads it as it
+    // comes and stops after the 45 packets sent below, one interface per pod.
+    let response = c
+        .api
+        .http
+        .get(format!(
+            "{}/api/v1/namespaces/{NAMESPACE}/captures/{name}/live",
+            c.api.base
+        ))
+        .header("Authorization", format!("Bearer {}", c.alice()))
+        .call()
+        .expect("the live request reached the API");
+    assert_eq!(response.status().as_u16(), 200, "live stream");
+    let mut tshark = Command::new("tshark")
+        .args([
+            "-n",
+            "-r",
+            "-",
+            "-c",
+            "45",
+            "-T",
+            "fields",
+            "-e",
+            "frame.interface_description",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting tshark");
+    let mut tshark_in = tshark.stdin.take().unwrap();
+    let relay = std::thread::spawn(move || {
+        // Ends when tshark has its 45 packets and closes its input, or the stream ends.
+        let _ = std::io::copy(&mut response.into_body().into_reader(), &mut tshark_in);
+    });
     c.send(0, 20);
     c.send(1, 25);
+    let watched = tshark.wait_with_output().expect("tshark");
+    let mut live = BTreeMap::new();
+    for line in String::from_utf8_lossy(&watched.stdout).lines() {
+        *live.entry(line.to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        live,
+        BTreeMap::from([(WEB_A.to_string(), 20), (WEB_B.to_string(), 25)]),
+        "the live stream carries both nodes' pods"
+    );
     eventually("both nodes' packets in status", 20, || {
         let a = c.target(name, "node-a", "web-a")?;
         let b = c.target(name, "node-b", "web-b")?;
@@ -537,6 +583,8 @@ fn rest_capture_runs_on_both_nodes_and_stops(c: &Cluster) {
         status.targets
     );
     assert_eq!(status.packets, Some(45));
+    // The stopped capture's live streams end, and with them the relay.
+    relay.join().expect("the live relay");
     // The files stay on both nodes and the merged download still has them all.
     let uid = c.uid(name);
     for node in ["node-a", "node-b"] {
