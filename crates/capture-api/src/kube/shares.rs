@@ -6,12 +6,12 @@
 //! revoked and how often it was downloaded — and never the token itself. Secrets, because only
 //! the API may read them (its Role in `podcap-system`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::Client;
 use serde_json::json;
 
@@ -24,6 +24,8 @@ const SHARE_ID_LABEL: &str = "podcap.io/share-id";
 const CAPTURE_UID_LABEL: &str = "podcap.io/capture-uid";
 /// Attempts at a counter update that keeps meeting concurrent updates.
 const CONFLICT_RETRIES: usize = 5;
+/// A share link is pruned with its capture only once it is this old (see [`ShareSecrets::prune`]).
+const PRUNE_MIN_AGE: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 pub struct ShareSecrets {
     api: Api<Secret>,
@@ -132,6 +134,43 @@ impl ShareSecrets {
             .await
             .map_err(|e| store_error("listing share links", e))?
             .items)
+    }
+
+    /// Deletes the share links of captures that no longer exist (deleted through the API, by
+    /// kubectl or by the garbage collector): such a Secret only holds a dead link. `live` are
+    /// the uids of every capture, listed before this call; links younger than
+    /// [`PRUNE_MIN_AGE`] are kept, as their capture may be newer than that list. The number of
+    /// links deleted.
+    pub async fn prune(
+        &self,
+        live: &BTreeSet<String>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let mut deleted = 0;
+        for secret in self.list(&format!("{SHARE_LABEL}=true")).await? {
+            let uid = secret
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(CAPTURE_UID_LABEL));
+            let old_enough = secret
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .is_some_and(|created| now - super::chrono_time(created) > PRUNE_MIN_AGE);
+            let (Some(uid), Some(name)) = (uid, secret.metadata.name.as_deref()) else {
+                continue;
+            };
+            if live.contains(uid) || !old_enough {
+                continue;
+            }
+            match self.api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => deleted += 1,
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(store_error("deleting a dead share link", e)),
+            }
+        }
+        Ok(deleted)
     }
 
     pub async fn of_capture(&self, capture_uid: &str) -> Result<Vec<ShareRecord>, StoreError> {

@@ -15,6 +15,7 @@
 //!
 //! The phase only moves forward; totals keep following the agents' reports after the end.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ use crate::store::StoreError;
 
 /// How often every capture is looked at.
 const PASS_INTERVAL: Duration = Duration::from_secs(1);
+/// Share links of deleted captures are looked for once a minute.
+const PRUNE_EVERY: u64 = 60;
 
 fn rank(phase: Phase) -> u8 {
     match phase {
@@ -162,8 +165,8 @@ pub fn desired(
     status
 }
 
-/// One pass over every capture.
-pub async fn pass(cluster: &Cluster) -> Result<(), StoreError> {
+/// One pass over every capture; the uids of all captures.
+pub async fn pass(cluster: &Cluster) -> Result<BTreeSet<String>, StoreError> {
     let now = Utc::now();
     let objects = cluster
         .store
@@ -171,6 +174,11 @@ pub async fn pass(cluster: &Cluster) -> Result<(), StoreError> {
         .list(&ListParams::default())
         .await
         .map_err(|e| store_error("listing PacketCaptures", e))?;
+    let uids = objects
+        .items
+        .iter()
+        .filter_map(|object| object.metadata.uid.clone())
+        .collect();
     for object in &objects.items {
         if let Err(error) = reconcile(cluster, object, now).await {
             tracing::warn!(
@@ -181,7 +189,7 @@ pub async fn pass(cluster: &Cluster) -> Result<(), StoreError> {
             );
         }
     }
-    Ok(())
+    Ok(uids)
 }
 
 async fn reconcile(
@@ -236,12 +244,25 @@ async fn reconcile(
         .await
 }
 
-/// Passes forever.
+/// Passes forever; every [`PRUNE_EVERY`] passes, also deletes the share links of captures
+/// that are gone.
 pub async fn run_forever(cluster: Arc<Cluster>) {
+    let mut passes = 0u64;
     loop {
-        if let Err(error) = pass(&cluster).await {
-            tracing::warn!(%error, "capture status pass failed");
+        match pass(&cluster).await {
+            Ok(uids) if passes.is_multiple_of(PRUNE_EVERY) => {
+                match cluster.store.shares.prune(&uids, Utc::now()).await {
+                    Ok(0) => {}
+                    Ok(deleted) => {
+                        tracing::info!(deleted, "share links of deleted captures removed")
+                    }
+                    Err(error) => tracing::warn!(%error, "pruning share links"),
+                }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "capture status pass failed"),
         }
+        passes += 1;
         tokio::time::sleep(PASS_INTERVAL).await;
     }
 }
