@@ -14,6 +14,7 @@ pub mod output;
 pub mod podnet;
 pub mod stop;
 pub mod tap;
+pub mod target;
 
 pub use engine::{
     Capture, CaptureConfig, CaptureError, CaptureReport, EndReason, InterfaceReport, InterfaceSpec,

@@ -31,7 +31,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::finalizer;
 use super::status::Throttle;
-use super::targets::{Earlier, TargetIdentity, TargetKey, TargetRun};
+use super::targets::{TargetIdentity, TargetKey, TargetRun};
+use crate::target::Earlier;
 use super::watch::Watches;
 use super::window::Window;
 use super::AgentConfig;
