@@ -14,9 +14,8 @@
 //! therefore only as private as the node-to-node network.
 
 use std::io::SeekFrom;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -24,18 +23,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use capture_spec::OutputFormat;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::auth::{AuthError, Authenticator};
 use super::reconcile::Agent;
-use crate::format::{Encoder, FileHeaderInfo, InterfaceInfo};
-
-/// Chunks (one per ring block per pod) a live watcher may have queued before it misses some.
-const QUEUED_CHUNKS: usize = 64;
-/// Enhanced Packet Block type, whose interface id is renumbered per pod.
-const EPB: u32 = 6;
+use crate::format::InterfaceInfo;
+use crate::tap::{pump, LiveSink, QUEUED_CHUNKS};
 
 #[derive(Clone)]
 pub struct EndpointState {
@@ -244,20 +238,16 @@ async fn file(
         .unwrap_or_else(|error| problem(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()))
 }
 
-/// Sets the interface id of every packet block in `chunk` to `interface`.
-fn renumber(chunk: &mut [u8], interface: u32) {
-    let mut at = 0;
-    while at + 12 <= chunk.len() {
-        let word =
-            |i: usize| u32::from_ne_bytes([chunk[i], chunk[i + 1], chunk[i + 2], chunk[i + 3]]);
-        let (kind, length) = (word(at), word(at + 4) as usize);
-        if length < 12 || at + length > chunk.len() {
-            return;
-        }
-        if kind == EPB {
-            chunk[at + 8..at + 12].copy_from_slice(&interface.to_ne_bytes());
-        }
-        at += length;
+/// A live stream's way into the response body: chunks through a small channel.
+struct ChannelSink(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>);
+
+impl LiveSink for ChannelSink {
+    fn send(&mut self, bytes: Vec<u8>) -> bool {
+        self.0.blocking_send(Ok(Bytes::from(bytes))).is_ok()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0.is_closed()
     }
 }
 
@@ -307,24 +297,13 @@ async fn live(
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::task::spawn_blocking(move || {
-        let mut header = Vec::new();
-        let info = FileHeaderInfo {
-            interfaces: &interfaces,
+        pump(
+            &receiver,
+            &interfaces,
             snap_length,
-            application: "podcap agent live",
-        };
-        Encoder::new(OutputFormat::Pcapng).file_header(&mut header, &info);
-        let mut open = tx.blocking_send(Ok(Bytes::from(header))).is_ok();
-        while open {
-            match receiver.recv_timeout(Duration::from_secs(1)) {
-                Ok((interface, mut chunk)) => {
-                    renumber(&mut chunk, interface);
-                    open = tx.blocking_send(Ok(Bytes::from(chunk))).is_ok();
-                }
-                Err(RecvTimeoutError::Timeout) => open = !tx.is_closed(),
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
+            "podcap agent live",
+            &mut ChannelSink(tx),
+        );
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
@@ -363,21 +342,5 @@ mod tests {
         assert!(!plausible_uid("../x"));
         assert_eq!(content_type("a.pcap"), "application/vnd.tcpdump.pcap");
         assert_eq!(content_type("a_s1.pcapng"), "application/x-pcapng");
-    }
-
-    #[test]
-    fn renumbers_only_packet_blocks() {
-        let mut chunk = Vec::new();
-        for kind in [EPB, 5, EPB] {
-            chunk.extend_from_slice(&kind.to_ne_bytes());
-            chunk.extend_from_slice(&16u32.to_ne_bytes());
-            chunk.extend_from_slice(&0u32.to_ne_bytes());
-            chunk.extend_from_slice(&16u32.to_ne_bytes());
-        }
-        renumber(&mut chunk, 7);
-        let id = |block: usize| {
-            u32::from_ne_bytes(chunk[block * 16 + 8..block * 16 + 12].try_into().unwrap())
-        };
-        assert_eq!((id(0), id(1), id(2)), (7, 0, 7));
     }
 }

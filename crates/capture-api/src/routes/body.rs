@@ -69,3 +69,13 @@ impl Write for BodyWriter {
         self.send(Ok(chunk))
     }
 }
+
+impl capture_agent::tap::LiveSink for BodyWriter {
+    fn send(&mut self, bytes: Vec<u8>) -> bool {
+        self.write_all(&bytes).and_then(|()| self.flush()).is_ok()
+    }
+
+    fn is_closed(&self) -> bool {
+        BodyWriter::is_closed(self)
+    }
+}

@@ -4,16 +4,15 @@
 //! capture never waits for a watcher: a watcher that falls behind misses whole chunks of
 //! packets, counted in the `podcap_live_chunks_skipped_total` metric, and the stream stays valid.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::Duration;
+use std::sync::mpsc;
 
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::Response;
-use capture_agent::format::{Encoder, FileHeaderInfo, InterfaceInfo};
-use capture_spec::{CaptureSpec, OutputFormat};
+use capture_agent::format::InterfaceInfo;
+use capture_agent::tap::{pump, QUEUED_CHUNKS};
+use capture_spec::CaptureSpec;
 
 use super::body;
 use super::captures::find;
@@ -23,30 +22,8 @@ use crate::server::AppState;
 
 use super::openapi::{CapturePath, PcapngBytes};
 
-/// Chunks (one per ring block per pod) a watcher may have queued before it starts missing some.
-const QUEUED_CHUNKS: usize = 64;
-/// Enhanced Packet Block type, whose interface id is renumbered per pod.
-const EPB: u32 = 6;
-
 /// Open live streams, for metrics.
 pub static OPEN_STREAMS: AtomicU64 = AtomicU64::new(0);
-
-/// Sets the interface id of every packet block in `chunk` to `interface`.
-fn renumber(chunk: &mut [u8], interface: u32) {
-    let mut at = 0;
-    while at + 12 <= chunk.len() {
-        let word =
-            |i: usize| u32::from_ne_bytes([chunk[i], chunk[i + 1], chunk[i + 2], chunk[i + 3]]);
-        let (kind, length) = (word(at), word(at + 4) as usize);
-        if length < 12 || at + length > chunk.len() {
-            return;
-        }
-        if kind == EPB {
-            chunk[at + 8..at + 12].copy_from_slice(&interface.to_ne_bytes());
-        }
-        at += length;
-    }
-}
 
 #[utoipa::path(
     get,
@@ -102,31 +79,13 @@ pub async fn live(
     let (mut writer, body) = body::channel();
     tokio::task::spawn_blocking(move || {
         OPEN_STREAMS.fetch_add(1, Ordering::Relaxed);
-        let mut header = Vec::new();
-        let info = FileHeaderInfo {
-            interfaces: &interfaces,
-            snap_length: spec.snap_length,
-            application: "podcap live",
-        };
-        Encoder::new(OutputFormat::Pcapng).file_header(&mut header, &info);
-        let mut open = writer
-            .write_all(&header)
-            .and_then(|()| writer.flush())
-            .is_ok();
-        while open {
-            match receiver.recv_timeout(Duration::from_secs(1)) {
-                Ok((interface, mut chunk)) => {
-                    renumber(&mut chunk, interface);
-                    open = writer
-                        .write_all(&chunk)
-                        .and_then(|()| writer.flush())
-                        .is_ok();
-                }
-                // Nothing captured for a while; keep waiting while the watcher is there.
-                Err(RecvTimeoutError::Timeout) => open = !writer.is_closed(),
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
+        pump(
+            &receiver,
+            &interfaces,
+            spec.snap_length,
+            "podcap live",
+            &mut writer,
+        );
         OPEN_STREAMS.fetch_sub(1, Ordering::Relaxed);
     });
     Response::builder()
@@ -134,25 +93,4 @@ pub async fn live(
         .header(header::CACHE_CONTROL, "no-store")
         .body(body)
         .map_err(Problem::internal)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renumbers_only_packet_blocks() {
-        let mut chunk = Vec::new();
-        for kind in [EPB, 5, EPB] {
-            chunk.extend_from_slice(&kind.to_ne_bytes());
-            chunk.extend_from_slice(&16u32.to_ne_bytes());
-            chunk.extend_from_slice(&0u32.to_ne_bytes());
-            chunk.extend_from_slice(&16u32.to_ne_bytes());
-        }
-        renumber(&mut chunk, 7);
-        let id = |block: usize| {
-            u32::from_ne_bytes(chunk[block * 16 + 8..block * 16 + 12].try_into().unwrap())
-        };
-        assert_eq!((id(0), id(1), id(2)), (7, 0, 7));
-    }
 }
