@@ -32,7 +32,12 @@ pub struct FormatQuery {
 }
 
 pub fn parse_format(query: &FormatQuery) -> Result<OutputFormat, Problem> {
-    match query.format.as_deref() {
+    format_named(query.format.as_deref())
+}
+
+/// The download format `text` names (`pcapng` when `None`), or a 422 naming the `format` field.
+pub fn format_named(text: Option<&str>) -> Result<OutputFormat, Problem> {
+    match text {
         None => Ok(OutputFormat::Pcapng),
         Some(text) => text.parse().map_err(|e: capture_spec::LimitsError| {
             Problem::invalid(

@@ -7,17 +7,16 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
-use capture_spec::OutputFormat;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::captures::find;
-use super::download::merged_response;
+use super::download::{format_named, merged_response};
 use super::files::file_response;
 use super::openapi::{CapturePath, PcapBytes, PcapngBytes};
 use crate::auth::{Action, Caller};
-use crate::problem::{InvalidParam, Problem};
+use crate::problem::Problem;
 use crate::server::AppState;
 use crate::tickets::Download;
 
@@ -92,18 +91,7 @@ pub async fn create(
             }
             Download::File(id)
         }
-        (None, format) => Download::Merged(match format {
-            None => OutputFormat::Pcapng,
-            Some(text) => text.parse().map_err(|e: capture_spec::LimitsError| {
-                Problem::invalid(
-                    "bad format",
-                    vec![InvalidParam {
-                        name: "format".into(),
-                        reason: e.to_string(),
-                    }],
-                )
-            })?,
-        }),
+        (None, format) => Download::Merged(format_named(format.as_deref())?),
     };
     let (secret, expires_at) = state.tickets.issue(&record.uid, download, Utc::now());
     Ok((
