@@ -17,14 +17,13 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use podcap_testkit::kube::{repo_root, KubeApiServer};
+use podcap_testkit::cluster::{client_for, deploy, eventually, write_kubeconfig};
+use podcap_testkit::kube::KubeApiServer;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -136,25 +135,6 @@ struct Cluster {
     _scratch: tempfile::TempDir,
 }
 
-fn kubeconfig_for(server: &KubeApiServer, token: &str, path: &PathBuf) {
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: user, namespace: default}}\ncurrent-context: test\n",
-        server.url,
-        server.ca_cert.display()
-    );
-    std::fs::write(path, text).unwrap();
-}
-
-async fn client_for(kubeconfig: &PathBuf) -> kube::Client {
-    let config = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(kubeconfig).unwrap(),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    kube::Client::try_from(config).unwrap()
-}
-
 /// A small valid pcapng: one Ethernet interface, `packets` frames one millisecond apart.
 fn pcapng(packets: u32) -> Vec<u8> {
     let mut out = Vec::new();
@@ -249,24 +229,6 @@ fn start_fake_agent(expected_token: String, calls: Arc<Mutex<Vec<String>>>) -> u
     port
 }
 
-fn eventually<T>(what: &str, seconds: u64, mut attempt: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(value) = attempt() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gave up after {seconds} s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-fn deploy(path: &str) -> String {
-    repo_root().join("deploy").join(path).display().to_string()
-}
-
 #[test]
 fn capture_api_in_kubernetes_mode() {
     let Some(server) = KubeApiServer::start_or_skip("capture_api_in_kubernetes_mode") else {
@@ -307,7 +269,7 @@ fn capture_api_in_kubernetes_mode() {
         .tempdir()
         .unwrap();
     let kubeconfig = scratch.path().join("api.kubeconfig");
-    kubeconfig_for(&server, &server.api_token, &kubeconfig);
+    write_kubeconfig(&server, &server.api_token, &kubeconfig);
     let agent_calls = Arc::new(Mutex::new(Vec::new()));
     let agent_port = start_fake_agent(server.api_token.clone(), agent_calls.clone());
     let port = TcpListener::bind("127.0.0.1:0")
@@ -571,7 +533,7 @@ fn alice_is_403_in_another_namespace(c: &Cluster) {
 /// Applies `targets` to a capture's status as node-a's agent would.
 fn apply_as_agent(c: &Cluster, name: &str, targets: Value) {
     let kubeconfig = c._scratch.path().join("agent.kubeconfig");
-    kubeconfig_for(&c.server, &c.server.agent_token, &kubeconfig);
+    write_kubeconfig(&c.server, &c.server.agent_token, &kubeconfig);
     c.runtime.block_on(async {
         let client = client_for(&kubeconfig).await;
         let resource = kube::api::ApiResource::erase::<capture_spec::PacketCapture>(&());
