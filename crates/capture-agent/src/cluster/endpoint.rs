@@ -265,22 +265,22 @@ async fn live(
         runs.get(&uid)
             .filter(|run| !run.targets.is_empty())
             .map(|run| {
-                let interfaces: Vec<InterfaceInfo> = run
-                    .targets
-                    .values()
-                    .enumerate()
-                    .map(|(index, target)| {
-                        target
-                            .live()
-                            .tap
-                            .subscribe(sender.clone(), u32::try_from(index).unwrap_or(u32::MAX));
-                        InterfaceInfo {
-                            name: target.identity().host.name.clone(),
-                            description: target.identity().description(),
-                            filter_expression: run.spec.filters.to_pcap_expression(),
-                        }
-                    })
-                    .collect();
+                let interfaces: Vec<InterfaceInfo> =
+                    run.targets
+                        .values()
+                        .enumerate()
+                        .map(|(index, target)| {
+                            target.run.live().tap.subscribe(
+                                sender.clone(),
+                                u32::try_from(index).unwrap_or(u32::MAX),
+                            );
+                            InterfaceInfo {
+                                name: target.identity.host.name.clone(),
+                                description: target.identity.description(),
+                                filter_expression: run.spec.filters.to_pcap_expression(),
+                            }
+                        })
+                        .collect();
                 (interfaces, run.spec.snap_length)
             })
     };

@@ -31,13 +31,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::finalizer;
 use super::status::Throttle;
-use super::targets::{TargetIdentity, TargetKey, TargetRun};
-use crate::target::Earlier;
+use super::targets::{NodeTarget, TargetIdentity, TargetKey};
 use super::watch::Watches;
 use super::window::Window;
 use super::AgentConfig;
 use crate::budget::Budget;
 use crate::podnet::{self, PodNetwork, Strategies};
+use crate::target::Earlier;
 use crate::EndReason;
 
 /// A pod whose interface could not be found is tried again after this long.
@@ -70,7 +70,7 @@ pub struct CaptureRun {
     pub namespace: String,
     pub name: String,
     pub spec: CaptureSpec,
-    pub targets: BTreeMap<TargetKey, TargetRun>,
+    pub targets: BTreeMap<TargetKey, NodeTarget>,
     /// Every entry this node reports for the capture, running or not, including earlier runs'.
     pub entries: BTreeMap<TargetKey, TargetStatus>,
     budget: Option<Arc<Budget>>,
@@ -132,13 +132,13 @@ impl CaptureRun {
     fn stop(&mut self, keys: &[TargetKey], state: TargetState, error: Option<String>) {
         for key in keys {
             if let Some(target) = self.targets.get(key) {
-                target.request_stop();
+                target.run.request_stop();
             }
         }
         for key in keys {
             if let Some(mut target) = self.targets.remove(key) {
-                target.finish();
-                let mut status = target.status(state);
+                target.run.finish();
+                let mut status = target.run.status(state);
                 if status.error.is_none() {
                     status.error.clone_from(&error);
                 }
@@ -396,7 +396,7 @@ impl Agent {
         // Running targets report their live counters.
         for (key, target) in &run.targets {
             run.entries
-                .insert(key.clone(), target.status(TargetState::Capturing));
+                .insert(key.clone(), target.run.status(TargetState::Capturing));
         }
         let namespace = run.namespace.clone();
         let name = run.name.clone();
@@ -471,8 +471,8 @@ impl Agent {
         for (key, target) in &run.targets {
             match wanted.get(key) {
                 None => gone.push(key.clone()),
-                Some(live) if live.uid != target.identity().pod_uid => moved.push(key.clone()),
-                Some(_) if !podnet::still_valid(&target.identity().host) => moved.push(key.clone()),
+                Some(live) if live.uid != target.identity.pod_uid => moved.push(key.clone()),
+                Some(_) if !podnet::still_valid(&target.identity.host) => moved.push(key.clone()),
                 Some(_) => {}
             }
         }
@@ -490,7 +490,7 @@ impl Agent {
         let ended: Vec<TargetKey> = run
             .targets
             .iter()
-            .filter(|(_, t)| t.has_ended())
+            .filter(|(_, t)| t.run.has_ended())
             .map(|(k, _)| k.clone())
             .collect();
         run.stop(&ended, TargetState::Completed, None);
@@ -563,7 +563,7 @@ impl Agent {
                 pod_uid: live.uid.clone(),
                 host,
             };
-            match TargetRun::start(&directory, identity, &run.spec, earlier, run.budget.clone()) {
+            match NodeTarget::start(&directory, identity, &run.spec, earlier, run.budget.clone()) {
                 Ok(target) => {
                     run.targets.insert(key, target);
                 }

@@ -6,12 +6,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use capture_spec::{CaptureSpec, TargetState, TargetStatus};
+use capture_spec::{CaptureSpec, TargetStatus};
 
 use crate::budget::Budget;
 use crate::podnet::HostInterface;
 use crate::target::{self, Earlier};
-use crate::{CaptureError, LiveView};
+use crate::CaptureError;
 
 /// A target within one capture on this node (the node itself is implied).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -46,12 +46,13 @@ impl TargetIdentity {
     }
 }
 
-pub struct TargetRun {
-    identity: TargetIdentity,
-    run: target::TargetRun,
+/// A running target on this node: who it is, and the shared run that captures it.
+pub struct NodeTarget {
+    pub identity: TargetIdentity,
+    pub run: target::TargetRun,
 }
 
-impl TargetRun {
+impl NodeTarget {
     /// Opens the capture on the host interface (its ring is bound before this returns) and
     /// starts its thread, in segment `earlier.segments + 1`.
     pub fn start(
@@ -60,7 +61,7 @@ impl TargetRun {
         spec: &CaptureSpec,
         earlier: Earlier,
         budget: Option<Arc<Budget>>,
-    ) -> Result<TargetRun, CaptureError> {
+    ) -> Result<NodeTarget, CaptureError> {
         let shared = target::TargetIdentity {
             namespace: identity.namespace.clone(),
             pod: identity.key.pod.clone(),
@@ -70,34 +71,6 @@ impl TargetRun {
         };
         tracing::debug!(pod = %identity.key.pod, method = %identity.host.method, "pod mapped");
         let run = target::TargetRun::start(directory, shared, spec, earlier, budget)?;
-        Ok(TargetRun { identity, run })
-    }
-
-    pub fn identity(&self) -> &TargetIdentity {
-        &self.identity
-    }
-
-    pub fn live(&self) -> &Arc<LiveView> {
-        self.run.live()
-    }
-
-    /// Asks the engine to drain and stop; [`TargetRun::finish`] waits for it.
-    pub fn request_stop(&self) {
-        self.run.request_stop();
-    }
-
-    /// True once the engine ended by itself (limit reached, interface deleted, write failure).
-    pub fn has_ended(&self) -> bool {
-        self.run.has_ended()
-    }
-
-    /// Waits for the engine thread and keeps its report.
-    pub fn finish(&mut self) {
-        self.run.finish();
-    }
-
-    /// The target's status now; see [`target::TargetRun::status`].
-    pub fn status(&self, stopping_state: TargetState) -> TargetStatus {
-        self.run.status(stopping_state)
+        Ok(NodeTarget { identity, run })
     }
 }

@@ -22,9 +22,10 @@ use chrono::{DateTime, Utc};
 
 use crate::pods::{self, Pod};
 use crate::store::{CaptureRecord, Store, StoreError};
+use capture_agent::target::TargetRun;
 pub use storage::StorageLimits;
+use target::Earlier;
 pub use target::{file_status, TargetKey};
-use target::{Earlier, TargetRun};
 
 /// How often the runner reconciles.
 const PASS_INTERVAL: Duration = Duration::from_secs(1);
@@ -315,9 +316,9 @@ impl Runner {
                     .find(|t| same_target(t, &key))
                     .map(Earlier::from_status)
                     .unwrap_or_default();
-                match TargetRun::start(
+                match target::start(
                     &directory,
-                    key.clone(),
+                    &key,
                     &self.node,
                     &spec,
                     earlier,
@@ -334,9 +335,9 @@ impl Runner {
             }
             let ended: Vec<TargetKey> = run
                 .targets
-                .values()
-                .filter(|t| t.has_ended())
-                .map(|t| t.key().clone())
+                .iter()
+                .filter(|(_, t)| t.has_ended())
+                .map(|(key, _)| key.clone())
                 .collect();
             for key in ended {
                 if let Some(mut target) = run.targets.remove(&key) {
@@ -411,7 +412,8 @@ impl Runner {
                 .enumerate()
                 .map(|(index, target)| {
                     target.live().tap.subscribe(sender.clone(), index as u32);
-                    (target.key().interface.clone(), target.description())
+                    let identity = target.identity();
+                    (identity.host_interface.clone(), identity.description())
                 })
                 .collect(),
         )
