@@ -17,110 +17,21 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use podcap_testkit::cluster::{client_for, deploy, eventually, write_kubeconfig};
 use podcap_testkit::kube::KubeApiServer;
 use serde_json::{json, Value};
+
+mod kube_common;
+use kube_common::ApiProcess;
 use sha2::{Digest, Sha256};
 
 /// The fake agent's one file.
 const FILE_ID: &str = "f1";
 const POD_DESCRIPTION: &str = "shop/web-1 on node-a";
-
-struct Answer {
-    status: u16,
-    content_type: String,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "{} is not JSON ({e}): {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    fn problem(&self, status: u16) -> Value {
-        assert_eq!(
-            self.status,
-            status,
-            "{}",
-            String::from_utf8_lossy(&self.body)
-        );
-        assert_eq!(self.content_type, "application/problem+json");
-        self.json()
-    }
-}
-
-/// The API process; killed (by its own PID) when dropped.
-struct ApiProcess {
-    child: Child,
-    base: String,
-    http: ureq::Agent,
-}
-
-impl Drop for ApiProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl ApiProcess {
-    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Answer {
-        let url = format!("{}{path}", self.base);
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let result = match (method, body) {
-            ("GET", _) => {
-                let mut r = self.http.get(&url);
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a);
-                }
-                r.call()
-            }
-            ("DELETE", _) => {
-                let mut r = self.http.delete(&url);
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a);
-                }
-                r.call()
-            }
-            (m, body) => {
-                let mut r = if m == "PUT" {
-                    self.http.put(&url)
-                } else {
-                    self.http.post(&url)
-                };
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a);
-                }
-                r.header("Content-Type", "application/json")
-                    .send(body.map(|b| b.to_string()).unwrap_or_default())
-            }
-        };
-        let mut response = result.expect("the request reached the API");
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let body = response.body_mut().read_to_vec().expect("reading the body");
-        Answer {
-            status: response.status().as_u16(),
-            content_type,
-            body,
-        }
-    }
-}
 
 /// A named subtest.
 type Case = (&'static str, fn(&Cluster));
@@ -272,40 +183,19 @@ fn capture_api_in_kubernetes_mode() {
     write_kubeconfig(&server, &server.api_token, &kubeconfig);
     let agent_calls = Arc::new(Mutex::new(Vec::new()));
     let agent_port = start_fake_agent(server.api_token.clone(), agent_calls.clone());
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_capture-api"))
-        .args(["--kubernetes", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--agent", &format!("node-a=http://127.0.0.1:{agent_port}")])
-        .args(["--report-timeout", "1h", "--finish-grace", "1h"])
-        .arg("--data-dir")
-        .arg(scratch.path().join("data"))
-        .env("KUBECONFIG", &kubeconfig)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting capture-api --kubernetes");
-    let api = ApiProcess {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        http: ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into(),
-    };
-    eventually("the API to be ready", 30, || {
-        (api.http
-            .get(format!("{}/readyz", api.base))
-            .call()
-            .ok()?
-            .status()
-            == 200)
-            .then_some(())
-    });
+    let api = ApiProcess::start(
+        scratch.path(),
+        &kubeconfig,
+        &[
+            "--agent".into(),
+            format!("node-a=http://127.0.0.1:{agent_port}"),
+            // The status controller is tested with a fake agent that reports when told.
+            "--report-timeout".into(),
+            "1h".into(),
+            "--finish-grace".into(),
+            "1h".into(),
+        ],
+    );
     let cluster = Cluster {
         api,
         server,

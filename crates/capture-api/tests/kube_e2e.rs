@@ -26,12 +26,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+mod kube_common;
 
 use capture_spec::{CaptureStatus, Phase, TargetState, TargetStatus};
+use kube_common::ApiProcess;
 use podcap_testkit::cluster::{
-    deploy, eventually, free_port, workspace_binary, write_kubeconfig, Agent, Kubelet,
+    deploy, eventually, workspace_binary, write_kubeconfig, Agent, Kubelet,
 };
 use podcap_testkit::kube::KubeApiServer;
 use podcap_testkit::traffic::{burst_from_pod, UdpSink};
@@ -44,128 +47,6 @@ const NAMESPACE: &str = "shop";
 const PORT: u16 = 7777;
 const WEB_A: &str = "shop/web-a on node-a";
 const WEB_B: &str = "shop/web-b on node-b";
-
-struct Answer {
-    status: u16,
-    content_type: String,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn ok(self, status: u16) -> Answer {
-        assert_eq!(
-            self.status,
-            status,
-            "{}",
-            String::from_utf8_lossy(&self.body)
-        );
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "{} is not JSON ({e}): {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-}
-
-/// `capture-api --kubernetes`; killed (by its own PID) and reaped when dropped.
-struct ApiProcess {
-    child: Child,
-    base: String,
-    log: PathBuf,
-    http: ureq::Agent,
-}
-
-impl Drop for ApiProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl ApiProcess {
-    fn start(scratch: &std::path::Path, kubeconfig: &std::path::Path, agents: &[Agent]) -> Self {
-        let listen = free_port();
-        let log = scratch.join("api.log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_capture-api"));
-        command
-            .args(["--kubernetes", "--listen", &listen.to_string()])
-            .arg("--data-dir")
-            .arg(scratch.join("api"));
-        for agent in agents {
-            command.args([
-                "--agent",
-                &format!("{}=http://{}", agent.node, agent.listen),
-            ]);
-        }
-        let child = command
-            .env("KUBECONFIG", kubeconfig)
-            .env("PODCAP_LOG", "info,kube=warn,hyper=warn,tower=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("starting capture-api --kubernetes");
-        let api = ApiProcess {
-            child,
-            base: format!("http://{listen}"),
-            log,
-            http: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(60)))
-                .build()
-                .into(),
-        };
-        eventually("the API to be ready", 30, || {
-            (api.http
-                .get(format!("{}/readyz", api.base))
-                .call()
-                .ok()?
-                .status()
-                == 200)
-                .then_some(())
-        });
-        api
-    }
-
-    fn call(&self, method: &str, path: &str, token: &str, body: Option<&Value>) -> Answer {
-        let url = format!("{}{path}", self.base);
-        let auth = format!("Bearer {token}");
-        let result = match method {
-            "GET" => self.http.get(&url).header("Authorization", &auth).call(),
-            "DELETE" => self.http.delete(&url).header("Authorization", &auth).call(),
-            "POST" => self
-                .http
-                .post(&url)
-                .header("Authorization", &auth)
-                .header("Content-Type", "application/json")
-                .send(body.map(Value::to_string).unwrap_or_default()),
-            other => panic!("no {other} here"),
-        };
-        let mut response = result.expect("the request reached the API");
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let body = response.body_mut().read_to_vec().expect("reading the body");
-        Answer {
-            status: response.status().as_u16(),
-            content_type,
-            body,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
 
 /// Fields drop in order: the API and the agents are killed first, then the host routes go, the
 /// netns pods, the apiserver, and the scratch directory.
@@ -194,7 +75,7 @@ impl Cluster {
         let answer = self.api.call(
             "GET",
             &format!("/api/v1/namespaces/{NAMESPACE}/captures/{name}"),
-            self.alice(),
+            Some(self.alice()),
             None,
         );
         match answer.status {
@@ -247,7 +128,7 @@ impl Cluster {
 
     /// GET `path` as alice into a scratch file.
     fn download(&self, path: &str, file: &str) -> (PathBuf, String) {
-        let answer = self.api.call("GET", path, self.alice(), None).ok(200);
+        let answer = self.api.call("GET", path, Some(self.alice()), None).ok(200);
         let out = self.scratch.path().join(file);
         std::fs::write(&out, &answer.body).unwrap();
         (out, answer.content_type)
@@ -311,7 +192,16 @@ fn podcap_in_a_cluster_end_to_end() {
         Agent::new(&agent_binary, "node-a", scratch.path(), &agent_kubeconfig),
         Agent::new(&agent_binary, "node-b", scratch.path(), &agent_kubeconfig),
     ];
-    let api = ApiProcess::start(scratch.path(), &api_kubeconfig, &agents);
+    let agent_args: Vec<String> = agents
+        .iter()
+        .flat_map(|agent| {
+            [
+                "--agent".to_string(),
+                format!("{}=http://{}", agent.node, agent.listen),
+            ]
+        })
+        .collect();
+    let api = ApiProcess::start(scratch.path(), &api_kubeconfig, &agent_args);
     let mut kubelet = Kubelet::new(&server);
     kubelet.start_pod(&server, NAMESPACE, "web-a", "web", "node-a", &pods[0]);
     kubelet.start_pod(&server, NAMESPACE, "web-b", "web", "node-b", &pods[1]);
@@ -472,7 +362,7 @@ fn kubectl_apply_captures_on_both_nodes(c: &Cluster) {
         .call(
             "GET",
             &format!("{base}/packets?limit=1000"),
-            c.alice(),
+            Some(c.alice()),
             None,
         )
         .ok(200)
@@ -500,7 +390,7 @@ fn rest_capture_runs_on_both_nodes_and_stops(c: &Cluster) {
         .call(
             "POST",
             &format!("/api/v1/namespaces/{NAMESPACE}/captures"),
-            c.alice(),
+            Some(c.alice()),
             Some(&body),
         )
         .ok(201);
@@ -566,7 +456,7 @@ fn rest_capture_runs_on_both_nodes_and_stops(c: &Cluster) {
         .call(
             "POST",
             &format!("/api/v1/namespaces/{NAMESPACE}/captures/{name}/stop"),
-            c.alice(),
+            Some(c.alice()),
             None,
         )
         .ok(200)
@@ -612,7 +502,7 @@ fn delete_removes_the_files_on_both_nodes(c: &Cluster) {
             .call(
                 "DELETE",
                 &format!("/api/v1/namespaces/{NAMESPACE}/captures/{name}"),
-                c.alice(),
+                Some(c.alice()),
                 None,
             )
             .ok(204);
@@ -641,12 +531,12 @@ fn alice_is_403_in_another_namespace(c: &Cluster) {
         .call(
             "POST",
             "/api/v1/namespaces/bank/captures",
-            admin,
+            Some(admin),
             Some(&body),
         )
         .ok(201);
     let base = "/api/v1/namespaces/bank/captures/vault";
-    c.api.call("GET", base, admin, None).ok(200);
+    c.api.call("GET", base, Some(admin), None).ok(200);
     for (path, denied) in [
         (format!("{base}/pcap"), "get packetcaptures/files"),
         (
@@ -656,7 +546,7 @@ fn alice_is_403_in_another_namespace(c: &Cluster) {
         (format!("{base}/packets"), "get packetcaptures/files"),
         (base.to_string(), "get packetcaptures"),
     ] {
-        let answer = c.api.call("GET", &path, c.alice(), None).ok(403);
+        let answer = c.api.call("GET", &path, Some(c.alice()), None).ok(403);
         assert_eq!(answer.content_type, "application/problem+json");
         let detail = answer.json()["detail"].as_str().unwrap().to_string();
         assert!(
@@ -664,9 +554,9 @@ fn alice_is_403_in_another_namespace(c: &Cluster) {
             "{path}: {detail}"
         );
     }
-    c.api.call("DELETE", base, c.alice(), None).ok(403);
-    c.api.call("DELETE", base, admin, None).ok(204);
+    c.api.call("DELETE", base, Some(c.alice()), None).ok(403);
+    c.api.call("DELETE", base, Some(admin), None).ok(204);
     eventually("vault to be gone", 30, || {
-        (c.api.call("GET", base, admin, None).status == 404).then_some(())
+        (c.api.call("GET", base, Some(admin), None).status == 404).then_some(())
     });
 }
