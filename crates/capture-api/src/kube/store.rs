@@ -233,21 +233,14 @@ impl KubeStore {
             "metadata": metadata,
             "spec": record.spec,
         }))?;
-        let created = self
-            .capture_api(Some(&record.namespace))
-            .create(&PostParams::default(), &object)
-            .await;
-        match created {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.is_already_exists() => {
-                return Err(StoreError::AlreadyExists {
-                    kind: "capture",
-                    namespace: record.namespace.clone(),
-                    name: record.name.clone(),
-                })
-            }
-            Err(e) => return Err(store_error("creating a PacketCapture", e)),
-        }
+        create_object(
+            self.capture_api(Some(&record.namespace)),
+            &object,
+            "capture",
+            &record.namespace,
+            &record.name,
+        )
+        .await?;
         self.apply_capture_status(&record.namespace, &record.name, &record.status)
             .await
     }
@@ -321,21 +314,14 @@ impl KubeStore {
             "metadata": {"name": record.name, "namespace": record.namespace},
             "spec": record.spec,
         }))?;
-        match self
-            .schedule_api(Some(&record.namespace))
-            .create(&PostParams::default(), &object)
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.is_already_exists() => {
-                return Err(StoreError::AlreadyExists {
-                    kind: "schedule",
-                    namespace: record.namespace.clone(),
-                    name: record.name.clone(),
-                })
-            }
-            Err(e) => return Err(store_error("creating a PacketCaptureSchedule", e)),
-        }
+        create_object(
+            self.schedule_api(Some(&record.namespace)),
+            &object,
+            "schedule",
+            &record.namespace,
+            &record.name,
+        )
+        .await?;
         self.apply_schedule_status(&record.namespace, &record.name, &record.status)
             .await
     }
@@ -566,5 +552,26 @@ impl Store for KubeStore {
             .collect();
         names.extend(self.schedules(None)?.into_iter().map(|s| s.namespace));
         Ok(names.into_iter().collect())
+    }
+}
+
+/// Creates `object`; a name already taken is [`StoreError::AlreadyExists`] of `kind`.
+async fn create_object(
+    api: Api<DynamicObject>,
+    object: &DynamicObject,
+    kind: &'static str,
+    namespace: &str,
+    name: &str,
+) -> Result<(), StoreError> {
+    match api.create(&PostParams::default(), object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_already_exists() => {
+            Err(StoreError::AlreadyExists {
+                kind,
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            })
+        }
+        Err(e) => Err(store_error(&format!("creating a {kind}"), e)),
     }
 }
