@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use capture_agent::merge::{interleave, ChainedInput, InputFile, LiveInput, MergeInput};
-use capture_spec::{CaptureStatus, TargetState};
+use capture_spec::TargetState;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use kube::Client;
@@ -142,8 +142,7 @@ impl Agents {
     /// The merge inputs of a capture: one per pod interface with files, its files fetched from
     /// its node's agent in order as the merge reaches them.
     pub async fn inputs(&self, record: &CaptureRecord) -> Result<Vec<MergeInput>, Problem> {
-        let status: CaptureStatus =
-            serde_json::from_value(record.status.clone()).map_err(Problem::internal)?;
+        let status = record.capture_status().map_err(Problem::internal)?;
         let targets: Vec<_> = status
             .targets
             .into_iter()
@@ -201,18 +200,14 @@ impl Agents {
         id: &str,
         headers: &HeaderMap,
     ) -> Result<Response, Problem> {
-        let status: CaptureStatus =
-            serde_json::from_value(record.status.clone()).map_err(Problem::internal)?;
+        let status = record.capture_status().map_err(Problem::internal)?;
         let Some((node, file)) = status
             .targets
             .iter()
             .flat_map(|t| t.files.iter().map(move |f| (t.node.clone(), f.clone())))
             .find(|(_, f)| f.id == id)
         else {
-            return Err(Problem::not_found(format!(
-                "capture {}/{} has no file {id:?}: list its files with GET .../captures/{}/files",
-                record.namespace, record.name, record.name
-            )));
+            return Err(crate::routes::no_such_file(record, id));
         };
         let url = format!(
             "{}/v1/captures/{}/files/{}",
@@ -278,8 +273,7 @@ impl Agents {
         self: std::sync::Arc<Self>,
         record: &CaptureRecord,
     ) -> Result<Response, Problem> {
-        let status: CaptureStatus =
-            serde_json::from_value(record.status.clone()).map_err(Problem::internal)?;
+        let status = record.capture_status().map_err(Problem::internal)?;
         let nodes: BTreeSet<String> = status
             .targets
             .iter()

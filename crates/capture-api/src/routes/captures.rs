@@ -14,14 +14,15 @@ use serde_json::{json, Value};
 use std::fmt::Write as _;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{new_id, Action, Caller};
+use crate::auth::{Action, Caller};
 use crate::captures::{prepare_capture, CreateError};
 use crate::problem::{InvalidParam, Problem};
 use crate::server::AppState;
 use crate::store::{CaptureRecord, RawCaptureRecord, StoreError};
 
 use super::object::{
-    check_name, check_namespace, invalid_spec, parse_object, selector_from_text, DryRunQuery,
+    check_name, check_namespace, invalid_spec, parse_object, requested_name, selector_from_text,
+    DryRunQuery,
 };
 use super::openapi::{CapturePath, NamespacePath, PacketCapture, PacketCaptureList};
 
@@ -259,14 +260,7 @@ pub async fn create(
         r#"{"metadata": {"name": "web"}, "spec": {"podSelector": ..., "duration": "10m"}}"#;
     let (metadata, mut spec) = parse_object(&body, &namespace, "PacketCapture", example)?;
     selector_from_text(&mut spec, "/podSelector", "spec.podSelector")?;
-    // A bad name is reported together with the spec's errors, so one answer lists every field.
-    let (name, bad_name) = match metadata.name {
-        Some(name) => {
-            let bad_name = check_name(&name).err();
-            (name, bad_name)
-        }
-        None => (format!("capture-{}", new_id(5)), None),
-    };
+    let (name, bad_name) = requested_name(metadata.name, "capture", check_name);
     let spec = CaptureSpec::from_json_value(&spec, "spec")
         .map_err(|e| invalid_spec(e, "capture").after(bad_name.clone()))?;
     let invalid = |error: CreateError| match error {
@@ -277,43 +271,40 @@ pub async fn create(
         CreateError::Store(e) => Problem::store(e),
         other => Problem::internal(other),
     };
-    let window_checked = |result: Result<CaptureRecord, CreateError>| match (result, &bad_name) {
-        (Err(error), _) => Err(invalid(error)),
-        (Ok(_), Some(problem)) => Err(problem.clone()),
-        (Ok(record), None) => Ok(record),
-    };
-    let record = window_checked(prepare_capture(
+    let record = prepare_capture(
         &namespace,
         &name,
         spec,
         None,
         state.settings.max_window,
         Utc::now(),
-    ))?;
+    )
+    .map_err(invalid)?;
+    if let Some(problem) = bad_name {
+        return Err(problem);
+    }
     if dry_run {
         return Ok((StatusCode::OK, Json(resource(&record))));
     }
-    if state.cluster.is_some() {
-        // Kubernetes mode: the capture is a PacketCapture object; the agents pick it up.
-        state
-            .store
-            .insert_capture(&record)
-            .map_err(|error| invalid(CreateError::Store(error)))?;
-        let stored = find(&state, &namespace, &record.name)?;
-        return Ok((StatusCode::CREATED, Json(resource(&stored))));
-    }
-    if let Some(reason) = state.runner.storage_full() {
-        return Err(Problem::insufficient_storage(format!(
-            "no new capture can start: {reason}"
-        )));
+    // In Kubernetes mode the capture is a PacketCapture object the node agents pick up; here
+    // the local runner captures, within the data directory's limits.
+    let standalone = state.cluster.is_none();
+    if standalone {
+        if let Some(reason) = state.runner.storage_full() {
+            return Err(Problem::insufficient_storage(format!(
+                "no new capture can start: {reason}"
+            )));
+        }
     }
     state
         .store
         .insert_capture(&record)
         .map_err(|error| invalid(CreateError::Store(error)))?;
-    // Start it now rather than at the next runner pass.
-    let runner = state.runner.clone();
-    let _ = tokio::task::spawn_blocking(move || runner.pass()).await;
+    if standalone {
+        // Start it now rather than at the next runner pass.
+        let runner = state.runner.clone();
+        let _ = tokio::task::spawn_blocking(move || runner.pass()).await;
+    }
     let stored = find(&state, &namespace, &record.name)?;
     Ok((StatusCode::CREATED, Json(resource(&stored))))
 }

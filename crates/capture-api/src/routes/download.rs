@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use capture_agent::merge::{merge, MergeInput};
-use capture_spec::{CaptureStatus, OutputFormat};
+use capture_spec::OutputFormat;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -60,8 +60,7 @@ pub async fn inputs_of(
     if let Some(cluster) = &state.cluster {
         return cluster.agents.inputs(record).await;
     }
-    let status: CaptureStatus =
-        serde_json::from_value(record.status.clone()).map_err(Problem::internal)?;
+    let status = record.capture_status().map_err(Problem::internal)?;
     Ok(capture_inputs(
         &state.runner.capture_dir(&record.uid),
         &status,

@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::Json;
-use capture_spec::{CaptureStatus, FileStatus};
+use capture_spec::FileStatus;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
@@ -24,8 +24,7 @@ use super::openapi::{CaptureFileList, CaptureFilePath, CapturePath, PcapBytes, P
 
 /// Every file of a capture, each with the pod it belongs to.
 fn files_of(record: &CaptureRecord) -> Result<Vec<(String, FileStatus)>, Problem> {
-    let status: CaptureStatus =
-        serde_json::from_value(record.status.clone()).map_err(Problem::internal)?;
+    let status = record.capture_status().map_err(Problem::internal)?;
     Ok(status
         .targets
         .into_iter()
@@ -64,6 +63,14 @@ pub async fn list(
         })
         .collect();
     Ok(Json(json!({ "items": items })))
+}
+
+/// The 404 for a file id that `record` does not list.
+pub fn no_such_file(record: &CaptureRecord, id: &str) -> Problem {
+    Problem::not_found(format!(
+        "capture {}/{} has no file {id:?}: list its files with GET .../captures/{}/files",
+        record.namespace, record.name, record.name
+    ))
 }
 
 /// The content type of a capture file, from the name podcap gave it.
@@ -173,10 +180,7 @@ pub async fn file_response(
             .await;
     }
     let Some((_, file)) = files_of(record)?.into_iter().find(|(_, f)| f.id == id) else {
-        return Err(Problem::not_found(format!(
-            "capture {}/{} has no file {id:?}: list its files with GET .../captures/{}/files",
-            record.namespace, record.name, record.name
-        )));
+        return Err(no_such_file(record, id));
     };
     let path = state.runner.capture_dir(&record.uid).join(&file.name);
     let mut handle = tokio::fs::File::open(&path).await.map_err(|e| {

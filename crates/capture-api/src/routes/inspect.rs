@@ -4,7 +4,6 @@
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use capture_spec::CaptureStatus;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -16,7 +15,6 @@ use crate::auth::{Action, Caller};
 use crate::inspect::{preview, timeline, PacketRow, Timeline};
 use crate::problem::{InvalidParam, Problem};
 use crate::server::AppState;
-use crate::store::CaptureRecord;
 
 const DEFAULT_PREVIEW: usize = 100;
 const MAX_PREVIEW: usize = 1000;
@@ -34,10 +32,6 @@ pub struct PacketsQuery {
 pub struct PacketPreview {
     /// In merged time order, as in the merged download.
     items: Vec<PacketRow>,
-}
-
-fn status_of(record: &CaptureRecord) -> Result<CaptureStatus, Problem> {
-    serde_json::from_value(record.status.clone()).map_err(Problem::internal)
 }
 
 #[utoipa::path(
@@ -102,7 +96,7 @@ pub async fn timeline_of(
 ) -> Result<Json<Timeline>, Problem> {
     caller.authorize(Action::Read, &namespace)?;
     let record = find(&state, &namespace, &name)?;
-    let status = status_of(&record)?;
+    let status = record.capture_status().map_err(Problem::internal)?;
     let now = Utc::now();
     let start = status.started_at.unwrap_or(now);
     let end = status.finished_at.unwrap_or(now).max(start);

@@ -14,6 +14,7 @@ mod download;
 mod files;
 
 pub use files::content_type as files_content_type;
+pub use files::no_such_file;
 mod inspect;
 pub mod live;
 mod namespaces;

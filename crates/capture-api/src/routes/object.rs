@@ -150,3 +150,20 @@ pub fn selector_from_text(spec: &mut Value, pointer: &str, field: &str) -> Resul
     *slot = serde_json::to_value(selector).map_err(Problem::internal)?;
     Ok(())
 }
+
+/// The name of an object to create: `requested`, or `{prefix}-xxxxx` generated when left out;
+/// with the 422 of `check` when the requested name is bad, kept to be reported together with
+/// the spec's errors so that one answer lists every field to fix.
+pub fn requested_name(
+    requested: Option<String>,
+    prefix: &str,
+    check: impl Fn(&str) -> Result<(), Problem>,
+) -> (String, Option<Problem>) {
+    match requested {
+        Some(name) => {
+            let bad = check(&name).err();
+            (name, bad)
+        }
+        None => (format!("{prefix}-{}", crate::auth::new_id(5)), None),
+    }
+}

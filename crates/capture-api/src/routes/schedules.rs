@@ -24,8 +24,8 @@ use crate::store::{ScheduleRecord, StoreError};
 
 use super::captures::API_VERSION;
 use super::object::{
-    check_name, check_namespace, field_problem, invalid_spec, parse_object, selector_from_text,
-    DryRunQuery, ObjectMetadata,
+    check_name, check_namespace, field_problem, invalid_spec, parse_object, requested_name,
+    selector_from_text, DryRunQuery, ObjectMetadata,
 };
 use super::openapi::{
     NamespacePath, PacketCaptureSchedule, PacketCaptureScheduleList, SchedulePath,
@@ -218,14 +218,7 @@ pub async fn create(
     check_namespace(&namespace)?;
     let dry_run = dry_run.is_dry_run()?;
     let (metadata, spec) = parse_body(&body, &namespace)?;
-    // A bad name is reported together with the spec's errors, so one answer lists every field.
-    let (name, bad_name) = match metadata.name {
-        Some(name) => {
-            let bad_name = check_schedule_name(&name).err();
-            (name, bad_name)
-        }
-        None => (format!("schedule-{}", new_id(5)), None),
-    };
+    let (name, bad_name) = requested_name(metadata.name, "schedule", check_schedule_name);
     let (spec, status) = checked_spec(&state, &spec, ScheduleStatus::default())
         .map_err(|problem| problem.after(bad_name.clone()))?;
     if let Some(problem) = bad_name {

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::captures::find;
 use super::download::{format_named, merged_response};
-use super::files::file_response;
+use super::files::{file_response, no_such_file};
 use super::openapi::{CapturePath, PcapBytes, PcapngBytes};
 use crate::auth::{Action, Caller};
 use crate::problem::Problem;
@@ -78,16 +78,14 @@ pub async fn create(
     let record = find(&state, &namespace, &name)?;
     let download = match (request.file, request.format) {
         (Some(id), _) => {
-            let listed =
-                serde_json::from_value::<capture_spec::CaptureStatus>(record.status.clone())
-                    .map_err(Problem::internal)?
-                    .targets
-                    .iter()
-                    .any(|target| target.files.iter().any(|file| file.id == id));
+            let listed = record
+                .capture_status()
+                .map_err(Problem::internal)?
+                .targets
+                .iter()
+                .any(|target| target.files.iter().any(|file| file.id == id));
             if !listed {
-                return Err(Problem::not_found(format!(
-                    "capture {namespace}/{name} has no file {id:?}: list its files with GET .../captures/{name}/files"
-                )));
+                return Err(no_such_file(&record, &id));
             }
             Download::File(id)
         }

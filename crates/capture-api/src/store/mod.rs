@@ -49,6 +49,13 @@ pub struct CaptureRecord {
     pub schedule: Option<String>,
 }
 
+impl CaptureRecord {
+    /// The status, decoded.
+    pub fn capture_status(&self) -> Result<capture_spec::CaptureStatus, serde_json::Error> {
+        serde_json::from_value(self.status.clone())
+    }
+}
+
 /// A capture as stored, with spec and status left as JSON text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawCaptureRecord {
