@@ -33,6 +33,21 @@ function append(element, children) {
   }
 }
 
+/** The console's address of a capture's page. */
+export function captureHref(namespace, name) {
+  return `#/captures/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}`;
+}
+
+/** The console's address of a schedule's page. */
+export function scheduleHref(namespace, name) {
+  return `#/schedules/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}`;
+}
+
+/** A table head of column headers `titles` (scope=col, for screen readers). */
+export function tableHead(titles) {
+  return h('thead', {}, h('tr', {}, titles.map((title) => h('th', { scope: 'col' }, title))));
+}
+
 /** Replaces everything in `element` with `children`. */
 export function replace(element, ...children) {
   element.replaceChildren();

@@ -9,7 +9,7 @@ import {
 import { packetRateChart } from '../chart.js';
 import {
   RUNNING_PHASES, announce, confirmDialog, copyText, errorBox, formatBytes, formatCount, formatDuration,
-  h, phaseBadge, replace, timeElement,
+  h, phaseBadge, replace, timeElement, tableHead
 } from '../ui.js';
 import { summarize } from './capture-list.js';
 
@@ -162,7 +162,7 @@ export default async function captureDetail({ main, params, navigate, isCurrent 
     }
     replace(targetsSection, h('div', { class: 'table-wrap' }, h('table', { class: 'data-table responsive' },
       h('caption', { class: 'visually-hidden' }, 'Captured pod interfaces'),
-      h('thead', {}, h('tr', {}, ['Pod', 'Node', 'Interface', 'State', 'Packets', 'Bytes', 'Drops', 'Files'].map((title) => h('th', { scope: 'col' }, title)))),
+      tableHead(['Pod', 'Node', 'Interface', 'State', 'Packets', 'Bytes', 'Drops', 'Files']),
       h('tbody', {}, targets.map((target) => h('tr', {},
         h('th', { scope: 'row', 'data-label': 'Pod' }, target.pod, target.error ? h('p', { class: 'field-error' }, target.error) : null),
         h('td', { 'data-label': 'Node' }, target.node),
@@ -196,7 +196,7 @@ export default async function captureDetail({ main, params, navigate, isCurrent 
         downloadButton('Download merged pcap', { format: 'pcap' }, { disabled: files.length === 0 })),
       files.length === 0 ? h('p', { class: 'muted' }, 'No files yet.') : h('div', { class: 'table-wrap' }, h('table', { class: 'data-table responsive' },
         h('caption', {}, `${files.length} file${files.length === 1 ? '' : 's'}`),
-        h('thead', {}, h('tr', {}, ['File', 'Pod', 'Size', 'Packets', 'First packet', ''].map((title) => h('th', { scope: 'col' }, title)))),
+        tableHead(['File', 'Pod', 'Size', 'Packets', 'First packet', '']),
         h('tbody', {}, files.map((file) => h('tr', {},
           h('th', { scope: 'row', 'data-label': 'File' }, h('code', {}, file.name)),
           h('td', { 'data-label': 'Pod' }, file.pod),
@@ -252,7 +252,7 @@ export default async function captureDetail({ main, params, navigate, isCurrent 
       created,
       shares.length === 0 ? h('p', { class: 'muted' }, 'No share links.') : h('div', { class: 'table-wrap' }, h('table', { class: 'data-table responsive', id: 'share-table' },
         h('caption', { class: 'visually-hidden' }, 'Share links'),
-        h('thead', {}, h('tr', {}, ['Link', 'State', 'Created', 'Expires', 'Downloads', ''].map((title) => h('th', { scope: 'col' }, title)))),
+        tableHead(['Link', 'State', 'Created', 'Expires', 'Downloads', '']),
         h('tbody', {}, shares.map((share) => h('tr', { dataset: { share: share.id } },
           h('th', { scope: 'row', 'data-label': 'Link' }, h('code', {}, share.id)),
           h('td', { 'data-label': 'State' }, share.state),
@@ -296,7 +296,7 @@ export default async function captureDetail({ main, params, navigate, isCurrent 
     previewDone = rows.length >= PREVIEW_ROWS || !RUNNING_PHASES.has(capture.status?.phase);
     replace(previewSection, rows.length === 0 ? h('p', { class: 'muted' }, 'No packets yet.') : h('div', { class: 'table-wrap' }, h('table', { class: 'data-table packets', id: 'packet-table' },
       h('caption', { class: 'visually-hidden' }, `The first ${rows.length} packets, decoded`),
-      h('thead', {}, h('tr', {}, ['No.', 'Time', 'Pod', 'Source', 'Destination', 'Protocol', 'Length', 'Info'].map((title) => h('th', { scope: 'col' }, title)))),
+      tableHead(['No.', 'Time', 'Pod', 'Source', 'Destination', 'Protocol', 'Length', 'Info']),
       h('tbody', {}, rows.map((row) => h('tr', {},
         h('td', { class: 'num' }, row.number),
         h('td', { class: 'num', title: row.time }, row.relativeSeconds.toFixed(6)),

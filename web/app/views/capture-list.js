@@ -4,7 +4,7 @@
 
 import { get } from '../api.js';
 import {
-  RUNNING_PHASES, errorBox, formatAge, formatBytes, formatCount, h, phaseBadge, replace, timeElement,
+  RUNNING_PHASES, errorBox, formatAge, formatBytes, formatCount, h, phaseBadge, replace, timeElement, tableHead, captureHref
 } from '../ui.js';
 
 const PHASES = ['Scheduled', 'Capturing', 'Completed', 'Stopped', 'Failed'];
@@ -97,12 +97,12 @@ function table(items) {
   return h('div', { class: 'table-wrap' },
     h('table', { class: 'data-table responsive' },
       h('caption', { class: 'visually-hidden' }, `${items.length} captures`),
-      h('thead', {}, h('tr', {}, header.map((title) => h('th', { scope: 'col' }, title)))),
+      tableHead(header),
       h('tbody', {}, items.map((item) => {
         const { metadata, status = {} } = item;
         const totals = summarize(status);
         return h('tr', { dataset: { name: metadata.name, namespace: metadata.namespace } },
-          h('th', { scope: 'row', 'data-label': 'Name' }, h('a', { href: detailHref(metadata) }, metadata.name)),
+          h('th', { scope: 'row', 'data-label': 'Name' }, h('a', { href: captureHref(metadata.namespace, metadata.name) }, metadata.name)),
           h('td', { 'data-label': 'Namespace' }, metadata.namespace),
           h('td', { 'data-label': 'Phase' }, phaseBadge(status.phase)),
           h('td', { 'data-label': 'Pods', class: 'num' }, formatCount(totals.pods)),
@@ -112,8 +112,4 @@ function table(items) {
           h('td', { 'data-label': 'Started' }, timeElement(status.startedAt)),
           h('td', { 'data-label': 'Age' }, formatAge(metadata.creationTimestamp, now)));
       }))));
-}
-
-export function detailHref(metadata) {
-  return `#/captures/${encodeURIComponent(metadata.namespace)}/${encodeURIComponent(metadata.name)}`;
 }

@@ -5,7 +5,7 @@
 
 import { ApiError, get, post } from '../api.js';
 import {
-  announce, clearFieldErrors, debounce, errorBox, field, h, replace, setFieldError,
+  announce, clearFieldErrors, debounce, errorBox, field, h, replace, setFieldError, captureHref, scheduleHref
 } from '../ui.js';
 
 const PROTOCOLS = ['TCP', 'UDP', 'SCTP', 'UDPLite', 'ICMP', 'ICMPv6'];
@@ -256,11 +256,11 @@ export default async function newCapture({ main, query, navigate }) {
         };
         const created = await post(`/namespaces/${encodeURIComponent(namespace)}/schedules`, body);
         announce(`Schedule ${created.metadata.name} created`);
-        navigate(`#/schedules/${encodeURIComponent(namespace)}/${encodeURIComponent(created.metadata.name)}`);
+        navigate(scheduleHref(namespace, created.metadata.name));
       } else {
         const created = await post(`/namespaces/${encodeURIComponent(namespace)}/captures`, { metadata, spec });
         announce(`Capture ${created.metadata.name} created`);
-        navigate(`#/captures/${encodeURIComponent(namespace)}/${encodeURIComponent(created.metadata.name)}`);
+        navigate(captureHref(namespace, created.metadata.name));
       }
     } catch (error) {
       showErrors(error);

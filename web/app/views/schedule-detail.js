@@ -4,7 +4,7 @@
 
 import { ApiError, del, get, put, schedulePath } from '../api.js';
 import {
-  announce, confirmDialog, errorBox, h, phaseBadge, replace, timeElement,
+  announce, confirmDialog, errorBox, h, phaseBadge, replace, timeElement, tableHead, captureHref
 } from '../ui.js';
 import { describeFilters, describeSelector } from './capture-detail.js';
 
@@ -77,9 +77,9 @@ export default async function scheduleDetail({ main, params, navigate, isCurrent
         h('h2', { id: 'schedule-history' }, 'History'),
         history.length === 0 ? h('p', { class: 'muted' }, 'No runs yet.') : h('div', { class: 'table-wrap' }, h('table', { class: 'data-table responsive', id: 'schedule-history-table' },
           h('caption', { class: 'visually-hidden' }, 'Runs of this schedule'),
-          h('thead', {}, h('tr', {}, ['Capture', 'Scheduled for', 'Phase'].map((title) => h('th', { scope: 'col' }, title)))),
+          tableHead(['Capture', 'Scheduled for', 'Phase']),
           h('tbody', {}, [...history].reverse().map((run) => h('tr', {},
-            h('th', { scope: 'row', 'data-label': 'Capture' }, h('a', { href: `#/captures/${encodeURIComponent(namespace)}/${encodeURIComponent(run.name)}` }, run.name)),
+            h('th', { scope: 'row', 'data-label': 'Capture' }, h('a', { href: captureHref(namespace, run.name) }, run.name)),
             h('td', { 'data-label': 'Scheduled for' }, timeElement(run.scheduledFor)),
             h('td', { 'data-label': 'Phase' }, phaseBadge(run.phase)))))))));
   };

@@ -3,7 +3,7 @@
 // schedule" mode).
 
 import { get } from '../api.js';
-import { errorBox, h, replace, timeElement } from '../ui.js';
+import { errorBox, h, replace, timeElement, tableHead, scheduleHref } from '../ui.js';
 
 export default async function scheduleList({ main }) {
   document.title = 'Schedules · podcap';
@@ -30,9 +30,9 @@ export default async function scheduleList({ main }) {
   }
   replace(body, h('div', { class: 'table-wrap' }, h('table', { class: 'data-table responsive' },
     h('caption', { class: 'visually-hidden' }, `${items.length} schedules`),
-    h('thead', {}, h('tr', {}, ['Name', 'Namespace', 'Schedule', 'State', 'Last run', 'Next run', 'Runs kept'].map((title) => h('th', { scope: 'col' }, title)))),
+    tableHead(['Name', 'Namespace', 'Schedule', 'State', 'Last run', 'Next run', 'Runs kept']),
     h('tbody', {}, items.map(({ metadata, spec = {}, status = {} }) => h('tr', { dataset: { name: metadata.name } },
-      h('th', { scope: 'row', 'data-label': 'Name' }, h('a', { href: `#/schedules/${encodeURIComponent(metadata.namespace)}/${encodeURIComponent(metadata.name)}` }, metadata.name)),
+      h('th', { scope: 'row', 'data-label': 'Name' }, h('a', { href: scheduleHref(metadata.namespace, metadata.name) }, metadata.name)),
       h('td', { 'data-label': 'Namespace' }, metadata.namespace),
       h('td', { 'data-label': 'Schedule' }, h('code', {}, spec.schedule), spec.timeZone ? h('span', { class: 'muted' }, ` ${spec.timeZone}`) : null),
       h('td', { 'data-label': 'State' }, spec.suspend ? h('span', { class: 'badge badge-stopped' }, 'Suspended') : h('span', { class: 'badge badge-capturing' }, 'Active')),
