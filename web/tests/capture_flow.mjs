@@ -1,5 +1,5 @@
 // The console end to end against `capture-api --standalone` with two netns pods sending UDP
-// (set up by crates/capture-api/tests/web_ui.rs): sign in (a refused token first), create a
+// (set up by tests/web_ui.rs): sign in (a refused token first), create a
 // capture through the form (bad input first: the API's messages must appear at the fields),
 // watch it complete, download the merged capture with the buttons, share it, open the link in a
 // fresh browser context, revoke it; a token of another namespace gets a clear 403; a cron

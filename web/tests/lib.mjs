@@ -2,7 +2,7 @@
 // `capture-api --standalone`. Plain ESM, no test framework: a script is a sequence of `step`s
 // inside `main`, and exits non-zero on the first failure (with screenshots of every open page).
 //
-// Environment (set by crates/capture-api/tests/web_ui.rs; set them yourself to run a script by hand):
+// Environment (set by tests/web_ui.rs; set them yourself to run a script by hand):
 //   PODCAP_URL        base URL of the server, e.g. http://127.0.0.1:8080 (required)
 //   PODCAP_TOKEN      the admin bearer token (data-dir/admin-token)
 //   PODCAP_ARTIFACTS  where screenshots go (default: web/tests/artifacts)
