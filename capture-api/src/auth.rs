@@ -80,16 +80,16 @@ impl Action {
     }
 }
 
-/// The authenticated caller of a request.
+/// The holder of an API token (standalone mode), as [`authenticate`] found them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
+pub struct TokenCaller {
     pub token_id: String,
     pub role: Role,
     /// None = every namespace.
     pub namespaces: Option<Vec<String>>,
 }
 
-impl Caller {
+impl TokenCaller {
     /// Ok when the caller may do `action` in `namespace`; a 403 problem otherwise.
     pub fn authorize(&self, action: Action, namespace: &str) -> Result<(), Problem> {
         if let Some(allowed) = &self.namespaces {
@@ -181,7 +181,7 @@ pub fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> anyhow::Result<Opt
 }
 
 /// The caller behind an `Authorization` header value, or a 401 problem saying what to send.
-pub fn authenticate(store: &dyn Store, header: Option<&str>) -> Result<Caller, Problem> {
+pub fn authenticate(store: &dyn Store, header: Option<&str>) -> Result<TokenCaller, Problem> {
     let Some(header) = header else {
         return Err(Problem::unauthorized(
             "no Authorization header: send `Authorization: Bearer <token>` (the first admin token is in <data-dir>/admin-token)",
@@ -201,7 +201,7 @@ pub fn authenticate(store: &dyn Store, header: Option<&str>) -> Result<Caller, P
         ));
     };
     let role = record.role.parse::<Role>().map_err(Problem::internal)?;
-    Ok(Caller {
+    Ok(TokenCaller {
         token_id: record.id,
         role,
         namespaces: record.namespaces,
@@ -212,8 +212,8 @@ pub fn authenticate(store: &dyn Store, header: Option<&str>) -> Result<Caller, P
 mod tests {
     use super::*;
 
-    fn caller(role: Role, namespaces: Option<Vec<&str>>) -> Caller {
-        Caller {
+    fn caller(role: Role, namespaces: Option<Vec<&str>>) -> TokenCaller {
+        TokenCaller {
             token_id: "t".into(),
             role,
             namespaces: namespaces.map(|n| n.into_iter().map(String::from).collect()),

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use capture_api::runner::Runner;
-use capture_api::server::{self, AppState, Settings};
+use capture_api::server;
+use capture_api::standalone::Standalone;
+use capture_api::state::{AppState, Settings};
 use capture_api::store::{SqliteStore, Store};
 use clap::Parser;
 
@@ -143,26 +145,18 @@ async fn run_kubernetes(args: Args) -> anyhow::Result<()> {
         },
     );
     let store: Arc<dyn Store> = cluster.store.clone();
-    // Captures run on the nodes; this runner is never started (the routes do not use it in
-    // Kubernetes mode) and only fills the state's slot.
-    let runner = Runner::new(store.clone(), args.data_dir.clone(), Default::default());
     tokio::spawn(capture_api::kube::status::run_forever(cluster.clone()));
-    let runs = Arc::new(capture_api::kube::runs::ClusterRuns {
-        store: cluster.store.clone(),
-    });
     tokio::spawn(
-        capture_api::schedules::Controller::with_runs(store.clone(), runs, args.max_window)
+        capture_api::schedules::Controller::new(store.clone(), cluster.clone(), args.max_window)
             .run_forever(),
     );
     let state = AppState {
         store,
-        runner,
+        backend: cluster,
         settings: Arc::new(Settings {
-            data_dir: args.data_dir.clone(),
             max_window: args.max_window,
         }),
         tickets: Arc::default(),
-        cluster: Some(cluster),
     };
     eprintln!(
         "podcap API (Kubernetes mode) listening on http://{}",
@@ -259,20 +253,18 @@ async fn main() -> anyhow::Result<()> {
     };
     let runner = Runner::new(store.clone(), args.data_dir.clone(), storage);
     tokio::spawn(runner.clone().run_forever());
+    let backend = Standalone::new(store.clone(), runner);
     tokio::spawn(
-        capture_api::schedules::Controller::new(store.clone(), runner.clone(), args.max_window)
+        capture_api::schedules::Controller::new(store.clone(), backend.clone(), args.max_window)
             .run_forever(),
     );
-    let settings = Arc::new(Settings {
-        data_dir: args.data_dir.clone(),
-        max_window: args.max_window,
-    });
     let state = AppState {
         store,
-        runner,
-        settings,
+        backend,
+        settings: Arc::new(Settings {
+            max_window: args.max_window,
+        }),
         tickets: Arc::default(),
-        cluster: None,
     };
     eprintln!("podcap API listening on http://{}", args.listen);
     server::serve(state, args.listen, shutdown_signal()).await

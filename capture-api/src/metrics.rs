@@ -1,7 +1,7 @@
 //! `GET /metrics`: Prometheus text for the numbers a person would graph — captures by phase,
 //! packets, bytes and kernel drops of the stored captures, open live streams and the live
 //! chunks slow watchers missed, and share-link downloads. Computed from the store and the
-//! runner at scrape time, so they survive restarts and never drift from what the API shows.
+//! backend at scrape time, so they survive restarts and never drift from what the API shows.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,8 +13,8 @@ use axum::response::IntoResponse;
 use capture_spec::CaptureStatus;
 
 use crate::problem::Problem;
-use crate::routes::live::OPEN_STREAMS;
-use crate::server::AppState;
+use crate::state::AppState;
+use crate::stream::LiveStream;
 
 const PHASES: [&str; 5] = ["Scheduled", "Capturing", "Completed", "Stopped", "Failed"];
 
@@ -41,7 +41,7 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
 )]
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
     let store = state.store.clone();
-    let runner = state.runner.clone();
+    let backend = state.backend.clone();
     let text = tokio::task::spawn_blocking(move || -> Result<String, Problem> {
         let captures = store.captures(None, None).map_err(Problem::internal)?;
         let mut by_phase: BTreeMap<&str, u64> = PHASES.iter().map(|p| (*p, 0)).collect();
@@ -58,7 +58,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
                 }
             }
         }
-        let (_, skipped) = runner.live_chunk_counts();
+        let skipped = backend.live_chunks_skipped();
         let downloads = store.share_downloads_total().map_err(Problem::internal)?;
         let mut out = String::new();
         let phases: Vec<(String, u64)> = by_phase
@@ -99,7 +99,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             "podcap_live_streams",
             "gauge",
             "Open live streams.",
-            &one(OPEN_STREAMS.load(Ordering::Relaxed)),
+            &one(LiveStream::open_now()),
         );
         metric(
             &mut out,

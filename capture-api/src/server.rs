@@ -1,85 +1,24 @@
-//! The HTTP server: shared state, the router, and the request authentication every `/api`
-//! route goes through (health checks, metrics, share links and the OpenAPI document are the only
-//! unauthenticated routes). The router and the OpenAPI document are built from one list of
-//! handlers, [`routes`].
+//! The HTTP server: the router and its layers. The router and the OpenAPI document are built
+//! from one list of handlers, [`routes`]; every route goes through the access guard
+//! ([`crate::access`]), which lets only health checks, metrics, share links, download tickets
+//! and the web UI through without a token.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
-use axum::extract::{FromRef, FromRequestParts, State};
-use axum::http::header::AUTHORIZATION;
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{self, Caller};
 use crate::metrics;
 use crate::problem::Problem;
 use crate::routes::{openapi, shares, tickets};
-use crate::runner::Runner;
-use crate::store::Store;
+use crate::state::AppState;
 
 /// Largest request body accepted: specs are small; anything bigger is a mistake or an attack.
 const MAX_BODY_BYTES: usize = 256 * 1024;
-
-/// Settings an operator chooses at start.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub data_dir: PathBuf,
-    /// Longest capture window accepted.
-    pub max_window: Duration,
-}
-
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub runner: Arc<Runner>,
-    pub settings: Arc<Settings>,
-    pub tickets: Arc<crate::tickets::DownloadTickets>,
-    /// Kubernetes mode (`--kubernetes`); `None` in standalone mode.
-    pub cluster: Option<Arc<crate::kube::Cluster>>,
-}
-
-impl FromRef<AppState> for Arc<dyn Store> {
-    fn from_ref(state: &AppState) -> Self {
-        state.store.clone()
-    }
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, Problem> {
-        if state.cluster.is_some() {
-            // Kubernetes mode: the route layer has authenticated the caller and authorized the
-            // request with a SubjectAccessReview (crate::kube::auth); the role checks of
-            // standalone mode do not apply.
-            let user = parts
-                .extensions
-                .get::<crate::kube::auth::User>()
-                .ok_or_else(|| {
-                    Problem::unauthorized(
-                        "send `Authorization: Bearer <token>` with your Kubernetes token",
-                    )
-                })?;
-            return Ok(Caller {
-                token_id: user.name.clone(),
-                role: auth::Role::Admin,
-                namespaces: None,
-            });
-        }
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        auth::authenticate(state.store.as_ref(), header)
-    }
-}
 
 /// Liveness: the process serves HTTP.
 #[utoipa::path(
@@ -131,14 +70,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 pub fn router(state: AppState) -> Router {
-    let mut api = Router::from(routes());
-    if state.cluster.is_some() {
-        api = api.route_layer(axum::middleware::from_fn_with_state(
+    Router::from(routes())
+        .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::kube::auth::guard,
-        ));
-    }
-    api
+            crate::access::guard,
+        ))
         .merge(crate::web::router())
         .fallback(|| async {
             Problem::not_found(

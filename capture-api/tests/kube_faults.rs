@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use capture_api::kube::agents::{Agents, Credentials};
 use capture_api::kube::{Cluster, ClusterSettings};
-use capture_api::runner::Runner;
-use capture_api::server::{AppState, Settings};
+use capture_api::state::{AppState, Settings};
 use capture_api::store::Store;
 use http::{Request, Response};
 use kube::client::Body;
@@ -90,16 +89,13 @@ fn apiserver_errors_and_conflicts_become_problems() {
             },
         );
         let store: Arc<dyn Store> = cluster.store.clone();
-        let scratch = std::env::temp_dir().join("podcap-kube-faults");
         let state = AppState {
-            runner: Runner::new(store.clone(), scratch.clone(), Default::default()),
             store,
+            backend: cluster,
             settings: Arc::new(Settings {
-                data_dir: scratch,
                 max_window: Duration::from_secs(3600),
             }),
             tickets: Arc::default(),
-            cluster: Some(cluster),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

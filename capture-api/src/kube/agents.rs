@@ -23,8 +23,8 @@ use kube::api::Api;
 use kube::Client;
 
 use crate::problem::Problem;
-use crate::routes::body;
 use crate::store::CaptureRecord;
+use crate::stream::{self as body, LiveStream};
 
 /// How the API proves itself to agents.
 #[derive(Debug, Clone)]
@@ -200,15 +200,7 @@ impl Agents {
         id: &str,
         headers: &HeaderMap,
     ) -> Result<Response, Problem> {
-        let status = record.capture_status().map_err(Problem::internal)?;
-        let Some((node, file)) = status
-            .targets
-            .iter()
-            .flat_map(|t| t.files.iter().map(move |f| (t.node.clone(), f.clone())))
-            .find(|(_, f)| f.id == id)
-        else {
-            return Err(crate::routes::no_such_file(record, id));
-        };
+        let crate::files::CaptureFile { node, file, .. } = crate::files::find_file(record, id)?;
         let url = format!(
             "{}/v1/captures/{}/files/{}",
             self.url_of(&node).await?,
@@ -246,14 +238,10 @@ impl Agents {
         }
         let mut response = Response::builder()
             .status(code)
-            .header(
-                header::CONTENT_TYPE,
-                crate::routes::files_content_type(&file.name),
-            )
+            .header(header::CONTENT_TYPE, crate::files::content_type(&file.name))
             .header(
                 header::CONTENT_DISPOSITION,
-                HeaderValue::from_str(&format!("attachment; filename=\"{}\"", file.name))
-                    .map_err(Problem::internal)?,
+                crate::files::attachment(&file.name)?,
             )
             .header(header::ACCEPT_RANGES, "bytes");
         for name in [header::CONTENT_LENGTH, header::CONTENT_RANGE] {
@@ -332,15 +320,18 @@ impl Agents {
         }
         let (mut writer, relayed) = body::channel();
         let name = record.name.clone();
-        tokio::task::spawn_blocking(move || match interleave(inputs, &mut writer) {
-            Ok(report) => {
-                if !report.failed_inputs.is_empty() {
-                    tracing::warn!(capture = %name, inputs = ?report.failed_inputs, "live inputs ended early");
+        tokio::task::spawn_blocking(move || {
+            let _open = LiveStream::opened();
+            match interleave(inputs, &mut writer) {
+                Ok(report) => {
+                    if !report.failed_inputs.is_empty() {
+                        tracing::warn!(capture = %name, inputs = ?report.failed_inputs, "live inputs ended early");
+                    }
+                    let _ = io::Write::flush(&mut writer);
                 }
-                let _ = io::Write::flush(&mut writer);
-            }
-            Err(error) => {
-                tracing::debug!(capture = %name, %error, "live stream ended (client left)")
+                Err(error) => {
+                    tracing::debug!(capture = %name, %error, "live stream ended (client left)")
+                }
             }
         });
         Response::builder()

@@ -1,10 +1,10 @@
 //! Cluster auth in Kubernetes mode: who the caller is and what they may do are the cluster's
 //! own answers. The bearer token goes to a TokenReview (401 if the API server does not
 //! authenticate it); each request is then checked with a SubjectAccessReview in the namespace
-//! of its path, with the verb and resource of [`rule`]: `list/get/create/delete/patch
-//! packetcaptures`, `get packetcaptures/files` for anything that hands out packets (downloads,
-//! live, the packet preview and timeline, tickets, share links), `…packetcaptureschedules`, and
-//! `list pods`. A denial is a 403 naming the verb, resource and namespace. Both answers are
+//! of its path, with the verb and resource [`Attributes::of`] gives the route's access (see
+//! `crate::access`): `list/get/create/delete/patch packetcaptures`, `get packetcaptures/files`
+//! for anything that hands out packets (downloads, live, the packet preview and timeline,
+//! tickets, share links), `…packetcaptureschedules`, and `list pods`. A denial is a 403 naming the verb, resource and namespace. Both answers are
 //! cached for [`CACHE_FOR`], keyed by the token's hash (never the token), so a page that makes
 //! ten requests costs one review.
 
@@ -12,20 +12,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::AUTHORIZATION;
-use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use k8s_openapi::api::authentication::v1::TokenReview;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use kube::api::{Api, PostParams};
 use kube::Client;
 use serde_json::json;
 
+use crate::access::Access;
 use crate::auth::hash_secret;
 use crate::problem::Problem;
-use crate::server::AppState;
 
 /// How long a TokenReview or SubjectAccessReview answer is reused.
 pub const CACHE_FOR: Duration = Duration::from_secs(10);
@@ -56,6 +51,26 @@ pub struct Attributes {
 }
 
 impl Attributes {
+    /// What a SubjectAccessReview asks for `access` in `namespace`; `None` when a valid token
+    /// is enough.
+    pub fn of(access: Access, namespace: &str) -> Option<Attributes> {
+        let (verb, resource, subresource, group) = match access {
+            Access::Public | Access::Authenticated => return None,
+            Access::Captures(verb) => (verb.as_str(), "packetcaptures", None, "podcap.io"),
+            // Handing out packets is its own permission, whatever the route does with them.
+            Access::Packets(_) => ("get", "packetcaptures", Some("files"), "podcap.io"),
+            Access::Schedules(verb) => (verb.as_str(), "packetcaptureschedules", None, "podcap.io"),
+            Access::Pods => ("list", "pods", None, ""),
+        };
+        Some(Attributes {
+            verb,
+            group,
+            resource,
+            subresource,
+            namespace: namespace.to_string(),
+        })
+    }
+
     pub fn captures(verb: &'static str, namespace: &str) -> Attributes {
         Attributes {
             verb,
@@ -85,91 +100,6 @@ impl Attributes {
             )
         }
     }
-}
-
-/// How a route is guarded in Kubernetes mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rule {
-    /// No token: health, metrics, share links, download tickets, the web UI.
-    Public,
-    /// A valid token; the handler decides per namespace (the cross-namespace lists) or the
-    /// route holds no data (the OpenAPI document).
-    Authenticated,
-    /// A valid token allowed `verb` on `resource[/subresource]` in the path's namespace.
-    Check {
-        verb: &'static str,
-        group: &'static str,
-        resource: &'static str,
-        subresource: Option<&'static str>,
-    },
-}
-
-const fn captures(verb: &'static str) -> Rule {
-    Rule::Check {
-        verb,
-        group: "podcap.io",
-        resource: "packetcaptures",
-        subresource: None,
-    }
-}
-
-/// `get packetcaptures/files`: handing out packets is its own permission.
-const FILES: Rule = Rule::Check {
-    verb: "get",
-    group: "podcap.io",
-    resource: "packetcaptures",
-    subresource: Some("files"),
-};
-
-const fn schedules(verb: &'static str) -> Rule {
-    Rule::Check {
-        verb,
-        group: "podcap.io",
-        resource: "packetcaptureschedules",
-        subresource: None,
-    }
-}
-
-/// The rule of a route (its method and matched path, e.g.
-/// `/api/v1/namespaces/{namespace}/captures/{name}`); `None` for a route without one, which is
-/// refused — a new route must be added here (a unit test checks every route has a rule).
-pub fn rule(method: &Method, path: &str) -> Option<Rule> {
-    let Some(api) = path.strip_prefix("/api/v1") else {
-        return Some(Rule::Public);
-    };
-    let rest = match api {
-        "/openapi.json" | "/namespaces" | "/captures" => return Some(Rule::Authenticated),
-        _ => api.strip_prefix("/namespaces/{namespace}")?,
-    };
-    let m = method.as_str();
-    Some(match (m, rest) {
-        ("GET", "/captures") => captures("list"),
-        ("POST", "/captures") => captures("create"),
-        ("GET", "/captures/{name}") => captures("get"),
-        ("DELETE", "/captures/{name}") => captures("delete"),
-        ("POST", "/captures/{name}/stop") => captures("patch"),
-        ("GET", "/captures/{name}/files") => captures("get"),
-        ("GET", "/captures/{name}/files/{id}")
-        | ("GET", "/captures/{name}/pcap")
-        | ("GET", "/captures/{name}/live")
-        | ("GET", "/captures/{name}/packets")
-        | ("GET", "/captures/{name}/timeline")
-        | ("POST", "/captures/{name}/downloads")
-        | ("GET" | "POST", "/captures/{name}/shares")
-        | ("DELETE", "/captures/{name}/shares/{id}") => FILES,
-        ("GET", "/schedules") => schedules("list"),
-        ("POST", "/schedules") => schedules("create"),
-        ("GET", "/schedules/{name}") => schedules("get"),
-        ("PUT", "/schedules/{name}") => schedules("update"),
-        ("DELETE", "/schedules/{name}") => schedules("delete"),
-        ("GET", "/pods") => Rule::Check {
-            verb: "list",
-            group: "",
-            resource: "pods",
-            subresource: None,
-        },
-        _ => return None,
-    })
 }
 
 /// A token's hash and what it asks.
@@ -351,104 +281,26 @@ impl ClusterAuth {
     }
 }
 
-/// The namespace segment of `/api/v1/namespaces/{namespace}/...`.
-fn path_namespace(path: &str) -> Option<&str> {
-    path.strip_prefix("/api/v1/namespaces/")?
-        .split('/')
-        .next()
-        .filter(|ns| !ns.is_empty())
-}
-
-/// The route layer of Kubernetes mode: authenticates and authorizes each request by
-/// [`rule`] before its handler runs, and hands the [`User`] on in the request's extensions.
-pub async fn guard(
-    State(state): State<AppState>,
-    matched: Option<MatchedPath>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let Some(cluster) = state.cluster.clone() else {
-        return next.run(request).await;
-    };
-    let path = matched.as_ref().map_or("", |m| m.as_str());
-    let Some(rule) = rule(request.method(), path) else {
-        tracing::error!(method = %request.method(), path, "route without an authorization rule");
-        return Problem::forbidden(format!(
-            "{} {path} has no authorization rule in Kubernetes mode, so it is refused",
-            request.method()
-        ))
-        .into_response();
-    };
-    if rule == Rule::Public {
-        return next.run(request).await;
-    }
-    let header = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let user = match cluster.auth.authenticate(header).await {
-        Ok(user) => user,
-        Err(problem) => return problem.into_response(),
-    };
-    if let Rule::Check {
-        verb,
-        group,
-        resource,
-        subresource,
-    } = rule
-    {
-        let namespace = path_namespace(request.uri().path())
-            .unwrap_or_default()
-            .to_string();
-        let attributes = Attributes {
-            verb,
-            group,
-            resource,
-            subresource,
-            namespace,
-        };
-        if let Err(problem) = cluster.auth.authorize(&user, &attributes).await {
-            return problem.into_response();
-        }
-    }
-    request.extensions_mut().insert(user);
-    next.run(request).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::Verb;
 
     #[test]
-    fn every_route_has_a_rule() {
-        let document = crate::server::openapi();
-        for (path, item) in document.paths.paths {
-            let methods = [
-                (Method::GET, item.get.is_some()),
-                (Method::POST, item.post.is_some()),
-                (Method::PUT, item.put.is_some()),
-                (Method::DELETE, item.delete.is_some()),
-            ];
-            for (method, present) in methods {
-                if present {
-                    assert!(
-                        rule(&method, &path).is_some(),
-                        "{method} {path} has no rule"
-                    );
-                }
-            }
-        }
+    fn packets_need_get_on_the_files_subresource() {
+        let files = Attributes::of(Access::Packets(Verb::Create), "shop").unwrap();
         assert_eq!(
-            rule(
-                &Method::GET,
-                "/api/v1/namespaces/{namespace}/captures/{name}/pcap"
-            ),
-            Some(FILES)
+            (files.verb, files.resource, files.subresource),
+            ("get", "packetcaptures", Some("files"))
         );
-        assert_eq!(rule(&Method::GET, "/share/{token}"), Some(Rule::Public));
         assert_eq!(
-            path_namespace("/api/v1/namespaces/shop/captures"),
-            Some("shop")
+            Attributes::of(Access::Captures(Verb::Patch), "shop")
+                .unwrap()
+                .describe(),
+            "patch packetcaptures.podcap.io in namespace \"shop\""
         );
+        let pods = Attributes::of(Access::Pods, "shop").unwrap();
+        assert_eq!((pods.verb, pods.group, pods.resource), ("list", "", "pods"));
+        assert_eq!(Attributes::of(Access::Authenticated, "shop"), None);
     }
 }

@@ -3,12 +3,12 @@
 //! API's namespace ([`shares`]), every request is authenticated with a TokenReview and
 //! authorized with a SubjectAccessReview in its namespace ([`auth`]), packets come from the node
 //! agents' file endpoints ([`agents`]), and a controller owns each capture's phase and totals
-//! ([`status`]). The REST routes and the web UI are the same as in standalone mode; the routes
-//! ask [`crate::server::AppState::cluster`] which mode they are in where the two differ (files,
-//! stop, delete, live, pods, the cross-namespace lists).
+//! ([`status`]). The REST routes and the web UI are the same as in standalone mode: [`Cluster`]
+//! is this mode's side of the seam, [`crate::backend::Backend`] ([`backend`]).
 
 pub mod agents;
 pub mod auth;
+pub mod backend;
 pub mod namespaces;
 pub mod pods;
 pub mod runs;

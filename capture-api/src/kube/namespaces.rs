@@ -1,5 +1,5 @@
-//! The cross-namespace views in Kubernetes mode (`GET /api/v1/namespaces` and
-//! `GET /api/v1/captures`): only what the caller may list. One SubjectAccessReview for "list
+//! The namespace list in Kubernetes mode (`GET /api/v1/namespaces`): only those where the
+//! caller may list captures. One SubjectAccessReview for "list
 //! packetcaptures in all namespaces" settles it for cluster-wide readers; otherwise each
 //! namespace is asked on its own (answers cached like every review).
 
@@ -11,7 +11,6 @@ use kube::api::{Api, ListParams};
 use super::auth::{Attributes, User};
 use super::Cluster;
 use crate::problem::Problem;
-use crate::store::CaptureRecord;
 
 /// Of `namespaces`, those where `user` may list captures.
 async fn allowed_of(
@@ -64,27 +63,4 @@ pub async fn readable(cluster: &Cluster, user: &User) -> Result<Vec<String>, Pro
             .map_err(Problem::store)?,
     );
     allowed_of(cluster, user, names).await
-}
-
-/// Every capture `user` may list, oldest first.
-pub async fn readable_captures(
-    cluster: &Cluster,
-    user: &User,
-    phase: Option<&str>,
-) -> Result<Vec<CaptureRecord>, Problem> {
-    let mut records = cluster
-        .store
-        .list_captures(None, None)
-        .await
-        .map_err(Problem::store)?;
-    if let Some(phase) = phase {
-        records.retain(|r| r.phase == phase);
-    }
-    let namespaces: BTreeSet<String> = records.iter().map(|r| r.namespace.clone()).collect();
-    let allowed: BTreeSet<String> = allowed_of(cluster, user, namespaces)
-        .await?
-        .into_iter()
-        .collect();
-    records.retain(|r| allowed.contains(&r.namespace));
-    Ok(records)
 }

@@ -1,6 +1,6 @@
 //! Pods in Kubernetes mode, for `GET .../namespaces/{ns}/pods?selector=`: the namespace's
-//! Running pods that a selector matches, listed through the Kubernetes API (the selector is
-//! checked by podcap's parser first, so errors read the same as in standalone mode).
+//! Running pods that a selector matches, listed through the Kubernetes API (the route has parsed
+//! the selector with podcap's parser, so errors read the same as in standalone mode).
 
 use capture_spec::LabelSelector;
 use k8s_openapi::api::core::v1::Pod as KubePod;
@@ -8,27 +8,17 @@ use kube::api::{Api, ListParams};
 
 use super::Cluster;
 use crate::pods::Pod;
-use crate::problem::{InvalidParam, Problem};
+use crate::problem::Problem;
 
 pub async fn matching(
     cluster: &Cluster,
     namespace: &str,
-    selector: &str,
+    selector: &LabelSelector,
 ) -> Result<Vec<Pod>, Problem> {
-    if !selector.is_empty() {
-        selector.parse::<LabelSelector>().map_err(|e| {
-            Problem::invalid(
-                "bad selector",
-                vec![InvalidParam {
-                    name: "selector".into(),
-                    reason: e.to_string(),
-                }],
-            )
-        })?;
-    }
+    let selector = selector.to_string();
     let mut params = ListParams::default();
     if !selector.is_empty() {
-        params = params.labels(selector);
+        params = params.labels(&selector);
     }
     let pods = Api::<KubePod>::namespaced(cluster.client.clone(), namespace)
         .list(&params)

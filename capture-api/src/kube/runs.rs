@@ -1,20 +1,15 @@
-//! How captures are stopped and deleted in Kubernetes mode, for the REST routes and the
-//! schedule controller ([`crate::schedules::runs::Runs`]): the API only changes objects, the
-//! node agents act on them. Stop sets `spec.endTime` to now (the window rule every agent
-//! follows) and marks the capture with the `podcap.io/stopped-at` annotation, so the status
-//! controller ends it as Stopped rather than Completed; delete deletes the object, and each
-//! agent's finalizer holds it until that node's files are gone.
-
-use std::sync::Arc;
+//! How a capture is stopped in Kubernetes mode (see [`super::backend`]): the API only changes
+//! the object, the node agents act on it. Stop sets `spec.endTime` to now (the window rule
+//! every agent follows) and marks the capture with the `podcap.io/stopped-at` annotation, so
+//! the status controller ends it as Stopped rather than Completed.
 
 use capture_spec::CaptureSpec;
 use chrono::{SecondsFormat, Utc};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
-use super::{block_on, store_error, KubeStore, STOPPED_ANNOTATION};
-use crate::schedules::runs::{Runs, RunsError};
-use crate::store::{CaptureRecord, Store, StoreError};
+use super::{store_error, KubeStore, STOPPED_ANNOTATION};
+use crate::store::StoreError;
 
 /// Stops `namespace/name` now unless its window is already over; false if there is no such
 /// capture.
@@ -46,26 +41,4 @@ pub async fn stop_capture(
         .map_err(|e| store_error("stopping a PacketCapture", e))?;
     tracing::info!(namespace, name, "capture stopped: endTime set to now");
     Ok(true)
-}
-
-/// The cluster as the schedule controller's [`Runs`].
-pub struct ClusterRuns {
-    pub store: Arc<KubeStore>,
-}
-
-impl Runs for ClusterRuns {
-    /// Agents watch the objects: a created capture needs no nudge.
-    fn start_now(&self) -> Result<(), RunsError> {
-        Ok(())
-    }
-
-    fn stop(&self, capture: &CaptureRecord) -> Result<(), RunsError> {
-        block_on(stop_capture(&self.store, &capture.namespace, &capture.name))??;
-        Ok(())
-    }
-
-    fn delete(&self, store: &dyn Store, capture: &CaptureRecord) -> Result<(), RunsError> {
-        store.delete_capture(&capture.namespace, &capture.name)?;
-        Ok(())
-    }
 }

@@ -14,11 +14,12 @@ use serde_json::{json, Value};
 use std::fmt::Write as _;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{Action, Caller};
+use crate::backend::Backend;
 use crate::captures::{prepare_capture, CreateError};
 use crate::problem::{InvalidParam, Problem};
-use crate::server::AppState;
-use crate::store::{CaptureRecord, RawCaptureRecord, StoreError};
+use crate::runs::RunsError;
+use crate::state::AppState;
+use crate::store::{CaptureRecord, RawCaptureRecord, Store, StoreError};
 
 use super::object::{
     check_name, check_namespace, invalid_spec, parse_object, requested_name, selector_from_text,
@@ -134,11 +135,9 @@ fn parse_continue(token: &str) -> Result<(String, String), Problem> {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
     Path(namespace): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, Problem> {
-    caller.authorize(Action::Read, &namespace)?;
     check_namespace(&namespace)?;
     if let Some(phase) = &query.phase {
         check_phase(phase)?;
@@ -248,12 +247,10 @@ struct CreateBody {
 )]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
     Path(namespace): Path<String>,
     Query(dry_run): Query<DryRunQuery>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
-    caller.authorize(Action::Write, &namespace)?;
     check_namespace(&namespace)?;
     let dry_run = dry_run.is_dry_run()?;
     let example =
@@ -286,24 +283,19 @@ pub async fn create(
     if dry_run {
         return Ok((StatusCode::OK, Json(resource(&record))));
     }
-    // In Kubernetes mode the capture is a PacketCapture object the node agents pick up; here
-    // the local runner captures, within the data directory's limits.
-    let standalone = state.cluster.is_none();
-    if standalone {
-        if let Some(reason) = state.runner.storage_full() {
-            return Err(Problem::insufficient_storage(format!(
-                "no new capture can start: {reason}"
-            )));
-        }
+    if let Some(reason) = state.backend.refuses_new() {
+        return Err(Problem::insufficient_storage(format!(
+            "no new capture can start: {reason}"
+        )));
     }
     state
         .store
         .insert_capture(&record)
         .map_err(|error| invalid(CreateError::Store(error)))?;
-    if standalone {
-        // Start it now rather than at the next runner pass.
-        let runner = state.runner.clone();
-        let _ = tokio::task::spawn_blocking(move || runner.pass()).await;
+    // Start it now rather than at the next pass of whatever runs captures.
+    let backend = state.backend.clone();
+    if let Ok(Err(error)) = tokio::task::spawn_blocking(move || backend.start_now()).await {
+        tracing::warn!(%error, "starting a new capture at once failed; the next pass retries");
     }
     let stored = find(&state, &namespace, &record.name)?;
     Ok((StatusCode::CREATED, Json(resource(&stored))))
@@ -323,10 +315,8 @@ pub async fn create(
 )]
 pub async fn get(
     State(state): State<AppState>,
-    caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, Problem> {
-    caller.authorize(Action::Read, &namespace)?;
     Ok(Json(resource(&find(&state, &namespace, &name)?)))
 }
 
@@ -345,26 +335,10 @@ pub async fn get(
 )]
 pub async fn stop(
     State(state): State<AppState>,
-    caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, Problem> {
-    caller.authorize(Action::Write, &namespace)?;
-    if let Some(cluster) = &state.cluster {
-        if !crate::kube::runs::stop_capture(&cluster.store, &namespace, &name)
-            .await
-            .map_err(Problem::store)?
-        {
-            find(&state, &namespace, &name)?;
-        }
-        return Ok(Json(resource(&find(&state, &namespace, &name)?)));
-    }
     let record = find(&state, &namespace, &name)?;
-    let runner = state.runner.clone();
-    let uid = record.uid.clone();
-    tokio::task::spawn_blocking(move || runner.stop(&uid, Phase::Stopped))
-        .await
-        .map_err(Problem::internal)?
-        .map_err(Problem::internal)?;
+    blocking(&state, move |backend, store| backend.stop(store, &record)).await?;
     Ok(Json(resource(&find(&state, &namespace, &name)?)))
 }
 
@@ -383,41 +357,23 @@ pub async fn stop(
 )]
 pub async fn delete(
     State(state): State<AppState>,
-    caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
-    caller.authorize(Action::Write, &namespace)?;
-    if state.cluster.is_some() {
-        if !state
-            .store
-            .delete_capture(&namespace, &name)
-            .map_err(Problem::store)?
-        {
-            find(&state, &namespace, &name)?;
-        }
-        return Ok(StatusCode::NO_CONTENT);
-    }
     let record = find(&state, &namespace, &name)?;
-    let runner = state.runner.clone();
-    let uid = record.uid.clone();
-    let directory = state.runner.capture_dir(&record.uid);
-    tokio::task::spawn_blocking(move || runner.stop(&uid, Phase::Stopped))
+    blocking(&state, move |backend, store| backend.delete(store, &record)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Runs `work` with the backend and the store on a blocking thread (the capture life cycle is
+/// synchronous, see [`crate::runs`]).
+async fn blocking(
+    state: &AppState,
+    work: impl FnOnce(&dyn Backend, &dyn Store) -> Result<(), RunsError> + Send + 'static,
+) -> Result<(), Problem> {
+    let backend = state.backend.clone();
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || work(backend.as_ref(), store.as_ref()))
         .await
         .map_err(Problem::internal)?
-        .map_err(Problem::internal)?;
-    state
-        .store
-        .delete_capture(&namespace, &name)
-        .map_err(Problem::internal)?;
-    match tokio::fs::remove_dir_all(&directory).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(Problem::internal(format!(
-                "deleting {}: {e}",
-                directory.display()
-            )))
-        }
-    }
-    Ok(StatusCode::NO_CONTENT)
+        .map_err(Problem::from)
 }

@@ -5,21 +5,19 @@
 //! a client that leaves stops it. Share links serve the same download.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::Response;
-use capture_agent::merge::{merge, MergeInput};
+use capture_agent::merge::merge;
 use capture_spec::OutputFormat;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::body;
 use super::captures::find;
-use super::files::content_type;
-use crate::auth::{Action, Caller};
-use crate::inspect::capture_inputs;
+use crate::files::{attachment, content_type};
 use crate::problem::{InvalidParam, Problem};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::CaptureRecord;
+use crate::stream;
 
 use super::openapi::{CapturePath, PcapBytes, PcapngBytes};
 
@@ -51,30 +49,14 @@ pub fn format_named(text: Option<&str>) -> Result<OutputFormat, Problem> {
     }
 }
 
-/// The merge inputs of a capture: its files on disk (standalone), or fetched from the agents
-/// of the nodes in its status (Kubernetes mode).
-pub async fn inputs_of(
-    state: &AppState,
-    record: &CaptureRecord,
-) -> Result<Vec<MergeInput>, Problem> {
-    if let Some(cluster) = &state.cluster {
-        return cluster.agents.inputs(record).await;
-    }
-    let status = record.capture_status().map_err(Problem::internal)?;
-    Ok(capture_inputs(
-        &state.runner.capture_dir(&record.uid),
-        &status,
-    ))
-}
-
 /// The merged capture of `record` as a streamed response.
 pub async fn merged_response(
     state: &AppState,
     record: &CaptureRecord,
     format: OutputFormat,
 ) -> Result<Response, Problem> {
-    let inputs = inputs_of(state, record).await?;
-    let (mut writer, body) = body::channel();
+    let inputs = state.backend.inputs(record).await?;
+    let (mut writer, body) = stream::channel();
     let name = record.name.clone();
     tokio::task::spawn_blocking(move || match merge(inputs, format, &mut writer) {
         Ok(report) => {
@@ -91,12 +73,10 @@ pub async fn merged_response(
         }
     });
     let filename = format!("{}.{}", record.name, format.extension());
-    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
-        .map_err(Problem::internal)?;
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, content_type(&filename))
-        .header(header::CONTENT_DISPOSITION, disposition)
+        .header(header::CONTENT_DISPOSITION, attachment(&filename)?)
         .body(body)
         .map_err(Problem::internal)
 }
@@ -119,11 +99,9 @@ pub async fn merged_response(
 )]
 pub async fn merged(
     State(state): State<AppState>,
-    caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<FormatQuery>,
 ) -> Result<Response, Problem> {
-    caller.authorize(Action::Read, &namespace)?;
     let format = parse_format(&query)?;
     let record = find(&state, &namespace, &name)?;
     merged_response(&state, &record, format).await

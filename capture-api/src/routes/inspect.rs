@@ -9,12 +9,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::captures::find;
-use super::download::inputs_of;
 use super::openapi::CapturePath;
-use crate::auth::{Action, Caller};
 use crate::inspect::{preview, timeline, PacketRow, Timeline};
 use crate::problem::{InvalidParam, Problem};
-use crate::server::AppState;
+use crate::state::AppState;
 
 const DEFAULT_PREVIEW: usize = 100;
 const MAX_PREVIEW: usize = 1000;
@@ -51,11 +49,9 @@ pub struct PacketPreview {
 )]
 pub async fn packets(
     State(state): State<AppState>,
-    caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<PacketsQuery>,
 ) -> Result<Json<PacketPreview>, Problem> {
-    caller.authorize(Action::Read, &namespace)?;
     let limit = query.limit.unwrap_or(DEFAULT_PREVIEW);
     if !(1..=MAX_PREVIEW).contains(&limit) {
         return Err(Problem::invalid(
@@ -67,7 +63,7 @@ pub async fn packets(
         ));
     }
     let record = find(&state, &namespace, &name)?;
-    let inputs = inputs_of(&state, &record).await?;
+    let inputs = state.backend.inputs(&record).await?;
     let items = tokio::task::spawn_blocking(move || preview(inputs, limit))
         .await
         .map_err(Problem::internal)?
@@ -91,16 +87,14 @@ pub async fn packets(
 )]
 pub async fn timeline_of(
     State(state): State<AppState>,
-    caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<Timeline>, Problem> {
-    caller.authorize(Action::Read, &namespace)?;
     let record = find(&state, &namespace, &name)?;
     let status = record.capture_status().map_err(Problem::internal)?;
     let now = Utc::now();
     let start = status.started_at.unwrap_or(now);
     let end = status.finished_at.unwrap_or(now).max(start);
-    let inputs = inputs_of(&state, &record).await?;
+    let inputs = state.backend.inputs(&record).await?;
     let counted = tokio::task::spawn_blocking(move || timeline(inputs, start, end))
         .await
         .map_err(Problem::internal)?

@@ -1,22 +1,19 @@
-//! The `/api/v1` routes. Every handler takes a [`crate::auth::Caller`], so no route under
-//! `/api` can be reached without a valid token; each then authorizes its action in the
-//! namespace of the path. The one exception is the OpenAPI document, which describes the API
-//! and holds no data.
+//! The `/api/v1` routes. None checks permissions or asks which mode it runs in: the access
+//! guard ([`crate::access`]) has authenticated and authorized every request by the route's
+//! entry in the one access table before the handler runs, and what differs between the modes
+//! is behind [`crate::backend::Backend`] and [`crate::store::Store`].
 //!
 //! Routes are registered only through utoipa-axum's `routes!`, one call per path, from the
 //! handlers' `#[utoipa::path]` attributes: the router and the OpenAPI document are built from the
 //! same list and cannot drift apart. (`routes!` with handlers of different paths would mount all
 //! of them on every path, hence one call per path.)
 
-pub(crate) mod body;
 mod captures;
 mod download;
 mod files;
 
-pub use files::content_type as files_content_type;
-pub use files::no_such_file;
 mod inspect;
-pub mod live;
+mod live;
 mod namespaces;
 mod object;
 pub mod openapi;
@@ -28,7 +25,7 @@ pub mod tickets;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The `/api/v1` routes, relative to `/api/v1`, with their OpenAPI description.
 pub fn api() -> OpenApiRouter<AppState> {

@@ -5,9 +5,6 @@
 use std::collections::BTreeSet;
 
 use axum::extract::{Query, State};
-use axum::Extension;
-
-use crate::kube::auth::User;
 use axum::Json;
 use capture_spec::Phase;
 use serde::{Deserialize, Serialize};
@@ -16,10 +13,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::captures::{check_phase, resource};
 use super::openapi::PacketCaptureList;
-use crate::auth::{Action, Caller};
-use crate::pods;
+use crate::access::{Access, Caller, Verb};
 use crate::problem::Problem;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// A namespace the caller may use.
 #[derive(Serialize, ToSchema)]
@@ -46,31 +42,8 @@ pub struct NamespaceList {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    user: Option<Extension<User>>,
 ) -> Result<Json<NamespaceList>, Problem> {
-    if let (Some(cluster), Some(Extension(user))) = (&state.cluster, user) {
-        let names = crate::kube::namespaces::readable(cluster, &user).await?;
-        return Ok(Json(NamespaceList {
-            items: names
-                .into_iter()
-                .map(|name| NamespaceItem { name })
-                .collect(),
-        }));
-    }
-    let mut names: BTreeSet<String> = match &caller.namespaces {
-        Some(allowed) => allowed.iter().cloned().collect(),
-        None => {
-            let found = tokio::task::spawn_blocking(pods::discover)
-                .await
-                .map_err(Problem::internal)?
-                // A host whose pods cannot be listed still has its captures.
-                .unwrap_or_default();
-            let mut names: BTreeSet<String> = found.into_iter().map(|pod| pod.namespace).collect();
-            names.extend(state.store.namespaces().map_err(Problem::internal)?);
-            names
-        }
-    };
-    names.retain(|name| caller.authorize(Action::Read, name).is_ok());
+    let names = state.backend.namespaces(&caller).await?;
     Ok(Json(NamespaceList {
         items: names
             .into_iter()
@@ -103,27 +76,30 @@ pub struct AllCapturesQuery {
 pub async fn all_captures(
     State(state): State<AppState>,
     caller: Caller,
-    user: Option<Extension<User>>,
     Query(query): Query<AllCapturesQuery>,
 ) -> Result<Json<Value>, Problem> {
     if let Some(phase) = &query.phase {
         check_phase(phase)?;
-    }
-    if let (Some(cluster), Some(Extension(user))) = (&state.cluster, user) {
-        let mut records =
-            crate::kube::namespaces::readable_captures(cluster, &user, query.phase.as_deref())
-                .await?;
-        records.reverse();
-        let items: Vec<Value> = records.iter().map(resource).collect();
-        return Ok(Json(json!({ "items": items, "metadata": {} })));
     }
     let store = state.store.clone();
     let phase = query.phase.clone();
     let mut records = tokio::task::spawn_blocking(move || store.captures(None, phase.as_deref()))
         .await
         .map_err(Problem::internal)?
-        .map_err(Problem::internal)?;
-    records.retain(|record| caller.authorize(Action::Read, &record.namespace).is_ok());
+        .map_err(Problem::store)?;
+    let list = Access::Captures(Verb::List);
+    // One question settles it for callers who may read every namespace; the others are asked
+    // namespace by namespace (the backend caches its answers).
+    if !state.backend.allowed(&caller, list, "").await? {
+        let namespaces: BTreeSet<String> = records.iter().map(|r| r.namespace.clone()).collect();
+        let mut readable = BTreeSet::new();
+        for namespace in namespaces {
+            if state.backend.allowed(&caller, list, &namespace).await? {
+                readable.insert(namespace);
+            }
+        }
+        records.retain(|record| readable.contains(&record.namespace));
+    }
     records.reverse();
     let items: Vec<Value> = records.iter().map(resource).collect();
     Ok(Json(json!({ "items": items, "metadata": {} })))

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use axum::http::header;
+use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
 use capture_spec::{CaptureSpec, CaptureStatus, FileStatus, ScheduleSpec, ScheduleStatus};
 use chrono::{DateTime, Utc};
@@ -21,6 +21,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
+use crate::access::{access_of, Access};
 use crate::problem::Problem;
 
 /// The name of the bearer-token security scheme in the document.
@@ -317,14 +318,10 @@ fn shared_problems() -> BTreeMap<&'static str, (&'static str, &'static str)> {
     ])
 }
 
-/// Whether the operations of `path` need a token: everything under `/api` but the document.
-pub fn needs_token(path: &str) -> bool {
-    path.starts_with("/api/") && path != DOCUMENT_PATH
-}
-
 /// Completes the document the routes produced: the bearer scheme, applied to every `/api`
-/// operation with its 401 and 403 answers, and the shared problem answers. Done here once rather
-/// than on each handler, as every `/api` handler takes a [`crate::auth::Caller`].
+/// operation that needs one (by the access table, [`crate::access::access_of`]) with its 401
+/// and 403 answers, and the shared problem answers. Done here once rather than on each handler,
+/// as the access guard answers them for every handler.
 pub fn finish(mut document: OpenApi) -> OpenApi {
     let components = document.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
@@ -357,15 +354,18 @@ pub fn finish(mut document: OpenApi) -> OpenApi {
     }
     let shared = shared_problems();
     for (path, item) in document.paths.paths.iter_mut() {
-        let secured = needs_token(path);
         let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
+            (Method::GET, &mut item.get),
+            (Method::PUT, &mut item.put),
+            (Method::POST, &mut item.post),
+            (Method::DELETE, &mut item.delete),
+            (Method::PATCH, &mut item.patch),
         ];
-        for operation in operations.into_iter().flatten() {
+        for (method, operation) in operations {
+            let Some(operation) = operation else {
+                continue;
+            };
+            let secured = access_of(&method, path).is_some_and(|access| access != Access::Public);
             let responses = &mut operation.responses.responses;
             let mut add = |status: &str| {
                 if let Some((name, _)) = shared.get(status) {

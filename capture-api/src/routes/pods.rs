@@ -9,10 +9,9 @@ use capture_spec::LabelSelector;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{Action, Caller};
-use crate::pods::{self, Pod};
+use crate::pods::Pod;
 use crate::problem::{InvalidParam, Problem};
-use crate::server::AppState;
+use crate::state::AppState;
 
 use super::openapi::NamespacePath;
 
@@ -55,11 +54,9 @@ pub struct PodSchema {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
     Path(namespace): Path<String>,
     Query(query): Query<PodQuery>,
 ) -> Result<Json<Vec<Pod>>, Problem> {
-    caller.authorize(Action::Read, &namespace)?;
     let selector = match query
         .selector
         .as_deref()
@@ -77,24 +74,7 @@ pub async fn list(
         })?,
         None => LabelSelector::default(),
     };
-    if let Some(cluster) = &state.cluster {
-        return crate::kube::pods::matching(
-            cluster,
-            &namespace,
-            query.selector.as_deref().map(str::trim).unwrap_or_default(),
-        )
-        .await
-        .map(Json);
-    }
-    let all = tokio::task::spawn_blocking(pods::discover)
-        .await
-        .map_err(Problem::internal)?
-        .map_err(Problem::internal)?;
-    Ok(Json(
-        all.into_iter()
-            .filter(|p| p.namespace == namespace && selector.matches(&p.labels))
-            .collect(),
-    ))
+    state.backend.pods(&namespace, &selector).await.map(Json)
 }
 
 #[cfg(test)]

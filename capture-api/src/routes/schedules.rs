@@ -16,10 +16,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::auth::{new_id, Action, Caller};
+use crate::auth::new_id;
 use crate::problem::Problem;
-use crate::schedules::{cleanup, lock_schedule_writes, status, MAX_SCHEDULE_NAME_LENGTH};
-use crate::server::AppState;
+use crate::schedules::{lock_schedule_writes, status, MAX_SCHEDULE_NAME_LENGTH};
+use crate::state::AppState;
 use crate::store::{ScheduleRecord, StoreError};
 
 use super::captures::API_VERSION;
@@ -177,10 +177,8 @@ async fn with_schedules_locked<T: Send + 'static>(
 )]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
     Path(namespace): Path<String>,
 ) -> Result<Json<Value>, Problem> {
-    caller.authorize(Action::Read, &namespace)?;
     check_namespace(&namespace)?;
     let records = state
         .store
@@ -209,12 +207,10 @@ pub async fn list(
 )]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
     Path(namespace): Path<String>,
     Query(dry_run): Query<DryRunQuery>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
-    caller.authorize(Action::Write, &namespace)?;
     check_namespace(&namespace)?;
     let dry_run = dry_run.is_dry_run()?;
     let (metadata, spec) = parse_body(&body, &namespace)?;
@@ -260,10 +256,8 @@ pub async fn create(
 )]
 pub async fn get(
     State(state): State<AppState>,
-    caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, Problem> {
-    caller.authorize(Action::Read, &namespace)?;
     let record = state
         .store
         .schedule(&namespace, &name)
@@ -294,11 +288,9 @@ pub async fn get(
 )]
 pub async fn replace(
     State(state): State<AppState>,
-    caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, Problem> {
-    caller.authorize(Action::Write, &namespace)?;
     check_namespace(&namespace)?;
     let (metadata, spec) = parse_body(&body, &namespace)?;
     if metadata.name.as_deref().is_some_and(|n| n != name) {
@@ -351,48 +343,15 @@ pub async fn replace(
 )]
 pub async fn delete(
     State(state): State<AppState>,
-    caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
-    caller.authorize(Action::Write, &namespace)?;
     with_schedules_locked(move || {
-        let store = state.store.as_ref();
-        if state.cluster.is_some() {
-            // Kubernetes mode: the garbage collector deletes the schedule's captures (their
-            // ownerReferences), and the agents' finalizers their files.
-            if !store
-                .delete_schedule(&namespace, &name)
-                .map_err(Problem::store)?
-            {
-                return Err(not_found(&namespace, &name));
-            }
-            tracing::info!(
-                namespace,
-                schedule = name,
-                "schedule deleted; its captures follow"
-            );
-            return Ok(());
+        let deleted = state
+            .backend
+            .delete_schedule(state.store.as_ref(), &namespace, &name)?;
+        if !deleted {
+            return Err(not_found(&namespace, &name));
         }
-        store
-            .schedule(&namespace, &name)
-            .map_err(Problem::internal)?
-            .ok_or_else(|| not_found(&namespace, &name))?;
-        // Captures first: if one cannot be deleted, the schedule stays, and a retry finishes.
-        let captures = store
-            .captures_of_schedule(&namespace, &name)
-            .map_err(Problem::internal)?;
-        for capture in &captures {
-            cleanup::delete_capture(store, &state.runner, capture).map_err(Problem::internal)?;
-        }
-        store
-            .delete_schedule(&namespace, &name)
-            .map_err(Problem::internal)?;
-        tracing::info!(
-            namespace,
-            schedule = name,
-            captures = captures.len(),
-            "schedule deleted with its captures"
-        );
         Ok(())
     })
     .await?;

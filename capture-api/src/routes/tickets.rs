@@ -13,11 +13,10 @@ use utoipa::ToSchema;
 
 use super::captures::find;
 use super::download::{format_named, merged_response};
-use super::files::{file_response, no_such_file};
 use super::openapi::{CapturePath, PcapBytes, PcapngBytes};
-use crate::auth::{Action, Caller};
+use crate::files::find_file;
 use crate::problem::Problem;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::tickets::Download;
 
 /// What to download: one file by `file` id, or else the merged capture in `format`.
@@ -61,11 +60,9 @@ pub struct TicketAnswer {
 )]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<TicketAnswer>), Problem> {
-    caller.authorize(Action::Read, &namespace)?;
     let request: TicketRequest = if body.is_empty() {
         TicketRequest::default()
     } else {
@@ -78,15 +75,7 @@ pub async fn create(
     let record = find(&state, &namespace, &name)?;
     let download = match (request.file, request.format) {
         (Some(id), _) => {
-            let listed = record
-                .capture_status()
-                .map_err(Problem::internal)?
-                .targets
-                .iter()
-                .any(|target| target.files.iter().any(|file| file.id == id));
-            if !listed {
-                return Err(no_such_file(&record, &id));
-            }
+            find_file(&record, &id)?;
             Download::File(id)
         }
         (None, format) => Download::Merged(format_named(format.as_deref())?),
@@ -130,6 +119,6 @@ pub async fn redeem(
         .ok_or_else(|| Problem::not_found("the capture was deleted"))?;
     match ticket.download {
         Download::Merged(format) => merged_response(&state, &record, format).await,
-        Download::File(id) => file_response(&state, &record, &id, &headers).await,
+        Download::File(id) => state.backend.file(&record, &id, &headers).await,
     }
 }

@@ -23,10 +23,9 @@ use std::time::Duration;
 use capture_spec::{CaptureSpec, ConcurrencyPolicy, ScheduleError, ScheduleSpec, ScheduleStatus};
 use chrono::{DateTime, Utc};
 
-use super::runs::{Runs, RunsError};
 use super::{capture_name, due, is_active, lock_schedule_writes, status, RUN_COUNTS};
 use crate::captures::{create_capture, CreateError};
-use crate::runner::Runner;
+use crate::runs::{Runs, RunsError};
 use crate::store::{CaptureRecord, ScheduleRecord, Store, StoreError};
 
 /// How long after each whole second the controller looks: run times are whole seconds, so this
@@ -68,16 +67,8 @@ enum RunOutcome {
 }
 
 impl Controller {
+    /// A controller whose captures are run by `runs` (the mode's backend).
     pub fn new(
-        store: Arc<dyn Store>,
-        runner: Arc<Runner>,
-        max_window: Duration,
-    ) -> Arc<Controller> {
-        Controller::with_runs(store, runner, max_window)
-    }
-
-    /// A controller whose captures are run by `runs` (the cluster, in Kubernetes mode).
-    pub fn with_runs(
         store: Arc<dyn Store>,
         runs: Arc<dyn Runs>,
         max_window: Duration,
@@ -279,7 +270,7 @@ impl Controller {
             ConcurrencyPolicy::Forbid => {}
             ConcurrencyPolicy::Replace => {
                 for previous in active {
-                    self.runs.stop(&previous)?;
+                    self.runs.stop(self.store.as_ref(), &previous)?;
                     tracing::info!(namespace, schedule = name, capture = %previous.name,
                         "concurrencyPolicy Replace: stopped the previous run");
                 }

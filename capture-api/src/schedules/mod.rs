@@ -1,17 +1,15 @@
 //! Schedules (`PacketCaptureSchedule`): the controller that turns each schedule's cron into
 //! captures, as Kubernetes' CronJob controller turns a CronJob into Jobs, and what the REST
 //! routes share with it. [`due`] says which run is due, [`status`] what a schedule's status
-//! shows, [`controller`] starts the runs, [`cleanup`] deletes captures with their files.
+//! shows, [`controller`] starts the runs (through [`crate::runs::Runs`], as the routes do).
 //!
 //! A run's capture is named `{schedule}-{unix seconds of its run time}`. The name says which run
 //! it is, so a restarted controller can never create a second capture for the same run (the
 //! store refuses the name), and the history can show when each run was due. Everything else
 //! lives in the store, so schedules survive restarts.
 
-pub mod cleanup;
 pub mod controller;
 pub mod due;
-pub mod runs;
 pub mod status;
 
 use std::sync::atomic::AtomicU64;

@@ -1,9 +1,11 @@
 //! A bridge from synchronous writers (the merge, which runs on a blocking thread) to a streamed
 //! HTTP body. Chunks travel through a small bounded channel, so a slow client slows the writer
 //! down instead of piling data up in memory, and a client that goes away stops the writer (its
-//! next write fails with BrokenPipe).
+//! next write fails with BrokenPipe). Downloads, share links and live streams of both modes go
+//! out this way; open live streams are counted here for `/metrics`.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::{Body, Bytes};
 use tokio::sync::mpsc;
@@ -77,5 +79,30 @@ impl capture_agent::tap::LiveSink for BodyWriter {
 
     fn is_closed(&self) -> bool {
         BodyWriter::is_closed(self)
+    }
+}
+
+/// Live streams open now, in either mode, for `/metrics`.
+static OPEN_LIVE_STREAMS: AtomicU64 = AtomicU64::new(0);
+
+/// One open live stream, counted while it lives.
+pub struct LiveStream(());
+
+impl LiveStream {
+    /// Counts a live stream until the value is dropped.
+    pub fn opened() -> LiveStream {
+        OPEN_LIVE_STREAMS.fetch_add(1, Ordering::Relaxed);
+        LiveStream(())
+    }
+
+    /// How many are open now.
+    pub fn open_now() -> u64 {
+        OPEN_LIVE_STREAMS.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for LiveStream {
+    fn drop(&mut self) {
+        OPEN_LIVE_STREAMS.fetch_sub(1, Ordering::Relaxed);
     }
 }

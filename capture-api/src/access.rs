@@ -1,0 +1,259 @@
+//! Who may call which route: the one authorization table of the API, for both modes.
+//!
+//! Every route has an [`Access`] in [`access_of`] (a unit test fails when a route has none). The
+//! route layer [`guard`] runs before every handler: it leaves public routes alone, has the
+//! [`Backend`](crate::backend::Backend) authenticate the bearer token, asks it whether the
+//! caller may have that access in the path's namespace, and hands the [`Caller`] to the handler
+//! in the request's extensions. Handlers never check permissions themselves, and never learn
+//! which mode they run in: standalone mode answers from token roles and scopes, Kubernetes mode
+//! with TokenReview and SubjectAccessReview (see `crate::kube::auth`).
+
+use std::fmt;
+
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::TokenCaller;
+use crate::kube::auth::User;
+use crate::problem::Problem;
+use crate::state::AppState;
+
+/// A Kubernetes-style verb on one of podcap's resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verb {
+    List,
+    Get,
+    Create,
+    Update,
+    Patch,
+    Delete,
+}
+
+impl Verb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::List => "list",
+            Verb::Get => "get",
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+        }
+    }
+
+    /// True for the verbs that only read.
+    pub fn reads(self) -> bool {
+        matches!(self, Verb::List | Verb::Get)
+    }
+}
+
+/// What a route does, as far as permission goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// No token: health, metrics, the OpenAPI document, share links (the token is the
+    /// secret), download tickets (each good for one download within a minute), the web UI.
+    Public,
+    /// A valid token; the handler shows only the namespaces the caller may read (the
+    /// cross-namespace lists).
+    Authenticated,
+    /// Captures themselves: their specs and statuses.
+    Captures(Verb),
+    /// Packets leaving the server: downloads, live streams, the packet preview and timeline,
+    /// download tickets and share links. Its own permission, stricter than reading a status.
+    Packets(Verb),
+    /// Capture schedules.
+    Schedules(Verb),
+    /// Which pods a selector matches.
+    Pods,
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Access::Public => write!(f, "public"),
+            Access::Authenticated => write!(f, "any signed-in caller"),
+            Access::Captures(verb) => write!(f, "{} captures", verb.as_str()),
+            Access::Packets(verb) => write!(f, "{} capture packets", verb.as_str()),
+            Access::Schedules(verb) => write!(f, "{} schedules", verb.as_str()),
+            Access::Pods => write!(f, "list pods"),
+        }
+    }
+}
+
+/// The access a route needs, by method and matched path (e.g.
+/// `/api/v1/namespaces/{namespace}/captures/{name}`); `None` for a route without an entry, which
+/// the guard refuses: a new route must be added here.
+pub fn access_of(method: &Method, path: &str) -> Option<Access> {
+    use Verb::*;
+    let Some(api) = path.strip_prefix("/api/v1") else {
+        return Some(Access::Public);
+    };
+    let rest = match api {
+        // The document describes the API and holds nobody's data.
+        "/openapi.json" => return Some(Access::Public),
+        "/namespaces" | "/captures" => return Some(Access::Authenticated),
+        _ => api.strip_prefix("/namespaces/{namespace}")?,
+    };
+    Some(match (method.as_str(), rest) {
+        ("GET", "/captures") => Access::Captures(List),
+        ("POST", "/captures") => Access::Captures(Create),
+        ("GET", "/captures/{name}") => Access::Captures(Get),
+        ("DELETE", "/captures/{name}") => Access::Captures(Delete),
+        ("POST", "/captures/{name}/stop") => Access::Captures(Patch),
+        ("GET", "/captures/{name}/files") => Access::Captures(Get),
+        ("GET", "/captures/{name}/files/{id}")
+        | ("GET", "/captures/{name}/pcap")
+        | ("GET", "/captures/{name}/live")
+        | ("GET", "/captures/{name}/packets")
+        | ("GET", "/captures/{name}/timeline")
+        | ("POST", "/captures/{name}/downloads")
+        | ("GET", "/captures/{name}/shares") => Access::Packets(Get),
+        ("POST", "/captures/{name}/shares") => Access::Packets(Create),
+        ("DELETE", "/captures/{name}/shares/{id}") => Access::Packets(Delete),
+        ("GET", "/schedules") => Access::Schedules(List),
+        ("POST", "/schedules") => Access::Schedules(Create),
+        ("GET", "/schedules/{name}") => Access::Schedules(Get),
+        ("PUT", "/schedules/{name}") => Access::Schedules(Update),
+        ("DELETE", "/schedules/{name}") => Access::Schedules(Delete),
+        ("GET", "/pods") => Access::Pods,
+        _ => return None,
+    })
+}
+
+/// Who a request comes from, as the backend authenticated them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// Standalone mode: an API token of the store.
+    Token(TokenCaller),
+    /// Kubernetes mode: the user a TokenReview named.
+    Kubernetes(User),
+}
+
+impl Caller {
+    /// A name for logs: the token id or the Kubernetes user name.
+    pub fn name(&self) -> &str {
+        match self {
+            Caller::Token(token) => &token.token_id,
+            Caller::Kubernetes(user) => &user.name,
+        }
+    }
+}
+
+/// Handlers take the caller the [`guard`] authenticated; a route that reaches a handler without
+/// one (which the guard never lets happen) is refused as unauthenticated.
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Caller, Problem> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| Problem::unauthorized("send `Authorization: Bearer <token>`"))
+    }
+}
+
+/// The namespace segment of `/api/v1/namespaces/{namespace}/...`; empty for the routes above
+/// namespaces.
+fn path_namespace(path: &str) -> &str {
+    path.strip_prefix("/api/v1/namespaces/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default()
+}
+
+/// The route layer of every route: authenticates and authorizes each request by
+/// [`access_of`] before its handler runs.
+pub async fn guard(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let path = matched.as_ref().map_or("", |m| m.as_str());
+    let Some(access) = access_of(request.method(), path) else {
+        tracing::error!(method = %request.method(), path, "route without an access rule");
+        return Problem::forbidden(format!(
+            "{} {path} has no access rule, so it is refused",
+            request.method()
+        ))
+        .into_response();
+    };
+    if access == Access::Public {
+        return next.run(request).await;
+    }
+    let header = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let caller = match state.backend.authenticate(header).await {
+        Ok(caller) => caller,
+        Err(problem) => return problem.into_response(),
+    };
+    if access != Access::Authenticated {
+        let namespace = path_namespace(request.uri().path()).to_string();
+        if let Err(problem) = state.backend.authorize(&caller, access, &namespace).await {
+            return problem.into_response();
+        }
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_has_an_access_rule() {
+        let document = crate::server::openapi();
+        for (path, item) in document.paths.paths {
+            let methods = [
+                (Method::GET, item.get.is_some()),
+                (Method::POST, item.post.is_some()),
+                (Method::PUT, item.put.is_some()),
+                (Method::DELETE, item.delete.is_some()),
+                (Method::PATCH, item.patch.is_some()),
+            ];
+            for (method, present) in methods {
+                if present {
+                    assert!(
+                        access_of(&method, &path).is_some(),
+                        "{method} {path} has no access rule"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packets_are_their_own_permission() {
+        assert_eq!(
+            access_of(
+                &Method::GET,
+                "/api/v1/namespaces/{namespace}/captures/{name}/pcap"
+            ),
+            Some(Access::Packets(Verb::Get))
+        );
+        assert_eq!(
+            access_of(
+                &Method::GET,
+                "/api/v1/namespaces/{namespace}/captures/{name}"
+            ),
+            Some(Access::Captures(Verb::Get))
+        );
+        assert_eq!(
+            access_of(&Method::GET, "/share/{token}"),
+            Some(Access::Public)
+        );
+        assert_eq!(
+            access_of(&Method::PATCH, "/api/v1/namespaces/{namespace}/captures"),
+            None
+        );
+        assert_eq!(path_namespace("/api/v1/namespaces/shop/captures"), "shop");
+        assert_eq!(path_namespace("/api/v1/captures"), "");
+    }
+}
