@@ -49,18 +49,6 @@ impl Standalone {
     }
 }
 
-/// The role a token needs for `access`: reading needs a viewer, changing captures and
-/// schedules an operator, and making or revoking share links the share right.
-fn action_for(access: Access) -> Action {
-    match access {
-        Access::Public | Access::Authenticated | Access::Pods => Action::Read,
-        Access::Packets(verb) if verb.reads() => Action::Read,
-        Access::Packets(_) => Action::Share,
-        Access::Captures(verb) | Access::Schedules(verb) if verb.reads() => Action::Read,
-        Access::Captures(_) | Access::Schedules(_) => Action::Write,
-    }
-}
-
 impl Runs for Standalone {
     fn refuses_new(&self) -> Option<String> {
         self.runner.storage_full()
@@ -133,7 +121,7 @@ impl Backend for Standalone {
         namespace: &str,
     ) -> Result<bool, Problem> {
         Ok(Self::token_caller(caller)?
-            .authorize(action_for(access), namespace)
+            .authorize(Action::needed_for(access), namespace)
             .is_ok())
     }
 
@@ -143,7 +131,7 @@ impl Backend for Standalone {
         access: Access,
         namespace: &str,
     ) -> Result<(), Problem> {
-        Self::token_caller(caller)?.authorize(action_for(access), namespace)
+        Self::token_caller(caller)?.authorize(Action::needed_for(access), namespace)
     }
 
     async fn namespaces(&self, caller: &Caller) -> Result<Vec<String>, Problem> {
@@ -205,22 +193,5 @@ impl Backend for Standalone {
 
     fn live_chunks_skipped(&self) -> u64 {
         self.runner.live_chunk_counts().1
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::access::Verb;
-
-    #[test]
-    fn roles_follow_what_a_route_does() {
-        assert_eq!(action_for(Access::Captures(Verb::List)), Action::Read);
-        assert_eq!(action_for(Access::Captures(Verb::Patch)), Action::Write);
-        assert_eq!(action_for(Access::Packets(Verb::Get)), Action::Read);
-        assert_eq!(action_for(Access::Packets(Verb::Create)), Action::Share);
-        assert_eq!(action_for(Access::Packets(Verb::Delete)), Action::Share);
-        assert_eq!(action_for(Access::Schedules(Verb::Update)), Action::Write);
-        assert_eq!(action_for(Access::Pods), Action::Read);
     }
 }

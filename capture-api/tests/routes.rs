@@ -1,0 +1,600 @@
+//! The routes in milliseconds, without root, a kernel capture or a cluster: the real router,
+//! access guard, token auth and SQLite store, with a fixture [`Backend`] in place of the mode
+//! (pods from a list, merge inputs from memory, and the capture life cycle recorded instead of
+//! run). It checks what the routes decide: who gets in, what reaches the backend, and the
+//! answers' shapes. The end-to-end suites in `tests/` run the same routes against the real
+//! kernel and a real kube-apiserver.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::response::Response;
+use axum::Router;
+use capture_agent::merge::MergeInput;
+use capture_api::access::{Access, Caller};
+use capture_api::auth::{self, Action, Role};
+use capture_api::backend::Backend;
+use capture_api::pods::Pod;
+use capture_api::problem::Problem;
+use capture_api::runs::{Runs, RunsError};
+use capture_api::state::{AppState, Settings};
+use capture_api::store::{CaptureRecord, SqliteStore, Store};
+use capture_spec::LabelSelector;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+/// The fixture mode: pods from a list, token rules as in standalone mode, and every life-cycle
+/// call written down.
+struct Fixture {
+    store: Arc<dyn Store>,
+    pods: Vec<Pod>,
+    calls: Mutex<Vec<String>>,
+    full: Option<String>,
+}
+
+impl Fixture {
+    fn called(&self, what: String) {
+        self.calls.lock().unwrap().push(what);
+    }
+
+    fn token(caller: &Caller) -> &auth::TokenCaller {
+        match caller {
+            Caller::Token(token) => token,
+            Caller::Kubernetes(_) => panic!("the fixture only issues tokens"),
+        }
+    }
+}
+
+impl Runs for Fixture {
+    fn refuses_new(&self) -> Option<String> {
+        self.full.clone()
+    }
+
+    fn start_now(&self) -> Result<(), RunsError> {
+        self.called("start".into());
+        Ok(())
+    }
+
+    fn stop(&self, _store: &dyn Store, capture: &CaptureRecord) -> Result<(), RunsError> {
+        self.called(format!("stop {}", capture.name));
+        Ok(())
+    }
+
+    fn delete(&self, store: &dyn Store, capture: &CaptureRecord) -> Result<(), RunsError> {
+        self.called(format!("delete {}", capture.name));
+        store.delete_capture(&capture.namespace, &capture.name)?;
+        Ok(())
+    }
+
+    fn delete_schedule(
+        &self,
+        store: &dyn Store,
+        namespace: &str,
+        name: &str,
+    ) -> Result<bool, RunsError> {
+        self.called(format!("delete schedule {name}"));
+        Ok(store.delete_schedule(namespace, name)?)
+    }
+}
+
+#[async_trait]
+impl Backend for Fixture {
+    async fn authenticate(&self, header: Option<&str>) -> Result<Caller, Problem> {
+        auth::authenticate(self.store.as_ref(), header).map(Caller::Token)
+    }
+
+    async fn allowed(
+        &self,
+        caller: &Caller,
+        access: Access,
+        namespace: &str,
+    ) -> Result<bool, Problem> {
+        Ok(self.authorize(caller, access, namespace).await.is_ok())
+    }
+
+    async fn authorize(
+        &self,
+        caller: &Caller,
+        access: Access,
+        namespace: &str,
+    ) -> Result<(), Problem> {
+        Self::token(caller).authorize(Action::needed_for(access), namespace)
+    }
+
+    async fn namespaces(&self, caller: &Caller) -> Result<Vec<String>, Problem> {
+        let token = Self::token(caller);
+        let mut names: Vec<String> = self.pods.iter().map(|p| p.namespace.clone()).collect();
+        names.sort();
+        names.dedup();
+        names.retain(|n| token.authorize(Action::Read, n).is_ok());
+        Ok(names)
+    }
+
+    async fn pods(&self, namespace: &str, selector: &LabelSelector) -> Result<Vec<Pod>, Problem> {
+        self.called(format!("pods {namespace} {selector}"));
+        Ok(self
+            .pods
+            .iter()
+            .filter(|p| p.namespace == namespace && selector.matches(&p.labels))
+            .cloned()
+            .collect())
+    }
+
+    async fn inputs(&self, record: &CaptureRecord) -> Result<Vec<MergeInput>, Problem> {
+        self.called(format!("inputs {}", record.name));
+        Ok(Vec::new())
+    }
+
+    async fn file(
+        &self,
+        record: &CaptureRecord,
+        id: &str,
+        _headers: &HeaderMap,
+    ) -> Result<Response, Problem> {
+        capture_api::files::find_file(record, id)?;
+        self.called(format!("file {} {id}", record.name));
+        Ok(Response::new(Body::from("bytes")))
+    }
+
+    async fn live(&self, record: &CaptureRecord) -> Result<Response, Problem> {
+        self.called(format!("live {}", record.name));
+        Ok(Response::new(Body::empty()))
+    }
+
+    fn live_chunks_skipped(&self) -> u64 {
+        0
+    }
+}
+
+struct Api {
+    router: Router,
+    fixture: Arc<Fixture>,
+    store: Arc<dyn Store>,
+    admin: String,
+    _data: tempfile::TempDir,
+}
+
+fn pod(namespace: &str, name: &str, app: &str) -> Pod {
+    Pod {
+        namespace: namespace.into(),
+        name: name.into(),
+        labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+        node: "node-1".into(),
+        interface: format!("veth-{name}"),
+    }
+}
+
+fn api_with(full: Option<&str>) -> Api {
+    let data = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&data.path().join("podcap.db")).unwrap());
+    let admin = auth::create_token(store.as_ref(), Role::Admin, None, "test admin").unwrap();
+    let fixture = Arc::new(Fixture {
+        store: store.clone(),
+        pods: vec![
+            pod("shop", "web-1", "web"),
+            pod("shop", "db-1", "db"),
+            pod("bank", "web-9", "web"),
+        ],
+        calls: Mutex::new(Vec::new()),
+        full: full.map(str::to_string),
+    });
+    let state = AppState {
+        store: store.clone(),
+        backend: fixture.clone(),
+        settings: Arc::new(Settings {
+            max_window: Duration::from_secs(3600),
+        }),
+        tickets: Arc::default(),
+    };
+    Api {
+        router: capture_api::server::router(state),
+        fixture,
+        store,
+        admin,
+        _data: data,
+    }
+}
+
+impl Api {
+    fn token(&self, role: Role, namespaces: &[&str]) -> String {
+        let scope =
+            (!namespaces.is_empty()).then(|| namespaces.iter().map(|n| n.to_string()).collect());
+        auth::create_token(self.store.as_ref(), role, scope, "test").unwrap()
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, String, Value) {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(value) => {
+                request = request.header("Content-Type", "application/json");
+                Body::from(value.to_string())
+            }
+            None => Body::empty(),
+        };
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let kind = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, kind, value)
+    }
+
+    fn calls(&self) -> Vec<String> {
+        std::mem::take(&mut *self.fixture.calls.lock().unwrap())
+    }
+}
+
+/// Every operation of the OpenAPI document with its path parameters filled in.
+fn operations() -> Vec<(Method, String, String)> {
+    let document = capture_api::server::openapi();
+    let mut found = Vec::new();
+    for (path, item) in document.paths.paths {
+        let concrete = path
+            .replace("{namespace}", "shop")
+            .replace("{name}", "web")
+            .replace("{id}", "f1")
+            .replace("{token}", "x");
+        for (method, present) in [
+            (Method::GET, item.get.is_some()),
+            (Method::POST, item.post.is_some()),
+            (Method::PUT, item.put.is_some()),
+            (Method::DELETE, item.delete.is_some()),
+        ] {
+            if present {
+                found.push((method, path.clone(), concrete.clone()));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn every_route_that_needs_a_token_refuses_none_before_its_handler() {
+    let api = api_with(None);
+    let mut checked = 0;
+    for (method, template, path) in operations() {
+        let access = capture_api::access::access_of(&method, &template).unwrap();
+        if access == Access::Public {
+            continue;
+        }
+        let (status, kind, problem) = api.send(method.clone(), &path, None, Some(json!({}))).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}: {problem}"
+        );
+        assert_eq!(kind, "application/problem+json", "{method} {path}");
+        let (status, _, _) = api
+            .send(method.clone(), &path, Some("pcp_wrong"), None)
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} with a bad token"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} routes need a token?");
+    assert!(api.calls().is_empty(), "no handler reached the backend");
+}
+
+#[tokio::test]
+async fn the_access_table_decides_before_the_handler_runs() {
+    let api = api_with(None);
+    let viewer = api.token(Role::Viewer, &[]);
+    let bank_operator = api.token(Role::Operator, &["bank"]);
+    for (method, template, path) in operations() {
+        let access = capture_api::access::access_of(&method, &template).unwrap();
+        let needs_more_than_read =
+            matches!(Action::needed_for(access), Action::Write | Action::Share);
+        if matches!(access, Access::Public | Access::Authenticated) {
+            continue;
+        }
+        // An operator of another namespace is refused everything in `shop`.
+        let (status, kind, problem) = api
+            .send(method.clone(), &path, Some(&bank_operator), Some(json!({})))
+            .await;
+        assert_eq!(
+            (status, kind.as_str()),
+            (StatusCode::FORBIDDEN, "application/problem+json"),
+            "{method} {path}: {problem}"
+        );
+        assert!(
+            problem["detail"].as_str().unwrap().contains("bank"),
+            "{problem}"
+        );
+        if needs_more_than_read {
+            let (status, _, problem) = api
+                .send(method.clone(), &path, Some(&viewer), Some(json!({})))
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::FORBIDDEN,
+                "viewer {method} {path}: {problem}"
+            );
+        }
+    }
+    assert!(
+        api.calls().is_empty(),
+        "refused requests never reach the backend: {:?}",
+        api.calls()
+    );
+}
+
+#[tokio::test]
+async fn a_capture_goes_through_the_backend_from_create_to_delete() {
+    let api = api_with(None);
+    let admin = api.admin.clone();
+    let (status, _, created) = api
+        .send(
+            Method::POST,
+            "/api/v1/namespaces/shop/captures",
+            Some(&admin),
+            Some(json!({"metadata": {"name": "web"}, "spec": {"podSelector": "app=web", "duration": "1m"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["status"]["phase"], "Scheduled");
+    assert_eq!(api.calls(), ["start"]);
+
+    let (status, _, stopped) = api
+        .send(
+            Method::POST,
+            "/api/v1/namespaces/shop/captures/web/stop",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{stopped}");
+    assert_eq!(api.calls(), ["stop web"]);
+
+    let (status, _, _) = api
+        .send(
+            Method::GET,
+            "/api/v1/namespaces/shop/captures/web/pcap",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(api.calls(), ["inputs web"]);
+
+    let (status, _, problem) = api
+        .send(
+            Method::GET,
+            "/api/v1/namespaces/shop/captures/web/files/../../etc/passwd",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    let (status, _, problem) = api
+        .send(
+            Method::GET,
+            "/api/v1/namespaces/shop/captures/web/files/f1",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "no file f1 is listed: {problem}"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("list its files"),
+        "{problem}"
+    );
+    assert!(
+        api.calls().is_empty(),
+        "an unlisted file never reaches the backend"
+    );
+
+    let (status, _, _) = api
+        .send(
+            Method::DELETE,
+            "/api/v1/namespaces/shop/captures/web",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(api.calls(), ["delete web"]);
+    let (status, _, _) = api
+        .send(
+            Method::GET,
+            "/api/v1/namespaces/shop/captures/web",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_full_backend_refuses_new_captures_with_507() {
+    let api = api_with(Some(
+        "the data directory's disk has 10 MiB free, less than --min-free 512MiB",
+    ));
+    let (status, kind, problem) = api
+        .send(
+            Method::POST,
+            "/api/v1/namespaces/shop/captures",
+            Some(&api.admin.clone()),
+            Some(json!({"spec": {"duration": "1m"}})),
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), kind.as_str()),
+        (507, "application/problem+json"),
+        "{problem}"
+    );
+    assert!(
+        problem["detail"].as_str().unwrap().contains("--min-free"),
+        "{problem}"
+    );
+    assert!(api.calls().is_empty());
+    let (_, _, list) = api
+        .send(
+            Method::GET,
+            "/api/v1/namespaces/shop/captures",
+            Some(&api.admin.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(list["items"], json!([]), "nothing was stored");
+}
+
+#[tokio::test]
+async fn pods_and_namespaces_come_from_the_backend_filtered_by_the_caller() {
+    let api = api_with(None);
+    let (status, _, pods) = api
+        .send(
+            Method::GET,
+            "/api/v1/namespaces/shop/pods?selector=app%3Dweb",
+            Some(&api.admin.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = pods
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["web-1"]);
+    assert_eq!(api.calls(), ["pods shop app=web"]);
+
+    let (status, kind, problem) = api
+        .send(
+            Method::GET,
+            "/api/v1/namespaces/shop/pods?selector=app%3D%3D%3D",
+            Some(&api.admin.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "application/problem+json")
+    );
+    assert_eq!(problem["invalidParams"][0]["name"], "selector", "{problem}");
+    assert!(
+        api.calls().is_empty(),
+        "a bad selector never reaches the backend"
+    );
+
+    let bank = api.token(Role::Viewer, &["bank"]);
+    let (_, _, namespaces) = api
+        .send(Method::GET, "/api/v1/namespaces", Some(&bank), None)
+        .await;
+    assert_eq!(namespaces["items"], json!([{"name": "bank"}]));
+    let (_, _, namespaces) = api
+        .send(
+            Method::GET,
+            "/api/v1/namespaces",
+            Some(&api.admin.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(
+        namespaces["items"],
+        json!([{"name": "bank"}, {"name": "shop"}])
+    );
+
+    for namespace in ["shop", "bank"] {
+        let (status, _, created) = api
+            .send(
+                Method::POST,
+                &format!("/api/v1/namespaces/{namespace}/captures"),
+                Some(&api.admin.clone()),
+                Some(json!({"metadata": {"name": "web"}, "spec": {"duration": "1m"}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+    }
+    let (_, _, all) = api
+        .send(Method::GET, "/api/v1/captures", Some(&bank), None)
+        .await;
+    let seen: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(seen, ["bank"], "a bank token sees only bank's captures");
+    let (_, _, all) = api
+        .send(
+            Method::GET,
+            "/api/v1/captures",
+            Some(&api.admin.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn deleting_a_schedule_is_the_backends_business() {
+    let api = api_with(None);
+    let admin = api.admin.clone();
+    let (status, _, created) = api
+        .send(
+            Method::POST,
+            "/api/v1/namespaces/shop/schedules",
+            Some(&admin),
+            Some(json!({"metadata": {"name": "nightly"}, "spec": {"schedule": "0 2 * * *", "template": {"duration": "10m"}}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, _, _) = api
+        .send(
+            Method::DELETE,
+            "/api/v1/namespaces/shop/schedules/nightly",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(api.calls(), ["delete schedule nightly"]);
+    let (status, kind, _) = api
+        .send(
+            Method::DELETE,
+            "/api/v1/namespaces/shop/schedules/nightly",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (StatusCode::NOT_FOUND, "application/problem+json")
+    );
+}
