@@ -8,7 +8,9 @@
 //! which mode they run in: standalone mode answers from token roles and scopes, Kubernetes mode
 //! with TokenReview and SubjectAccessReview (see `crate::kube::auth`).
 
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::OnceLock;
 
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -92,10 +94,10 @@ pub fn access_of(method: &Method, path: &str) -> Option<Access> {
     let Some(api) = path.strip_prefix("/api/v1") else {
         return Some(Access::Public);
     };
-    let rest = match api {
+    let rest = match (method.as_str(), api) {
         // The document describes the API and holds nobody's data.
-        "/openapi.json" => return Some(Access::Public),
-        "/namespaces" | "/captures" => return Some(Access::Authenticated),
+        ("GET", "/openapi.json") => return Some(Access::Public),
+        ("GET", "/namespaces" | "/captures") => return Some(Access::Authenticated),
         _ => api.strip_prefix("/namespaces/{namespace}")?,
     };
     Some(match (method.as_str(), rest) {
@@ -165,6 +167,33 @@ fn path_namespace(path: &str) -> &str {
         .unwrap_or_default()
 }
 
+/// Whether the server has a handler for `method` on the matched `path` (from the OpenAPI
+/// document, which lists exactly the routes served).
+fn is_served(method: &Method, path: &str) -> bool {
+    static SERVED: OnceLock<HashSet<(String, String)>> = OnceLock::new();
+    SERVED
+        .get_or_init(|| {
+            let document = crate::server::openapi();
+            let mut served = HashSet::new();
+            for (path, item) in document.paths.paths {
+                let operations = [
+                    ("GET", item.get.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                    ("PATCH", item.patch.is_some()),
+                ];
+                for (method, present) in operations {
+                    if present {
+                        served.insert((method.to_string(), path.clone()));
+                    }
+                }
+            }
+            served
+        })
+        .contains(&(method.as_str().to_string(), path.to_string()))
+}
+
 /// The route layer of every route: authenticates and authorizes each request by
 /// [`access_of`] before its handler runs.
 pub async fn guard(
@@ -175,6 +204,10 @@ pub async fn guard(
 ) -> Response {
     let path = matched.as_ref().map_or("", |m| m.as_str());
     let Some(access) = access_of(request.method(), path) else {
+        if !is_served(request.method(), path) {
+            // No handler for this method here: the router answers 405 with what is allowed.
+            return next.run(request).await;
+        }
         tracing::error!(method = %request.method(), path, "route without an access rule");
         return Problem::forbidden(format!(
             "{} {path} has no access rule, so it is refused",

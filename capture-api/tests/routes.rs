@@ -300,6 +300,11 @@ async fn every_route_that_needs_a_token_refuses_none_before_its_handler() {
         checked += 1;
     }
     assert!(checked >= 20, "only {checked} routes need a token?");
+    // A method no handler serves is the router's 405, token or not, never a 401 or 403.
+    for path in ["/api/v1/captures", "/api/v1/namespaces/shop/captures/web"] {
+        let (status, _, _) = api.send(Method::PATCH, path, None, None).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "PATCH {path}");
+    }
     assert!(api.calls().is_empty(), "no handler reached the backend");
 }
 
