@@ -17,8 +17,6 @@ pub enum CreateError {
     Invalid(ValidationErrors),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("encoding the capture: {0}")]
-    Encode(#[from] serde_json::Error),
 }
 
 /// Validates `spec`, resolves its window at `now` and stores the capture.
@@ -59,9 +57,8 @@ pub fn prepare_capture(
         namespace: namespace.to_string(),
         name: name.to_string(),
         uid: new_id(20),
-        spec: serde_json::to_value(&spec)?,
-        status: serde_json::to_value(&status)?,
-        phase: "Scheduled".into(),
+        spec,
+        status,
         created_at: now,
         schedule: schedule.map(str::to_string),
     };

@@ -28,17 +28,16 @@ pub struct CaptureFile {
 
 /// Every file of a capture, target by target.
 pub fn files_of(record: &CaptureRecord) -> Result<Vec<CaptureFile>, Problem> {
-    let status = record.capture_status().map_err(Problem::internal)?;
-    Ok(status
+    Ok(record
+        .status
         .targets
-        .into_iter()
+        .iter()
         .flat_map(|t| {
             let pod = format!("{}/{}", t.namespace, t.pod);
-            let node = t.node;
-            t.files.into_iter().map(move |file| CaptureFile {
+            t.files.iter().map(move |file| CaptureFile {
                 pod: pod.clone(),
-                node: node.clone(),
-                file,
+                node: t.node.clone(),
+                file: file.clone(),
             })
         })
         .collect())

@@ -10,13 +10,11 @@ use std::sync::atomic::Ordering;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use capture_spec::CaptureStatus;
+use capture_spec::Phase;
 
 use crate::problem::Problem;
 use crate::state::AppState;
 use crate::stream::LiveStream;
-
-const PHASES: [&str; 5] = ["Scheduled", "Capturing", "Completed", "Stopped", "Failed"];
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -44,18 +42,14 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     let backend = state.backend.clone();
     let text = tokio::task::spawn_blocking(move || -> Result<String, Problem> {
         let captures = store.captures(None, None).map_err(Problem::internal)?;
-        let mut by_phase: BTreeMap<&str, u64> = PHASES.iter().map(|p| (*p, 0)).collect();
+        let mut by_phase: BTreeMap<&str, u64> = Phase::ALL.iter().map(|p| (p.as_str(), 0)).collect();
         let (mut packets, mut bytes, mut drops) = (0u64, 0u64, 0u64);
         for record in &captures {
-            if let Some(count) = by_phase.get_mut(record.phase.as_str()) {
-                *count += 1;
-            }
-            if let Ok(status) = serde_json::from_value::<CaptureStatus>(record.status.clone()) {
-                for target in &status.targets {
-                    packets += target.packets;
-                    bytes += target.bytes;
-                    drops += target.drops;
-                }
+            *by_phase.entry(record.phase().as_str()).or_default() += 1;
+            for target in &record.status.targets {
+                packets += target.packets;
+                bytes += target.bytes;
+                drops += target.drops;
             }
         }
         let skipped = backend.live_chunks_skipped();

@@ -145,6 +145,11 @@ impl Problem {
             e @ (StoreError::Conflict(_) | StoreError::AlreadyExists { .. }) => {
                 Problem::conflict(e.to_string())
             }
+            e @ StoreError::Undecodable { .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Unreadable object",
+                e.to_string(),
+            ),
             other => Problem::internal(other),
         }
     }

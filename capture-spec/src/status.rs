@@ -30,6 +30,31 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in life order.
+    pub const ALL: [Phase; 5] = [
+        Phase::Scheduled,
+        Phase::Capturing,
+        Phase::Completed,
+        Phase::Stopped,
+        Phase::Failed,
+    ];
+
+    /// The name as the API and the CRD spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Scheduled => "Scheduled",
+            Phase::Capturing => "Capturing",
+            Phase::Completed => "Completed",
+            Phase::Stopped => "Stopped",
+            Phase::Failed => "Failed",
+        }
+    }
+
+    /// The phase named `name` exactly as [`Phase::as_str`] spells it.
+    pub fn named(name: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|phase| phase.as_str() == name)
+    }
+
     /// True once the capture has ended, whichever way: nothing will be recorded any more.
     pub fn is_finished(self) -> bool {
         matches!(self, Phase::Completed | Phase::Stopped | Phase::Failed)
@@ -228,9 +253,27 @@ pub struct FileStatus {
     pub last_packet_at: Option<DateTime<Utc>>,
 }
 
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
+
+    #[test]
+    fn phases_are_spelled_as_serde_spells_them() {
+        for phase in super::Phase::ALL {
+            assert_eq!(
+                serde_json::to_value(phase).unwrap(),
+                serde_json::json!(phase.as_str())
+            );
+            assert_eq!(super::Phase::named(phase.as_str()), Some(phase));
+        }
+        assert_eq!(super::Phase::named("capturing"), None);
+    }
 
     use super::*;
 

@@ -142,11 +142,12 @@ impl Agents {
     /// The merge inputs of a capture: one per pod interface with files, its files fetched from
     /// its node's agent in order as the merge reaches them.
     pub async fn inputs(&self, record: &CaptureRecord) -> Result<Vec<MergeInput>, Problem> {
-        let status = record.capture_status().map_err(Problem::internal)?;
-        let targets: Vec<_> = status
+        let targets: Vec<_> = record
+            .status
             .targets
-            .into_iter()
+            .iter()
             .filter(|t| !t.files.is_empty())
+            .cloned()
             .collect();
         let urls = self
             .urls_of(targets.iter().map(|t| t.node.as_str()))
@@ -261,7 +262,7 @@ impl Agents {
         self: std::sync::Arc<Self>,
         record: &CaptureRecord,
     ) -> Result<Response, Problem> {
-        let status = record.capture_status().map_err(Problem::internal)?;
+        let status = &record.status;
         let nodes: BTreeSet<String> = status
             .targets
             .iter()

@@ -3,7 +3,6 @@
 //! every agent follows) and marks the capture with the `podcap.io/stopped-at` annotation, so
 //! the status controller ends it as Stopped rather than Completed.
 
-use capture_spec::CaptureSpec;
 use chrono::{SecondsFormat, Utc};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
@@ -22,10 +21,8 @@ pub async fn stop_capture(
         return Ok(false);
     };
     let now = Utc::now();
-    let finished = crate::schedules::phase_of(&record).is_finished();
-    let end = serde_json::from_value::<CaptureSpec>(record.spec.clone())
-        .ok()
-        .and_then(|spec| spec.end_time);
+    let finished = record.phase().is_finished();
+    let end = record.spec.end_time;
     if finished || end.is_some_and(|end| end <= now) {
         return Ok(true);
     }

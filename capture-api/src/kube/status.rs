@@ -240,7 +240,7 @@ async fn reconcile(
     }
     cluster
         .store
-        .apply_capture_status(&namespace, &name, &wanted_value)
+        .apply_capture_status(&namespace, &name, &wanted)
         .await
 }
 

@@ -23,6 +23,7 @@ use crate::store::{
     CaptureRecord, RawCaptureRecord, ScheduleRecord, ShareRecord, Store, StoreError, TokenRecord,
 };
 use capture_spec::crd::{PacketCapture, PacketCaptureSchedule};
+use capture_spec::{CaptureStatus, Phase, ScheduleSpec, ScheduleStatus};
 
 const API_VERSION: &str = "podcap.io/v1alpha1";
 
@@ -79,24 +80,15 @@ impl KubeStore {
         self.names.lock().ok()?.get(uid).cloned()
     }
 
-    /// A PacketCapture object as a record.
-    pub fn capture_record(&self, object: &DynamicObject) -> CaptureRecord {
+    /// A PacketCapture object as a record, or why its spec or status cannot be read.
+    pub fn capture_record(&self, object: &DynamicObject) -> Result<CaptureRecord, StoreError> {
         let meta = &object.metadata;
-        let status = match object.data.get("status") {
-            Some(status) if status.is_object() => status.clone(),
-            _ => json!({"phase": "Scheduled", "targets": []}),
-        };
         let record = CaptureRecord {
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
             uid: meta.uid.clone().unwrap_or_default(),
-            spec: object
-                .data
-                .get("spec")
-                .cloned()
-                .unwrap_or_else(|| json!({})),
-            phase: status["phase"].as_str().unwrap_or("Scheduled").to_string(),
-            status,
+            spec: decode_part(object, "spec", "PacketCapture")?,
+            status: decode_part(object, "status", "PacketCapture")?,
             created_at: meta
                 .creation_timestamp
                 .as_ref()
@@ -109,24 +101,17 @@ impl KubeStore {
                 .cloned(),
         };
         self.remember(&record.uid, &record.namespace, &record.name);
-        record
+        Ok(record)
     }
 
-    fn schedule_record(&self, object: &DynamicObject) -> ScheduleRecord {
+    fn schedule_record(&self, object: &DynamicObject) -> Result<ScheduleRecord, StoreError> {
         let meta = &object.metadata;
         let record = ScheduleRecord {
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
             uid: meta.uid.clone().unwrap_or_default(),
-            spec: object
-                .data
-                .get("spec")
-                .cloned()
-                .unwrap_or_else(|| json!({})),
-            status: match object.data.get("status") {
-                Some(status) if status.is_object() => status.clone(),
-                _ => json!({}),
-            },
+            spec: decode_part(object, "spec", "PacketCaptureSchedule")?,
+            status: decode_part(object, "status", "PacketCaptureSchedule")?,
             created_at: meta
                 .creation_timestamp
                 .as_ref()
@@ -134,7 +119,7 @@ impl KubeStore {
                 .unwrap_or_else(Utc::now),
         };
         self.remember(&record.uid, &record.namespace, &record.name);
-        record
+        Ok(record)
     }
 
     /// Every capture in `namespace` (all when `None`), optionally with a label selector.
@@ -152,8 +137,11 @@ impl KubeStore {
             .list(&params)
             .await
             .map_err(|e| store_error("listing PacketCaptures", e))?;
-        let mut records: Vec<CaptureRecord> =
-            list.items.iter().map(|o| self.capture_record(o)).collect();
+        let mut records: Vec<CaptureRecord> = list
+            .items
+            .iter()
+            .filter_map(|o| readable(self.capture_record(o)))
+            .collect();
         records.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
         Ok(records)
     }
@@ -164,7 +152,7 @@ impl KubeStore {
         name: &str,
     ) -> Result<Option<CaptureRecord>, StoreError> {
         match self.capture_api(Some(namespace)).get(name).await {
-            Ok(object) => Ok(Some(self.capture_record(&object))),
+            Ok(object) => self.capture_record(&object).map(Some),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(store_error("reading a PacketCapture", e)),
         }
@@ -190,12 +178,12 @@ impl KubeStore {
         &self,
         namespace: &str,
         name: &str,
-        status: &Value,
+        status: &CaptureStatus,
     ) -> Result<(), StoreError> {
         let patch = json!({
             "apiVersion": API_VERSION,
             "kind": "PacketCapture",
-            "status": api_owned_status(status),
+            "status": api_owned_status(&serde_json::to_value(status)?),
         });
         self.capture_api(Some(namespace))
             .patch_status(
@@ -267,8 +255,11 @@ impl KubeStore {
             .list(&ListParams::default())
             .await
             .map_err(|e| store_error("listing PacketCaptureSchedules", e))?;
-        let mut records: Vec<ScheduleRecord> =
-            list.items.iter().map(|o| self.schedule_record(o)).collect();
+        let mut records: Vec<ScheduleRecord> = list
+            .items
+            .iter()
+            .filter_map(|o| readable(self.schedule_record(o)))
+            .collect();
         records.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         Ok(records)
     }
@@ -289,7 +280,7 @@ impl KubeStore {
         &self,
         namespace: &str,
         name: &str,
-        status: &Value,
+        status: &ScheduleStatus,
     ) -> Result<(), StoreError> {
         let patch = json!({
             "apiVersion": API_VERSION,
@@ -331,9 +322,11 @@ impl KubeStore {
     async fn replace_schedule(
         &self,
         uid: &str,
-        spec: &Value,
-        status: &Value,
+        spec: &ScheduleSpec,
+        status: &ScheduleStatus,
     ) -> Result<bool, StoreError> {
+        let spec = &serde_json::to_value(spec)?;
+        let status = &serde_json::to_value(status)?;
         let location = match self.known(uid) {
             Some(location) => Some(location),
             None => self
@@ -361,7 +354,7 @@ impl KubeStore {
         }
         let current_status = current.data.get("status").cloned().unwrap_or(Value::Null);
         if &current_status != status {
-            self.apply_schedule_status(&namespace, &name, status)
+            self.apply_schedule_status(&namespace, &name, &serde_json::from_value(status.clone())?)
                 .await?;
         }
         Ok(true)
@@ -372,6 +365,33 @@ impl KubeStore {
             "Kubernetes mode has no API tokens: sign in with a Kubernetes bearer token (kubectl create token, or your kubeconfig's), and grant rights with RBAC",
         )
     }
+}
+
+/// `part` (`spec` or `status`) of an object as the model's type; a missing or null part is an
+/// empty object (a new object has no status yet).
+fn decode_part<T: serde::de::DeserializeOwned>(
+    object: &DynamicObject,
+    part: &str,
+    kind: &'static str,
+) -> Result<T, StoreError> {
+    let value = match object.data.get(part) {
+        Some(Value::Null) | None => json!({}),
+        Some(value) => value.clone(),
+    };
+    serde_json::from_value(value).map_err(|e| StoreError::Undecodable {
+        kind,
+        namespace: object.metadata.namespace.clone().unwrap_or_default(),
+        name: object.metadata.name.clone().unwrap_or_default(),
+        reason: format!("its {part} does not fit podcap's model: {e}"),
+    })
+}
+
+/// A record, or `None` with a warning: one object podcap cannot read must not hide the others
+/// from a list.
+fn readable<T>(record: Result<T, StoreError>) -> Option<T> {
+    record
+        .map_err(|error| tracing::warn!(%error, "left out of a list"))
+        .ok()
 }
 
 /// When a capture was created, as the page tokens of `captures_page_raw` compare it.
@@ -395,11 +415,11 @@ impl Store for KubeStore {
     fn captures(
         &self,
         namespace: Option<&str>,
-        phase: Option<&str>,
+        phase: Option<Phase>,
     ) -> Result<Vec<CaptureRecord>, StoreError> {
         let mut records = block_on(self.list_captures(namespace, None))??;
         if let Some(phase) = phase {
-            records.retain(|r| r.phase == phase);
+            records.retain(|r| r.phase() == phase);
         }
         Ok(records)
     }
@@ -407,22 +427,24 @@ impl Store for KubeStore {
     fn captures_page_raw(
         &self,
         namespace: &str,
-        phase: Option<&str>,
+        phase: Option<Phase>,
         after: Option<(&str, &str)>,
         limit: usize,
     ) -> Result<Vec<RawCaptureRecord>, StoreError> {
         let records = self.captures(Some(namespace), phase)?;
         let mut raw: Vec<RawCaptureRecord> = records
             .into_iter()
-            .map(|r| RawCaptureRecord {
-                spec: r.spec.to_string(),
-                status: r.status.to_string(),
-                created_at: page_time(r.created_at),
-                namespace: r.namespace,
-                name: r.name,
-                uid: r.uid,
+            .map(|r| -> Result<RawCaptureRecord, StoreError> {
+                Ok(RawCaptureRecord {
+                    spec: serde_json::to_string(&r.spec)?,
+                    status: serde_json::to_string(&r.status)?,
+                    created_at: page_time(r.created_at),
+                    namespace: r.namespace,
+                    name: r.name,
+                    uid: r.uid,
+                })
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         raw.sort_by(|a, b| (&a.created_at, &a.name).cmp(&(&b.created_at, &b.name)));
         Ok(raw
             .into_iter()
@@ -435,12 +457,7 @@ impl Store for KubeStore {
             .collect())
     }
 
-    fn update_capture_status(
-        &self,
-        uid: &str,
-        _phase: &str,
-        status: &Value,
-    ) -> Result<bool, StoreError> {
+    fn update_capture_status(&self, uid: &str, status: &CaptureStatus) -> Result<bool, StoreError> {
         let Some(record) = self.capture_by_uid(uid)? else {
             return Ok(false);
         };
@@ -471,14 +488,19 @@ impl Store for KubeStore {
 
     fn schedule(&self, namespace: &str, name: &str) -> Result<Option<ScheduleRecord>, StoreError> {
         let object = block_on(self.get_schedule(namespace, name))??;
-        Ok(object.map(|o| self.schedule_record(&o)))
+        object.map(|o| self.schedule_record(&o)).transpose()
     }
 
     fn schedules(&self, namespace: Option<&str>) -> Result<Vec<ScheduleRecord>, StoreError> {
         block_on(self.list_schedules(namespace))?
     }
 
-    fn update_schedule(&self, uid: &str, spec: &Value, status: &Value) -> Result<bool, StoreError> {
+    fn update_schedule(
+        &self,
+        uid: &str,
+        spec: &ScheduleSpec,
+        status: &ScheduleStatus,
+    ) -> Result<bool, StoreError> {
         block_on(self.replace_schedule(uid, spec, status))?
     }
 

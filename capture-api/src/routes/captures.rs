@@ -93,9 +93,12 @@ fn push_resource(out: &mut String, record: &RawCaptureRecord) {
     );
 }
 
-/// A 422 unless `phase` names a phase.
-pub fn check_phase(phase: &str) -> Result<(), Problem> {
-    serde_json::from_value::<Phase>(json!(phase)).map(drop).map_err(|_| {
+/// The phase a `?phase=` filter names, or a 422 listing the phases.
+pub fn phase_filter(phase: Option<&str>) -> Result<Option<Phase>, Problem> {
+    let Some(phase) = phase else {
+        return Ok(None);
+    };
+    Phase::named(phase).map(Some).ok_or_else(|| {
         Problem::invalid(
             "bad phase filter",
             vec![InvalidParam {
@@ -139,9 +142,7 @@ pub async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Response, Problem> {
     check_namespace(&namespace)?;
-    if let Some(phase) = &query.phase {
-        check_phase(phase)?;
-    }
+    let phase = phase_filter(query.phase.as_deref())?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(Problem::invalid(
@@ -163,7 +164,7 @@ pub async fn list(
     // One more than asked, to know whether another page follows.
     let mut records = state
         .store
-        .captures_page_raw(&namespace, query.phase.as_deref(), after, limit + 1)
+        .captures_page_raw(&namespace, phase, after, limit + 1)
         .map_err(Problem::store)?;
     let more = records.len() > limit;
     records.truncate(limit);
@@ -266,7 +267,6 @@ pub async fn create(
             Problem::conflict(e.to_string())
         }
         CreateError::Store(e) => Problem::store(e),
-        other => Problem::internal(other),
     };
     let record = prepare_capture(
         &namespace,

@@ -90,7 +90,7 @@ pub async fn timeline_of(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<Timeline>, Problem> {
     let record = find(&state, &namespace, &name)?;
-    let status = record.capture_status().map_err(Problem::internal)?;
+    let status = &record.status;
     let now = Utc::now();
     let start = status.started_at.unwrap_or(now);
     let end = status.finished_at.unwrap_or(now).max(start);

@@ -6,6 +6,7 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
+use capture_spec::Phase;
 
 use super::captures::find;
 use crate::problem::Problem;
@@ -35,10 +36,10 @@ pub async fn live(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
     let record = find(&state, &namespace, &name)?;
-    if record.phase != "Capturing" {
+    if record.phase() != Phase::Capturing {
         return Err(Problem::conflict(format!(
             "capture {namespace}/{name} is {}, not Capturing: download it with GET .../captures/{name}/pcap",
-            record.phase
+            record.phase()
         )));
     }
     state.backend.live(&record).await

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
-use super::captures::{check_phase, resource};
+use super::captures::{phase_filter, resource};
 use super::openapi::PacketCaptureList;
 use crate::access::{Access, Caller, Verb};
 use crate::problem::Problem;
@@ -78,12 +78,9 @@ pub async fn all_captures(
     caller: Caller,
     Query(query): Query<AllCapturesQuery>,
 ) -> Result<Json<Value>, Problem> {
-    if let Some(phase) = &query.phase {
-        check_phase(phase)?;
-    }
+    let phase = phase_filter(query.phase.as_deref())?;
     let store = state.store.clone();
-    let phase = query.phase.clone();
-    let mut records = tokio::task::spawn_blocking(move || store.captures(None, phase.as_deref()))
+    let mut records = tokio::task::spawn_blocking(move || store.captures(None, phase))
         .await
         .map_err(Problem::internal)?
         .map_err(Problem::store)?;

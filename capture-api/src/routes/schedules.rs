@@ -146,10 +146,6 @@ fn checked_spec(
     Ok((spec, status))
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, Problem> {
-    serde_json::to_value(value).map_err(Problem::internal)
-}
-
 /// Runs blocking store and runner work with schedule changes serialised (see
 /// [`lock_schedule_writes`]).
 async fn with_schedules_locked<T: Send + 'static>(
@@ -224,8 +220,8 @@ pub async fn create(
         namespace,
         name,
         uid: new_id(20),
-        spec: to_json(&spec)?,
-        status: to_json(&status)?,
+        spec,
+        status,
         created_at: Utc::now(),
     };
     if dry_run {
@@ -238,7 +234,7 @@ pub async fn create(
             e @ StoreError::AlreadyExists { .. } => Problem::conflict(e.to_string()),
             other => Problem::internal(other),
         })?;
-    tracing::info!(namespace = %record.namespace, schedule = %record.name, cron = %spec.schedule, "schedule created");
+    tracing::info!(namespace = %record.namespace, schedule = %record.name, cron = %record.spec.schedule, "schedule created");
     Ok((StatusCode::CREATED, Json(resource(&record))))
 }
 
@@ -309,11 +305,9 @@ pub async fn replace(
                 "schedule {name:?} was deleted and created again since you read it (its uid changed): GET it again and apply your change to that"
             )));
         }
-        // An unreadable status is rebuilt by the controller's next pass.
-        let previous = serde_json::from_value(record.status.clone()).unwrap_or_default();
-        let (spec, status) = checked_spec(&state, &spec, previous)?;
-        record.spec = to_json(&spec)?;
-        record.status = to_json(&status)?;
+        let (spec, status) = checked_spec(&state, &spec, record.status.clone())?;
+        record.spec = spec;
+        record.status = status;
         let found = state
             .store
             .update_schedule(&record.uid, &record.spec, &record.status)
@@ -321,7 +315,7 @@ pub async fn replace(
         if !found {
             return Err(not_found(&namespace, &name));
         }
-        tracing::info!(namespace, schedule = name, suspend = spec.suspend, cron = %spec.schedule, "schedule replaced");
+        tracing::info!(namespace, schedule = name, suspend = record.spec.suspend, cron = %record.spec.schedule, "schedule replaced");
         Ok(record)
     })
     .await?;

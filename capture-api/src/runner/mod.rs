@@ -34,8 +34,6 @@ const PASS_INTERVAL: Duration = Duration::from_secs(1);
 pub enum RunnerError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("stored capture {0} is unreadable: {1}")]
-    Corrupt(String, serde_json::Error),
 }
 
 /// The in-memory side of one capture: its running targets, and the packet/byte budget they
@@ -144,11 +142,11 @@ impl Runner {
             slot.clone_from(&full);
         }
         // Only unfinished captures need a look every second.
-        let mut active = self.store.captures(None, Some("Scheduled"))?;
-        active.extend(self.store.captures(None, Some("Capturing"))?);
+        let mut active = self.store.captures(None, Some(Phase::Scheduled))?;
+        active.extend(self.store.captures(None, Some(Phase::Capturing))?);
         for record in active {
-            let result = match (record.phase.as_str(), &full) {
-                ("Capturing", Some(reason)) => self
+            let result = match (record.phase(), &full) {
+                (Phase::Capturing, Some(reason)) => self
                     .finish(&record.uid, Phase::Stopped, Some(reason.clone()))
                     .map(drop),
                 _ => self.reconcile(&record, &pods, now),
@@ -159,7 +157,7 @@ impl Runner {
         }
         if self.retention_due(now) {
             for record in self.store.captures(None, None)? {
-                if matches!(record.phase.as_str(), "Completed" | "Stopped" | "Failed") {
+                if record.phase().is_finished() {
                     if let Err(error) = self.expire_files(&record, now) {
                         tracing::error!(namespace = %record.namespace, name = %record.name, %error, "expiring files");
                     }
@@ -186,10 +184,7 @@ impl Runner {
 
     /// Deletes a finished capture's files once its retention has passed; its status says so.
     fn expire_files(&self, record: &CaptureRecord, now: DateTime<Utc>) -> Result<(), RunnerError> {
-        let mut status: CaptureStatus =
-            serde_json::from_value(record.status.clone()).map_err(|e| {
-                RunnerError::Corrupt(format!("{}/{}", record.namespace, record.name), e)
-            })?;
+        let mut status = record.status.clone();
         let retention =
             chrono::Duration::from_std(self.storage.retention).unwrap_or(chrono::Duration::MAX);
         let expired = status
@@ -223,12 +218,8 @@ impl Runner {
         now: DateTime<Utc>,
     ) -> Result<(), RunnerError> {
         // Not due yet: nothing to do, and no need to lock or read again.
-        let listed_start = listed
-            .spec
-            .get("startTime")
-            .and_then(|t| t.as_str())
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
-        if listed.phase == "Scheduled" && listed_start.is_some_and(|start| now < start) {
+        let listed_start = listed.spec.start_time;
+        if listed.phase() == Phase::Scheduled && listed_start.is_some_and(|start| now < start) {
             return Ok(());
         }
         // The record is read again under the lock: a stop or delete that happened since the
@@ -240,14 +231,12 @@ impl Runner {
         let Some(record) = self.store.capture_by_uid(&listed.uid)? else {
             return Ok(());
         };
-        if !matches!(record.phase.as_str(), "Scheduled" | "Capturing") {
+        if record.phase().is_finished() {
             return Ok(());
         }
         let record = &record;
-        let corrupt = |e| RunnerError::Corrupt(format!("{}/{}", record.namespace, record.name), e);
-        let spec: CaptureSpec = serde_json::from_value(record.spec.clone()).map_err(corrupt)?;
-        let mut status: CaptureStatus =
-            serde_json::from_value(record.status.clone()).map_err(corrupt)?;
+        let spec = &record.spec;
+        let mut status = record.status.clone();
         let start = spec.start_time.unwrap_or(record.created_at);
         if now < start {
             return Ok(());
@@ -255,7 +244,7 @@ impl Runner {
         let fresh = !runs.contains_key(&record.uid);
         let run = runs.entry(record.uid.clone()).or_default();
         if fresh {
-            run.budget = budget_for(&spec, &status);
+            run.budget = budget_for(spec, &status);
             if status.phase == Phase::Capturing {
                 status.message = Some(format!(
                     "resumed at {} after the API restarted: packets between its last status update and then were not captured",
@@ -320,7 +309,7 @@ impl Runner {
                     &directory,
                     &key,
                     &self.node,
-                    &spec,
+                    spec,
                     earlier,
                     run.budget.clone(),
                 ) {
@@ -373,10 +362,7 @@ impl Runner {
         let Some(record) = self.store.capture_by_uid(uid)? else {
             return Ok(None);
         };
-        let mut status: CaptureStatus =
-            serde_json::from_value(record.status.clone()).map_err(|e| {
-                RunnerError::Corrupt(format!("{}/{}", record.namespace, record.name), e)
-            })?;
+        let mut status = record.status.clone();
         if let Some(mut run) = runs.remove(uid) {
             for target in run.targets.values() {
                 target.request_stop();
@@ -435,12 +421,7 @@ impl Runner {
     }
 
     fn save(&self, record: &CaptureRecord, status: &CaptureStatus) -> Result<(), RunnerError> {
-        let value = serde_json::to_value(status).map_err(|e| {
-            RunnerError::Corrupt(format!("{}/{}", record.namespace, record.name), e)
-        })?;
-        let phase = value["phase"].as_str().unwrap_or("Failed").to_string();
-        self.store
-            .update_capture_status(&record.uid, &phase, &value)?;
+        self.store.update_capture_status(&record.uid, status)?;
         Ok(())
     }
 }

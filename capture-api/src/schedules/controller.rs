@@ -41,8 +41,6 @@ pub enum ControllerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Runs(#[from] RunsError),
-    #[error("stored schedule {0} is unreadable: {1}")]
-    Corrupt(String, serde_json::Error),
 }
 
 pub struct Controller {
@@ -134,18 +132,11 @@ impl Controller {
         let Some(record) = self.store.schedule(namespace, name)? else {
             return Ok(false);
         };
-        let corrupt = |e| ControllerError::Corrupt(format!("{namespace}/{name}"), e);
-        let spec: ScheduleSpec = serde_json::from_value(record.spec.clone()).map_err(corrupt)?;
-        let mut status: ScheduleStatus =
-            serde_json::from_value(record.status.clone()).unwrap_or_else(|error| {
-                // Safe to start afresh: a run started before has a capture with the run's name,
-                // and the store refuses to create it twice.
-                tracing::warn!(namespace, schedule = name, %error, "unreadable schedule status; rebuilding it");
-                ScheduleStatus::default()
-            });
+        let spec = &record.spec;
+        let mut status = record.status.clone();
         let mut started = false;
         if !spec.suspend {
-            started = self.run_due(&record, &spec, &mut status, now)?;
+            started = self.run_due(&record, spec, &mut status, now)?;
         }
         let mut captures = self.store.captures_of_schedule(namespace, name)?;
         let expired = status::beyond_history_limit(name, &captures, spec.effective_history_limit());
@@ -165,15 +156,14 @@ impl Controller {
             captures = self.store.captures_of_schedule(namespace, name)?;
         }
         status::set_runs(&mut status, name, &captures);
-        if let Err(error) = status::set_upcoming(&mut status, &spec, now) {
+        if let Err(error) = status::set_upcoming(&mut status, spec, now) {
             self.report_once(&record.uid, "unrunnable", error.to_string(), || {
                 tracing::error!(namespace, schedule = name, %error, "schedule cannot run; fix it with PUT");
             });
         }
-        let value = serde_json::to_value(&status).map_err(corrupt)?;
-        if value != record.status {
+        if status != record.status {
             self.store
-                .update_schedule(&record.uid, &record.spec, &value)?;
+                .update_schedule(&record.uid, &record.spec, &status)?;
         }
         Ok(started)
     }
@@ -291,7 +281,6 @@ impl Controller {
             }
             Err(CreateError::Invalid(problems)) => Ok(RunOutcome::Refused(problems.to_string())),
             Err(CreateError::Store(error)) => Err(error.into()),
-            Err(CreateError::Encode(error)) => Err(ControllerError::Corrupt(capture, error)),
         }
     }
 
@@ -342,10 +331,7 @@ impl Controller {
 
 /// True when a capture's window has closed (it is only waiting for the runner to finish it).
 fn window_is_over(capture: &CaptureRecord, now: DateTime<Utc>) -> bool {
-    serde_json::from_value::<CaptureSpec>(capture.spec.clone())
-        .ok()
-        .and_then(|spec| spec.end_time)
-        .is_some_and(|end| end <= now)
+    capture.spec.end_time.is_some_and(|end| end <= now)
 }
 
 /// When a run's capture window opens: at its run time when the run starts on time (within

@@ -15,7 +15,6 @@ pub mod status;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard};
 
-use capture_spec::Phase;
 use chrono::{DateTime, Utc};
 
 use crate::store::CaptureRecord;
@@ -75,35 +74,21 @@ pub fn run_time_of(schedule: &str, capture: &CaptureRecord) -> DateTime<Utc> {
         .unwrap_or(capture.created_at)
 }
 
-/// A capture's phase; a phase this version does not know counts as Failed (finished).
-pub fn phase_of(capture: &CaptureRecord) -> Phase {
-    serde_json::from_value(serde_json::Value::String(capture.phase.clone()))
-        .unwrap_or(Phase::Failed)
-}
-
 /// True while a capture may still record: it counts against `concurrencyPolicy`.
 pub fn is_active(capture: &CaptureRecord) -> bool {
-    !phase_of(capture).is_finished()
+    !capture.phase().is_finished()
 }
 
 #[cfg(test)]
 mod tests {
+    use capture_spec::Phase;
     use chrono::TimeZone;
-    use serde_json::json;
 
     use super::*;
 
-    fn capture(name: &str, phase: &str) -> CaptureRecord {
-        CaptureRecord {
-            namespace: "default".into(),
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            spec: json!({}),
-            status: json!({}),
-            phase: phase.into(),
-            created_at: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
-            schedule: Some("nightly".into()),
-        }
+    fn capture(name: &str, phase: Phase) -> CaptureRecord {
+        let created = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+        CaptureRecord::for_test(name, phase, "nightly", created)
     }
 
     #[test]
@@ -111,16 +96,19 @@ mod tests {
         let run = Utc.with_ymd_and_hms(2025, 6, 1, 2, 0, 0).unwrap();
         let name = capture_name("nightly", run);
         assert_eq!(name, "nightly-1748743200");
-        assert_eq!(run_time_of("nightly", &capture(&name, "Completed")), run);
-        let odd = capture("nightly-manual", "Completed");
+        assert_eq!(
+            run_time_of("nightly", &capture(&name, Phase::Completed)),
+            run
+        );
+        let odd = capture("nightly-manual", Phase::Completed);
         assert_eq!(run_time_of("nightly", &odd), odd.created_at);
     }
 
     #[test]
     fn scheduled_and_capturing_captures_are_active() {
-        assert!(is_active(&capture("a", "Scheduled")));
-        assert!(is_active(&capture("a", "Capturing")));
-        for finished in ["Completed", "Stopped", "Failed", "Unknown"] {
+        assert!(is_active(&capture("a", Phase::Scheduled)));
+        assert!(is_active(&capture("a", Phase::Capturing)));
+        for finished in [Phase::Completed, Phase::Stopped, Phase::Failed] {
             assert!(!is_active(&capture("a", finished)), "{finished}");
         }
     }

@@ -8,7 +8,7 @@ use capture_spec::{
 };
 use chrono::{DateTime, Utc};
 
-use super::{is_active, phase_of, run_time_of};
+use super::{is_active, run_time_of};
 use crate::store::CaptureRecord;
 
 /// Sets the coming run times after `now`; clears them while the schedule is suspended.
@@ -48,7 +48,7 @@ pub fn set_runs(status: &mut ScheduleStatus, schedule: &str, captures: &[Capture
         .map(|c| ScheduleRun {
             name: c.name.clone(),
             scheduled_for: run_time_of(schedule, c),
-            phase: phase_of(c),
+            phase: c.phase(),
         })
         .collect();
 }
@@ -73,22 +73,13 @@ pub fn beyond_history_limit<'a>(
 mod tests {
     use capture_spec::{CaptureSpec, Phase};
     use chrono::TimeZone;
-    use serde_json::json;
 
     use super::*;
 
-    fn capture(name: &str, phase: &str) -> CaptureRecord {
-        CaptureRecord {
-            namespace: "default".into(),
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            spec: json!({}),
-            status: json!({}),
-            phase: phase.into(),
-            // Creation order is the opposite of run order, to show history follows run times.
-            created_at: Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
-            schedule: Some("s".into()),
-        }
+    fn capture(name: &str, phase: Phase) -> CaptureRecord {
+        // Creation order is the opposite of run order, to show history follows run times.
+        let created = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+        CaptureRecord::for_test(name, phase, "s", created)
     }
 
     fn names(captures: &[&CaptureRecord]) -> Vec<String> {
@@ -98,9 +89,9 @@ mod tests {
     #[test]
     fn history_is_in_run_order_and_active_lists_running_captures() {
         let captures = [
-            capture("s-300", "Capturing"),
-            capture("s-100", "Completed"),
-            capture("s-200", "Stopped"),
+            capture("s-300", Phase::Capturing),
+            capture("s-100", Phase::Completed),
+            capture("s-200", Phase::Stopped),
         ];
         let mut status = ScheduleStatus::default();
         set_runs(&mut status, "s", &captures);
@@ -123,10 +114,10 @@ mod tests {
     #[test]
     fn only_the_oldest_finished_captures_fall_beyond_the_limit() {
         let captures = [
-            capture("s-400", "Capturing"),
-            capture("s-300", "Failed"),
-            capture("s-100", "Completed"),
-            capture("s-200", "Completed"),
+            capture("s-400", Phase::Capturing),
+            capture("s-300", Phase::Failed),
+            capture("s-100", Phase::Completed),
+            capture("s-200", Phase::Completed),
         ];
         assert_eq!(
             names(&beyond_history_limit("s", &captures, 1)),

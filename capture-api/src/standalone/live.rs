@@ -9,7 +9,6 @@ use axum::http::header;
 use axum::response::Response;
 use capture_agent::format::InterfaceInfo;
 use capture_agent::tap::{pump, QUEUED_CHUNKS};
-use capture_spec::CaptureSpec;
 
 use crate::problem::Problem;
 use crate::runner::Runner;
@@ -18,8 +17,8 @@ use crate::stream::{self, LiveStream};
 
 /// The live stream of `record`, or a 409 when none of its pods is capturing.
 pub fn stream(runner: &Runner, record: &CaptureRecord) -> Result<Response, Problem> {
-    let spec: CaptureSpec =
-        serde_json::from_value(record.spec.clone()).map_err(Problem::internal)?;
+    let snap_length = record.spec.snap_length;
+    let filter = record.spec.filters.to_pcap_expression();
     let (sender, receiver) = mpsc::sync_channel(QUEUED_CHUNKS);
     let Some(targets) = runner.subscribe(&record.uid, &sender) else {
         return Err(Problem::conflict(format!(
@@ -34,7 +33,7 @@ pub fn stream(runner: &Runner, record: &CaptureRecord) -> Result<Response, Probl
         .map(|(name, description)| InterfaceInfo {
             name,
             description,
-            filter_expression: spec.filters.to_pcap_expression(),
+            filter_expression: filter.clone(),
         })
         .collect();
     let (mut writer, body) = stream::channel();
@@ -43,7 +42,7 @@ pub fn stream(runner: &Runner, record: &CaptureRecord) -> Result<Response, Probl
         pump(
             &receiver,
             &interfaces,
-            spec.snap_length,
+            snap_length,
             "podcap live",
             &mut writer,
         );

@@ -169,10 +169,9 @@ impl Backend for Standalone {
     }
 
     async fn inputs(&self, record: &CaptureRecord) -> Result<Vec<MergeInput>, Problem> {
-        let status = record.capture_status().map_err(Problem::internal)?;
         Ok(capture_inputs(
             &self.runner.capture_dir(&record.uid),
-            &status,
+            &record.status,
         ))
     }
 

@@ -1,11 +1,11 @@
 //! The store: where captures, schedules, shares and API tokens live. One trait, so the API does
-//! not care whether it is SQLite (standalone) or the Kubernetes API (cluster mode). Specs and
-//! statuses travel as the API's JSON values: the store keeps them, the model validates them.
+//! not care whether it is SQLite (standalone) or the Kubernetes API (cluster mode). Records are
+//! typed with the model's own spec, status and phase types: decoded once, where they are read.
 
 mod sqlite;
 
+use capture_spec::{CaptureSpec, CaptureStatus, Phase, ScheduleSpec, ScheduleStatus};
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 pub use sqlite::SqliteStore;
 
@@ -29,6 +29,15 @@ pub enum StoreError {
     /// Kubernetes mode: the object changed since it was read (optimistic concurrency).
     #[error("{0} changed while it was being updated: read it again and retry")]
     Conflict(String),
+    /// Kubernetes mode: an object someone wrote (e.g. with kubectl) that podcap's model cannot
+    /// read. Lists leave it out with a warning; reading it by name says what is wrong.
+    #[error("{kind} {namespace}/{name} cannot be read: {reason}; correct it with kubectl edit, or delete it")]
+    Undecodable {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        reason: String,
+    },
     /// An operation this store does not have (e.g. API tokens in Kubernetes mode).
     #[error("{0}")]
     Unsupported(&'static str),
@@ -40,19 +49,39 @@ pub struct CaptureRecord {
     pub namespace: String,
     pub name: String,
     pub uid: String,
-    pub spec: Value,
-    pub status: Value,
-    /// The status phase, kept in its own column for filtering.
-    pub phase: String,
+    pub spec: CaptureSpec,
+    pub status: CaptureStatus,
     pub created_at: DateTime<Utc>,
     /// The schedule that created it, if any.
     pub schedule: Option<String>,
 }
 
 impl CaptureRecord {
-    /// The status, decoded.
-    pub fn capture_status(&self) -> Result<capture_spec::CaptureStatus, serde_json::Error> {
-        serde_json::from_value(self.status.clone())
+    pub fn phase(&self) -> Phase {
+        self.status.phase
+    }
+
+    /// A record for unit tests: `name` in namespace `default`, in `phase`, created at
+    /// `created_at` by schedule `schedule`, with an empty spec.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        name: &str,
+        phase: Phase,
+        schedule: &str,
+        created_at: DateTime<Utc>,
+    ) -> CaptureRecord {
+        CaptureRecord {
+            namespace: "default".into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            spec: CaptureSpec::default(),
+            status: CaptureStatus {
+                phase,
+                ..CaptureStatus::default()
+            },
+            created_at,
+            schedule: Some(schedule.into()),
+        }
     }
 }
 
@@ -74,8 +103,8 @@ pub struct ScheduleRecord {
     pub namespace: String,
     pub name: String,
     pub uid: String,
-    pub spec: Value,
-    pub status: Value,
+    pub spec: ScheduleSpec,
+    pub status: ScheduleStatus,
     pub created_at: DateTime<Utc>,
 }
 
@@ -111,25 +140,21 @@ pub trait Store: Send + Sync + 'static {
     fn captures(
         &self,
         namespace: Option<&str>,
-        phase: Option<&str>,
+        phase: Option<Phase>,
     ) -> Result<Vec<CaptureRecord>, StoreError>;
     /// One page of a namespace's captures, ordered by creation time then name, starting after
     /// `after` = (creation time as stored, name) of the previous page's last item; spec and
-    /// status stay the stored JSON text, so a list answer passes them through unchanged.
+    /// status stay the stored JSON text, so a list answer passes them through unchanged (the
+    /// one place records are not decoded: a page of large statuses is copied, not parsed).
     fn captures_page_raw(
         &self,
         namespace: &str,
-        phase: Option<&str>,
+        phase: Option<Phase>,
         after: Option<(&str, &str)>,
         limit: usize,
     ) -> Result<Vec<RawCaptureRecord>, StoreError>;
-    /// Replaces a capture's status (and phase); false if the capture no longer exists.
-    fn update_capture_status(
-        &self,
-        uid: &str,
-        phase: &str,
-        status: &Value,
-    ) -> Result<bool, StoreError>;
+    /// Replaces a capture's status; false if the capture no longer exists.
+    fn update_capture_status(&self, uid: &str, status: &CaptureStatus) -> Result<bool, StoreError>;
     fn delete_capture(&self, namespace: &str, name: &str) -> Result<bool, StoreError>;
 
     /// Captures a schedule created, oldest first.
@@ -143,7 +168,12 @@ pub trait Store: Send + Sync + 'static {
     fn schedule(&self, namespace: &str, name: &str) -> Result<Option<ScheduleRecord>, StoreError>;
     fn schedules(&self, namespace: Option<&str>) -> Result<Vec<ScheduleRecord>, StoreError>;
     /// Replaces spec and status; false if the schedule no longer exists.
-    fn update_schedule(&self, uid: &str, spec: &Value, status: &Value) -> Result<bool, StoreError>;
+    fn update_schedule(
+        &self,
+        uid: &str,
+        spec: &ScheduleSpec,
+        status: &ScheduleStatus,
+    ) -> Result<bool, StoreError>;
     fn delete_schedule(&self, namespace: &str, name: &str) -> Result<bool, StoreError>;
 
     fn insert_share(&self, share: &ShareRecord) -> Result<(), StoreError>;

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use capture_spec::{CaptureStatus, Phase, ScheduleSpec, ScheduleStatus};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -100,10 +101,16 @@ fn time(text: String) -> rusqlite::Result<DateTime<Utc>> {
         })
 }
 
-fn json(text: String) -> rusqlite::Result<serde_json::Value> {
+/// A stored JSON column as the model's type; a row that does not decode is reported as
+/// corrupt, naming the column, rather than passed on half-read.
+fn decode<T: serde::de::DeserializeOwned>(column: usize, text: String) -> rusqlite::Result<T> {
     serde_json::from_str(&text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
     })
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    Ok(serde_json::to_string(value)?)
 }
 
 // created_at is stored with Utc::to_rfc3339, which is fixed-offset and orders as text.
@@ -114,9 +121,9 @@ fn capture_row(row: &Row<'_>) -> rusqlite::Result<CaptureRecord> {
         namespace: row.get(0)?,
         name: row.get(1)?,
         uid: row.get(2)?,
-        spec: json(row.get(3)?)?,
-        status: json(row.get(4)?)?,
-        phase: row.get(5)?,
+        spec: decode(3, row.get(3)?)?,
+        status: decode(4, row.get(4)?)?,
+        // Column 5 (phase) is the status's own, copied for filtering.
         created_at: time(row.get(6)?)?,
         schedule: row.get(7)?,
     })
@@ -129,8 +136,8 @@ fn schedule_row(row: &Row<'_>) -> rusqlite::Result<ScheduleRecord> {
         namespace: row.get(0)?,
         name: row.get(1)?,
         uid: row.get(2)?,
-        spec: json(row.get(3)?)?,
-        status: json(row.get(4)?)?,
+        spec: decode(3, row.get(3)?)?,
+        status: decode(4, row.get(4)?)?,
         created_at: time(row.get(5)?)?,
     })
 }
@@ -177,9 +184,9 @@ impl Store for SqliteStore {
                 capture.namespace,
                 capture.name,
                 capture.uid,
-                capture.spec.to_string(),
-                capture.status.to_string(),
-                capture.phase,
+                encode(&capture.spec)?,
+                encode(&capture.status)?,
+                capture.phase().as_str(),
                 capture.created_at.to_rfc3339(),
                 capture.schedule,
             ],
@@ -222,8 +229,9 @@ impl Store for SqliteStore {
     fn captures(
         &self,
         namespace: Option<&str>,
-        phase: Option<&str>,
+        phase: Option<Phase>,
     ) -> Result<Vec<CaptureRecord>, StoreError> {
+        let phase = phase.map(Phase::as_str);
         let connection = self.read()?;
         let mut statement = connection.prepare_cached(&format!(
             "SELECT {CAPTURE_COLUMNS} FROM captures \
@@ -237,10 +245,11 @@ impl Store for SqliteStore {
     fn captures_page_raw(
         &self,
         namespace: &str,
-        phase: Option<&str>,
+        phase: Option<Phase>,
         after: Option<(&str, &str)>,
         limit: usize,
     ) -> Result<Vec<RawCaptureRecord>, StoreError> {
+        let phase = phase.map(Phase::as_str);
         let connection = self.read()?;
         let mut statement = connection.prepare_cached(
             "SELECT namespace, name, uid, spec, status, created_at FROM captures \
@@ -266,15 +275,10 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    fn update_capture_status(
-        &self,
-        uid: &str,
-        phase: &str,
-        status: &serde_json::Value,
-    ) -> Result<bool, StoreError> {
+    fn update_capture_status(&self, uid: &str, status: &CaptureStatus) -> Result<bool, StoreError> {
         let changed = self.lock()?.execute(
             "UPDATE captures SET status = ?2, phase = ?3 WHERE uid = ?1",
-            params![uid, status.to_string(), phase],
+            params![uid, encode(status)?, status.phase.as_str()],
         )?;
         Ok(changed > 0)
     }
@@ -315,8 +319,8 @@ impl Store for SqliteStore {
                 schedule.namespace,
                 schedule.name,
                 schedule.uid,
-                schedule.spec.to_string(),
-                schedule.status.to_string(),
+                encode(&schedule.spec)?,
+                encode(&schedule.status)?,
                 schedule.created_at.to_rfc3339(),
             ],
         );
@@ -356,12 +360,12 @@ impl Store for SqliteStore {
     fn update_schedule(
         &self,
         uid: &str,
-        spec: &serde_json::Value,
-        status: &serde_json::Value,
+        spec: &ScheduleSpec,
+        status: &ScheduleStatus,
     ) -> Result<bool, StoreError> {
         let changed = self.lock()?.execute(
             "UPDATE schedules SET spec = ?2, status = ?3 WHERE uid = ?1",
-            params![uid, spec.to_string(), status.to_string()],
+            params![uid, encode(spec)?, encode(status)?],
         )?;
         Ok(changed > 0)
     }
@@ -484,16 +488,17 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    fn record(namespace: &str, name: &str, uid: &str, phase: &str) -> CaptureRecord {
+    fn record(namespace: &str, name: &str, uid: &str, phase: Phase) -> CaptureRecord {
         CaptureRecord {
             namespace: namespace.into(),
             name: name.into(),
             uid: uid.into(),
-            spec: json!({"duration": "10s"}),
-            status: json!({"phase": phase}),
-            phase: phase.into(),
+            spec: serde_json::from_str(r#"{"duration": "10s"}"#).unwrap(),
+            status: CaptureStatus {
+                phase,
+                ..CaptureStatus::default()
+            },
             created_at: Utc::now(),
             schedule: None,
         }
@@ -506,13 +511,13 @@ mod tests {
         {
             let store = SqliteStore::open(&path).unwrap();
             store
-                .insert_capture(&record("shop", "a", "u1", "Capturing"))
+                .insert_capture(&record("shop", "a", "u1", Phase::Capturing))
                 .unwrap();
             store
-                .insert_capture(&record("shop", "b", "u2", "Completed"))
+                .insert_capture(&record("shop", "b", "u2", Phase::Completed))
                 .unwrap();
             let duplicate = store
-                .insert_capture(&record("shop", "a", "u3", "Scheduled"))
+                .insert_capture(&record("shop", "a", "u3", Phase::Scheduled))
                 .unwrap_err();
             assert!(
                 duplicate
@@ -520,17 +525,22 @@ mod tests {
                     .contains("capture shop/a already exists"),
                 "{duplicate}"
             );
-            assert!(store
-                .update_capture_status("u1", "Stopped", &json!({"phase": "Stopped"}))
-                .unwrap());
+            let stopped = CaptureStatus {
+                phase: Phase::Stopped,
+                ..CaptureStatus::default()
+            };
+            assert!(store.update_capture_status("u1", &stopped).unwrap());
         }
         let store = SqliteStore::open(&path).unwrap();
         let all = store.captures(Some("shop"), None).unwrap();
         assert_eq!(all.len(), 2);
-        assert_eq!(store.captures(None, Some("Stopped")).unwrap()[0].name, "a");
         assert_eq!(
-            store.capture_by_uid("u2").unwrap().unwrap().phase,
-            "Completed"
+            store.captures(None, Some(Phase::Stopped)).unwrap()[0].name,
+            "a"
+        );
+        assert_eq!(
+            store.capture_by_uid("u2").unwrap().unwrap().phase(),
+            Phase::Completed
         );
         assert!(store.delete_capture("shop", "b").unwrap());
         assert!(store.capture("shop", "b").unwrap().is_none());
@@ -541,7 +551,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("podcap.db")).unwrap();
         store
-            .insert_capture(&record("shop", "a", "u1", "Completed"))
+            .insert_capture(&record("shop", "a", "u1", Phase::Completed))
             .unwrap();
         let share = ShareRecord {
             id: "s1".into(),
