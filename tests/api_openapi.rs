@@ -23,7 +23,7 @@ const CAPTURES: &str = "/api/v1/namespaces/default/captures";
 /// The version of openapi-spec-validator `.ci/run` installs.
 const VALIDATOR: &str = "openapi-spec-validator==0.9.0";
 
-/// The REST contract of DESIGN.md: every one of these must be documented (and, through
+/// The REST contract podcap promises (the README's API section): every one of these must be documented (and, through
 /// [`documented_paths_answer_exactly_the_documented_methods`], served).
 const CONTRACT: &[(&str, &str)] = &[
     ("get", "/api/v1/namespaces/{namespace}/captures"),

@@ -162,12 +162,12 @@ mod tests {
     use super::*;
     use crate::filter::{PortRange, Protocol};
 
-    /// The example from DESIGN.md's CRD section.
-    const DESIGN_EXAMPLE: &str = r#"{"podSelector":{"matchLabels":{"app":"web"}},"filters":[{"protocol":"TCP","ports":[443]},{"protocol":"UDP","ports":[53]}],"duration":"10m"}"#;
+    /// The README's example capture: TCP 443 and UDP 53 of `app=web` for ten minutes.
+    const README_EXAMPLE: &str = r#"{"podSelector":{"matchLabels":{"app":"web"}},"filters":[{"protocol":"TCP","ports":[443]},{"protocol":"UDP","ports":[53]}],"duration":"10m"}"#;
 
     #[test]
     fn design_example_parses_with_defaults() {
-        let spec: CaptureSpec = serde_json::from_str(DESIGN_EXAMPLE).unwrap();
+        let spec: CaptureSpec = serde_json::from_str(README_EXAMPLE).unwrap();
         assert_eq!(
             spec.pod_selector,
             LabelSelector::from_labels([("app", "web")])
@@ -296,7 +296,7 @@ mod tests {
     #[test]
     fn window_uses_the_spec_fields() {
         let now = Utc.with_ymd_and_hms(2025, 6, 1, 10, 0, 0).unwrap();
-        let spec: CaptureSpec = serde_json::from_str(DESIGN_EXAMPLE).unwrap();
+        let spec: CaptureSpec = serde_json::from_str(README_EXAMPLE).unwrap();
         let window = spec.window(now).unwrap();
         assert_eq!(window.start, now);
         assert_eq!(

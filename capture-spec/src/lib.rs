@@ -4,8 +4,8 @@
 //! label selectors, limits and output formats, capture windows, object names, and whole-spec
 //! validation that reports every problem with its field path. No I/O and no clock or randomness
 //! live here: callers pass "now" and random suffixes in, so every result is reproducible. The
-//! agent, the API and the CRDs all build on these types; the JSON shapes are the REST and CRD
-//! contracts of DESIGN.md.
+//! agent, the API and the CRDs all build on these types; their JSON shapes are the REST contract
+//! (the API's OpenAPI document) and the CRD contract (`deploy/crds`, generated from them).
 
 pub mod capture;
 #[cfg(feature = "kube")]

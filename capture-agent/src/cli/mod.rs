@@ -1,6 +1,7 @@
-//! Command-line interface: argument parsing and the `capture` command, exactly as DESIGN.md's
-//! agent CLI contract (`capture-agent capture --interface IF --filter tcp:80,443 --duration 10s
-//! --format pcapng|pcap --output FILE ...`).
+//! Command-line interface: argument parsing and the commands. `capture` is the agent used alone,
+//! like tcpdump (`capture-agent capture --interface IF --filter tcp:80,443 --duration 10s
+//! --format pcapng|pcap --output FILE ...`, the contract the README's "capture command" section
+//! documents); `run` is the node agent in a cluster.
 
 mod capture;
 mod run;
