@@ -244,6 +244,11 @@ impl Api {
         (status, kind, value)
     }
 
+    /// `method path` as the admin, without a body.
+    async fn as_admin(&self, method: Method, path: &str) -> (StatusCode, String, Value) {
+        self.send(method, path, Some(&self.admin), None).await
+    }
+
     fn calls(&self) -> Vec<String> {
         std::mem::take(&mut *self.fixture.calls.lock().unwrap())
     }
@@ -368,43 +373,26 @@ async fn a_capture_goes_through_the_backend_from_create_to_delete() {
     assert_eq!(api.calls(), ["start"]);
 
     let (status, _, stopped) = api
-        .send(
-            Method::POST,
-            "/api/v1/namespaces/shop/captures/web/stop",
-            Some(&admin),
-            None,
-        )
+        .as_admin(Method::POST, "/api/v1/namespaces/shop/captures/web/stop")
         .await;
     assert_eq!(status, StatusCode::OK, "{stopped}");
     assert_eq!(api.calls(), ["stop web"]);
 
     let (status, _, _) = api
-        .send(
-            Method::GET,
-            "/api/v1/namespaces/shop/captures/web/pcap",
-            Some(&admin),
-            None,
-        )
+        .as_admin(Method::GET, "/api/v1/namespaces/shop/captures/web/pcap")
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(api.calls(), ["inputs web"]);
 
     let (status, _, problem) = api
-        .send(
+        .as_admin(
             Method::GET,
             "/api/v1/namespaces/shop/captures/web/files/../../etc/passwd",
-            Some(&admin),
-            None,
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
     let (status, _, problem) = api
-        .send(
-            Method::GET,
-            "/api/v1/namespaces/shop/captures/web/files/f1",
-            Some(&admin),
-            None,
-        )
+        .as_admin(Method::GET, "/api/v1/namespaces/shop/captures/web/files/f1")
         .await;
     assert_eq!(
         status,
@@ -424,22 +412,12 @@ async fn a_capture_goes_through_the_backend_from_create_to_delete() {
     );
 
     let (status, _, _) = api
-        .send(
-            Method::DELETE,
-            "/api/v1/namespaces/shop/captures/web",
-            Some(&admin),
-            None,
-        )
+        .as_admin(Method::DELETE, "/api/v1/namespaces/shop/captures/web")
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(api.calls(), ["delete web"]);
     let (status, _, _) = api
-        .send(
-            Method::GET,
-            "/api/v1/namespaces/shop/captures/web",
-            Some(&admin),
-            None,
-        )
+        .as_admin(Method::GET, "/api/v1/namespaces/shop/captures/web")
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
@@ -468,12 +446,7 @@ async fn a_full_backend_refuses_new_captures_with_507() {
     );
     assert!(api.calls().is_empty());
     let (_, _, list) = api
-        .send(
-            Method::GET,
-            "/api/v1/namespaces/shop/captures",
-            Some(&api.admin.clone()),
-            None,
-        )
+        .as_admin(Method::GET, "/api/v1/namespaces/shop/captures")
         .await;
     assert_eq!(list["items"], json!([]), "nothing was stored");
 }
@@ -482,11 +455,9 @@ async fn a_full_backend_refuses_new_captures_with_507() {
 async fn pods_and_namespaces_come_from_the_backend_filtered_by_the_caller() {
     let api = api_with(None);
     let (status, _, pods) = api
-        .send(
+        .as_admin(
             Method::GET,
             "/api/v1/namespaces/shop/pods?selector=app%3Dweb",
-            Some(&api.admin.clone()),
-            None,
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -500,11 +471,9 @@ async fn pods_and_namespaces_come_from_the_backend_filtered_by_the_caller() {
     assert_eq!(api.calls(), ["pods shop app=web"]);
 
     let (status, kind, problem) = api
-        .send(
+        .as_admin(
             Method::GET,
             "/api/v1/namespaces/shop/pods?selector=app%3D%3D%3D",
-            Some(&api.admin.clone()),
-            None,
         )
         .await;
     assert_eq!(
@@ -522,14 +491,7 @@ async fn pods_and_namespaces_come_from_the_backend_filtered_by_the_caller() {
         .send(Method::GET, "/api/v1/namespaces", Some(&bank), None)
         .await;
     assert_eq!(namespaces["items"], json!([{"name": "bank"}]));
-    let (_, _, namespaces) = api
-        .send(
-            Method::GET,
-            "/api/v1/namespaces",
-            Some(&api.admin.clone()),
-            None,
-        )
-        .await;
+    let (_, _, namespaces) = api.as_admin(Method::GET, "/api/v1/namespaces").await;
     assert_eq!(
         namespaces["items"],
         json!([{"name": "bank"}, {"name": "shop"}])
@@ -556,14 +518,7 @@ async fn pods_and_namespaces_come_from_the_backend_filtered_by_the_caller() {
         .map(|c| c["metadata"]["namespace"].as_str().unwrap())
         .collect();
     assert_eq!(seen, ["bank"], "a bank token sees only bank's captures");
-    let (_, _, all) = api
-        .send(
-            Method::GET,
-            "/api/v1/captures",
-            Some(&api.admin.clone()),
-            None,
-        )
-        .await;
+    let (_, _, all) = api.as_admin(Method::GET, "/api/v1/captures").await;
     assert_eq!(all["items"].as_array().unwrap().len(), 2);
 }
 
@@ -581,22 +536,12 @@ async fn deleting_a_schedule_is_the_backends_business() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let (status, _, _) = api
-        .send(
-            Method::DELETE,
-            "/api/v1/namespaces/shop/schedules/nightly",
-            Some(&admin),
-            None,
-        )
+        .as_admin(Method::DELETE, "/api/v1/namespaces/shop/schedules/nightly")
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(api.calls(), ["delete schedule nightly"]);
     let (status, kind, _) = api
-        .send(
-            Method::DELETE,
-            "/api/v1/namespaces/shop/schedules/nightly",
-            Some(&admin),
-            None,
-        )
+        .as_admin(Method::DELETE, "/api/v1/namespaces/shop/schedules/nightly")
         .await;
     assert_eq!(
         (status, kind.as_str()),
