@@ -1,28 +1,22 @@
 //! Who may call which route: the one authorization table of the API, for both modes.
 //!
 //! Every route has an [`Access`] in [`access_of`] (a unit test fails when a route has none). The
-//! route layer [`guard`] runs before every handler: it leaves public routes alone, has the
+//! route layer ([`crate::server::guard`]) runs before every handler: it leaves public routes alone, has the
 //! [`Backend`](crate::backend::Backend) authenticate the bearer token, asks it whether the
 //! caller may have that access in the path's namespace, and hands the [`Caller`] to the handler
 //! in the request's extensions. Handlers never check permissions themselves, and never learn
 //! which mode they run in: standalone mode answers from token roles and scopes, Kubernetes mode
 //! with TokenReview and SubjectAccessReview (see `crate::kube::auth`).
 
-use std::collections::HashSet;
 use std::fmt;
-use std::sync::OnceLock;
 
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
-use axum::http::header::AUTHORIZATION;
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
-use crate::auth::TokenCaller;
+use crate::auth::{Action, TokenCaller};
 use crate::kube::auth::User;
 use crate::problem::Problem;
-use crate::state::AppState;
 
 /// A Kubernetes-style verb on one of podcap's resources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,6 +65,21 @@ pub enum Access {
     Schedules(Verb),
     /// Which pods a selector matches.
     Pods,
+}
+
+impl Access {
+    /// What an API token (standalone mode) must be allowed to do for this access: reading needs
+    /// a viewer, changing captures and schedules an operator, and making or revoking share
+    /// links the share right.
+    pub fn token_action(self) -> Action {
+        match self {
+            Access::Public | Access::Authenticated | Access::Pods => Action::Read,
+            Access::Packets(verb) if verb.reads() => Action::Read,
+            Access::Packets(_) => Action::Share,
+            Access::Captures(verb) | Access::Schedules(verb) if verb.reads() => Action::Read,
+            Access::Captures(_) | Access::Schedules(_) => Action::Write,
+        }
+    }
 }
 
 impl fmt::Display for Access {
@@ -145,7 +154,7 @@ impl Caller {
     }
 }
 
-/// Handlers take the caller the [`guard`] authenticated; a route that reaches a handler without
+/// Handlers take the caller the route layer authenticated; a route that reaches a handler without
 /// one (which the guard never lets happen) is refused as unauthenticated.
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = Problem;
@@ -157,83 +166,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .cloned()
             .ok_or_else(|| Problem::unauthorized("send `Authorization: Bearer <token>`"))
     }
-}
-
-/// The namespace segment of `/api/v1/namespaces/{namespace}/...`; empty for the routes above
-/// namespaces.
-fn path_namespace(path: &str) -> &str {
-    path.strip_prefix("/api/v1/namespaces/")
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_default()
-}
-
-/// Whether the server has a handler for `method` on the matched `path` (from the OpenAPI
-/// document, which lists exactly the routes served).
-fn is_served(method: &Method, path: &str) -> bool {
-    static SERVED: OnceLock<HashSet<(String, String)>> = OnceLock::new();
-    SERVED
-        .get_or_init(|| {
-            let document = crate::server::openapi();
-            let mut served = HashSet::new();
-            for (path, item) in document.paths.paths {
-                let operations = [
-                    ("GET", item.get.is_some()),
-                    ("PUT", item.put.is_some()),
-                    ("POST", item.post.is_some()),
-                    ("DELETE", item.delete.is_some()),
-                    ("PATCH", item.patch.is_some()),
-                ];
-                for (method, present) in operations {
-                    if present {
-                        served.insert((method.to_string(), path.clone()));
-                    }
-                }
-            }
-            served
-        })
-        .contains(&(method.as_str().to_string(), path.to_string()))
-}
-
-/// The route layer of every route: authenticates and authorizes each request by
-/// [`access_of`] before its handler runs.
-pub async fn guard(
-    State(state): State<AppState>,
-    matched: Option<MatchedPath>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let path = matched.as_ref().map_or("", |m| m.as_str());
-    let Some(access) = access_of(request.method(), path) else {
-        if !is_served(request.method(), path) {
-            // No handler for this method here: the router answers 405 with what is allowed.
-            return next.run(request).await;
-        }
-        tracing::error!(method = %request.method(), path, "route without an access rule");
-        return Problem::forbidden(format!(
-            "{} {path} has no access rule, so it is refused",
-            request.method()
-        ))
-        .into_response();
-    };
-    if access == Access::Public {
-        return next.run(request).await;
-    }
-    let header = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let caller = match state.backend.authenticate(header).await {
-        Ok(caller) => caller,
-        Err(problem) => return problem.into_response(),
-    };
-    if access != Access::Authenticated {
-        let namespace = path_namespace(request.uri().path()).to_string();
-        if let Err(problem) = state.backend.authorize(&caller, access, &namespace).await {
-            return problem.into_response();
-        }
-    }
-    request.extensions_mut().insert(caller);
-    next.run(request).await
 }
 
 #[cfg(test)]
@@ -263,6 +195,20 @@ mod tests {
     }
 
     #[test]
+    fn token_roles_follow_what_a_route_does() {
+        assert_eq!(Access::Captures(Verb::List).token_action(), Action::Read);
+        assert_eq!(Access::Captures(Verb::Patch).token_action(), Action::Write);
+        assert_eq!(Access::Packets(Verb::Get).token_action(), Action::Read);
+        assert_eq!(Access::Packets(Verb::Create).token_action(), Action::Share);
+        assert_eq!(Access::Packets(Verb::Delete).token_action(), Action::Share);
+        assert_eq!(
+            Access::Schedules(Verb::Update).token_action(),
+            Action::Write
+        );
+        assert_eq!(Access::Pods.token_action(), Action::Read);
+    }
+
+    #[test]
     fn packets_are_their_own_permission() {
         assert_eq!(
             access_of(
@@ -286,7 +232,5 @@ mod tests {
             access_of(&Method::PATCH, "/api/v1/namespaces/{namespace}/captures"),
             None
         );
-        assert_eq!(path_namespace("/api/v1/namespaces/shop/captures"), "shop");
-        assert_eq!(path_namespace("/api/v1/captures"), "");
     }
 }

@@ -19,7 +19,6 @@ use chrono::Utc;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::access::Access;
 use crate::problem::Problem;
 use crate::store::{Store, StoreError, TokenRecord};
 
@@ -66,19 +65,6 @@ pub enum Action {
 }
 
 impl Action {
-    /// What a token must be allowed to do for a route's `access`: reading needs a viewer,
-    /// changing captures and schedules an operator, and making or revoking share links the
-    /// share right.
-    pub fn needed_for(access: Access) -> Action {
-        match access {
-            Access::Public | Access::Authenticated | Access::Pods => Action::Read,
-            Access::Packets(verb) if verb.reads() => Action::Read,
-            Access::Packets(_) => Action::Share,
-            Access::Captures(verb) | Access::Schedules(verb) if verb.reads() => Action::Read,
-            Access::Captures(_) | Access::Schedules(_) => Action::Write,
-        }
-    }
-
     fn minimum_role(self) -> Role {
         match self {
             Action::Read => Role::Viewer,
@@ -257,33 +243,6 @@ mod tests {
         assert!(caller(Role::Admin, None)
             .authorize(Action::Share, "any")
             .is_ok());
-    }
-
-    #[test]
-    fn roles_follow_what_a_route_does() {
-        use crate::access::Verb;
-        assert_eq!(
-            Action::needed_for(Access::Captures(Verb::List)),
-            Action::Read
-        );
-        assert_eq!(
-            Action::needed_for(Access::Captures(Verb::Patch)),
-            Action::Write
-        );
-        assert_eq!(Action::needed_for(Access::Packets(Verb::Get)), Action::Read);
-        assert_eq!(
-            Action::needed_for(Access::Packets(Verb::Create)),
-            Action::Share
-        );
-        assert_eq!(
-            Action::needed_for(Access::Packets(Verb::Delete)),
-            Action::Share
-        );
-        assert_eq!(
-            Action::needed_for(Access::Schedules(Verb::Update)),
-            Action::Write
-        );
-        assert_eq!(Action::needed_for(Access::Pods), Action::Read);
     }
 
     #[test]

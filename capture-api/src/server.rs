@@ -1,17 +1,25 @@
 //! The HTTP server: the router and its layers. The router and the OpenAPI document are built
-//! from one list of handlers, [`routes`]; every route goes through the access guard
-//! ([`crate::access`]), which lets only health checks, metrics, share links, download tickets
-//! and the web UI through without a token.
+//! from one list of handlers, [`routes`]; every route goes through [`guard`], which applies the
+//! access table ([`crate::access`]) through the mode's backend and lets only health checks,
+//! metrics, the OpenAPI document, share links, download tickets and the web UI through without
+//! a token.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
-use axum::extract::State;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::access::{access_of, Access};
 use crate::metrics;
 use crate::problem::Problem;
 use crate::routes::{openapi, shares, tickets};
@@ -73,7 +81,7 @@ pub fn router(state: AppState) -> Router {
     Router::from(routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::access::guard,
+            guard,
         ))
         .merge(crate::web::router())
         .fallback(|| async {
@@ -85,6 +93,83 @@ pub fn router(state: AppState) -> Router {
         // Outside the limit layer, which answers oversized requests itself.
         .layer(axum::middleware::map_response(body_limit_as_problem))
         .with_state(state)
+}
+
+/// The namespace segment of `/api/v1/namespaces/{namespace}/...`; empty for the routes above
+/// namespaces.
+fn path_namespace(path: &str) -> &str {
+    path.strip_prefix("/api/v1/namespaces/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default()
+}
+
+/// Whether the server has a handler for `method` on the matched `path` (from the OpenAPI
+/// document, which lists exactly the routes served).
+fn is_served(method: &Method, path: &str) -> bool {
+    static SERVED: OnceLock<HashSet<(String, String)>> = OnceLock::new();
+    SERVED
+        .get_or_init(|| {
+            let document = openapi();
+            let mut served = HashSet::new();
+            for (path, item) in document.paths.paths {
+                let operations = [
+                    ("GET", item.get.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                    ("PATCH", item.patch.is_some()),
+                ];
+                for (method, present) in operations {
+                    if present {
+                        served.insert((method.to_string(), path.clone()));
+                    }
+                }
+            }
+            served
+        })
+        .contains(&(method.as_str().to_string(), path.to_string()))
+}
+
+/// The route layer of every route: authenticates and authorizes each request by
+/// [`access_of`] before its handler runs.
+pub async fn guard(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let path = matched.as_ref().map_or("", |m| m.as_str());
+    let Some(access) = access_of(request.method(), path) else {
+        if !is_served(request.method(), path) {
+            // No handler for this method here: the router answers 405 with what is allowed.
+            return next.run(request).await;
+        }
+        tracing::error!(method = %request.method(), path, "route without an access rule");
+        return Problem::forbidden(format!(
+            "{} {path} has no access rule, so it is refused",
+            request.method()
+        ))
+        .into_response();
+    };
+    if access == Access::Public {
+        return next.run(request).await;
+    }
+    let header = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let caller = match state.backend.authenticate(header).await {
+        Ok(caller) => caller,
+        Err(problem) => return problem.into_response(),
+    };
+    if access != Access::Authenticated {
+        let namespace = path_namespace(request.uri().path()).to_string();
+        if let Err(problem) = state.backend.authorize(&caller, access, &namespace).await {
+            return problem.into_response();
+        }
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
 }
 
 /// The body limit answers 413 as plain text; every error a client sees is problem+json.
@@ -110,4 +195,23 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_namespace_comes_from_the_path() {
+        assert_eq!(path_namespace("/api/v1/namespaces/shop/captures"), "shop");
+        assert_eq!(path_namespace("/api/v1/captures"), "");
+        assert!(is_served(
+            &Method::GET,
+            "/api/v1/namespaces/{namespace}/captures"
+        ));
+        assert!(!is_served(
+            &Method::PATCH,
+            "/api/v1/namespaces/{namespace}/captures"
+        ));
+    }
 }

@@ -102,7 +102,7 @@ impl Backend for Fixture {
         access: Access,
         namespace: &str,
     ) -> Result<(), Problem> {
-        Self::token(caller).authorize(Action::needed_for(access), namespace)
+        Self::token(caller).authorize(access.token_action(), namespace)
     }
 
     async fn namespaces(&self, caller: &Caller) -> Result<Vec<String>, Problem> {
@@ -320,8 +320,7 @@ async fn the_access_table_decides_before_the_handler_runs() {
     let bank_operator = api.token(Role::Operator, &["bank"]);
     for (method, template, path) in operations() {
         let access = capture_api::access::access_of(&method, &template).unwrap();
-        let needs_more_than_read =
-            matches!(Action::needed_for(access), Action::Write | Action::Share);
+        let needs_more_than_read = matches!(access.token_action(), Action::Write | Action::Share);
         if matches!(access, Access::Public | Access::Authenticated) {
             continue;
         }

@@ -1,7 +1,7 @@
 //! Cluster auth in Kubernetes mode: who the caller is and what they may do are the cluster's
 //! own answers. The bearer token goes to a TokenReview (401 if the API server does not
 //! authenticate it); each request is then checked with a SubjectAccessReview in the namespace
-//! of its path, with the verb and resource [`Attributes::of`] gives the route's access (see
+//! of its path, with the verb and resource `super::backend` gives the route's access (see
 //! `crate::access`): `list/get/create/delete/patch packetcaptures`, `get packetcaptures/files`
 //! for anything that hands out packets (downloads, live, the packet preview and timeline,
 //! tickets, share links), `…packetcaptureschedules`, and `list pods`. A denial is a 403 naming the verb, resource and namespace. Both answers are
@@ -18,7 +18,6 @@ use kube::api::{Api, PostParams};
 use kube::Client;
 use serde_json::json;
 
-use crate::access::Access;
 use crate::auth::hash_secret;
 use crate::problem::Problem;
 
@@ -51,26 +50,6 @@ pub struct Attributes {
 }
 
 impl Attributes {
-    /// What a SubjectAccessReview asks for `access` in `namespace`; `None` when a valid token
-    /// is enough.
-    pub fn of(access: Access, namespace: &str) -> Option<Attributes> {
-        let (verb, resource, subresource, group) = match access {
-            Access::Public | Access::Authenticated => return None,
-            Access::Captures(verb) => (verb.as_str(), "packetcaptures", None, "podcap.io"),
-            // Handing out packets is its own permission, whatever the route does with them.
-            Access::Packets(_) => ("get", "packetcaptures", Some("files"), "podcap.io"),
-            Access::Schedules(verb) => (verb.as_str(), "packetcaptureschedules", None, "podcap.io"),
-            Access::Pods => ("list", "pods", None, ""),
-        };
-        Some(Attributes {
-            verb,
-            group,
-            resource,
-            subresource,
-            namespace: namespace.to_string(),
-        })
-    }
-
     pub fn captures(verb: &'static str, namespace: &str) -> Attributes {
         Attributes {
             verb,
@@ -81,7 +60,7 @@ impl Attributes {
         }
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         let resource = match self.subresource {
             Some(sub) => format!("{}/{sub}", self.resource),
             None => self.resource.to_string(),
@@ -278,29 +257,5 @@ impl ClusterAuth {
             user.name,
             attributes.describe()
         )))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::access::Verb;
-
-    #[test]
-    fn packets_need_get_on_the_files_subresource() {
-        let files = Attributes::of(Access::Packets(Verb::Create), "shop").unwrap();
-        assert_eq!(
-            (files.verb, files.resource, files.subresource),
-            ("get", "packetcaptures", Some("files"))
-        );
-        assert_eq!(
-            Attributes::of(Access::Captures(Verb::Patch), "shop")
-                .unwrap()
-                .describe(),
-            "patch packetcaptures.podcap.io in namespace \"shop\""
-        );
-        let pods = Attributes::of(Access::Pods, "shop").unwrap();
-        assert_eq!((pods.verb, pods.group, pods.resource), ("list", "", "pods"));
-        assert_eq!(Attributes::of(Access::Authenticated, "shop"), None);
     }
 }

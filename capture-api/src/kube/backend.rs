@@ -23,6 +23,26 @@ use crate::problem::Problem;
 use crate::runs::{Runs, RunsError};
 use crate::store::{CaptureRecord, Store};
 
+/// What a SubjectAccessReview asks for `access` in `namespace`; `None` when a valid token is
+/// enough.
+fn attributes_of(access: Access, namespace: &str) -> Option<Attributes> {
+    let (verb, resource, subresource, group) = match access {
+        Access::Public | Access::Authenticated => return None,
+        Access::Captures(verb) => (verb.as_str(), "packetcaptures", None, "podcap.io"),
+        // Handing out packets is its own permission, whatever the route does with them.
+        Access::Packets(_) => ("get", "packetcaptures", Some("files"), "podcap.io"),
+        Access::Schedules(verb) => (verb.as_str(), "packetcaptureschedules", None, "podcap.io"),
+        Access::Pods => ("list", "pods", None, ""),
+    };
+    Some(Attributes {
+        verb,
+        group,
+        resource,
+        subresource,
+        namespace: namespace.to_string(),
+    })
+}
+
 impl Cluster {
     fn user(caller: &Caller) -> Result<&super::auth::User, Problem> {
         match caller {
@@ -85,7 +105,7 @@ impl Backend for Cluster {
         namespace: &str,
     ) -> Result<bool, Problem> {
         let user = Self::user(caller)?;
-        match Attributes::of(access, namespace) {
+        match attributes_of(access, namespace) {
             Some(attributes) => Ok(self.auth.allowed(user, &attributes).await?.0),
             None => Ok(true),
         }
@@ -98,7 +118,7 @@ impl Backend for Cluster {
         namespace: &str,
     ) -> Result<(), Problem> {
         let user = Self::user(caller)?;
-        match Attributes::of(access, namespace) {
+        match attributes_of(access, namespace) {
             Some(attributes) => self.auth.authorize(user, &attributes).await,
             None => Ok(()),
         }
@@ -134,5 +154,29 @@ impl Backend for Cluster {
     /// The agents count what their watchers missed; the API relays whole streams.
     fn live_chunks_skipped(&self) -> u64 {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::Verb;
+
+    #[test]
+    fn packets_need_get_on_the_files_subresource() {
+        let files = attributes_of(Access::Packets(Verb::Create), "shop").unwrap();
+        assert_eq!(
+            (files.verb, files.resource, files.subresource),
+            ("get", "packetcaptures", Some("files"))
+        );
+        assert_eq!(
+            attributes_of(Access::Captures(Verb::Patch), "shop")
+                .unwrap()
+                .describe(),
+            "patch packetcaptures.podcap.io in namespace \"shop\""
+        );
+        let pods = attributes_of(Access::Pods, "shop").unwrap();
+        assert_eq!((pods.verb, pods.group, pods.resource), ("list", "", "pods"));
+        assert_eq!(attributes_of(Access::Authenticated, "shop"), None);
     }
 }

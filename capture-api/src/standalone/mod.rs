@@ -121,7 +121,7 @@ impl Backend for Standalone {
         namespace: &str,
     ) -> Result<bool, Problem> {
         Ok(Self::token_caller(caller)?
-            .authorize(Action::needed_for(access), namespace)
+            .authorize(access.token_action(), namespace)
             .is_ok())
     }
 
@@ -131,7 +131,7 @@ impl Backend for Standalone {
         access: Access,
         namespace: &str,
     ) -> Result<(), Problem> {
-        Self::token_caller(caller)?.authorize(Action::needed_for(access), namespace)
+        Self::token_caller(caller)?.authorize(access.token_action(), namespace)
     }
 
     async fn namespaces(&self, caller: &Caller) -> Result<Vec<String>, Problem> {
