@@ -1,7 +1,8 @@
 //! podnet's bridge strategy against the real kernel: a bridge `pcbr{n}` with two pod veths as
 //! ports, pod IPs on the bridge's subnet (as with the bridge/flannel/kindnet CNIs). After one
 //! bounded ping the host's neighbour table and the bridge FDB know each pod's MAC, and each pod
-//! resolves to its own port — by IPv4, by IPv6 and by a MAC the caller gives. Needs root.
+//! resolves to its own port — by IPv4, by IPv6 and by a MAC the caller gives; a pod that never
+//! sent anything (its entries flushed) is found too, by asking for its address. Needs root.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -181,12 +182,77 @@ fn each_pod_resolves_to_its_own_bridge_port() {
 }
 
 #[test]
-fn a_pod_the_host_never_talked_to_is_not_found() {
+fn a_quiet_pod_is_found_before_it_sends_anything() {
     let node = BridgeNode::new();
-    // No traffic yet: neither the neighbour table nor the FDB knows pod a.
     let a = node.pod('a');
+    // Forget whatever bringing the links up taught the host and the bridge (IPv6 link-local
+    // chatter): the pod is as quiet as one whose entries have aged out.
+    let _ = podcap_testkit::pod::quiet("ip", &["neigh", "flush", "dev", &node.bridge]);
+    let _ = podcap_testkit::pod::quiet(
+        "bridge",
+        &["fdb", "del", &mac_string(&a.mac), "dev", &a.port, "master"],
+    );
+    assert!(
+        !knows(&node.bridge, &a),
+        "the host or the bridge still knows pod a"
+    );
+    // podcap asks for the pod's address itself (one ARP request from the bridge), and the
+    // answer teaches both tables.
+    let found = resolve(
+        &network(&[a.v4.into()], None),
+        &Strategies::only(Method::Bridge),
+    )
+    .unwrap();
+    assert_eq!(
+        (found.name.as_str(), found.method),
+        (a.port.as_str(), Method::Bridge)
+    );
+
+    // The same by IPv6 (a neighbour solicitation).
+    let b = node.pod('b');
+    let _ = podcap_testkit::pod::quiet("ip", &["-6", "neigh", "flush", "dev", &node.bridge]);
+    let _ = podcap_testkit::pod::quiet(
+        "bridge",
+        &["fdb", "del", &mac_string(&b.mac), "dev", &b.port, "master"],
+    );
+    assert!(
+        !knows(&node.bridge, &b),
+        "the host or the bridge still knows pod b"
+    );
+    let found = resolve(
+        &network(&[b.v6.into()], None),
+        &Strategies::only(Method::Bridge),
+    )
+    .unwrap();
+    assert_eq!(found.name, b.port);
+}
+
+/// Whether the host's neighbour table has a resolved entry for the pod on `bridge`, or the
+/// bridge's FDB has learned the pod's MAC.
+fn knows(bridge: &str, pod: &BridgePod) -> bool {
+    let output = |args: &[&str]| {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let neighbours = output(&["ip", "neigh", "show", "dev", bridge]);
+    let resolved = neighbours.lines().any(|line| {
+        (line.starts_with(&format!("{} ", pod.v4)) || line.starts_with(&format!("{} ", pod.v6)))
+            && line.contains("lladdr")
+    });
+    let fdb = output(&["bridge", "fdb", "show", "br", bridge]);
+    resolved || fdb.contains(&format!("{} dev {}", mac_string(&pod.mac), pod.port))
+}
+
+#[test]
+fn an_address_nobody_answers_is_not_found() {
+    let node = BridgeNode::new();
+    // On the bridge's subnet, but no pod has it: the ARP request goes unanswered.
+    let nobody = Ipv4Addr::new(10, 244, node.n, 9);
     let error = resolve(
-        &network(&[a.v4.into(), a.v6.into()], None),
+        &network(&[nobody.into()], None),
         &Strategies::only(Method::Bridge),
     )
     .unwrap_err();

@@ -9,11 +9,15 @@
 //! brif/*/port_no.
 //!
 //! Both tables are learned from traffic and age out (FDB 300 s, neighbours within minutes of
-//! silence by default), so a pod that has been quiet for long is not found here; the netns
-//! strategy still finds it.
+//! silence by default). A pod that has not talked yet, or not for long, is therefore asked for
+//! its address first: the host sends one ARP request or neighbour solicitation for the pod IP
+//! from the bridge (the kernel does it, on request over netlink: CAP_NET_ADMIN, which the agent
+//! has anyway), and the pod's answer fills the neighbour table and teaches the bridge its port.
+//! So a quiet pod is mapped before it sends its first packet, without entering its namespace.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use netlink_packet_route::link::InfoKind;
 use netlink_packet_route::neighbour::{NeighbourFlags, NeighbourState};
@@ -21,8 +25,16 @@ use netlink_packet_route::neighbour::{NeighbourFlags, NeighbourState};
 use super::error::StrategyError;
 use super::netlink::{Link, Neighbour, Netlink};
 
+/// A pod's MAC and the bridge it was seen on, if known.
+type MacOnBridge = ([u8; 6], Option<u32>);
+
+/// How long a quiet pod may take to answer the address request.
+const RESOLVE_WAIT: Duration = Duration::from_millis(500);
+
 const HINT: &str = "`ip neigh show <pod IP>` for the pod's MAC on the bridge and `bridge fdb show \
-    br <bridge>` for a port that learned it; both fill only while the pod talks, and age out";
+    br <bridge>` for a port that learned it; podcap asks for the pod's address when both are \
+    empty, so a pod that does not answer ARP (not up yet, or its IP is not on this bridge) stays \
+    unmapped";
 
 /// The bridge port that has the pod's MAC: the one given, or the ones the host's neighbour
 /// table has for the pod's IPs on a bridge.
@@ -38,45 +50,25 @@ pub(super) fn find(
         .collect();
     let mut notes = Vec::new();
     // (MAC, the bridge it was seen on, if known)
-    let mut targets: Vec<([u8; 6], Option<u32>)> = Vec::new();
-    match mac {
-        Some(mac) => targets.push((mac, None)),
+    let targets: Vec<MacOnBridge> = match mac {
+        Some(mac) => vec![(mac, None)],
         None => {
-            for ipv6 in [false, true] {
-                let wanted: Vec<&IpAddr> = ips.iter().filter(|ip| ip.is_ipv6() == ipv6).collect();
-                if wanted.is_empty() {
-                    continue;
-                }
-                for entry in netlink.neighbours(ipv6)? {
-                    let (Some(ip), Some(mac)) = (entry.ip, entry.mac) else {
-                        continue;
-                    };
-                    if !wanted.contains(&&ip) || !usable(entry.state) {
-                        continue;
-                    }
-                    match links.get(&entry.ifindex) {
-                        Some(device) if device.kind == Some(InfoKind::Bridge) => {
-                            tracing::debug!(%ip, mac = %format_mac(&mac), bridge = %device.name,
-                                "neighbour on a bridge");
-                            targets.push((mac, Some(device.index)));
-                        }
-                        Some(device) => notes.push(format!(
-                            "{ip}'s neighbour entry is on {} ({}), not a bridge",
-                            device.name,
-                            device.kind_name()
-                        )),
-                        None => {}
-                    }
-                }
+            let mut seen = neighbour_macs(netlink, ips, &links, &mut Vec::new())?;
+            if seen.is_empty() {
+                // A quiet pod: nothing in the tables yet, or aged out. Ask for its address, so
+                // its answer teaches both tables, then look again.
+                ask_bridges(netlink, ips, &links, &mut notes)?;
+                seen = wait_for_neighbours(netlink, ips, &links, &mut notes)?;
             }
-            if targets.is_empty() {
+            if seen.is_empty() {
                 notes.push(format!(
                     "no neighbour entry with a MAC for {} on a bridge",
                     super::list(ips)
                 ));
             }
+            seen
         }
-    }
+    };
 
     let mut found = Vec::new();
     if !targets.is_empty() {
@@ -127,6 +119,130 @@ pub(super) fn find(
     )
 }
 
+/// The MACs the host's neighbour tables have for `ips` on a bridge, with that bridge.
+fn neighbour_macs(
+    netlink: &mut Netlink,
+    ips: &[IpAddr],
+    links: &HashMap<u32, Link>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<MacOnBridge>, StrategyError> {
+    let mut targets = Vec::new();
+    for ipv6 in [false, true] {
+        let wanted: Vec<&IpAddr> = ips.iter().filter(|ip| ip.is_ipv6() == ipv6).collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        for entry in netlink.neighbours(ipv6)? {
+            let (Some(ip), Some(mac)) = (entry.ip, entry.mac) else {
+                continue;
+            };
+            if !wanted.contains(&&ip) || !usable(entry.state) {
+                continue;
+            }
+            match links.get(&entry.ifindex) {
+                Some(device) if device.kind == Some(InfoKind::Bridge) => {
+                    tracing::debug!(%ip, mac = %format_mac(&mac), bridge = %device.name,
+                        "neighbour on a bridge");
+                    targets.push((mac, Some(device.index)));
+                }
+                Some(device) => notes.push(format!(
+                    "{ip}'s neighbour entry is on {} ({}), not a bridge",
+                    device.name,
+                    device.kind_name()
+                )),
+                None => {}
+            }
+        }
+    }
+    Ok(targets)
+}
+
+/// Asks every bridge that has a connected route to a pod IP to resolve that IP (one ARP
+/// request or neighbour solicitation, see [`Netlink::resolve`]).
+fn ask_bridges(
+    netlink: &mut Netlink,
+    ips: &[IpAddr],
+    links: &HashMap<u32, Link>,
+    notes: &mut Vec<String>,
+) -> Result<(), StrategyError> {
+    for ipv6 in [false, true] {
+        let wanted: Vec<&IpAddr> = ips.iter().filter(|ip| ip.is_ipv6() == ipv6).collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let routes = netlink.routes(ipv6)?;
+        for ip in wanted {
+            let bridges: Vec<u32> = routes
+                .iter()
+                .filter(|route| route.gateway.is_none() && !route.multipath)
+                .filter(|route| {
+                    route
+                        .destination
+                        .is_some_and(|network| in_network(*ip, network, route.prefix_len))
+                })
+                .filter_map(|route| route.oif)
+                .filter(|oif| {
+                    links
+                        .get(oif)
+                        .is_some_and(|l| l.kind == Some(InfoKind::Bridge))
+                })
+                .collect();
+            if bridges.is_empty() {
+                notes.push(format!("no bridge has a connected route to {ip}"));
+            }
+            for bridge in bridges {
+                if let Err(error) = netlink.resolve(bridge, *ip) {
+                    notes.push(format!(
+                        "asking for {ip}'s address on {} failed ({error}; it needs CAP_NET_ADMIN)",
+                        links.get(&bridge).map_or("?", |l| l.name.as_str())
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The neighbour entries for `ips` once an answer has come in, polled for up to
+/// [`RESOLVE_WAIT`]: a pod on this node answers in well under a millisecond, so the wait is long
+/// only for an address nobody answers (a pod not up yet, or not on a bridge).
+fn wait_for_neighbours(
+    netlink: &mut Netlink,
+    ips: &[IpAddr],
+    links: &HashMap<u32, Link>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<MacOnBridge>, StrategyError> {
+    let deadline = Instant::now() + RESOLVE_WAIT;
+    loop {
+        let mut these = Vec::new();
+        let seen = neighbour_macs(netlink, ips, links, &mut these)?;
+        if !seen.is_empty() || Instant::now() >= deadline {
+            notes.extend(these);
+            return Ok(seen);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether `ip` is inside `network`/`prefix_len`.
+fn in_network(ip: IpAddr, network: IpAddr, prefix_len: u8) -> bool {
+    match (ip, network) {
+        (IpAddr::V4(ip), IpAddr::V4(network)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix_len.min(32)))
+                .unwrap_or(0);
+            u32::from(ip) & mask == u32::from(network) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(network)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix_len.min(128)))
+                .unwrap_or(0);
+            u128::from(ip) & mask == u128::from(network) & mask
+        }
+        _ => false,
+    }
+}
+
 /// A neighbour entry whose MAC can be trusted: resolved, not failed or still resolving.
 fn usable(state: NeighbourState) -> bool {
     !matches!(
@@ -148,4 +264,21 @@ fn format_mac(mac: &[u8; 6]) -> String {
         .map(|byte| format!("{byte:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_network;
+
+    #[test]
+    fn networks_contain_their_addresses() {
+        let ip = |text: &str| text.parse().unwrap();
+        assert!(in_network(ip("10.244.0.21"), ip("10.244.0.0"), 24));
+        assert!(!in_network(ip("10.244.1.21"), ip("10.244.0.0"), 24));
+        assert!(in_network(ip("10.244.1.21"), ip("0.0.0.0"), 0));
+        assert!(in_network(ip("10.244.0.1"), ip("10.244.0.1"), 32));
+        assert!(in_network(ip("fd00::5"), ip("fd00::"), 64));
+        assert!(!in_network(ip("fd01::5"), ip("fd00::"), 64));
+        assert!(!in_network(ip("fd00::5"), ip("10.0.0.0"), 8));
+    }
 }

@@ -15,7 +15,8 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_DUMP_INTR, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use netlink_packet_route::neighbour::{
@@ -189,6 +190,33 @@ impl Netlink {
     /// The IPv4 (ARP) or IPv6 (NDP) neighbour table.
     pub fn neighbours(&mut self, ipv6: bool) -> Result<Vec<Neighbour>, NetlinkError> {
         self.neighbour_dump("neighbour dump", family(ipv6))
+    }
+
+    /// Asks the kernel to resolve `ip` on device `ifindex` now, as `ip neigh replace IP dev DEV
+    /// use` does (RTM_NEWNEIGH with NTF_USE): it creates the neighbour entry if there is none
+    /// and sends one ARP request (IPv4) or neighbour solicitation (IPv6). The answer fills the
+    /// neighbour table and, on a bridge, teaches the bridge which port the pod is behind. Only
+    /// address resolution goes to the pod, never a packet of a protocol above it. Needs
+    /// CAP_NET_ADMIN.
+    pub fn resolve(&mut self, ifindex: u32, ip: IpAddr) -> Result<(), NetlinkError> {
+        let mut message = NeighbourMessage::default();
+        message.header.family = family(ip.is_ipv6());
+        message.header.ifindex = ifindex;
+        // What iproute2 sends; the kernel leaves the state alone for NTF_USE.
+        message.header.state = NeighbourState::Permanent;
+        message.header.flags = NeighbourFlags::Use;
+        message
+            .attributes
+            .push(NeighbourAttribute::Destination(match ip {
+                IpAddr::V4(ip) => NeighbourAddress::Inet(ip),
+                IpAddr::V6(ip) => NeighbourAddress::Inet6(ip),
+            }));
+        self.exchange(
+            "neighbour resolve",
+            RouteNetlinkMessage::NewNeighbour(message),
+            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | NLM_F_ACK,
+        )?;
+        Ok(())
     }
 
     /// The forwarding databases of all bridges (RTM_GETNEIGH, family AF_BRIDGE), which also
