@@ -88,19 +88,26 @@ pub fn generate_name(prefix: &str, random_suffix: &str) -> Result<String, NameEr
 /// True for a DNS-1123 label: 1-63 lowercase letters, digits and '-', starting and ending with a
 /// letter or digit.
 pub fn is_dns1123_label(text: &str) -> bool {
+    text.len() <= MAX_NAME_LENGTH && has_label_shape(text)
+}
+
+/// True for a DNS-1123 subdomain: at most 253 characters of dot-separated parts shaped like
+/// DNS-1123 labels. As in Kubernetes (`IsDNS1123Subdomain`), only the whole is limited, not each
+/// part: a 253-character prefix without dots is a valid label-key prefix there, so it is here.
+pub fn is_dns1123_subdomain(text: &str) -> bool {
+    text.len() <= MAX_SUBDOMAIN_LENGTH && text.split('.').all(has_label_shape)
+}
+
+/// Lowercase letters, digits and '-', starting and ending with a letter or digit; any length
+/// above zero.
+fn has_label_shape(text: &str) -> bool {
     let bytes = text.as_bytes();
     let edge_ok = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    text.len() <= MAX_NAME_LENGTH
-        && edge_ok(bytes.first())
+    edge_ok(bytes.first())
         && edge_ok(bytes.last())
         && bytes
             .iter()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-}
-
-/// True for a DNS-1123 subdomain: dot-separated DNS-1123 labels, at most 253 characters.
-pub fn is_dns1123_subdomain(text: &str) -> bool {
-    text.len() <= MAX_SUBDOMAIN_LENGTH && text.split('.').all(is_dns1123_label)
 }
 
 fn validate_dns_label(
@@ -197,6 +204,10 @@ mod tests {
         assert!(!is_dns1123_subdomain("example..com"));
         assert!(!is_dns1123_subdomain(""));
         assert!(!is_dns1123_subdomain(&"a.".repeat(127)));
+        // Only the whole is limited to 253, not each part to 63 (apimachinery's rule).
+        assert!(is_dns1123_subdomain(&"a".repeat(253)));
+        assert!(!is_dns1123_subdomain(&"a".repeat(254)));
+        assert!(!is_dns1123_label(&"a".repeat(64)));
     }
 
     #[test]

@@ -157,8 +157,14 @@ impl ScheduleSpec {
     }
 }
 
-/// An IANA time zone by its exact name (`Europe/Berlin`, `UTC`).
+/// An IANA time zone by its exact name (`Europe/Berlin`, `UTC`), as CronJob's `timeZone` takes
+/// them.
 pub fn parse_time_zone(name: &str) -> Result<Tz, ScheduleError> {
+    // tzdata's `Factory` zone (UTC, for machines whose zone is not set yet) is a valid CronJob
+    // timeZone, since Go's time.LoadLocation reads it; chrono-tz leaves it out of its table.
+    if name == "Factory" {
+        return Ok(Tz::UTC);
+    }
     name.parse::<Tz>()
         .map_err(|_| ScheduleError::UnknownTimeZone(name.to_string()))
 }
@@ -305,6 +311,11 @@ mod tests {
         assert!(
             parse_time_zone("europe/berlin").is_err(),
             "zone names are case-sensitive"
+        );
+        assert_eq!(
+            parse_time_zone("Factory").unwrap(),
+            Tz::UTC,
+            "as Go reads it"
         );
         spec.time_zone = None;
         spec.schedule = "0 2 * *".into();

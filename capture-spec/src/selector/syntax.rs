@@ -2,11 +2,15 @@
 //! `GET /api/v1/namespaces/{ns}/pods?selector=...`: comma-separated requirements, each one of
 //!
 //! - `key=value`, `key==value` (equality; the value may be empty), `key!=value`;
-//! - `key in (a,b)`, `key notin (a, b)` (sets; at least one value);
+//! - `key in (a,b)`, `key notin (a, b)` (sets; an empty place in the list, as in `(a,)` or
+//!   `()`, is the empty value, and repeated values count once);
 //! - `key` (the label exists), `!key` (it does not).
 //!
-//! Whitespace around tokens is ignored. Parsing checks keys and values too, so what parses is a
-//! valid selector; [`fmt::Display`] writes the same syntax back.
+//! This is apimachinery's `labels.Parse`, checked against its own test cases
+//! (`tests/vectors.rs`): `in` and `notin` are operators only where an operator goes, so a key or
+//! value may be named `in`; whitespace around tokens is ignored. Parsing checks keys and values
+//! too, so what parses is a valid selector; [`fmt::Display`] writes it back as apimachinery does,
+//! requirements ordered by key and set values sorted.
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,8 +34,6 @@ pub enum SelectorProblem {
     MissingKey { found: String },
     #[error("empty requirement: remove the extra ','")]
     EmptyRequirement,
-    #[error("{operator:?} needs at least one value, e.g. {key} {operator} (a,b)")]
-    NoValues { key: String, operator: &'static str },
     #[error("{operator:?} needs its values in parentheses, e.g. {key} {operator} (a,b)")]
     MissingParenthesis { key: String, operator: &'static str },
     #[error(
@@ -68,7 +70,18 @@ enum Token<'a> {
     Less,
 }
 
-impl Token<'_> {
+impl<'a> Token<'a> {
+    /// The token as a key or value: `in` and `notin` are operators only after a key, so
+    /// `notin=in` is the key `notin` with the value `in`, as in Kubernetes.
+    fn word(&self) -> Option<&'a str> {
+        match self {
+            Token::Word(word) => Some(word),
+            Token::In => Some("in"),
+            Token::NotIn => Some("notin"),
+            _ => None,
+        }
+    }
+
     /// How the token reads in an error message.
     fn describe(&self) -> String {
         match self {
@@ -92,7 +105,8 @@ fn describe(token: Option<&Token>) -> String {
     token.map_or_else(|| "the end".to_string(), Token::describe)
 }
 
-/// Splits a selector into tokens. As in Kubernetes, `in` and `notin` are always keywords.
+/// Splits a selector into tokens. `in` and `notin` become keyword tokens here; the parser reads
+/// them as words where a key or value goes ([`Token::word`]).
 fn tokens(text: &str) -> Vec<Token<'_>> {
     const SPECIAL: &[char] = &['!', '=', '(', ')', ',', '<', '>'];
     let mut out = Vec::new();
@@ -204,13 +218,12 @@ impl<'a> Parser<'a> {
     }
 
     fn key(&mut self) -> Result<String, SelectorProblem> {
+        if let Some(key) = self.peek().and_then(Token::word) {
+            self.at += 1;
+            validate_label_key(key)?;
+            return Ok(key.to_string());
+        }
         match self.peek() {
-            Some(Token::Word(word)) => {
-                let key = word.to_string();
-                self.at += 1;
-                validate_label_key(&key)?;
-                Ok(key)
-            }
             Some(Token::Comma) => Err(SelectorProblem::EmptyRequirement),
             other => Err(SelectorProblem::MissingKey {
                 found: describe(other),
@@ -220,18 +233,20 @@ impl<'a> Parser<'a> {
 
     /// The value after `=`, `==` or `!=`; nothing before a ',' or the end means the empty value.
     fn single_value(&mut self) -> Result<String, SelectorProblem> {
-        let value = match self.peek() {
-            Some(Token::Word(word)) => {
-                let value = word.to_string();
+        let value = match self.peek().and_then(Token::word) {
+            Some(word) => {
                 self.at += 1;
-                value
+                word.to_string()
             }
-            _ => String::new(),
+            None => String::new(),
         };
         validate_label_value(&value)?;
         Ok(value)
     }
 
+    /// The set after `in` or `notin`: `(a,b)`. As in Kubernetes, a place in the list with no value
+    /// (`()`, `(a,)`, `(,a)`, `(a,,b)`) is the empty value, and the set is sorted and without
+    /// repeats.
     fn value_list(
         &mut self,
         key: &str,
@@ -244,19 +259,20 @@ impl<'a> Parser<'a> {
             });
         }
         let mut values = Vec::new();
-        if self.peek() == Some(&Token::Close) {
-            return Err(SelectorProblem::NoValues {
-                key: key.to_string(),
-                operator,
-            });
-        }
         loop {
-            match self.next() {
-                Some(Token::Word(word)) => {
-                    validate_label_value(word)?;
-                    values.push(word.to_string());
+            let value = match self.peek().and_then(Token::word) {
+                Some(word) => {
+                    self.at += 1;
+                    word
                 }
-                None => {
+                None => "",
+            };
+            validate_label_value(value)?;
+            values.push(value.to_string());
+            match self.next() {
+                Some(Token::Comma) => continue,
+                Some(Token::Close) => break,
+                None | Some(Token::Word(_) | Token::In | Token::NotIn) => {
                     return Err(SelectorProblem::UnclosedValues {
                         key: key.to_string(),
                         operator,
@@ -270,17 +286,10 @@ impl<'a> Parser<'a> {
                     })
                 }
             }
-            match self.next() {
-                Some(Token::Comma) => continue,
-                Some(Token::Close) => return Ok(values),
-                _ => {
-                    return Err(SelectorProblem::UnclosedValues {
-                        key: key.to_string(),
-                        operator,
-                    })
-                }
-            }
         }
+        values.sort_unstable();
+        values.dedup();
+        Ok(values)
     }
 }
 
@@ -352,10 +361,14 @@ impl FromStr for LabelSelector {
 }
 
 impl fmt::Display for LabelSelectorRequirement {
-    /// The kubectl form: `key in (a,b)`, `key notin (a,b)`, `key!=a`, `key`, `!key`.
+    /// The kubectl form: `key in (a,b)`, `key notin (a,b)`, `key!=a`, `key`, `!key`; values
+    /// sorted and each once, as apimachinery writes a set.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let key = &self.key;
-        let values = self.values.join(",");
+        let mut values: Vec<&str> = self.values.iter().map(String::as_str).collect();
+        values.sort_unstable();
+        values.dedup();
+        let values = values.join(",");
         match self.operator {
             SelectorOperator::In => write!(f, "{key} in ({values})"),
             SelectorOperator::NotIn if self.values.len() == 1 => write!(f, "{key}!={values}"),
@@ -367,13 +380,23 @@ impl fmt::Display for LabelSelectorRequirement {
 }
 
 impl fmt::Display for LabelSelector {
-    /// The kubectl form, `matchLabels` first: `app=web,tier in (a,b),!legacy`. The empty
-    /// selector (everything) is the empty string, which parses back to it.
+    /// The kubectl form, ordered by key as apimachinery orders it (a key's `matchLabels` entry
+    /// before its expressions): `app=web,!legacy,tier in (a,b)`. The empty selector (everything)
+    /// is the empty string, which parses back to it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let labels = self.match_labels.iter().map(|(k, v)| format!("{k}={v}"));
-        let expressions = self.match_expressions.iter().map(ToString::to_string);
-        let text = labels.chain(expressions).collect::<Vec<_>>().join(",");
-        f.write_str(&text)
+        let labels = self
+            .match_labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), format!("{k}={v}")));
+        let expressions = self
+            .match_expressions
+            .iter()
+            .map(|r| (r.key.as_str(), r.to_string()));
+        let mut requirements: Vec<(&str, String)> = labels.chain(expressions).collect();
+        // Stable: a key's expressions keep their order.
+        requirements.sort_by(|a, b| a.0.cmp(b.0));
+        let texts: Vec<String> = requirements.into_iter().map(|(_, text)| text).collect();
+        f.write_str(&texts.join(","))
     }
 }
 
@@ -455,7 +478,7 @@ mod tests {
             "app=web,tier in (a,b)",
             "env!=prod",
             "zone notin (x,y)",
-            "legacy,!canary",
+            "!canary,legacy",
             "app.kubernetes.io/name=db,example.com/tier in (a)",
         ] {
             let selector = parse(text);
@@ -466,6 +489,34 @@ mod tests {
             parse("app==web , tier notin ( a )").to_string(),
             "app=web,tier!=a"
         );
+    }
+
+    #[test]
+    fn in_and_notin_are_operators_only_after_a_key() {
+        assert_eq!(parse("notin=in").match_labels, labels(&[("notin", "in")]));
+        assert!(parse("notin=in").matches(&labels(&[("notin", "in")])));
+        let set = parse("in in (x,notin, in)");
+        assert_eq!(set.match_expressions[0].key, "in");
+        assert_eq!(set.match_expressions[0].values, ["in", "notin", "x"]);
+        assert_eq!(parse("in,!notin").to_string(), "in,!notin");
+    }
+
+    #[test]
+    fn empty_places_in_a_set_are_the_empty_value() {
+        let values = |text: &str| parse(text).match_expressions[0].values.clone();
+        assert_eq!(values("x in ()"), [""]);
+        assert_eq!(values("x in ( )"), [""]);
+        assert_eq!(values("x in (abc,)"), ["", "abc"]);
+        assert_eq!(values("x notin (, a)"), ["", "a"]);
+        assert_eq!(values("x in (a,,a,,)"), ["", "a"]);
+        assert_eq!(
+            values("x in (b,a,b)"),
+            ["a", "b"],
+            "a set: sorted, once each"
+        );
+        assert!(parse("x in ()").matches(&labels(&[("x", "")])));
+        assert!(!parse("x in ()").matches(&labels(&[("x", "a")])));
+        assert_eq!(parse("x in (b,a)").to_string(), "x in (a,b)");
     }
 
     #[test]
@@ -480,20 +531,12 @@ mod tests {
 
     #[test]
     fn errors_quote_the_selector_and_say_what_to_write() {
-        assert_eq!(
-            error("tier in ()"),
-            "selector \"tier in ()\": \"in\" needs at least one value, e.g. tier in (a,b)"
-        );
-        assert_eq!(
-            error("tier notin ( )"),
-            "selector \"tier notin ( )\": \"notin\" needs at least one value, e.g. tier notin (a,b)"
-        );
         assert!(error("tier in a,b")
             .contains("\"in\" needs its values in parentheses, e.g. tier in (a,b)"));
         assert!(error("tier in (a,b").contains("are not closed: end the list with ')'"));
         assert!(error("tier in (a b)").contains("are not closed"));
-        assert!(error("tier in (a,,b)")
-            .contains("expected a value in the list of \"tier\" but found ','"));
+        assert!(error("tier in (a,=)")
+            .contains("expected a value in the list of \"tier\" but found '='"));
         assert!(error("app=web,").contains("empty requirement: remove the extra ','"));
         assert!(error(",app=web").contains("empty requirement"));
         assert!(error("app=web,,tier").contains("empty requirement"));
