@@ -47,7 +47,7 @@ pub fn prepare_capture(
         .validate(now, max_window)
         .map_err(CreateError::Invalid)?;
     spec.start_time = Some(window.start);
-    spec.end_time = Some(window.end.unwrap_or(window.start + max_window));
+    spec.end_time = Some(window.end);
     spec.duration = None;
     let status = CaptureStatus {
         phase: Phase::Scheduled,

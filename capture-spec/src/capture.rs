@@ -18,7 +18,6 @@ use crate::limits::{CaptureLimits, OutputFormat, Rotation, DEFAULT_SNAP_LENGTH};
 use crate::selector::LabelSelector;
 #[cfg(feature = "kube")]
 use crate::status::CaptureStatus;
-use crate::window::{resolve_window, CaptureWindow, WindowError};
 
 /// `PacketCapture.spec`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,13 +133,6 @@ impl CaptureSpec {
             max_packets: self.max_packets,
             rotation: self.rotation,
         }
-    }
-
-    /// When the capture runs, seen from `now`: no or past `startTime` is now; the end is
-    /// `endTime` or start + `duration` (or none). Refuses both `endTime` and `duration`, and an end
-    /// not after the start. [`CaptureSpec::validate`] also applies the maximum window length.
-    pub fn window(&self, now: DateTime<Utc>) -> Result<CaptureWindow, WindowError> {
-        resolve_window(now, self.start_time, self.end_time, self.duration)
     }
 
     /// Whether a node with `labels` may run this capture (always, without a `nodeSelector`).
@@ -297,11 +289,11 @@ mod tests {
     fn window_uses_the_spec_fields() {
         let now = Utc.with_ymd_and_hms(2025, 6, 1, 10, 0, 0).unwrap();
         let spec: CaptureSpec = serde_json::from_str(README_EXAMPLE).unwrap();
-        let window = spec.window(now).unwrap();
+        let window = spec.window(now, Duration::from_secs(3600)).unwrap();
         assert_eq!(window.start, now);
         assert_eq!(
             window.end,
-            Some(Utc.with_ymd_and_hms(2025, 6, 1, 10, 10, 0).unwrap())
+            Utc.with_ymd_and_hms(2025, 6, 1, 10, 10, 0).unwrap()
         );
     }
 

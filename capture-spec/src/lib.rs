@@ -50,4 +50,4 @@ pub use status::{
 };
 pub use time::{parse_rfc3339, rfc3339, TimeError};
 pub use validate::{FieldError, ValidationErrors};
-pub use window::{CaptureWindow, WindowError};
+pub use window::{CaptureWindow, StoredWindow, WindowClamped, WindowError};

@@ -15,7 +15,7 @@ use crate::capture::CaptureSpec;
 use crate::duration::compact_duration;
 use crate::schedule::{ScheduleSpec, MAX_HISTORY_LIMIT};
 use crate::selector::label_map_errors;
-use crate::window::{check_window_length, CaptureWindow, WindowError};
+use crate::window::{CaptureWindow, WindowError};
 
 /// One problem, at one field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,22 +97,12 @@ impl CaptureSpec {
         max_window: Duration,
     ) -> Result<CaptureWindow, ValidationErrors> {
         let mut errors = self.selection_and_limit_errors("spec");
-        let window = match self.window(now) {
+        match self.window(now, max_window) {
+            Ok(window) => ValidationErrors::or_ok(errors, window),
             Err(e) => {
                 errors.push(window_error("spec", self, &e));
-                None
+                Err(ValidationErrors(errors))
             }
-            Ok(window) => match check_window_length(&window, max_window, "duration or endTime") {
-                Err(e) => {
-                    errors.push(window_error("spec", self, &e));
-                    None
-                }
-                Ok(()) => Some(cap_open_window(window, max_window)),
-            },
-        };
-        match window {
-            Some(window) => ValidationErrors::or_ok(errors, window),
-            None => Err(ValidationErrors(errors)),
         }
     }
 
@@ -130,16 +120,6 @@ impl CaptureSpec {
         );
         errors
     }
-}
-
-/// An open-ended window ends after `max`, so no capture runs forever unattended.
-fn cap_open_window(window: CaptureWindow, max: Duration) -> CaptureWindow {
-    let end = window.end.or_else(|| {
-        chrono::TimeDelta::from_std(max)
-            .ok()
-            .and_then(|delta| window.start.checked_add_signed(delta))
-    });
-    CaptureWindow { end, ..window }
 }
 
 /// Puts a window error on the field the user should change.
@@ -266,7 +246,7 @@ mod tests {
         assert_eq!(window.start, now());
         assert_eq!(
             window.end,
-            Some(Utc.with_ymd_and_hms(2025, 6, 1, 10, 10, 0).unwrap())
+            Utc.with_ymd_and_hms(2025, 6, 1, 10, 10, 0).unwrap()
         );
     }
 
@@ -275,7 +255,7 @@ mod tests {
         let window = capture("{}").validate(now(), DAY).unwrap();
         assert_eq!(
             window.end,
-            Some(Utc.with_ymd_and_hms(2025, 6, 2, 10, 0, 0).unwrap())
+            Utc.with_ymd_and_hms(2025, 6, 2, 10, 0, 0).unwrap()
         );
     }
 
@@ -347,6 +327,16 @@ mod tests {
             [(
                 "spec.duration".to_string(),
                 "window is 30h; the maximum is 24h: shorten duration or endTime".to_string()
+            )]
+        );
+        // A duration past the last time chrono can hold is "too long", not an overflow.
+        let errors = capture_errors(r#"{"duration": "1000000years"}"#);
+        assert_eq!(
+            errors,
+            [(
+                "spec.duration".to_string(),
+                "window is 8766000000h; the maximum is 24h: shorten duration or endTime"
+                    .to_string()
             )]
         );
         let errors = capture_errors(

@@ -2,24 +2,32 @@
 //! its own entries, field manager `podcap-agent/NODE`); the API owns everything else in the
 //! status — `phase`, `startedAt`, `finishedAt`, `message` and the totals of `summarize` — under
 //! field manager `podcap-api`, and never writes a target. Every second it looks at every
-//! capture and moves its phase by the window rule the agents share (start = `spec.startTime` or
-//! the creation time; end = `spec.endTime`, else start + `spec.duration`, else start + the
-//! maximum window):
+//! capture and moves its phase by the window rule the agents share
+//! ([`capture_spec::CaptureWindow::of_stored`]):
 //!
 //! - `Scheduled` before the window opens;
 //! - `Capturing` while it is open;
 //! - after it closes, once every target is finished (or [`ClusterSettings::finish_grace`] has
 //!   passed): `Stopped` when a user stopped it, else `Completed`;
 //! - `Failed` with a message when no node has reported anything
-//!   [`ClusterSettings::report_timeout`] after the start, or every target failed.
+//!   [`ClusterSettings::report_timeout`] after the start, every target failed, or the spec
+//!   cannot be read.
+//!
+//! A PacketCapture applied with kubectl never passed the API's validation (the CRD only checks
+//! the shape), so its window may be longer than the maximum, up to `duration: "1000000years"`:
+//! the window is cut to the maximum, as the agents cut it, and the message says so and what to
+//! change. One object can never stop the others from being served: the decision ([`desired`]) is
+//! a pure function of what was read ([`Observed`]), and a panic in it, which would be a bug,
+//! fails that one capture rather than the controller.
 //!
 //! The phase only moves forward; totals keep following the agents' reports after the end.
 
 use std::collections::BTreeSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
-use capture_spec::{CaptureSpec, CaptureStatus, Phase, TargetState};
+use capture_spec::{CaptureSpec, CaptureStatus, CaptureWindow, Phase, StoredWindow, TargetState};
 use chrono::{DateTime, Utc};
 use kube::api::{DynamicObject, ListParams};
 
@@ -44,37 +52,83 @@ fn human(duration: Duration) -> String {
     humantime::format_duration(duration).to_string()
 }
 
-/// The capture's window by the shared rule.
-pub fn window(
-    spec: &CaptureSpec,
-    created: DateTime<Utc>,
-    max_window: Duration,
-) -> (DateTime<Utc>, DateTime<Utc>) {
-    let start = spec.start_time.unwrap_or(created);
-    let length = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
-    let end = spec
-        .end_time
-        .or_else(|| spec.duration.map(|d| start + length(d.as_std())))
-        .unwrap_or_else(|| start + length(max_window));
-    (start, end)
+/// What the controller reads of one PacketCapture: everything [`desired`] decides from.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// The spec, or why it cannot be read.
+    pub spec: Result<CaptureSpec, String>,
+    /// The status as stored (the default when there is none, or it cannot be read).
+    pub status: CaptureStatus,
+    /// `metadata.creationTimestamp`, the start of a capture without `startTime`.
+    pub created: DateTime<Utc>,
+    /// A user stopped it (the `podcap.io/stopped-at` annotation).
+    pub stopped: bool,
 }
 
-/// The status the API wants for a capture at `now`: `current` with phase, times, message and
-/// totals brought up to date.
+impl Observed {
+    /// Reads `object`; an object without a creation time (which the API server always sets) is
+    /// taken as created `now`.
+    pub fn of(object: &DynamicObject, now: DateTime<Utc>) -> Observed {
+        let status = object
+            .data
+            .get("status")
+            .cloned()
+            .and_then(|value| serde_json::from_value(value).ok())
+            .unwrap_or_default();
+        Observed {
+            spec: serde_json::from_value(object.data.get("spec").cloned().unwrap_or_default())
+                .map_err(|error| error.to_string()),
+            status,
+            created: object
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(chrono_time)
+                .unwrap_or(now),
+            stopped: object
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(STOPPED_ANNOTATION)),
+        }
+    }
+}
+
+/// Both messages, when there are two.
+fn joined(first: Option<String>, second: Option<String>) -> Option<String> {
+    match (first, second) {
+        (Some(first), Some(second)) => Some(format!("{first}; {second}")),
+        (first, second) => first.or(second),
+    }
+}
+
+/// The status the API wants for a capture at `now`: the stored one with phase, times, message
+/// and totals brought up to date. Pure: no cluster, no clock.
 pub fn desired(
-    spec: &CaptureSpec,
-    created: DateTime<Utc>,
-    stopped: bool,
-    current: &CaptureStatus,
+    observed: &Observed,
     now: DateTime<Utc>,
     settings: &ClusterSettings,
 ) -> CaptureStatus {
-    let mut status = current.clone();
+    let mut status = observed.status.clone();
     status.summarize();
     if status.phase.is_finished() {
         return status;
     }
-    let (start, end) = window(spec, created, settings.max_window);
+    let spec = match &observed.spec {
+        Ok(spec) => spec,
+        Err(error) => {
+            status.phase = Phase::Failed;
+            status.finished_at = Some(now);
+            status.message = Some(format!(
+                "the spec cannot be read ({error}): fix it and create the capture again"
+            ));
+            return status;
+        }
+    };
+    let StoredWindow { window, clamped } =
+        CaptureWindow::of_stored(spec, observed.created, settings.max_window);
+    let (start, end) = (window.start, window.end);
+    let clamped = clamped.map(|problem| problem.to_string());
     let since_start = (now - start).to_std().unwrap_or_default();
     let silent = status.targets.is_empty();
     let all_failed = !silent
@@ -102,12 +156,12 @@ pub fn desired(
             .collect();
         format!("every target failed: {}", errors.join("; "))
     };
-    let (phase, message) = if now < start {
+    let (phase, message) = if window.is_ahead(now) {
         (
             Phase::Scheduled,
             Some(format!("waiting for its start time {}", start.to_rfc3339())),
         )
-    } else if now < end {
+    } else if window.is_open(now) {
         if silent && since_start >= settings.report_timeout {
             (Phase::Failed, Some(no_report))
         } else if all_failed {
@@ -116,9 +170,10 @@ pub fn desired(
             (Phase::Capturing, None)
         }
     } else {
-        let grace = chrono::Duration::from_std(settings.finish_grace).unwrap_or_default();
+        // Subtracted, not added: an end at the last time chrono holds has no "end + grace".
+        let graced = (now - end).to_std().unwrap_or_default() >= settings.finish_grace;
         let all_finished = !silent && status.targets.iter().all(|t| t.state.is_finished());
-        if !(all_finished || now >= end + grace) {
+        if !(all_finished || graced) {
             (
                 Phase::Capturing,
                 Some("the window has closed; waiting for the nodes to finish their files".into()),
@@ -142,7 +197,7 @@ pub fn desired(
                 )
             });
             (
-                if stopped {
+                if observed.stopped {
                     Phase::Stopped
                 } else {
                     Phase::Completed
@@ -161,8 +216,36 @@ pub fn desired(
         status.finished_at = Some(now);
     }
     status.phase = phase;
-    status.message = message;
+    status.message = joined(message, clamped);
     status
+}
+
+/// The status to apply to `object` at `now`, or None when what the API owns is already so (or
+/// the object is being deleted). A panic while deciding, which would be a podcap bug, fails this
+/// capture with a message instead of ending the controller for every capture.
+pub fn wanted(
+    object: &DynamicObject,
+    now: DateTime<Utc>,
+    settings: &ClusterSettings,
+) -> Option<CaptureStatus> {
+    if object.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let observed = Observed::of(object, now);
+    let wanted = catch_unwind(AssertUnwindSafe(|| desired(&observed, now, settings)))
+        .unwrap_or_else(|_| {
+            let mut failed = observed.status.clone();
+            failed.phase = Phase::Failed;
+            failed.finished_at = Some(now);
+            failed.message = Some(
+                "podcap could not work out this capture's status (a podcap bug: the API log has the details; please report it): delete the capture and create it again".into(),
+            );
+            failed
+        });
+    let current = object.data.get("status").cloned().unwrap_or_default();
+    let changed = serde_json::to_value(&wanted)
+        .is_ok_and(|value| api_owned_status(&value) != api_owned_status(&current));
+    changed.then_some(wanted)
 }
 
 /// One pass over every capture; the uids of all captures.
@@ -180,68 +263,24 @@ pub async fn pass(cluster: &Cluster) -> Result<BTreeSet<String>, StoreError> {
         .filter_map(|object| object.metadata.uid.clone())
         .collect();
     for object in &objects.items {
-        if let Err(error) = reconcile(cluster, object, now).await {
-            tracing::warn!(
-                namespace = object.metadata.namespace.as_deref().unwrap_or_default(),
-                name = object.metadata.name.as_deref().unwrap_or_default(),
-                %error,
-                "updating a capture's status"
-            );
+        let Some(wanted) = wanted(object, now, &cluster.settings) else {
+            continue;
+        };
+        let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
+        let name = object.metadata.name.as_deref().unwrap_or_default();
+        let before = Observed::of(object, now).status.phase;
+        if wanted.phase != before {
+            tracing::info!(namespace, name, from = ?before, to = ?wanted.phase, "capture phase");
+        }
+        if let Err(error) = cluster
+            .store
+            .apply_capture_status(namespace, name, &wanted)
+            .await
+        {
+            tracing::warn!(namespace, name, %error, "updating a capture's status");
         }
     }
     Ok(uids)
-}
-
-async fn reconcile(
-    cluster: &Cluster,
-    object: &DynamicObject,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    if object.metadata.deletion_timestamp.is_some() {
-        return Ok(());
-    }
-    let namespace = object.metadata.namespace.clone().unwrap_or_default();
-    let name = object.metadata.name.clone().unwrap_or_default();
-    let current_value = object.data.get("status").cloned().unwrap_or_default();
-    let current: CaptureStatus = serde_json::from_value(current_value.clone()).unwrap_or_default();
-    let created = object
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(chrono_time)
-        .unwrap_or(now);
-    let stopped = object
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(STOPPED_ANNOTATION));
-    let wanted = match serde_json::from_value::<CaptureSpec>(
-        object.data.get("spec").cloned().unwrap_or_default(),
-    ) {
-        Ok(spec) => desired(&spec, created, stopped, &current, now, &cluster.settings),
-        Err(error) => {
-            let mut failed = current.clone();
-            if !failed.phase.is_finished() {
-                failed.phase = Phase::Failed;
-                failed.finished_at = Some(now);
-                failed.message = Some(format!(
-                    "the spec cannot be read ({error}): fix it and create the capture again"
-                ));
-            }
-            failed
-        }
-    };
-    let wanted_value = serde_json::to_value(&wanted)?;
-    if api_owned_status(&wanted_value) == api_owned_status(&current_value) {
-        return Ok(());
-    }
-    if wanted.phase != current.phase {
-        tracing::info!(namespace, name, from = ?current.phase, to = ?wanted.phase, "capture phase");
-    }
-    cluster
-        .store
-        .apply_capture_status(&namespace, &name, &wanted)
-        .await
 }
 
 /// Passes forever; every [`PRUNE_EVERY`] passes, also deletes the share links of captures
@@ -271,6 +310,7 @@ pub async fn run_forever(cluster: Arc<Cluster>) {
 mod tests {
     use capture_spec::{FileStatus, TargetStatus};
     use chrono::TimeZone;
+    use serde_json::{json, Value};
 
     use super::*;
 
@@ -281,6 +321,33 @@ mod tests {
             report_timeout: Duration::from_secs(60),
             finish_grace: Duration::from_secs(30),
         }
+    }
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 6, 1, 2, 0, 0).unwrap()
+    }
+
+    fn after(secs: i64) -> DateTime<Utc> {
+        t0() + chrono::Duration::seconds(secs)
+    }
+
+    /// A PacketCapture as the API server lists it (created at [`t0`]), as a fixture.
+    fn object(name: &str, spec: Value, status: Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "podcap.io/v1alpha1",
+            "kind": "PacketCapture",
+            "metadata": {
+                "name": name, "namespace": "shop", "uid": format!("uid-{name}"),
+                "creationTimestamp": "2025-06-01T02:00:00Z",
+            },
+            "spec": spec,
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn observed(spec: Value) -> Observed {
+        Observed::of(&object("web", spec, json!({})), t0())
     }
 
     fn target(state: TargetState) -> TargetStatus {
@@ -298,27 +365,19 @@ mod tests {
 
     #[test]
     fn the_phase_follows_the_window_and_the_agents() {
-        let t0 = Utc.with_ymd_and_hms(2025, 6, 1, 2, 0, 0).unwrap();
-        let spec: CaptureSpec = serde_json::from_value(serde_json::json!({
-            "startTime": "2025-06-01T02:00:10Z", "duration": "10s"
-        }))
-        .unwrap();
+        let mut seen = observed(json!({"startTime": "2025-06-01T02:00:10Z", "duration": "10s"}));
         let s = settings();
-        let at = |secs: i64, status: &CaptureStatus, stopped: bool| {
-            desired(
-                &spec,
-                t0,
-                stopped,
-                status,
-                t0 + chrono::Duration::seconds(secs),
-                &s,
-            )
+        let mut at = |secs: i64, status: &CaptureStatus, stopped: bool| {
+            seen.status = status.clone();
+            seen.stopped = stopped;
+            desired(&seen, after(secs), &s)
         };
         let scheduled = at(0, &CaptureStatus::default(), false);
         assert_eq!(scheduled.phase, Phase::Scheduled);
         let capturing = at(12, &scheduled, false);
         assert_eq!(capturing.phase, Phase::Capturing);
         assert!(capturing.started_at.is_some());
+        assert_eq!(capturing.message, None);
         let mut reported = capturing.clone();
         reported.targets = vec![target(TargetState::Capturing)];
         let waiting = at(21, &reported, false);
@@ -344,21 +403,115 @@ mod tests {
 
     #[test]
     fn silence_fails_a_capture() {
-        let t0 = Utc.with_ymd_and_hms(2025, 6, 1, 2, 0, 0).unwrap();
-        let spec: CaptureSpec =
-            serde_json::from_value(serde_json::json!({"duration": "1h"})).unwrap();
-        let failed = desired(
-            &spec,
-            t0,
-            false,
-            &CaptureStatus::default(),
-            t0 + chrono::Duration::seconds(61),
-            &settings(),
-        );
+        let failed = desired(&observed(json!({"duration": "1h"})), after(61), &settings());
         assert_eq!(failed.phase, Phase::Failed);
         assert!(failed
             .message
             .unwrap()
             .contains("no node's capture agent reported"));
+    }
+
+    #[test]
+    fn a_huge_duration_is_cut_to_the_maximum_window_and_said_so() {
+        let huge = observed(json!({"duration": "1000000years"}));
+        let s = settings();
+        let capturing = desired(&huge, after(5), &s);
+        assert_eq!(capturing.phase, Phase::Capturing);
+        assert_eq!(
+            capturing.message.as_deref(),
+            Some("spec.duration makes the window 8766000000h, longer than the maximum of 1h: this capture records for 1h only, until 2025-06-01T03:00:00Z; set duration so the window is at most 1h, e.g. \"10m\"")
+        );
+        let mut reported = huge.clone();
+        reported.status = capturing;
+        reported.status.targets = vec![target(TargetState::Completed)];
+        let done = desired(&reported, after(3600), &s);
+        assert_eq!(
+            done.phase,
+            Phase::Completed,
+            "it ends with the maximum window"
+        );
+        assert!(done
+            .message
+            .unwrap()
+            .contains("spec.duration makes the window"));
+        // Starting in the future, the message says both what it waits for and what is wrong.
+        let later = desired(
+            &observed(json!({"startTime": "2025-06-01T05:00:00Z", "duration": "1000000years"})),
+            after(0),
+            &s,
+        );
+        assert_eq!(later.phase, Phase::Scheduled);
+        let message = later.message.unwrap();
+        assert!(message.starts_with("waiting for its start time 2025-06-01T05:00:00+00:00; spec.duration makes the window"), "{message}");
+    }
+
+    #[test]
+    fn an_end_time_past_the_maximum_is_cut_too() {
+        let far = desired(
+            &observed(json!({"endTime": "2030-01-01T00:00:00Z"})),
+            after(5),
+            &settings(),
+        );
+        assert_eq!(far.phase, Phase::Capturing);
+        assert!(far
+            .message
+            .unwrap()
+            .starts_with("spec.endTime makes the window"));
+    }
+
+    #[test]
+    fn a_spec_that_cannot_be_read_fails_with_what_is_wrong() {
+        let failed = desired(
+            &observed(json!({"duration": "ten minutes"})),
+            after(1),
+            &settings(),
+        );
+        assert_eq!(failed.phase, Phase::Failed);
+        let message = failed.message.unwrap();
+        assert!(
+            message.starts_with("the spec cannot be read (duration \"ten minutes\" is not valid"),
+            "{message}"
+        );
+        assert!(
+            message.ends_with("fix it and create the capture again"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn every_capture_of_a_pass_gets_its_status_whatever_the_others_say() {
+        let s = settings();
+        let objects = [
+            object("huge", json!({"duration": "1000000years"}), json!({})),
+            object("unreadable", json!({"duration": 600}), json!({})),
+            object("normal", json!({"duration": "10m"}), json!({})),
+        ];
+        let statuses: Vec<CaptureStatus> = objects
+            .iter()
+            .map(|o| wanted(o, after(5), &s).expect("every capture gets a new status"))
+            .collect();
+        assert_eq!(statuses[0].phase, Phase::Capturing);
+        assert!(statuses[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("spec.duration"));
+        assert_eq!(statuses[1].phase, Phase::Failed);
+        assert_eq!(statuses[2].phase, Phase::Capturing);
+        assert_eq!(statuses[2].message, None);
+        // Applied, they are left alone until something changes.
+        let applied = object(
+            "normal",
+            json!({"duration": "10m"}),
+            serde_json::to_value(&statuses[2]).unwrap(),
+        );
+        assert_eq!(wanted(&applied, after(6), &s), None);
+        let mut deleting = applied.clone();
+        deleting.metadata.deletion_timestamp = deleting.metadata.creation_timestamp.clone();
+        assert_eq!(
+            wanted(&deleting, after(700), &s),
+            None,
+            "a capture being deleted is left alone"
+        );
     }
 }

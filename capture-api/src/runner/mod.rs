@@ -218,8 +218,7 @@ impl Runner {
         now: DateTime<Utc>,
     ) -> Result<(), RunnerError> {
         // Not due yet: nothing to do, and no need to lock or read again.
-        let listed_start = listed.spec.start_time;
-        if listed.phase() == Phase::Scheduled && listed_start.is_some_and(|start| now < start) {
+        if listed.phase() == Phase::Scheduled && stored_window(listed).is_ahead(now) {
             return Ok(());
         }
         // The record is read again under the lock: a stop or delete that happened since the
@@ -237,8 +236,8 @@ impl Runner {
         let record = &record;
         let spec = &record.spec;
         let mut status = record.status.clone();
-        let start = spec.start_time.unwrap_or(record.created_at);
-        if now < start {
+        let stored = stored_window(record);
+        if stored.is_ahead(now) {
             return Ok(());
         }
         let fresh = !runs.contains_key(&record.uid);
@@ -263,7 +262,7 @@ impl Runner {
                     ),
                     _ => format!("maxBytes ({}) reached", spec.max_bytes.unwrap_or_default()),
                 });
-        if spec.end_time.is_some_and(|end| now >= end) || limit_reached.is_some() {
+        if stored.is_over(now) || limit_reached.is_some() {
             for target in run.targets.values() {
                 target.request_stop();
             }
@@ -424,6 +423,13 @@ impl Runner {
         self.store.update_capture_status(&record.uid, status)?;
         Ok(())
     }
+}
+
+/// The window of a capture by the rule the whole product shares. A standalone capture stores the
+/// start and end resolved (and checked against the maximum) when it was created, so the runner
+/// needs no maximum of its own to read them.
+fn stored_window(record: &CaptureRecord) -> capture_spec::CaptureWindow {
+    capture_spec::CaptureWindow::of(&record.spec, record.created_at, Duration::MAX)
 }
 
 /// Joins every target of `run` (they were asked to stop) and puts their final status in place.

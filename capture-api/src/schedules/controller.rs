@@ -20,7 +20,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use capture_spec::{CaptureSpec, ConcurrencyPolicy, ScheduleError, ScheduleSpec, ScheduleStatus};
+use capture_spec::{
+    CaptureSpec, CaptureWindow, ConcurrencyPolicy, ScheduleError, ScheduleSpec, ScheduleStatus,
+};
 use chrono::{DateTime, Utc};
 
 use super::{capture_name, due, is_active, lock_schedule_writes, status, RUN_COUNTS};
@@ -244,7 +246,11 @@ impl Controller {
         let capture = capture_name(name, run);
         let mut active = self.active_captures(namespace, name, &capture)?;
         let policy = spec.concurrency_policy;
-        if policy != ConcurrencyPolicy::Allow && active.iter().any(|c| window_is_over(c, now)) {
+        if policy != ConcurrencyPolicy::Allow
+            && active
+                .iter()
+                .any(|c| window_is_over(c, now, self.max_window))
+        {
             // Their window is over but the runner has not finished them yet: let it, so they
             // end Completed rather than being held against (or stopped by) the new run.
             self.runs.start_now()?;
@@ -273,7 +279,7 @@ impl Controller {
             spec.template.clone(),
             Some(name),
             self.max_window,
-            window_opens(run, Utc::now(), &spec.template),
+            window_opens(run, Utc::now(), &spec.template, self.max_window),
         ) {
             Ok(_) => Ok(RunOutcome::Started),
             Err(CreateError::Store(StoreError::AlreadyExists { .. })) => {
@@ -330,18 +336,20 @@ impl Controller {
 }
 
 /// True when a capture's window has closed (it is only waiting for the runner to finish it).
-fn window_is_over(capture: &CaptureRecord, now: DateTime<Utc>) -> bool {
-    capture.spec.end_time.is_some_and(|end| end <= now)
+fn window_is_over(capture: &CaptureRecord, now: DateTime<Utc>, max_window: Duration) -> bool {
+    CaptureWindow::of(&capture.spec, capture.created_at, max_window).is_over(now)
 }
 
 /// When a run's capture window opens: at its run time when the run starts on time (within
 /// [`ON_TIME`], and early enough that most of the window is still ahead), otherwise now.
-fn window_opens(run: DateTime<Utc>, now: DateTime<Utc>, template: &CaptureSpec) -> DateTime<Utc> {
+fn window_opens(
+    run: DateTime<Utc>,
+    now: DateTime<Utc>,
+    template: &CaptureSpec,
+    max_window: Duration,
+) -> DateTime<Utc> {
     let late = (now - run).to_std().unwrap_or_default();
-    let length = template
-        .duration
-        .map(|duration| duration.as_std())
-        .unwrap_or_default();
+    let length = CaptureWindow::of(template, run, max_window).length();
     if late < ON_TIME && late * 2 < length {
         run
     } else {
@@ -357,9 +365,12 @@ fn until_next_tick(now: DateTime<Utc>) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use capture_spec::Phase;
     use chrono::{TimeDelta, TimeZone};
 
     use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
 
     fn template(duration: &str) -> CaptureSpec {
         serde_json::from_value(serde_json::json!({ "duration": duration })).unwrap()
@@ -369,17 +380,31 @@ mod tests {
     fn an_on_time_run_captures_from_its_run_time_and_a_late_one_for_its_whole_duration() {
         let run = Utc.with_ymd_and_hms(2025, 6, 1, 2, 0, 0).unwrap();
         let tick = run + TimeDelta::milliseconds(20);
-        assert_eq!(window_opens(run, tick, &template("10m")), run);
+        assert_eq!(window_opens(run, tick, &template("10m"), DAY), run);
         let after_restart = run + TimeDelta::seconds(90);
         assert_eq!(
-            window_opens(run, after_restart, &template("10m")),
+            window_opens(run, after_restart, &template("10m"), DAY),
             after_restart
         );
         let most_of_a_short_window_gone = run + TimeDelta::milliseconds(600);
         assert_eq!(
-            window_opens(run, most_of_a_short_window_gone, &template("1s")),
+            window_opens(run, most_of_a_short_window_gone, &template("1s"), DAY),
             most_of_a_short_window_gone
         );
+    }
+
+    #[test]
+    fn a_window_is_over_by_the_shared_rule() {
+        let created = Utc.with_ymd_and_hms(2025, 6, 1, 2, 0, 0).unwrap();
+        let mut capture = CaptureRecord::for_test("run", Phase::Capturing, "nightly", created);
+        let over_after = |capture: &CaptureRecord, minutes: i64| {
+            window_is_over(capture, created + TimeDelta::minutes(minutes), DAY)
+        };
+        capture.spec = template("10m");
+        assert!(!over_after(&capture, 9) && over_after(&capture, 10));
+        // Applied with kubectl with a huge duration: the maximum window, not an overflow.
+        capture.spec = template("1000000years");
+        assert!(!over_after(&capture, 23 * 60) && over_after(&capture, 24 * 60));
     }
 
     #[test]
