@@ -12,6 +12,7 @@ pub mod format;
 pub mod merge;
 pub mod output;
 pub mod podnet;
+pub mod reconcile;
 pub mod stop;
 pub mod tap;
 pub mod target;

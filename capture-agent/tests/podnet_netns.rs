@@ -1,7 +1,8 @@
 //! podnet's netns fallback against the real kernel: a process runs in the pod's network
 //! namespace and in a real cgroup named like the kubelet names pod cgroups (cgroupfs driver in the
 //! cgroup v2 hierarchy, systemd driver in a v1 one where the host has it); resolving the pod UID
-//! finds the process, enters its namespace and names the pod's host veth. Needs root
+//! finds the process, enters its namespace and names the pod's host veth. The same check maps
+//! standalone mode's pods (named namespaces in /var/run/netns) to their host veths. Needs root
 //! (CAP_SYS_ADMIN for setns).
 
 use std::os::unix::fs::MetadataExt;
@@ -9,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use capture_agent::podnet::{resolve, Method, PodNetwork, Strategies, StrategyError};
+use capture_agent::podnet::{
+    namespace_host_end, resolve, Method, PodNetwork, Strategies, StrategyError,
+};
 use podcap_testkit::netlab::{cgroup_mounts, Undo};
 use podcap_testkit::Pod;
 
@@ -200,4 +203,41 @@ fn every_strategy_says_what_it_tried() {
         "{message}"
     );
     assert!(message.contains("[netns] no process"), "{message}");
+}
+
+/// Standalone mode's pods: a named network namespace (in /var/run/netns) names its host veth,
+/// whatever it calls its own end, with no process and no cgroup involved.
+#[test]
+fn a_named_namespace_names_its_host_veth() {
+    let pod = Pod::new();
+    let path = PathBuf::from(format!("/var/run/netns/{}", pod.netns));
+    let found = namespace_host_end(&path).unwrap();
+    assert_eq!(
+        (found.name.as_str(), found.ifindex, found.method),
+        (
+            pod.host_if.as_str(),
+            nix::net::if_::if_nametoindex(pod.host_if.as_str()).unwrap(),
+            Method::Netns
+        )
+    );
+}
+
+#[test]
+fn a_named_namespace_without_a_veth_has_no_host_end() {
+    let pod = Pod::new();
+    let bare = format!("pcbare{}", pod.slot());
+    let mut undo = Undo::new();
+    undo.run(
+        "ip",
+        &["netns", "add", &bare],
+        &["ip", "netns", "del", &bare],
+    );
+    let error = namespace_host_end(Path::new(&format!("/var/run/netns/{bare}"))).unwrap_err();
+    assert!(matches!(error, StrategyError::NotFound { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("no interface whose peer is in another namespace"),
+        "{error}"
+    );
 }

@@ -1,9 +1,8 @@
 //! Pods on one machine (standalone mode): every network namespace in `/var/run/netns` is a pod
 //! named after it, in namespace `default`, labelled `podcap.io/netns: <name>`. Its capture
-//! interface is the root-namespace end of its veth, found without help from any CNI: the pod's
-//! interface reports its peer's ifindex (`ip -n NS -j link show`: `link_index`), and the
-//! root-side interface with that ifindex must point back at it (`/sys/class/net/*/iflink`).
-//! Commands are run directly, never through a shell, with names that come from the kernel.
+//! interface is the root-namespace end of its veth, found without help from any CNI by the
+//! agent's pod → interface lookup ([`capture_agent::podnet::namespace_host_end`]): over
+//! rtnetlink, inside the namespace its veth names its peer, and the peer must point back at it.
 //!
 //! An optional inventory file (`--inventory pods.yaml`) gives pods the namespaces, names and
 //! labels they would have in a cluster, so selectors work the same way:
@@ -19,12 +18,10 @@
 //! discovery, so edits apply without a restart; a broken file is reported and ignored.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
-
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use capture_agent::podnet::{self, HostInterface};
 use serde::{Deserialize, Serialize};
 
 /// Where `ip netns add` puts named network namespaces.
@@ -42,6 +39,13 @@ pub struct Pod {
     pub node: String,
     /// The host-side interface podcap captures on.
     pub interface: String,
+}
+
+/// A pod and the host interface that carries its traffic, as discovery found them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocatedPod {
+    pub pod: Pod,
+    pub host: HostInterface,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +124,7 @@ pub fn read_inventory(path: &Path) -> Result<Vec<InventoryPod>, InventoryError> 
 }
 
 /// Applies the inventory (if any) to the discovered pods.
-fn apply_inventory(pods: &mut Vec<Pod>, node: &str) {
+fn apply_inventory(pods: &mut Vec<LocatedPod>, node: &str) {
     let Some(path) = INVENTORY.get() else { return };
     let entries = match read_inventory(path) {
         Ok(entries) => entries,
@@ -139,9 +143,9 @@ fn apply_inventory(pods: &mut Vec<Pod>, node: &str) {
     {
         match (netns, interface) {
             (Some(netns), _) => {
-                if let Some(pod) = pods
+                if let Some(LocatedPod { pod, .. }) = pods
                     .iter_mut()
-                    .find(|p| p.labels.get(NETNS_LABEL) == Some(&netns))
+                    .find(|p| p.pod.labels.get(NETNS_LABEL) == Some(&netns))
                 {
                     pod.namespace = namespace;
                     pod.name = name;
@@ -149,13 +153,16 @@ fn apply_inventory(pods: &mut Vec<Pod>, node: &str) {
                 }
             }
             (None, Some(interface)) => {
-                if Path::new("/sys/class/net").join(&interface).exists() {
-                    pods.push(Pod {
-                        namespace,
-                        name,
-                        labels,
-                        node: node.to_string(),
-                        interface,
+                if let Some(host) = podnet::named_interface(&interface) {
+                    pods.push(LocatedPod {
+                        pod: Pod {
+                            namespace,
+                            name,
+                            labels,
+                            node: node.to_string(),
+                            interface,
+                        },
+                        host,
                     });
                 }
             }
@@ -173,68 +180,38 @@ pub fn node_name() -> String {
 /// Every pod on this machine right now. A namespace without a veth to the root namespace (no
 /// capturable interface) is left out.
 pub fn discover() -> Result<Vec<Pod>, DiscoveryError> {
+    Ok(locate_all()?.into_iter().map(|found| found.pod).collect())
+}
+
+/// Every pod on this machine right now, with its host interface.
+pub fn locate_all() -> Result<Vec<LocatedPod>, DiscoveryError> {
     let entries = match std::fs::read_dir(NETNS_DIR) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(DiscoveryError::ListNamespaces(e)),
     };
     let node = node_name();
-    let mut pods: Vec<Pod> = entries
+    let mut pods: Vec<LocatedPod> = entries
         .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().into_string().ok())
-        .filter_map(|netns| {
-            let interface = host_interface(&netns)?;
+        .filter_map(|entry| {
+            let netns = entry.file_name().into_string().ok()?;
+            let host = podnet::namespace_host_end(&entry.path())
+                .inspect_err(|error| tracing::debug!(netns, %error, "no pod in this namespace"))
+                .ok()?;
             let labels = BTreeMap::from([(NETNS_LABEL.to_string(), netns.clone())]);
-            Some(Pod {
-                namespace: "default".into(),
-                name: netns,
-                labels,
-                node: node.clone(),
-                interface,
+            Some(LocatedPod {
+                pod: Pod {
+                    namespace: "default".into(),
+                    name: netns,
+                    labels,
+                    node: node.clone(),
+                    interface: host.name.clone(),
+                },
+                host,
             })
         })
         .collect();
     apply_inventory(&mut pods, &node);
-    pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    pods.sort_by(|a, b| (&a.pod.namespace, &a.pod.name).cmp(&(&b.pod.namespace, &b.pod.name)));
     Ok(pods)
-}
-
-#[derive(Deserialize)]
-struct Link {
-    ifindex: u32,
-    ifname: String,
-    link_index: Option<u32>,
-    link_netnsid: Option<i64>,
-}
-
-/// The root-namespace end of the pod's veth, cross-checked in both directions.
-fn host_interface(netns: &str) -> Option<String> {
-    let output = Command::new("ip")
-        .args(["-n", netns, "-j", "link", "show"])
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        tracing::debug!(netns, stderr = %String::from_utf8_lossy(&output.stderr), "ip link failed");
-        return None;
-    }
-    let links: Vec<Link> = serde_json::from_slice(&output.stdout).ok()?;
-    links
-        .iter()
-        .filter(|link| link.link_netnsid.is_some() && link.ifname != "lo")
-        .find_map(|link| root_interface_pointing_at(link.link_index?, link.ifindex))
-}
-
-/// The root-namespace interface with index `ifindex` whose peer is `peer_ifindex`.
-fn root_interface_pointing_at(ifindex: u32, peer_ifindex: u32) -> Option<String> {
-    let read_number =
-        |path: &Path| -> Option<u32> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
-    std::fs::read_dir("/sys/class/net")
-        .ok()?
-        .filter_map(Result::ok)
-        .find_map(|entry| {
-            let dir = entry.path();
-            let matches = read_number(&dir.join("ifindex")) == Some(ifindex)
-                && read_number(&dir.join("iflink")) == Some(peer_ifindex);
-            matches.then(|| entry.file_name().to_string_lossy().into_owned())
-        })
 }

@@ -26,9 +26,8 @@ use axum::Router;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use super::agent::Agent;
 use super::auth::{AuthError, Authenticator};
-use super::reconcile::Agent;
-use crate::format::InterfaceInfo;
 use crate::tap::{pump, LiveSink, QUEUED_CHUNKS};
 
 #[derive(Clone)]
@@ -93,10 +92,10 @@ fn plausible_file(name: &str) -> bool {
 /// The file name of `file_id` in capture `uid` on this node, from what this node reports: its
 /// runs in memory, else the capture's status entries of this node.
 fn lookup(agent: &Agent, uid: &str, file_id: &str) -> Option<String> {
-    if let Some(run) = agent.runs().get(uid) {
-        let found = run
-            .entries
-            .values()
+    if let Some(tracked) = agent.runs().get(uid) {
+        let found = tracked
+            .run
+            .entries()
             .flat_map(|t| t.files.iter())
             .find(|f| f.id == file_id);
         if let Some(file) = found {
@@ -263,26 +262,9 @@ async fn live(
     let subscribed = {
         let runs = state.agent.runs();
         runs.get(&uid)
-            .filter(|run| !run.targets.is_empty())
-            .map(|run| {
-                let interfaces: Vec<InterfaceInfo> =
-                    run.targets
-                        .values()
-                        .enumerate()
-                        .map(|(index, target)| {
-                            target.run.live().tap.subscribe(
-                                sender.clone(),
-                                u32::try_from(index).unwrap_or(u32::MAX),
-                            );
-                            InterfaceInfo {
-                                name: target.identity.host.name.clone(),
-                                description: target.identity.description(),
-                                filter_expression: run.spec.filters.to_pcap_expression(),
-                            }
-                        })
-                        .collect();
-                (interfaces, run.spec.snap_length)
-            })
+            .map(|tracked| &tracked.run)
+            .filter(|run| run.is_recording())
+            .map(|run| (run.subscribe(&sender), run.spec.snap_length))
     };
     // Only the taps hold senders now: when the targets end, so does the stream.
     drop(sender);

@@ -1,20 +1,21 @@
 //! Cluster mode: `capture-agent run --node NODE`, the node agent of a Kubernetes install (one
 //! per node, a DaemonSet). It watches PacketCaptures and this node's pods (`watch`), captures
-//! every matching Running pod while a capture's window (`window`) is open (`reconcile`,
-//! `targets`), reports this node's `status.targets` entries with server-side apply (`status`),
-//! guards its files with a per-node finalizer (`finalizer`), and serves the files and live
-//! streams to the API only (`endpoint`, `auth`).
+//! every matching Running pod while a capture's window (`window`) is open (`agent`, `pods`,
+//! with the target rule both modes share, [`crate::reconcile`]), reports this node's
+//! `status.targets` entries with server-side apply (`status`), guards its files with a
+//! per-node finalizer (`finalizer`), and serves the files and live streams to the API only
+//! (`endpoint`, `auth`).
 //!
 //! The Kubernetes client comes from `kube::Config::infer()`: `KUBECONFIG` (or `~/.kube/config`)
 //! when set, else the pod's service account. The agent needs only the permissions of
 //! `deploy/base/agent-rbac.yaml`.
 
+pub mod agent;
 pub mod auth;
 pub mod endpoint;
 pub mod finalizer;
-pub mod reconcile;
+pub mod pods;
 pub mod status;
-pub mod targets;
 pub mod watch;
 pub mod window;
 
@@ -30,7 +31,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::{Api, Client};
 use tokio::sync::Notify;
 
-use reconcile::{Action, Agent};
+use agent::{Action, Agent};
 
 /// How often the reconciler runs without being woken by a watch event (live counters, window
 /// ends, pods whose interface appears late).

@@ -14,6 +14,10 @@
 //! Every answer is a veth (or netkit) whose peer lives in another network namespace, which is
 //! what a pod's host end is; routes to tunnels, bridges or host-internal veths are not taken.
 //! Kernel state is read over rtnetlink ([`netlink`] says why), never by running `ip`.
+//!
+//! Standalone mode's pods are simpler: a named network namespace (`ip netns add`) is a pod, and
+//! [`namespace_host_end`] names its host end with the netns strategy's two-sided check; an
+//! interface the operator names outright is taken as it is ([`named_interface`]).
 
 mod bridge;
 pub mod cgroup;
@@ -24,7 +28,7 @@ mod route;
 
 use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use error::{Attempt, PodNetError, StrategyError};
 pub use netlink::NetlinkError;
@@ -49,6 +53,8 @@ pub enum Method {
     Route,
     Bridge,
     Netns,
+    /// Named by the operator (standalone mode's inventory), not looked for.
+    Named,
 }
 
 impl fmt::Display for Method {
@@ -57,6 +63,7 @@ impl fmt::Display for Method {
             Method::Route => "route",
             Method::Bridge => "bridge",
             Method::Netns => "netns",
+            Method::Named => "named",
         })
     }
 }
@@ -130,6 +137,8 @@ pub fn resolve(pod: &PodNetwork, strategies: &Strategies) -> Result<HostInterfac
                 &pod.uid,
                 &strategies.pod_interface,
             ),
+            // Not a strategy: nothing is looked for.
+            Method::Named => continue,
         };
         match outcome {
             Ok(link) => {
@@ -160,6 +169,28 @@ pub fn resolve(pod: &PodNetwork, strategies: &Strategies) -> Result<HostInterfac
         uid: pod.uid.clone(),
         ips: list(&pod.ips),
         attempts,
+    })
+}
+
+/// The host end of the veth of the network namespace at `path` (standalone mode's pods live in
+/// /var/run/netns), checked from both sides like the netns strategy. Needs CAP_SYS_ADMIN.
+pub fn namespace_host_end(path: &Path) -> Result<HostInterface, StrategyError> {
+    let mut netlink = Netlink::open()?;
+    let link = netns::find_for_namespace(&mut netlink, path)?;
+    Ok(HostInterface {
+        ifindex: link.index,
+        name: link.name,
+        method: Method::Netns,
+    })
+}
+
+/// The host interface called `name`, if there is one now.
+pub fn named_interface(name: &str) -> Option<HostInterface> {
+    let ifindex = nix::net::if_::if_nametoindex(name).ok()?;
+    Some(HostInterface {
+        ifindex,
+        name: name.to_string(),
+        method: Method::Named,
     })
 }
 

@@ -15,6 +15,10 @@
 //! Privileges: setns into a network namespace needs CAP_SYS_ADMIN; opening another process's
 //! /proc/<pid>/ns/net needs ptrace read access to it (root, or CAP_SYS_PTRACE for processes of
 //! other users); seeing pod processes at all needs the host PID namespace (hostPID).
+//!
+//! The same two-sided check maps a standalone pod — a network namespace made with `ip netns
+//! add`, bind-mounted in /var/run/netns — to its host end ([`find_for_namespace`]); there the
+//! namespace file is given, and its veth may have any name.
 
 use std::fs::File;
 use std::io;
@@ -40,6 +44,8 @@ const HINT_PERMISSION: &str =
     /proc/<pid>/ns/net needs root or CAP_SYS_PTRACE; or disable the netns strategy";
 const HINT_PEER: &str = "`nsenter -t <pid> -n ip -d link show <pod interface>` shows the veth \
     and its peer (`@ifN`); the peer must be in the agent's (the host's) network namespace";
+const HINT_NAMED_PEER: &str = "`ip -n <namespace> -d link show` shows the namespace's veth and \
+    its peer (`@ifN`); the peer must be in the host's network namespace";
 
 /// The host end of the veth whose pod end is `pod_interface` in the namespace of a process in
 /// the pod's cgroup.
@@ -62,15 +68,7 @@ pub(super) fn find(
             hint: HINT_PROCESSES,
         });
     }
-    // The namespace of this thread: the one the netlink socket answers for.
-    let host_ns = File::open("/proc/thread-self/ns/net").map_err(|source| StrategyError::Io {
-        what: "opening /proc/thread-self/ns/net".to_string(),
-        source,
-    })?;
-    let host_id = namespace_id(&host_ns).map_err(|source| StrategyError::Io {
-        what: "reading /proc/thread-self/ns/net".to_string(),
-        source,
-    })?;
+    let (host_ns, host_id) = host_namespace()?;
 
     let mut seen = Vec::new();
     let mut notes = Vec::new();
@@ -103,7 +101,7 @@ pub(super) fn find(
             continue;
         }
         seen.push(id);
-        match host_end(netlink, &pod_ns, &host_ns, pod_interface) {
+        match host_end(netlink, &pod_ns, &host_ns, PodSide::Named(pod_interface)) {
             Ok(link) => {
                 tracing::debug!(pid, interface = %link.name, "pod namespace names its host veth");
                 return Ok(link);
@@ -129,6 +127,70 @@ pub(super) fn find(
     })
 }
 
+/// The host end of the veth of the network namespace at `path` (a standalone pod), whatever
+/// the namespace calls its end: the one veth whose peer is in the host's namespace and peers
+/// back.
+pub(super) fn find_for_namespace(
+    netlink: &mut Netlink,
+    path: &Path,
+) -> Result<Link, StrategyError> {
+    let (host_ns, host_id) = host_namespace()?;
+    let pod_ns = File::open(path).map_err(|source| match source.kind() {
+        io::ErrorKind::PermissionDenied => StrategyError::Permission {
+            detail: format!("opening {}", path.display()),
+            hint: HINT_PERMISSION,
+        },
+        _ => StrategyError::Io {
+            what: format!("opening {}", path.display()),
+            source,
+        },
+    })?;
+    let is_host = namespace_id(&pod_ns).map_err(|source| StrategyError::Io {
+        what: format!("reading {}", path.display()),
+        source,
+    })? == host_id;
+    if is_host {
+        return Err(StrategyError::NotFound {
+            detail: format!("{} is the host's network namespace", path.display()),
+            hint: HINT_NAMED_PEER,
+        });
+    }
+    match host_end(netlink, &pod_ns, &host_ns, PodSide::AnyVeth) {
+        Ok(link) => Ok(link),
+        Err(Miss::Denied(detail)) => Err(StrategyError::Permission {
+            detail,
+            hint: HINT_PERMISSION,
+        }),
+        Err(Miss::Note(detail)) => Err(StrategyError::NotFound {
+            detail: format!("{}: {detail}", path.display()),
+            hint: HINT_NAMED_PEER,
+        }),
+        Err(Miss::Failed(error)) => Err(error),
+    }
+}
+
+/// The namespace of this thread — the one a netlink socket it opens answers for — and its id.
+fn host_namespace() -> Result<(File, (u64, u64)), StrategyError> {
+    let host_ns = File::open("/proc/thread-self/ns/net").map_err(|source| StrategyError::Io {
+        what: "opening /proc/thread-self/ns/net".to_string(),
+        source,
+    })?;
+    let host_id = namespace_id(&host_ns).map_err(|source| StrategyError::Io {
+        what: "reading /proc/thread-self/ns/net".to_string(),
+        source,
+    })?;
+    Ok((host_ns, host_id))
+}
+
+/// Which interface of a pod's namespace is the pod's end of its veth.
+#[derive(Debug, Clone, Copy)]
+enum PodSide<'a> {
+    /// The interface with this name (Kubernetes: `eth0`).
+    Named(&'a str),
+    /// Any interface whose peer is in another namespace (standalone pods name theirs freely).
+    AnyVeth,
+}
+
 /// Why one pod namespace gave no answer.
 enum Miss {
     Note(String),
@@ -142,9 +204,9 @@ impl From<super::netlink::NetlinkError> for Miss {
     }
 }
 
-/// The pod end, as seen inside the pod's namespace.
-struct PodEnd {
-    link: Link,
+/// The pod's candidate ends, as seen inside the pod's namespace.
+struct PodEnds {
+    links: Vec<Link>,
     /// The id the pod's namespace gives the agent's namespace, if it has one.
     host_nsid: Option<i32>,
 }
@@ -153,10 +215,28 @@ fn host_end(
     netlink: &mut Netlink,
     pod_ns: &File,
     host_ns: &File,
-    pod_interface: &str,
+    side: PodSide<'_>,
 ) -> Result<Link, Miss> {
-    let pod_end = inside(pod_ns, host_ns, pod_interface)?;
-    let pod_link = &pod_end.link;
+    let pod_ends = inside(pod_ns, host_ns, side)?;
+    let mut notes = Vec::new();
+    for pod_link in &pod_ends.links {
+        match peer_on_host(netlink, pod_ns, pod_link, pod_ends.host_nsid) {
+            Ok(link) => return Ok(link),
+            Err(Miss::Note(note)) => notes.push(note),
+            Err(other) => return Err(other),
+        }
+    }
+    Err(Miss::Note(notes.join(", ")))
+}
+
+/// The host end of `pod_link`, checked from both sides.
+fn peer_on_host(
+    netlink: &mut Netlink,
+    pod_ns: &File,
+    pod_link: &Link,
+    host_nsid: Option<i32>,
+) -> Result<Link, Miss> {
+    let pod_interface = &pod_link.name;
     let (Some(peer_index), Some(peer_nsid)) = (pod_link.peer_index, pod_link.peer_netnsid) else {
         return Err(Miss::Note(format!(
             "{pod_interface} ({}) has no veth peer in another namespace",
@@ -169,7 +249,7 @@ fn host_end(
             pod_link.kind_name()
         )));
     }
-    if pod_end.host_nsid.is_some_and(|host| host != peer_nsid) {
+    if host_nsid.is_some_and(|host| host != peer_nsid) {
         return Err(Miss::Note(format!(
             "{pod_interface}'s peer is in a namespace other than the agent's"
         )));
@@ -195,24 +275,43 @@ fn host_end(
     Ok(host_link)
 }
 
-/// Reads `pod_interface` inside the pod's namespace, on a thread of its own that ends after.
-fn inside(pod_ns: &File, host_ns: &File, pod_interface: &str) -> Result<PodEnd, Miss> {
+/// Reads the pod's candidate ends inside its namespace, on a thread of its own that ends after.
+fn inside(pod_ns: &File, host_ns: &File, side: PodSide<'_>) -> Result<PodEnds, Miss> {
     std::thread::scope(|scope| {
         let worker = std::thread::Builder::new()
             .name("podnet-setns".to_string())
-            .spawn_scoped(scope, || -> Result<PodEnd, Miss> {
+            .spawn_scoped(scope, || -> Result<PodEnds, Miss> {
                 setns(pod_ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|errno| match errno {
                     Errno::EPERM => Miss::Denied("setns into the pod's network namespace".into()),
                     other => Miss::Note(format!("setns into the pod's network namespace: {other}")),
                 })?;
                 let mut netlink = Netlink::open()?;
-                let Some(link) = netlink.link_by_name(pod_interface)? else {
-                    return Err(Miss::Note(format!(
-                        "the pod's namespace has no interface {pod_interface}"
-                    )));
+                let links = match side {
+                    PodSide::Named(name) => {
+                        let Some(link) = netlink.link_by_name(name)? else {
+                            return Err(Miss::Note(format!(
+                                "the pod's namespace has no interface {name}"
+                            )));
+                        };
+                        vec![link]
+                    }
+                    PodSide::AnyVeth => {
+                        let links: Vec<Link> = netlink
+                            .links()?
+                            .into_iter()
+                            .filter(|link| link.peer_netnsid.is_some())
+                            .collect();
+                        if links.is_empty() {
+                            return Err(Miss::Note(
+                                "the namespace has no interface whose peer is in another namespace"
+                                    .into(),
+                            ));
+                        }
+                        links
+                    }
                 };
                 let host_nsid = netlink.nsid_of(host_ns.as_fd())?;
-                Ok(PodEnd { link, host_nsid })
+                Ok(PodEnds { links, host_nsid })
             })
             .map_err(|source| {
                 Miss::Failed(StrategyError::Io {

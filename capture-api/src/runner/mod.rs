@@ -1,31 +1,33 @@
 //! The capture runner of standalone mode: the in-process agent. Every second it reconciles the
 //! store with reality — a capture whose window has opened gets a target (an engine thread) on
 //! every matching pod, including pods that appear later; a pod that vanishes ends its target;
-//! when the window closes every target is drained and the capture is Completed. Statuses are
+//! when the window closes every target is drained and the capture is Completed. What becomes of
+//! each target is the rule the node agent shares ([`capture_agent::reconcile`]); the runner adds
+//! the pods of this machine ([`machine`]), the capture's phase, and the store. Statuses are
 //! written back to the store each pass, so a restarted API finds every capture where it was.
 //!
 //! After a restart (or a SIGKILL) a capture still inside its window resumes in a new file
 //! segment, and its status message says when and that packets before it may be missing.
 
+mod machine;
 mod storage;
-mod target;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use capture_agent::budget::Budget;
+use capture_agent::reconcile::{CaptureRun, Ended, RingOpener, WindowState};
+use capture_agent::tap::TapChunk;
 use capture_agent::EndReason;
-use capture_spec::{CaptureSpec, CaptureStatus, LabelSelector, Phase, TargetState, TargetStatus};
+use capture_spec::{CaptureStatus, Phase, TargetState};
 use chrono::{DateTime, Utc};
 
-use crate::pods::{self, Pod};
+use crate::pods;
 use crate::store::{CaptureRecord, Store, StoreError};
-use capture_agent::target::TargetRun;
+use machine::MachinePods;
 pub use storage::StorageLimits;
-use target::Earlier;
-pub use target::{file_status, TargetKey};
 
 /// How often the runner reconciles.
 const PASS_INTERVAL: Duration = Duration::from_secs(1);
@@ -34,31 +36,6 @@ const PASS_INTERVAL: Duration = Duration::from_secs(1);
 pub enum RunnerError {
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// The in-memory side of one capture: its running targets, and the packet/byte budget they
-/// share when the capture has maxPackets or maxBytes.
-#[derive(Default)]
-struct CaptureRun {
-    targets: BTreeMap<TargetKey, TargetRun>,
-    budget: Option<Arc<Budget>>,
-}
-
-/// The capture's budget, counting what its earlier file segments already used.
-fn budget_for(spec: &CaptureSpec, status: &CaptureStatus) -> Option<Arc<Budget>> {
-    if spec.max_packets.is_none() && spec.max_bytes.is_none() {
-        return None;
-    }
-    let (packets, bytes) = status
-        .targets
-        .iter()
-        .fold((0, 0), |(p, b), t| (p + t.packets, b + t.bytes));
-    Some(Arc::new(Budget::new(
-        spec.max_packets,
-        spec.max_bytes,
-        packets,
-        bytes,
-    )))
 }
 
 pub struct Runner {
@@ -70,19 +47,6 @@ pub struct Runner {
     last_retention: Mutex<Option<DateTime<Utc>>>,
     node: String,
     runs: Mutex<HashMap<String, CaptureRun>>,
-}
-
-fn matches(
-    pod: &Pod,
-    namespace: &str,
-    selector: &LabelSelector,
-    node_selector: Option<&BTreeMap<String, String>>,
-) -> bool {
-    pod.namespace == namespace
-        && selector.matches(&pod.labels)
-        // Standalone pods all live on this machine; a node selector can only name it by
-        // `kubernetes.io/hostname`.
-        && node_selector.is_none_or(|wanted| wanted.iter().all(|(k, v)| k == "kubernetes.io/hostname" && *v == pod.node))
 }
 
 impl Runner {
@@ -130,10 +94,12 @@ impl Runner {
 
     /// One reconciliation pass over every capture that is not finished.
     pub fn pass(&self) -> Result<(), RunnerError> {
-        let pods = pods::discover().unwrap_or_else(|error| {
-            tracing::warn!(%error, "pod discovery failed; keeping running targets");
-            Vec::new()
-        });
+        let found = pods::locate_all()
+            .inspect_err(|error| {
+                tracing::warn!(%error, "pod discovery failed; keeping running targets");
+            })
+            .ok();
+        let pods = MachinePods::new(&self.node, found);
         let now = Utc::now();
         let full = self
             .storage
@@ -214,7 +180,7 @@ impl Runner {
     fn reconcile(
         &self,
         listed: &CaptureRecord,
-        pods: &[Pod],
+        pods: &MachinePods,
         now: DateTime<Utc>,
     ) -> Result<(), RunnerError> {
         // Not due yet: nothing to do, and no need to lock or read again.
@@ -240,104 +206,61 @@ impl Runner {
         if stored.is_ahead(now) {
             return Ok(());
         }
-        let fresh = !runs.contains_key(&record.uid);
-        let run = runs.entry(record.uid.clone()).or_default();
-        if fresh {
-            run.budget = budget_for(spec, &status);
-            if status.phase == Phase::Capturing {
-                status.message = Some(format!(
-                    "resumed at {} after the API restarted: packets between its last status update and then were not captured",
-                    now.to_rfc3339()
-                ));
-            }
+        if !runs.contains_key(&record.uid) && status.phase == Phase::Capturing {
+            status.message = Some(format!(
+                "resumed at {} after the API restarted: packets between its last status update and then were not captured",
+                now.to_rfc3339()
+            ));
         }
-        let limit_reached =
-            run.budget
-                .as_ref()
-                .filter(|b| b.is_spent())
-                .map(|b| match b.reason() {
-                    EndReason::PacketLimit => format!(
-                        "maxPackets ({}) reached",
-                        spec.max_packets.unwrap_or_default()
-                    ),
-                    _ => format!("maxBytes ({}) reached", spec.max_bytes.unwrap_or_default()),
-                });
-        if stored.is_over(now) || limit_reached.is_some() {
-            for target in run.targets.values() {
-                target.request_stop();
-            }
-            finish_all(run, &mut status, TargetState::Completed);
-            status.phase = Phase::Completed;
-            status.finished_at = Some(now);
-            if limit_reached.is_some() {
-                status.message = limit_reached;
-            }
-            runs.remove(&record.uid);
+        let run = runs
+            .entry(record.uid.clone())
+            .or_insert_with(|| self.resume(record));
+        let window = if stored.is_over(now) {
+            WindowState::Over
         } else {
-            status.phase = Phase::Capturing;
-            status.started_at.get_or_insert(now);
-            let directory = self.capture_dir(&record.uid);
-            if let Err(error) = std::fs::create_dir_all(&directory) {
-                status.message = Some(format!("cannot create the capture directory: {error}"));
-            }
-            for pod in pods.iter().filter(|p| {
-                matches(
-                    p,
-                    &record.namespace,
-                    &spec.pod_selector,
-                    spec.node_selector.as_ref(),
-                )
-            }) {
-                let key = TargetKey {
-                    namespace: pod.namespace.clone(),
-                    pod: pod.name.clone(),
-                    interface: pod.interface.clone(),
-                };
-                if run.targets.contains_key(&key)
-                    || status.targets.iter().any(|t| is_final_for(t, &key))
-                {
-                    continue;
-                }
-                let earlier = status
-                    .targets
-                    .iter()
-                    .find(|t| same_target(t, &key))
-                    .map(Earlier::from_status)
-                    .unwrap_or_default();
-                match target::start(
-                    &directory,
-                    &key,
-                    &self.node,
-                    spec,
-                    earlier,
-                    run.budget.clone(),
-                ) {
-                    Ok(target) => {
-                        run.targets.insert(key, target);
+            WindowState::Open
+        };
+        let ended = run.reconcile(window, pods, &RingOpener, now);
+        run.report_into(&mut status.targets);
+        match ended {
+            Some(ended) => {
+                status.phase = Phase::Completed;
+                status.finished_at = Some(now);
+                match ended {
+                    Ended::Limit(EndReason::PacketLimit) => {
+                        status.message = Some(format!(
+                            "maxPackets ({}) reached",
+                            spec.max_packets.unwrap_or_default()
+                        ));
                     }
-                    Err(error) => upsert(
-                        &mut status.targets,
-                        failed_target(&key, &self.node, error.to_string()),
-                    ),
+                    Ended::Limit(_) => {
+                        status.message = Some(format!(
+                            "maxBytes ({}) reached",
+                            spec.max_bytes.unwrap_or_default()
+                        ));
+                    }
+                    Ended::Window => {}
                 }
+                runs.remove(&record.uid);
             }
-            let ended: Vec<TargetKey> = run
-                .targets
-                .iter()
-                .filter(|(_, t)| t.has_ended())
-                .map(|(key, _)| key.clone())
-                .collect();
-            for key in ended {
-                if let Some(mut target) = run.targets.remove(&key) {
-                    target.finish();
-                    upsert(&mut status.targets, target.status(TargetState::Completed));
-                }
-            }
-            for target in run.targets.values() {
-                upsert(&mut status.targets, target.status(TargetState::Capturing));
+            None => {
+                status.phase = Phase::Capturing;
+                status.started_at.get_or_insert(now);
             }
         }
         self.save(record, &status)
+    }
+
+    /// The run of `record` on this machine, carrying on from its stored status.
+    fn resume(&self, record: &CaptureRecord) -> CaptureRun {
+        CaptureRun::resume(
+            &record.namespace,
+            &record.name,
+            &record.spec,
+            &self.node,
+            self.capture_dir(&record.uid),
+            &record.status.targets,
+        )
     }
 
     /// Stops a capture now: drains every target and records the final status with `phase`.
@@ -362,11 +285,15 @@ impl Runner {
             return Ok(None);
         };
         let mut status = record.status.clone();
-        if let Some(mut run) = runs.remove(uid) {
-            for target in run.targets.values() {
-                target.request_stop();
-            }
-            finish_all(&mut run, &mut status, TargetState::Stopped);
+        let mut run = runs.remove(uid);
+        if run.is_none() && !status.phase.is_finished() {
+            // Not started here yet, or not since a restart: entries of an earlier run that are
+            // still waiting or capturing end with the capture too.
+            run = Some(self.resume(&record));
+        }
+        if let Some(mut run) = run {
+            run.end(TargetState::Stopped);
+            run.report_into(&mut status.targets);
         }
         if !status.phase.is_finished() {
             status.phase = phase;
@@ -384,7 +311,7 @@ impl Runner {
     pub fn subscribe(
         &self,
         uid: &str,
-        sender: &std::sync::mpsc::SyncSender<capture_agent::tap::TapChunk>,
+        sender: &SyncSender<TapChunk>,
     ) -> Option<Vec<(String, String)>> {
         let runs = self
             .runs
@@ -392,14 +319,9 @@ impl Runner {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let run = runs.get(uid)?;
         Some(
-            run.targets
-                .values()
-                .enumerate()
-                .map(|(index, target)| {
-                    target.live().tap.subscribe(sender.clone(), index as u32);
-                    let identity = target.identity();
-                    (identity.host_interface.clone(), identity.description())
-                })
+            run.subscribe(sender)
+                .into_iter()
+                .map(|interface| (interface.name, interface.description))
                 .collect(),
         )
     }
@@ -410,13 +332,9 @@ impl Runner {
             .runs
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        runs.values().flat_map(|run| run.targets.values()).fold(
-            (0, 0),
-            |(sent, skipped), target| {
-                let tap = &target.live().tap;
-                (sent + tap.sent_chunks(), skipped + tap.skipped_chunks())
-            },
-        )
+        runs.values()
+            .map(CaptureRun::live_chunk_counts)
+            .fold((0, 0), |(sent, skipped), (s, k)| (sent + s, skipped + k))
     }
 
     fn save(&self, record: &CaptureRecord, status: &CaptureStatus) -> Result<(), RunnerError> {
@@ -430,45 +348,4 @@ impl Runner {
 /// needs no maximum of its own to read them.
 fn stored_window(record: &CaptureRecord) -> capture_spec::CaptureWindow {
     capture_spec::CaptureWindow::of(&record.spec, record.created_at, Duration::MAX)
-}
-
-/// Joins every target of `run` (they were asked to stop) and puts their final status in place.
-fn finish_all(run: &mut CaptureRun, status: &mut CaptureStatus, state: TargetState) {
-    for (_, mut target) in std::mem::take(&mut run.targets) {
-        target.finish();
-        upsert(&mut status.targets, target.status(state));
-    }
-}
-
-fn same_target(status: &TargetStatus, key: &TargetKey) -> bool {
-    status.namespace == key.namespace && status.pod == key.pod && status.interface == key.interface
-}
-
-/// A target that ended by itself (limit reached, failed) is not started again in this window.
-fn is_final_for(status: &TargetStatus, key: &TargetKey) -> bool {
-    same_target(status, key) && matches!(status.state, TargetState::Completed | TargetState::Failed)
-}
-
-fn upsert(targets: &mut Vec<TargetStatus>, target: TargetStatus) {
-    match targets.iter_mut().find(|t| {
-        t.namespace == target.namespace && t.pod == target.pod && t.interface == target.interface
-    }) {
-        Some(slot) => *slot = target,
-        None => targets.push(target),
-    }
-}
-
-fn failed_target(key: &TargetKey, node: &str, error: String) -> TargetStatus {
-    TargetStatus {
-        node: node.to_string(),
-        namespace: key.namespace.clone(),
-        pod: key.pod.clone(),
-        interface: key.interface.clone(),
-        state: TargetState::Failed,
-        packets: 0,
-        bytes: 0,
-        drops: 0,
-        files: Vec::new(),
-        error: Some(error),
-    }
 }

@@ -1,0 +1,283 @@
+//! Fakes for the reconciler's tests, in the style of kube-rs controller-rs fixtures: pods a test
+//! lists by hand (and changes between passes), and targets that record nothing but behave like
+//! engines — they take packets from the capture's budget when told, end by themselves when
+//! told, and report files named by segment as `TargetRun` does. No root, no kernel, no clock.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use capture_spec::{CaptureSpec, FileStatus, TargetKey, TargetState, TargetStatus};
+use chrono::{DateTime, TimeZone, Utc};
+
+use crate::budget::Budget;
+use crate::podnet::{HostInterface, Method};
+use crate::target::{Earlier, TargetIdentity};
+
+use super::opener::{OpenError, Opener, Target};
+use super::source::{PodSource, Wanted};
+
+pub const NODE: &str = "node-a";
+pub const NAMESPACE: &str = "shop";
+
+/// Seconds after a fixed instant, so tests read like a timeline.
+pub fn at(seconds: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 6, 1, 2, 0, 0).unwrap() + chrono::TimeDelta::seconds(seconds)
+}
+
+pub fn spec(json: &str) -> CaptureSpec {
+    serde_json::from_str(json).unwrap()
+}
+
+pub fn key(pod: &str) -> TargetKey {
+    TargetKey {
+        node: NODE.into(),
+        pod: pod.into(),
+        interface: "eth0".into(),
+    }
+}
+
+pub fn host(name: &str, ifindex: u32) -> HostInterface {
+    HostInterface {
+        ifindex,
+        name: name.into(),
+        method: Method::Route,
+    }
+}
+
+/// One pod of the fake node.
+#[derive(Debug, Clone)]
+pub struct FakePod {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub uid: String,
+    /// None: its interface cannot be found (yet).
+    pub host: Option<HostInterface>,
+}
+
+/// The pods of the fake node; `unknown` makes a pass that cannot list them.
+#[derive(Debug, Default)]
+pub struct FakePods {
+    pub pods: Vec<FakePod>,
+    pub unknown: bool,
+}
+
+impl FakePods {
+    /// Adds pod `name` labelled `app=APP` in namespace shop, on host interface `veth-NAME`.
+    pub fn add(&mut self, name: &str, app: &str, ifindex: u32) {
+        self.pods.push(FakePod {
+            namespace: NAMESPACE.into(),
+            name: name.into(),
+            labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+            uid: format!("uid-{name}-1"),
+            host: Some(host(&format!("veth-{name}"), ifindex)),
+        });
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.pods.retain(|p| p.name != name);
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> &mut FakePod {
+        self.pods.iter_mut().find(|p| p.name == name).unwrap()
+    }
+
+    fn current(&self, name: &str) -> Option<&FakePod> {
+        self.pods.iter().find(|p| p.name == name)
+    }
+}
+
+impl PodSource for FakePods {
+    type Pod = String;
+    type Error = String;
+
+    fn wanted(&self, namespace: &str, spec: &CaptureSpec) -> Option<Vec<Wanted<String>>> {
+        if self.unknown {
+            return None;
+        }
+        Some(
+            self.pods
+                .iter()
+                .filter(|p| p.namespace == namespace && spec.pod_selector.matches(&p.labels))
+                .map(|p| Wanted {
+                    key: key(&p.name),
+                    namespace: p.namespace.clone(),
+                    uid: p.uid.clone(),
+                    pod: p.name.clone(),
+                })
+                .collect(),
+        )
+    }
+
+    fn locate(&self, pod: &String) -> Result<HostInterface, String> {
+        self.current(pod)
+            .and_then(|p| p.host.clone())
+            .ok_or_else(|| format!("no host route to {pod}'s IPs"))
+    }
+
+    fn still_carries(&self, pod: &String, host: &HostInterface) -> bool {
+        self.current(pod).and_then(|p| p.host.as_ref()) == Some(host)
+    }
+}
+
+/// What a test can do to a running fake target, and see of it.
+#[derive(Debug, Default)]
+pub struct FakeEngine {
+    packets: AtomicU64,
+    stop_requested: AtomicBool,
+    /// Set when the engine ended by itself, with the state it reports.
+    ended_as: Mutex<Option<TargetState>>,
+    budget: Mutex<Option<Arc<Budget>>>,
+}
+
+impl FakeEngine {
+    /// Records `count` packets of 100 bytes, as far as the capture's budget allows; an engine
+    /// refused by the budget ends by itself, as a real one does.
+    pub fn record(&self, count: u64) {
+        let budget = self.budget.lock().unwrap().clone();
+        for _ in 0..count {
+            if let Some(budget) = &budget {
+                if budget.take(100).is_err() {
+                    self.end_by_itself(TargetState::Completed);
+                    return;
+                }
+            }
+            self.packets.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends as an engine does when its interface is deleted (`Gone`) or a write fails.
+    pub fn end_by_itself(&self, state: TargetState) {
+        *self.ended_as.lock().unwrap() = Some(state);
+    }
+
+    pub fn was_stopped(&self) -> bool {
+        self.stop_requested.load(Ordering::Relaxed)
+    }
+}
+
+/// A fake target: one segment of one pod interface.
+pub struct FakeTarget {
+    identity: TargetIdentity,
+    segment: u32,
+    earlier: Earlier,
+    engine: Arc<FakeEngine>,
+}
+
+impl Target for FakeTarget {
+    fn request_stop(&self) {
+        self.engine.stop_requested.store(true, Ordering::Relaxed);
+    }
+
+    fn has_ended(&self) -> bool {
+        self.engine.ended_as.lock().unwrap().is_some()
+    }
+
+    fn finish(&mut self) {}
+
+    fn status(&self, stopping_state: TargetState) -> TargetStatus {
+        let ended_as = *self.engine.ended_as.lock().unwrap();
+        let state = match ended_as {
+            Some(state) => state,
+            None if self.engine.was_stopped() => stopping_state,
+            None => TargetState::Capturing,
+        };
+        let packets = self.engine.packets.load(Ordering::Relaxed);
+        let mut files = self.earlier.files.clone();
+        files.push(FileStatus {
+            id: format!("{}_s{}.pcapng", self.identity.pod, self.segment),
+            name: format!("{}_s{}.pcapng", self.identity.pod, self.segment),
+            packets,
+            ..FileStatus::default()
+        });
+        TargetStatus {
+            node: self.identity.node.clone(),
+            namespace: self.identity.namespace.clone(),
+            pod: self.identity.pod.clone(),
+            interface: self.identity.interface.clone(),
+            state,
+            packets: self.earlier.packets + packets,
+            bytes: self.earlier.bytes + packets * 100,
+            drops: 0,
+            files,
+            error: (ended_as == Some(TargetState::Gone)).then(|| "interface went away".into()),
+        }
+    }
+}
+
+/// One call of [`FakeOpener::open`].
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub pod: String,
+    pub host_interface: String,
+    pub segment: u32,
+    pub engine: Arc<FakeEngine>,
+}
+
+/// Opens fake targets and remembers every one; pods in `refuse` fail to open.
+#[derive(Debug, Default)]
+pub struct FakeOpener {
+    pub opened: RefCell<Vec<Opened>>,
+    pub refuse: RefCell<HashSet<String>>,
+}
+
+impl FakeOpener {
+    /// The engine of the latest target opened for `pod`.
+    pub fn engine(&self, pod: &str) -> Arc<FakeEngine> {
+        self.opened
+            .borrow()
+            .iter()
+            .rev()
+            .find(|o| o.pod == pod)
+            .map(|o| o.engine.clone())
+            .unwrap()
+    }
+
+    /// (pod, segment) of every open, in order.
+    pub fn log(&self) -> Vec<(String, u32)> {
+        self.opened
+            .borrow()
+            .iter()
+            .map(|o| (o.pod.clone(), o.segment))
+            .collect()
+    }
+}
+
+impl Opener for FakeOpener {
+    type Target = FakeTarget;
+
+    fn open(
+        &self,
+        _directory: &Path,
+        identity: TargetIdentity,
+        _spec: &CaptureSpec,
+        earlier: Earlier,
+        budget: Option<Arc<Budget>>,
+    ) -> Result<FakeTarget, OpenError> {
+        if self.refuse.borrow().contains(&identity.pod) {
+            return Err(OpenError::Capture(crate::CaptureError::Poll(
+                std::io::Error::other(format!("no such device {}", identity.host_interface)),
+            )));
+        }
+        let engine = Arc::new(FakeEngine {
+            budget: Mutex::new(budget),
+            ..FakeEngine::default()
+        });
+        let segment = earlier.segments + 1;
+        self.opened.borrow_mut().push(Opened {
+            pod: identity.pod.clone(),
+            host_interface: identity.host_interface.clone(),
+            segment,
+            engine: engine.clone(),
+        });
+        Ok(FakeTarget {
+            identity,
+            segment,
+            earlier,
+            engine,
+        })
+    }
+}

@@ -1,0 +1,40 @@
+//! How a mode tells the reconciler which pod interfaces a capture wants: a [`PodSource`] is a
+//! snapshot of the pods of this node (or machine) for one pass, which selects a capture's pods,
+//! finds the host interface that carries a pod's traffic, and says whether an earlier answer
+//! still holds.
+
+use capture_spec::{CaptureSpec, TargetKey};
+
+use crate::podnet::HostInterface;
+
+/// A pod interface a capture wants recorded now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted<P> {
+    /// Node, pod and interface, as the target's status entry names them.
+    pub key: TargetKey,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// Which incarnation of the pod this is (Kubernetes: `metadata.uid`). A pod made again under
+    /// the same name has a new one, and its target continues in a new file segment.
+    pub uid: String,
+    /// What [`PodSource::locate`] needs to find the pod's host interface.
+    pub pod: P,
+}
+
+/// The pods of one pass, as one mode finds them.
+pub trait PodSource {
+    /// What the source needs to locate one pod.
+    type Pod;
+    /// Why a pod's host interface cannot be found (yet).
+    type Error: std::fmt::Display;
+
+    /// The pod interfaces that capture `spec` of namespace `namespace` selects here now, or
+    /// None when they cannot be known this pass (running targets are then left as they are).
+    fn wanted(&self, namespace: &str, spec: &CaptureSpec) -> Option<Vec<Wanted<Self::Pod>>>;
+
+    /// The host-side interface that carries `pod`'s traffic.
+    fn locate(&self, pod: &Self::Pod) -> Result<HostInterface, Self::Error>;
+
+    /// Whether `host`, found for `pod` earlier, still carries its traffic.
+    fn still_carries(&self, pod: &Self::Pod, host: &HostInterface) -> bool;
+}
