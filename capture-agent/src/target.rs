@@ -49,6 +49,20 @@ impl Earlier {
                 .unwrap_or(0),
         }
     }
+
+    /// `current` (a target's status with only its current segment's counters and files) with
+    /// these earlier segments' counters added and files before its own.
+    pub fn carry_into(&self, current: TargetStatus) -> TargetStatus {
+        let mut files = self.files.clone();
+        files.extend(current.files);
+        TargetStatus {
+            packets: self.packets + current.packets,
+            bytes: self.bytes + current.bytes,
+            drops: self.drops + current.drops,
+            files,
+            ..current
+        }
+    }
 }
 
 /// The segment number in a file name written by [`TargetRun`].
@@ -110,6 +124,18 @@ impl TargetIdentity {
     /// pcapng `if_description`: "namespace/pod on NODE".
     pub fn description(&self) -> String {
         format!("{}/{} on {}", self.namespace, self.pod, self.node)
+    }
+
+    /// A status entry that names this target, in `state`, with nothing recorded.
+    pub fn entry(&self, state: TargetState) -> TargetStatus {
+        TargetStatus {
+            node: self.node.clone(),
+            namespace: self.namespace.clone(),
+            pod: self.pod.clone(),
+            interface: self.interface.clone(),
+            state,
+            ..TargetStatus::default()
+        }
     }
 }
 
@@ -208,7 +234,7 @@ impl TargetRun {
     /// The target's status now: earlier segments plus this one, live or final. A target that
     /// was asked to stop reports `stopping_state`.
     pub fn status(&self, stopping_state: TargetState) -> TargetStatus {
-        let mut files = self.earlier.files.clone();
+        let mut files = Vec::new();
         let (packets, bytes, drops, state, error) = match &self.outcome {
             None => {
                 let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -242,18 +268,14 @@ impl TargetRun {
             }
             Some(Err(message)) => (0, 0, 0, TargetState::Failed, Some(message.clone())),
         };
-        TargetStatus {
-            node: self.identity.node.clone(),
-            namespace: self.identity.namespace.clone(),
-            pod: self.identity.pod.clone(),
-            interface: self.identity.interface.clone(),
-            state,
-            packets: self.earlier.packets + packets,
-            bytes: self.earlier.bytes + bytes,
-            drops: self.earlier.drops + drops,
+        self.earlier.carry_into(TargetStatus {
+            packets,
+            bytes,
+            drops,
             files,
             error,
-        }
+            ..self.identity.entry(state)
+        })
     }
 }
 

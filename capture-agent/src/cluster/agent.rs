@@ -263,14 +263,7 @@ impl Agent {
         let run = &mut tracked.run;
         // The API stops a capture by setting endTime: the spec is re-read every pass.
         run.spec = spec.clone();
-        let state = if window.is_ahead(now) {
-            WindowState::Ahead
-        } else if window.is_open(now) {
-            WindowState::Open
-        } else {
-            WindowState::Over
-        };
-        run.reconcile(state, pods, &RingOpener, now);
+        run.reconcile(WindowState::of(&window, now), pods, &RingOpener, now);
         // The finalizer goes on as soon as this node holds files for the capture.
         let has_finalizer = capture
             .metadata

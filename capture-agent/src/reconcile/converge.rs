@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use capture_spec::{TargetKey, TargetState, TargetStatus};
+use capture_spec::{CaptureWindow, TargetKey, TargetState, TargetStatus};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::target::{Earlier, TargetIdentity};
@@ -22,7 +22,7 @@ const POD_GONE: &str = "the pod stopped running here or no longer matches the po
 const POD_MOVED: &str = "the pod's host interface changed; continuing in a new file segment";
 const EARLIER_POD_GONE: &str = "the pod is no longer running on this node";
 
-/// Where `now` is in the capture's window (computed by the caller, from its rule of windows).
+/// Where `now` is in the capture's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowState {
     /// Not started yet.
@@ -31,6 +31,19 @@ pub enum WindowState {
     Open,
     /// Over (also: stopped by the API setting the end to now).
     Over,
+}
+
+impl WindowState {
+    /// Where `now` is in `window` (computed by the caller, by the product's one rule of windows).
+    pub fn of(window: &CaptureWindow, now: DateTime<Utc>) -> WindowState {
+        if window.is_ahead(now) {
+            WindowState::Ahead
+        } else if window.is_open(now) {
+            WindowState::Open
+        } else {
+            WindowState::Over
+        }
+    }
 }
 
 /// Why a capture ended on this node in a pass.

@@ -16,7 +16,9 @@ use crate::budget::Budget;
 use crate::podnet::{HostInterface, Method};
 use crate::target::{Earlier, TargetIdentity};
 
+use super::converge::{Ended, WindowState};
 use super::opener::{OpenError, Opener, Target};
+use super::run::CaptureRun;
 use super::source::{PodSource, Wanted};
 
 pub const NODE: &str = "node-a";
@@ -186,25 +188,19 @@ impl Target for FakeTarget {
             None => TargetState::Capturing,
         };
         let packets = self.engine.packets.load(Ordering::Relaxed);
-        let mut files = self.earlier.files.clone();
-        files.push(FileStatus {
-            id: format!("{}_s{}.pcapng", self.identity.pod, self.segment),
-            name: format!("{}_s{}.pcapng", self.identity.pod, self.segment),
+        let name = format!("{}_s{}.pcapng", self.identity.pod, self.segment);
+        self.earlier.carry_into(TargetStatus {
             packets,
-            ..FileStatus::default()
-        });
-        TargetStatus {
-            node: self.identity.node.clone(),
-            namespace: self.identity.namespace.clone(),
-            pod: self.identity.pod.clone(),
-            interface: self.identity.interface.clone(),
-            state,
-            packets: self.earlier.packets + packets,
-            bytes: self.earlier.bytes + packets * 100,
-            drops: 0,
-            files,
+            bytes: packets * 100,
+            files: vec![FileStatus {
+                id: name.clone(),
+                name,
+                packets,
+                ..FileStatus::default()
+            }],
             error: (ended_as == Some(TargetState::Gone)).then(|| "interface went away".into()),
-        }
+            ..self.identity.entry(state)
+        })
     }
 }
 
@@ -279,5 +275,60 @@ impl Opener for FakeOpener {
             earlier,
             engine,
         })
+    }
+}
+
+/// A capture on the fake node: its pods, its opener and its run, driven pass by pass.
+pub struct Scene {
+    pub pods: FakePods,
+    pub opener: FakeOpener,
+    pub run: CaptureRun<FakeTarget>,
+}
+
+impl Scene {
+    /// A capture of `spec` in namespace shop over `pods` (name, app label, host ifindex).
+    pub fn new(spec: &CaptureSpec, pods: &[(&str, &str, u32)]) -> Scene {
+        Scene::resumed(spec, pods, &[])
+    }
+
+    /// The same, carrying on from `earlier` status entries (a restart).
+    pub fn resumed(
+        spec: &CaptureSpec,
+        pods: &[(&str, &str, u32)],
+        earlier: &[TargetStatus],
+    ) -> Scene {
+        let mut fake_pods = FakePods::default();
+        for (name, app, ifindex) in pods {
+            fake_pods.add(name, app, *ifindex);
+        }
+        Scene {
+            pods: fake_pods,
+            opener: FakeOpener::default(),
+            run: CaptureRun::resume(NAMESPACE, "cap", spec, NODE, "/nonexistent".into(), earlier),
+        }
+    }
+
+    /// One reconcile pass `seconds` into the timeline.
+    pub fn pass(&mut self, window: WindowState, seconds: i64) -> Option<Ended> {
+        self.run
+            .reconcile(window, &self.pods, &self.opener, at(seconds))
+    }
+
+    /// The entry of `pod`.
+    pub fn entry(&self, pod: &str) -> &TargetStatus {
+        self.run
+            .entries()
+            .find(|t| t.key() == key(pod))
+            .unwrap_or_else(|| panic!("no entry for {pod}: {:?}", self.run.report()))
+    }
+
+    /// The engine of the latest target opened for `pod`.
+    pub fn engine(&self, pod: &str) -> Arc<FakeEngine> {
+        self.opener.engine(pod)
+    }
+
+    /// (pod, segment) of every target opened, in order.
+    pub fn opened(&self) -> Vec<(String, u32)> {
+        self.opener.log()
     }
 }

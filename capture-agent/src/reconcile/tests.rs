@@ -2,10 +2,12 @@
 //! start, re-map, end as Gone, wait for an interface, refuse a retry, close with the window
 //! and with the capture's limits, resume after a restart.
 
-use capture_spec::{CaptureSpec, FileStatus, TargetKey, TargetState, TargetStatus};
+use std::time::Duration;
 
-use super::fixtures::{at, host, key, spec, FakeOpener, FakePods, FakeTarget, NAMESPACE, NODE};
-use super::{CaptureRun, Ended, WindowState};
+use capture_spec::{CaptureSpec, CaptureWindow, FileStatus, TargetKey, TargetState, TargetStatus};
+
+use super::fixtures::{at, host, key, spec, Scene, NAMESPACE, NODE};
+use super::{Ended, WindowState};
 use crate::EndReason;
 
 use WindowState::{Ahead, Open, Over};
@@ -14,106 +16,98 @@ fn web_spec() -> CaptureSpec {
     spec(r#"{"podSelector": {"matchLabels": {"app": "web"}}, "duration": "10m"}"#)
 }
 
-fn run_of(spec: &CaptureSpec, earlier: &[TargetStatus]) -> CaptureRun<FakeTarget> {
-    CaptureRun::resume(NAMESPACE, "cap", spec, NODE, "/nonexistent".into(), earlier)
+fn capped_spec() -> CaptureSpec {
+    spec(r#"{"podSelector": {"matchLabels": {"app": "web"}}, "maxPackets": 10}"#)
 }
 
-fn entry<'a>(run: &'a CaptureRun<FakeTarget>, pod: &str) -> &'a TargetStatus {
-    run.entries()
-        .find(|t| t.key() == key(pod))
-        .unwrap_or_else(|| panic!("no entry for {pod}: {:?}", run.report()))
+/// (pod, segment) pairs, as [`Scene::opened`] lists them.
+fn segments(opened: &[(&str, u32)]) -> Vec<(String, u32)> {
+    opened
+        .iter()
+        .map(|(pod, s)| (pod.to_string(), *s))
+        .collect()
 }
 
 fn files(status: &TargetStatus) -> Vec<&str> {
     status.files.iter().map(|f| f.name.as_str()).collect()
 }
 
+fn error_of(status: &TargetStatus) -> &str {
+    status.error.as_deref().unwrap_or_default()
+}
+
 #[test]
 fn every_matching_pod_gets_a_target_and_others_none() {
-    let mut pods = FakePods::default();
-    pods.add("web-1", "web", 11);
-    pods.add("web-2", "web", 12);
-    pods.add("db-1", "db", 13);
-    let opener = FakeOpener::default();
-    let mut run = run_of(&web_spec(), &[]);
-
-    assert_eq!(run.reconcile(Open, &pods, &opener, at(0)), None);
-
-    assert_eq!(
-        opener.log(),
-        [("web-1".to_string(), 1), ("web-2".to_string(), 1)]
+    let mut scene = Scene::new(
+        &web_spec(),
+        &[
+            ("web-1", "web", 11),
+            ("web-2", "web", 12),
+            ("db-1", "db", 13),
+        ],
     );
-    assert_eq!(opener.opened.borrow()[0].host_interface, "veth-web-1");
-    let keys: Vec<TargetKey> = run.entries().map(TargetStatus::key).collect();
+    assert_eq!(scene.pass(Open, 0), None);
+
+    assert_eq!(scene.opened(), segments(&[("web-1", 1), ("web-2", 1)]));
+    assert_eq!(scene.opener.opened.borrow()[0].host_interface, "veth-web-1");
+    let keys: Vec<TargetKey> = scene.run.entries().map(TargetStatus::key).collect();
     assert_eq!(keys, [key("web-1"), key("web-2")]);
-    assert!(run
+    assert!(scene
+        .run
         .entries()
         .all(|t| t.state == TargetState::Capturing && t.namespace == NAMESPACE));
     // A second pass changes nothing.
-    run.reconcile(Open, &pods, &opener, at(1));
-    assert_eq!(opener.log().len(), 2);
+    scene.pass(Open, 1);
+    assert_eq!(scene.opened().len(), 2);
 }
 
 #[test]
 fn a_pod_that_joins_later_is_captured_and_one_that_goes_ends_as_gone_with_its_files() {
-    let mut pods = FakePods::default();
-    pods.add("web-1", "web", 11);
-    let opener = FakeOpener::default();
-    let mut run = run_of(&web_spec(), &[]);
-    run.reconcile(Open, &pods, &opener, at(0));
-    opener.engine("web-1").record(5);
+    let mut scene = Scene::new(&web_spec(), &[("web-1", "web", 11)]);
+    scene.pass(Open, 0);
+    scene.engine("web-1").record(5);
 
-    pods.add("web-2", "web", 12);
-    pods.remove("web-1");
-    run.reconcile(Open, &pods, &opener, at(1));
+    scene.pods.add("web-2", "web", 12);
+    scene.pods.remove("web-1");
+    scene.pass(Open, 1);
 
-    assert!(opener.engine("web-1").was_stopped());
-    let gone = entry(&run, "web-1");
+    assert!(scene.engine("web-1").was_stopped());
+    let gone = scene.entry("web-1");
     assert_eq!(gone.state, TargetState::Gone);
     assert_eq!(gone.packets, 5, "a vanished pod's packets are kept");
     assert_eq!(files(gone), ["web-1_s1.pcapng"]);
-    assert!(gone.error.as_deref().unwrap().contains("stopped running"));
-    assert_eq!(entry(&run, "web-2").state, TargetState::Capturing);
-    let recording: Vec<&str> = run.running().map(|r| r.host.name.as_str()).collect();
+    assert!(error_of(gone).contains("stopped running"), "{gone:?}");
+    assert_eq!(scene.entry("web-2").state, TargetState::Capturing);
+    let recording: Vec<&str> = scene.run.running().map(|r| r.host.name.as_str()).collect();
     assert_eq!(recording, ["veth-web-2"]);
 }
 
 #[test]
 fn a_pod_that_stops_matching_ends_as_gone() {
-    let mut pods = FakePods::default();
-    pods.add("web-1", "web", 11);
-    let opener = FakeOpener::default();
-    let mut run = run_of(&web_spec(), &[]);
-    run.reconcile(Open, &pods, &opener, at(0));
-    pods.get_mut("web-1")
-        .labels
-        .insert("app".into(), "db".into());
-    run.reconcile(Open, &pods, &opener, at(1));
-    assert_eq!(entry(&run, "web-1").state, TargetState::Gone);
-    assert!(!run.is_recording());
+    let mut scene = Scene::new(&web_spec(), &[("web-1", "web", 11)]);
+    scene.pass(Open, 0);
+    let labels = &mut scene.pods.get_mut("web-1").labels;
+    labels.insert("app".into(), "db".into());
+    scene.pass(Open, 1);
+    assert_eq!(scene.entry("web-1").state, TargetState::Gone);
+    assert!(!scene.run.is_recording());
 }
 
 #[test]
 fn a_pod_that_comes_back_continues_in_a_new_segment() {
-    let mut pods = FakePods::default();
-    pods.add("web-1", "web", 11);
-    let opener = FakeOpener::default();
-    let mut run = run_of(&web_spec(), &[]);
-    run.reconcile(Open, &pods, &opener, at(0));
-    opener.engine("web-1").record(5);
-    pods.remove("web-1");
-    run.reconcile(Open, &pods, &opener, at(1));
+    let mut scene = Scene::new(&web_spec(), &[("web-1", "web", 11)]);
+    scene.pass(Open, 0);
+    scene.engine("web-1").record(5);
+    scene.pods.remove("web-1");
+    scene.pass(Open, 1);
 
-    pods.add("web-1", "web", 21);
-    run.reconcile(Open, &pods, &opener, at(10));
-    opener.engine("web-1").record(2);
-    run.reconcile(Open, &pods, &opener, at(11));
+    scene.pods.add("web-1", "web", 21);
+    scene.pass(Open, 10);
+    scene.engine("web-1").record(2);
+    scene.pass(Open, 11);
 
-    assert_eq!(
-        opener.log(),
-        [("web-1".to_string(), 1), ("web-1".to_string(), 2)]
-    );
-    let back = entry(&run, "web-1");
+    assert_eq!(scene.opened(), segments(&[("web-1", 1), ("web-1", 2)]));
+    let back = scene.entry("web-1");
     assert_eq!(back.state, TargetState::Capturing);
     assert_eq!(back.packets, 7, "both segments' packets count");
     assert_eq!(files(back), ["web-1_s1.pcapng", "web-1_s2.pcapng"]);
@@ -122,26 +116,24 @@ fn a_pod_that_comes_back_continues_in_a_new_segment() {
 
 #[test]
 fn a_recreated_pod_is_remapped_into_a_new_segment() {
-    let mut pods = FakePods::default();
-    pods.add("web-1", "web", 11);
-    let opener = FakeOpener::default();
-    let mut run = run_of(&web_spec(), &[]);
-    run.reconcile(Open, &pods, &opener, at(0));
-    opener.engine("web-1").record(3);
-    let first = opener.engine("web-1");
+    let mut scene = Scene::new(&web_spec(), &[("web-1", "web", 11)]);
+    scene.pass(Open, 0);
+    scene.engine("web-1").record(3);
+    let first = scene.engine("web-1");
 
     // Deleted and created again under the same name between two passes: a new uid.
-    pods.get_mut("web-1").uid = "uid-web-1-2".into();
-    pods.get_mut("web-1").host = Some(host("veth-web-1b", 31));
-    run.reconcile(Open, &pods, &opener, at(5));
+    let pod = scene.pods.get_mut("web-1");
+    pod.uid = "uid-web-1-2".into();
+    pod.host = Some(host("veth-web-1b", 31));
+    scene.pass(Open, 5);
 
     assert!(first.was_stopped());
+    assert_eq!(scene.opened(), segments(&[("web-1", 1), ("web-1", 2)]));
     assert_eq!(
-        opener.log(),
-        [("web-1".to_string(), 1), ("web-1".to_string(), 2)]
+        scene.opener.opened.borrow()[1].host_interface,
+        "veth-web-1b"
     );
-    assert_eq!(opener.opened.borrow()[1].host_interface, "veth-web-1b");
-    let remapped = entry(&run, "web-1");
+    let remapped = scene.entry("web-1");
     assert_eq!(remapped.state, TargetState::Capturing);
     assert_eq!(remapped.packets, 3);
     assert_eq!(files(remapped), ["web-1_s1.pcapng", "web-1_s2.pcapng"]);
@@ -149,217 +141,152 @@ fn a_recreated_pod_is_remapped_into_a_new_segment() {
 
 #[test]
 fn a_changed_host_interface_is_remapped_and_reported_until_it_restarts() {
-    let mut pods = FakePods::default();
-    pods.add("web-1", "web", 11);
-    let opener = FakeOpener::default();
-    let mut run = run_of(&web_spec(), &[]);
-    run.reconcile(Open, &pods, &opener, at(0));
+    let mut scene = Scene::new(&web_spec(), &[("web-1", "web", 11)]);
+    scene.pass(Open, 0);
 
     // Same pod, its veth made again (new ifindex); less than RETRY_AFTER since the start.
-    pods.get_mut("web-1").host = Some(host("veth-web-1", 41));
-    run.reconcile(Open, &pods, &opener, at(1));
-    let between = entry(&run, "web-1");
+    scene.pods.get_mut("web-1").host = Some(host("veth-web-1", 41));
+    scene.pass(Open, 1);
+    let between = scene.entry("web-1");
     assert_eq!(between.state, TargetState::Gone);
-    assert!(between
-        .error
-        .as_deref()
-        .unwrap()
-        .contains("host interface changed"));
-    assert_eq!(opener.log().len(), 1, "not retried within RETRY_AFTER");
+    assert!(error_of(between).contains("host interface changed"));
+    assert_eq!(scene.opened().len(), 1, "not retried within RETRY_AFTER");
 
-    run.reconcile(Open, &pods, &opener, at(4));
-    assert_eq!(opener.log()[1], ("web-1".to_string(), 2));
-    assert_eq!(entry(&run, "web-1").state, TargetState::Capturing);
+    scene.pass(Open, 4);
+    assert_eq!(scene.opened()[1], ("web-1".to_string(), 2));
+    assert_eq!(scene.entry("web-1").state, TargetState::Capturing);
 }
 
 #[test]
 fn a_pod_whose_interface_is_not_found_waits_and_is_retried_after_a_pause() {
-    let mut pods = FakePods::default();
-    pods.add("web-1", "web", 11);
-    pods.get_mut("web-1").host = None;
-    let opener = FakeOpener::default();
-    let mut run = run_of(&web_spec(), &[]);
+    let mut scene = Scene::new(&web_spec(), &[("web-1", "web", 11)]);
+    scene.pods.get_mut("web-1").host = None;
 
-    run.reconcile(Open, &pods, &opener, at(0));
-    let waiting = entry(&run, "web-1");
+    scene.pass(Open, 0);
+    let waiting = scene.entry("web-1");
     assert_eq!(waiting.state, TargetState::Waiting);
-    assert!(waiting.error.as_deref().unwrap().contains("no host route"));
+    assert!(error_of(waiting).contains("no host route"));
 
-    pods.get_mut("web-1").host = Some(host("veth-web-1", 11));
-    run.reconcile(Open, &pods, &opener, at(2));
-    assert!(opener.log().is_empty(), "tried again too soon");
-    run.reconcile(Open, &pods, &opener, at(3));
-    assert_eq!(entry(&run, "web-1").state, TargetState::Capturing);
-    assert_eq!(entry(&run, "web-1").error, None);
+    scene.pods.get_mut("web-1").host = Some(host("veth-web-1", 11));
+    scene.pass(Open, 2);
+    assert!(scene.opened().is_empty(), "tried again too soon");
+    scene.pass(Open, 3);
+    assert_eq!(scene.entry("web-1").state, TargetState::Capturing);
+    assert_eq!(scene.entry("web-1").error, None);
 }
 
 #[test]
 fn a_waiting_pod_that_goes_away_ends_as_gone() {
-    let mut pods = FakePods::default();
-    pods.add("web-1", "web", 11);
-    pods.get_mut("web-1").host = None;
-    let opener = FakeOpener::default();
-    let mut run = run_of(&web_spec(), &[]);
-    run.reconcile(Open, &pods, &opener, at(0));
-    pods.remove("web-1");
-    run.reconcile(Open, &pods, &opener, at(1));
-    assert_eq!(entry(&run, "web-1").state, TargetState::Gone);
+    let mut scene = Scene::new(&web_spec(), &[("web-1", "web", 11)]);
+    scene.pods.get_mut("web-1").host = None;
+    scene.pass(Open, 0);
+    scene.pods.remove("web-1");
+    scene.pass(Open, 1);
+    assert_eq!(scene.entry("web-1").state, TargetState::Gone);
 }
 
 #[test]
 fn a_target_that_cannot_open_fails_and_is_not_retried_in_the_window() {
-    let mut pods = FakePods::default();
-    pods.add("web-1", "web", 11);
-    pods.add("web-2", "web", 12);
-    let opener = FakeOpener::default();
-    opener.refuse.borrow_mut().insert("web-1".into());
-    let mut run = run_of(&web_spec(), &[]);
+    let mut scene = Scene::new(&web_spec(), &[("web-1", "web", 11), ("web-2", "web", 12)]);
+    scene.opener.refuse.borrow_mut().insert("web-1".into());
 
-    run.reconcile(Open, &pods, &opener, at(0));
-    let failed = entry(&run, "web-1");
+    scene.pass(Open, 0);
+    let failed = scene.entry("web-1");
     assert_eq!(failed.state, TargetState::Failed);
-    assert!(failed.error.as_deref().unwrap().contains("no such device"));
-    assert_eq!(
-        entry(&run, "web-2").state,
-        TargetState::Capturing,
-        "others carry on"
-    );
+    assert!(error_of(failed).contains("no such device"));
+    let other = scene.entry("web-2").state;
+    assert_eq!(other, TargetState::Capturing, "others carry on");
 
-    opener.refuse.borrow_mut().clear();
-    run.reconcile(Open, &pods, &opener, at(60));
-    assert_eq!(opener.log(), [("web-2".to_string(), 1)]);
-    assert_eq!(entry(&run, "web-1").state, TargetState::Failed);
+    scene.opener.refuse.borrow_mut().clear();
+    scene.pass(Open, 60);
+    assert_eq!(scene.opened(), segments(&[("web-2", 1)]));
+    assert_eq!(scene.entry("web-1").state, TargetState::Failed);
 }
 
 #[test]
 fn a_target_that_ends_by_itself_keeps_its_state_and_only_gone_ones_restart() {
-    let mut pods = FakePods::default();
-    pods.add("web-1", "web", 11);
-    pods.add("web-2", "web", 12);
-    let opener = FakeOpener::default();
-    let mut run = run_of(&web_spec(), &[]);
-    run.reconcile(Open, &pods, &opener, at(0));
+    let mut scene = Scene::new(&web_spec(), &[("web-1", "web", 11), ("web-2", "web", 12)]);
+    scene.pass(Open, 0);
 
     // web-1's interface vanished under its engine; web-2's engine completed on its own.
-    opener.engine("web-1").end_by_itself(TargetState::Gone);
-    opener.engine("web-2").end_by_itself(TargetState::Completed);
-    run.reconcile(Open, &pods, &opener, at(1));
-    assert_eq!(entry(&run, "web-1").state, TargetState::Gone);
-    assert_eq!(
-        entry(&run, "web-1").error.as_deref(),
-        Some("interface went away")
-    );
-    assert_eq!(entry(&run, "web-2").state, TargetState::Completed);
+    scene.engine("web-1").end_by_itself(TargetState::Gone);
+    scene.engine("web-2").end_by_itself(TargetState::Completed);
+    scene.pass(Open, 1);
+    assert_eq!(scene.entry("web-1").state, TargetState::Gone);
+    assert_eq!(error_of(scene.entry("web-1")), "interface went away");
+    assert_eq!(scene.entry("web-2").state, TargetState::Completed);
 
     // The pods are still listed: the Gone one starts again, the Completed one does not.
-    run.reconcile(Open, &pods, &opener, at(10));
+    scene.pass(Open, 10);
     assert_eq!(
-        opener.log(),
-        [
-            ("web-1".to_string(), 1),
-            ("web-2".to_string(), 1),
-            ("web-1".to_string(), 2)
-        ]
+        scene.opened(),
+        segments(&[("web-1", 1), ("web-2", 1), ("web-1", 2)])
     );
 }
 
 #[test]
 fn pods_that_cannot_be_listed_leave_running_targets_alone() {
-    let mut pods = FakePods::default();
-    pods.add("web-1", "web", 11);
-    let opener = FakeOpener::default();
-    let mut run = run_of(&web_spec(), &[]);
-    run.reconcile(Open, &pods, &opener, at(0));
-    pods.unknown = true;
-    run.reconcile(Open, &pods, &opener, at(1));
-    assert!(!opener.engine("web-1").was_stopped());
-    assert_eq!(entry(&run, "web-1").state, TargetState::Capturing);
+    let mut scene = Scene::new(&web_spec(), &[("web-1", "web", 11)]);
+    scene.pass(Open, 0);
+    scene.pods.unknown = true;
+    scene.pass(Open, 1);
+    assert!(!scene.engine("web-1").was_stopped());
+    assert_eq!(scene.entry("web-1").state, TargetState::Capturing);
 }
 
 #[test]
 fn the_window_closing_completes_every_target_and_waiting_entry() {
-    let mut pods = FakePods::default();
-    pods.add("web-1", "web", 11);
-    pods.add("web-2", "web", 12);
-    pods.get_mut("web-2").host = None;
-    let opener = FakeOpener::default();
-    let mut run = run_of(&web_spec(), &[]);
-    run.reconcile(Open, &pods, &opener, at(0));
-    opener.engine("web-1").record(4);
+    let mut scene = Scene::new(&web_spec(), &[("web-1", "web", 11), ("web-2", "web", 12)]);
+    scene.pods.get_mut("web-2").host = None;
+    scene.pass(Open, 0);
+    scene.engine("web-1").record(4);
 
-    assert_eq!(
-        run.reconcile(Over, &pods, &opener, at(600)),
-        Some(Ended::Window)
-    );
-    assert!(opener.engine("web-1").was_stopped());
-    assert!(!run.is_recording());
-    assert_eq!(entry(&run, "web-1").state, TargetState::Completed);
-    assert_eq!(entry(&run, "web-1").packets, 4);
-    assert_eq!(entry(&run, "web-2").state, TargetState::Completed);
+    assert_eq!(scene.pass(Over, 600), Some(Ended::Window));
+    assert!(scene.engine("web-1").was_stopped());
+    assert!(!scene.run.is_recording());
+    assert_eq!(scene.entry("web-1").state, TargetState::Completed);
+    assert_eq!(scene.entry("web-1").packets, 4);
+    assert_eq!(scene.entry("web-2").state, TargetState::Completed);
     // And nothing starts again afterwards.
-    run.reconcile(Over, &pods, &opener, at(601));
-    assert_eq!(opener.log().len(), 1);
+    scene.pass(Over, 601);
+    assert_eq!(scene.opened().len(), 1);
 }
 
 #[test]
 fn nothing_starts_before_the_window() {
-    let mut pods = FakePods::default();
-    pods.add("web-1", "web", 11);
-    let opener = FakeOpener::default();
-    let mut run = run_of(&web_spec(), &[]);
-    assert_eq!(run.reconcile(Ahead, &pods, &opener, at(0)), None);
-    assert!(opener.log().is_empty());
-    assert_eq!(run.entries().count(), 0);
+    let mut scene = Scene::new(&web_spec(), &[("web-1", "web", 11)]);
+    assert_eq!(scene.pass(Ahead, 0), None);
+    assert!(scene.opened().is_empty());
+    assert_eq!(scene.run.entries().count(), 0);
 }
 
 #[test]
 fn max_packets_is_shared_by_the_capture_and_ends_it_here() {
-    let mut pods = FakePods::default();
-    pods.add("web-1", "web", 11);
-    pods.add("web-2", "web", 12);
-    let opener = FakeOpener::default();
-    let capped = spec(r#"{"podSelector": {"matchLabels": {"app": "web"}}, "maxPackets": 10}"#);
-    let mut run = run_of(&capped, &[]);
-    run.reconcile(Open, &pods, &opener, at(0));
+    let mut scene = Scene::new(
+        &capped_spec(),
+        &[("web-1", "web", 11), ("web-2", "web", 12)],
+    );
+    scene.pass(Open, 0);
 
-    opener.engine("web-1").record(6);
-    opener.engine("web-2").record(6);
+    scene.engine("web-1").record(6);
+    scene.engine("web-2").record(6);
     assert_eq!(
-        run.reconcile(Open, &pods, &opener, at(1)),
+        scene.pass(Open, 1),
         Some(Ended::Limit(EndReason::PacketLimit))
     );
-    let total: u64 = run.entries().map(|t| t.packets).sum();
+    let total: u64 = scene.run.entries().map(|t| t.packets).sum();
     assert_eq!(total, 10, "the limit holds across the capture's pods");
-    assert!(run.entries().all(|t| t.state == TargetState::Completed));
-    assert!(!run.is_recording());
+    assert!(scene
+        .run
+        .entries()
+        .all(|t| t.state == TargetState::Completed));
+    assert!(!scene.run.is_recording());
 }
 
-#[test]
-fn a_resumed_run_counts_earlier_segments_against_its_limit() {
-    let earlier = TargetStatus {
-        node: NODE.into(),
-        namespace: NAMESPACE.into(),
-        pod: "web-1".into(),
-        interface: "eth0".into(),
-        state: TargetState::Capturing,
-        packets: 10,
-        bytes: 1000,
-        ..TargetStatus::default()
-    };
-    let capped = spec(r#"{"podSelector": {"matchLabels": {"app": "web"}}, "maxPackets": 10}"#);
-    let run = run_of(&capped, &[earlier]);
-    assert_eq!(run.limit_reached(), Some(EndReason::PacketLimit));
-}
-
-#[test]
-fn a_restart_resumes_present_pods_in_new_segments_and_ends_absent_ones() {
-    let file = |name: &str| FileStatus {
-        id: name.into(),
-        name: name.into(),
-        packets: 5,
-        ..FileStatus::default()
-    };
-    let earlier_entry = |pod: &str, node: &str| TargetStatus {
+/// An entry an earlier process reported: `pod` on `node`, Capturing, one file of 5 packets.
+fn earlier_entry(pod: &str, node: &str) -> TargetStatus {
+    let name = format!("{pod}_s1.pcapng");
+    TargetStatus {
         node: node.into(),
         namespace: NAMESPACE.into(),
         pod: pod.into(),
@@ -367,90 +294,98 @@ fn a_restart_resumes_present_pods_in_new_segments_and_ends_absent_ones() {
         state: TargetState::Capturing,
         packets: 5,
         bytes: 500,
-        files: vec![file(&format!("{pod}_s1.pcapng"))],
+        files: vec![FileStatus {
+            id: name.clone(),
+            name,
+            packets: 5,
+            ..FileStatus::default()
+        }],
         ..TargetStatus::default()
-    };
+    }
+}
+
+#[test]
+fn a_resumed_run_counts_earlier_segments_against_its_limit() {
+    let earlier = [earlier_entry("web-1", NODE), earlier_entry("web-2", NODE)];
+    let scene = Scene::resumed(&capped_spec(), &[], &earlier);
+    assert_eq!(scene.run.limit_reached(), Some(EndReason::PacketLimit));
+}
+
+#[test]
+fn a_restart_resumes_present_pods_in_new_segments_and_ends_absent_ones() {
     let earlier = [
         earlier_entry("web-1", NODE),
         earlier_entry("web-2", NODE),
         earlier_entry("web-9", "node-b"),
     ];
-    let mut pods = FakePods::default();
-    pods.add("web-1", "web", 11);
-    let opener = FakeOpener::default();
-    let mut run = run_of(&web_spec(), &earlier);
-    run.reconcile(Open, &pods, &opener, at(0));
+    let mut scene = Scene::resumed(&web_spec(), &[("web-1", "web", 11)], &earlier);
+    scene.pass(Open, 0);
 
-    assert_eq!(opener.log(), [("web-1".to_string(), 2)]);
-    let resumed = entry(&run, "web-1");
+    assert_eq!(scene.opened(), segments(&[("web-1", 2)]));
+    let resumed = scene.entry("web-1");
     assert_eq!(resumed.state, TargetState::Capturing);
     assert_eq!(resumed.packets, 5);
     assert_eq!(files(resumed), ["web-1_s1.pcapng", "web-1_s2.pcapng"]);
-    let absent = entry(&run, "web-2");
+    let absent = scene.entry("web-2");
     assert_eq!(absent.state, TargetState::Gone);
     assert_eq!(files(absent), ["web-2_s1.pcapng"], "its files are kept");
     assert!(
-        run.entries().all(|t| t.node == NODE),
+        scene.run.entries().all(|t| t.node == NODE),
         "another node's entries are its own"
     );
 }
 
 #[test]
-fn stopping_and_suspending_drain_every_target() {
-    let mut pods = FakePods::default();
-    pods.add("web-1", "web", 11);
-    pods.add("web-2", "web", 12);
-    pods.get_mut("web-2").host = None;
-    let opener = FakeOpener::default();
-    let mut run = run_of(&web_spec(), &[]);
-    run.reconcile(Open, &pods, &opener, at(0));
+fn stopping_ends_every_target_and_waiting_entry() {
+    let mut scene = Scene::new(&web_spec(), &[("web-1", "web", 11), ("web-2", "web", 12)]);
+    scene.pods.get_mut("web-2").host = None;
+    scene.pass(Open, 0);
 
-    let mut suspended = run_of(&web_spec(), &[]);
-    suspended.reconcile(Open, &pods, &opener, at(0));
-    suspended.suspend();
-    assert!(!suspended.is_recording());
-    assert_eq!(
-        entry(&suspended, "web-1").state,
-        TargetState::Capturing,
-        "the next process resumes it"
-    );
+    scene.run.end(TargetState::Stopped);
+    assert!(scene.engine("web-1").was_stopped());
+    assert_eq!(scene.entry("web-1").state, TargetState::Stopped);
+    assert_eq!(scene.entry("web-2").state, TargetState::Stopped);
+}
 
-    run.end(TargetState::Stopped);
-    assert!(opener.engine("web-1").was_stopped());
-    assert_eq!(entry(&run, "web-1").state, TargetState::Stopped);
-    assert_eq!(entry(&run, "web-2").state, TargetState::Stopped);
+#[test]
+fn suspending_drains_targets_but_leaves_them_for_the_next_process() {
+    let mut scene = Scene::new(&web_spec(), &[("web-1", "web", 11)]);
+    scene.pass(Open, 0);
+    scene.run.suspend();
+    assert!(scene.engine("web-1").was_stopped());
+    assert!(!scene.run.is_recording());
+    assert_eq!(scene.entry("web-1").state, TargetState::Capturing);
 }
 
 #[test]
 fn report_into_replaces_entries_in_place_and_appends_new_ones() {
-    let mut pods = FakePods::default();
-    pods.add("web-1", "web", 11);
-    pods.add("web-2", "web", 12);
-    let opener = FakeOpener::default();
-    let mut run = run_of(&web_spec(), &[]);
-    run.reconcile(Open, &pods, &opener, at(0));
+    let mut scene = Scene::new(&web_spec(), &[("web-1", "web", 11), ("web-2", "web", 12)]);
+    scene.pass(Open, 0);
 
-    let other_node = TargetStatus {
-        node: "node-b".into(),
-        pod: "web-9".into(),
-        interface: "eth0".into(),
-        ..TargetStatus::default()
-    };
+    let other_node = earlier_entry("web-9", "node-b");
     let stale_web_2 = TargetStatus {
         state: TargetState::Waiting,
-        ..entry(&run, "web-2").clone()
+        ..scene.entry("web-2").clone()
     };
     let mut targets = vec![other_node.clone(), stale_web_2];
-    run.report_into(&mut targets);
+    scene.run.report_into(&mut targets);
     let order: Vec<(&str, TargetState)> =
         targets.iter().map(|t| (t.pod.as_str(), t.state)).collect();
     assert_eq!(
         order,
         [
-            ("web-9", TargetState::Waiting),
+            ("web-9", TargetState::Capturing),
             ("web-2", TargetState::Capturing),
             ("web-1", TargetState::Capturing)
         ]
     );
     assert_eq!(targets[0], other_node);
+}
+
+#[test]
+fn where_now_is_in_the_window() {
+    let spec = spec(r#"{"startTime": "2025-06-01T02:00:10Z", "duration": "10s"}"#);
+    let window = CaptureWindow::of(&spec, at(0), Duration::from_secs(3600));
+    let states = [9, 10, 19, 20].map(|seconds| WindowState::of(&window, at(seconds)));
+    assert_eq!(states, [Ahead, Open, Open, Over]);
 }

@@ -215,12 +215,7 @@ impl Runner {
         let run = runs
             .entry(record.uid.clone())
             .or_insert_with(|| self.resume(record));
-        let window = if stored.is_over(now) {
-            WindowState::Over
-        } else {
-            WindowState::Open
-        };
-        let ended = run.reconcile(window, pods, &RingOpener, now);
+        let ended = run.reconcile(WindowState::of(&stored, now), pods, &RingOpener, now);
         run.report_into(&mut status.targets);
         match ended {
             Some(ended) => {
