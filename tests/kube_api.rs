@@ -10,6 +10,9 @@
 //!   history, and deleting it lets the garbage collector delete them;
 //! - the status controller moves a capture Scheduled → Capturing → Completed when a fake agent
 //!   (agent_token, field manager `podcap-agent/node-a`) applies a target with a file;
+//! - a PacketCapture applied with kubectl with `duration: "1000000years"` gets the maximum window
+//!   and a status message naming `duration`, and the status controller keeps serving the
+//!   capture beside it (the REST create of the same spec is refused);
 //! - downloads relay that file from a FAKE agent (a test HTTP server implementing the agent's file
 //!   endpoint contract, which also checks it is called with the API's token), merged with the pod
 //!   named; share links are Secrets holding no token, download works, revoke → 410.
@@ -221,6 +224,10 @@ fn capture_api_in_kubernetes_mode() {
         (
             "schedule_fires_and_garbage_collection_cleans_up",
             schedule_fires_and_garbage_collection_cleans_up,
+        ),
+        (
+            "a_huge_duration_does_not_stop_the_status_controller",
+            a_huge_duration_does_not_stop_the_status_controller,
         ),
     ];
     let mut failed = Vec::new();
@@ -622,6 +629,94 @@ fn status_follows_the_window_and_the_agent(c: &Cluster) {
     c.api
         .call("GET", &format!("/share/{token}"), None, None)
         .problem(410);
+}
+
+/// Regression: the CRD only checks the length of `duration`, so kubectl could store
+/// `duration: "1000000years"`, and computing its end panicked the status controller, which then
+/// updated no capture until the API restarted. Now that capture records for the maximum window
+/// and says why, and the capture applied beside it still moves on. The capture beside starts a
+/// few seconds later, so its Capturing phase can only come from a pass after one that met the
+/// huge capture.
+fn a_huge_duration_does_not_stop_the_status_controller(c: &Cluster) {
+    let alice = Some(c.server.alice_token.as_str());
+    let refused = c
+        .api
+        .call(
+            "POST",
+            "/api/v1/namespaces/shop/captures",
+            alice,
+            Some(&json!({"metadata": {"name": "huge-rest"}, "spec": {"duration": "1000000years"}})),
+        )
+        .problem(422);
+    assert_eq!(
+        refused["invalidParams"][0]["name"], "spec.duration",
+        "{refused}"
+    );
+    assert!(
+        refused["invalidParams"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("shorten duration"),
+        "{refused}"
+    );
+
+    let start = chrono::Utc::now() + chrono::Duration::seconds(4);
+    let manifests = format!(
+        r#"
+apiVersion: podcap.io/v1alpha1
+kind: PacketCapture
+metadata: {{name: huge, namespace: shop}}
+spec: {{duration: "1000000years"}}
+---
+apiVersion: podcap.io/v1alpha1
+kind: PacketCapture
+metadata: {{name: beside, namespace: shop}}
+spec: {{startTime: "{}", duration: "1h"}}
+"#,
+        start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    c.server
+        .kubectl_stdin(&["apply", "-f", "-"], Some(&manifests));
+    let message = eventually("a status message on the huge capture", 30, || {
+        let message = c.server.kubectl(&[
+            "get",
+            "pcap",
+            "-n",
+            "shop",
+            "huge",
+            "-o",
+            "jsonpath={.status.message}",
+        ]);
+        message.contains("duration").then_some(message)
+    });
+    assert!(
+        message.contains("spec.duration makes the window")
+            && message.contains("longer than the maximum")
+            && message.contains("set duration so the window is at most"),
+        "{message}"
+    );
+    assert_eq!(
+        phase(c, "huge"),
+        "Capturing",
+        "it records for the maximum window"
+    );
+    eventually("the capture beside it to be Capturing", 30, || {
+        (phase(c, "beside") == "Capturing").then_some(())
+    });
+    assert!(
+        !c.api.log().contains("panicked"),
+        "the API log shows a panic:\n{}",
+        c.api.log()
+    );
+    c.server.kubectl(&[
+        "delete",
+        "pcap",
+        "-n",
+        "shop",
+        "huge",
+        "beside",
+        "--wait=false",
+    ]);
 }
 
 fn hex(bytes: &[u8]) -> String {
