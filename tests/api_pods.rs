@@ -73,7 +73,7 @@ fn inventory_labels_select_pods_that_join_and_leave() {
         "interface": web.host_if, "labels": {"app": "web", "podcap.io/netns": web.netns}}])
     );
     let bad = api
-        .get("/api/v1/namespaces/shop/pods?selector=tier%20in%20()")
+        .get("/api/v1/namespaces/shop/pods?selector=tier%20in%20(a%2Cb")
         .problem(422);
     assert_eq!(bad["invalidParams"][0]["name"], "selector", "{bad}");
 
