@@ -8,9 +8,10 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::AUTHORIZATION;
-use axum::http::Method;
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::http::header::{AUTHORIZATION, CONNECTION};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -89,6 +90,8 @@ pub fn router(state: AppState) -> Router {
                 "no such route: GET /api/v1/openapi.json lists them all, e.g. /api/v1/namespaces/{ns}/captures",
             )
         })
+        // Inside the limit layer, so that it reads at most MAX_BODY_BYTES.
+        .layer(axum::middleware::from_fn(read_body_first))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         // Outside the limit layer, which answers oversized requests itself.
         .layer(axum::middleware::map_response(body_limit_as_problem))
@@ -172,15 +175,49 @@ pub async fn guard(
     next.run(request).await
 }
 
-/// The body limit answers 413 as plain text; every error a client sees is problem+json.
-async fn body_limit_as_problem(response: axum::response::Response) -> axum::response::Response {
-    if response.status() != axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+/// Reads the whole request body before the guard, the router or a handler sees the request.
+/// hyper keeps a connection open after an answer only if the request's body was read to its end
+/// by then; otherwise it closes the connection right after the answer, without a `Connection:
+/// close` header. So a request refused before its body is read (401, 403, 404, 405, ...) whose
+/// body had not fully arrived yet (clients write the headers and the body separately) got its
+/// connection closed silently, and a client that reused it failed on its next request with "Peer
+/// disconnected" (the flaky OpenAPI test). Reading first makes the answer never depend on how the
+/// body was split; every body this API takes is a small JSON document, bounded by the limit layer.
+async fn read_body_first(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match Bytes::from_request(Request::new(body), &()).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        // Over the limit: a chunked body, which the limit layer cannot judge from its headers.
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            StatusCode::PAYLOAD_TOO_LARGE.into_response()
+        }
+        Err(rejection) => Problem::bad_request(format!(
+            "the request body could not be read ({}): send the request again with its whole body",
+            rejection.body_text()
+        ))
+        .into_response(),
+    }
+}
+
+/// The body limit answers 413 as plain text; every error a client sees is problem+json. The rest
+/// of an oversized body is never read, so the connection cannot carry another request: the answer
+/// says `Connection: close` (hyper then closes it) instead of leaving the client to find out.
+async fn body_limit_as_problem(response: Response) -> Response {
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
         return response;
     }
-    axum::response::IntoResponse::into_response(Problem::too_large(format!(
+    let mut response = Problem::too_large(format!(
         "the request body is larger than {} KiB: captures, schedules and shares are small JSON documents",
         MAX_BODY_BYTES / 1024
-    )))
+    ))
+    .into_response();
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Serves until `shutdown` resolves.
