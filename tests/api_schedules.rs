@@ -13,9 +13,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use api_common::traffic::burst_from_pod;
 use api_common::{Answer, Api, Pod, UdpSink};
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 fn schedules(namespace: &str) -> String {

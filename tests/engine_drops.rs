@@ -9,10 +9,10 @@ mod agent_common;
 use std::fs::File;
 use std::net::UdpSocket;
 
+use agent_common::pod::{in_pod, Pod};
 use capture_agent::afpacket::RingConfig;
 use capture_agent::{Capture, CaptureConfig, EndReason, InterfaceSpec, OutputPlan, StopSignal};
 use capture_spec::{CaptureLimits, Filter, OutputFormat};
-use agent_common::pod::{in_pod, Pod};
 use pcap_file::pcapng::blocks::interface_statistics::InterfaceStatisticsOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 

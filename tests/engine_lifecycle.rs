@@ -7,10 +7,10 @@ mod agent_common;
 use std::net::UdpSocket;
 use std::thread;
 
+use agent_common::pod::{in_pod, Pod};
 use capture_agent::afpacket::RingConfig;
 use capture_agent::{Capture, CaptureConfig, EndReason, InterfaceSpec, OutputPlan, StopSignal};
 use capture_spec::{CaptureLimits, Filter, OutputFormat};
-use agent_common::pod::{in_pod, Pod};
 
 const PORT: u16 = 7400;
 

@@ -16,8 +16,8 @@ use capture_spec::{
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
-use podcap_testkit::subtests::{admin_client, run_subtests};
 use podcap_testkit::kube::{kubectl_path, repo_root, KubeApiServer, KubeError};
+use podcap_testkit::subtests::{admin_client, run_subtests};
 use serde_json::{json, Value};
 
 /// What every case gets: the server, a kube client and a runtime to drive it.

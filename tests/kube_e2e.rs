@@ -33,9 +33,7 @@ mod kube_common;
 
 use capture_spec::{CaptureStatus, Phase, TargetState, TargetStatus};
 use kube_common::ApiProcess;
-use podcap_testkit::cluster::{
-    deploy, eventually, write_kubeconfig, Agent, Kubelet,
-};
+use podcap_testkit::cluster::{deploy, eventually, write_kubeconfig, Agent, Kubelet};
 use podcap_testkit::kube::KubeApiServer;
 use podcap_testkit::traffic::{burst_from_pod, UdpSink};
 use podcap_testkit::tshark::{assert_tshark_reads_cleanly, fields};
@@ -189,8 +187,8 @@ fn podcap_in_a_cluster_end_to_end() {
     write_kubeconfig(&server, &server.api_token, &api_kubeconfig);
     let pods = vec![Pod::new(), Pod::new()];
     let agents = vec![
-        Agent::new(&agent_binary, "node-a", scratch.path(), &agent_kubeconfig),
-        Agent::new(&agent_binary, "node-b", scratch.path(), &agent_kubeconfig),
+        Agent::new(agent_binary, "node-a", scratch.path(), &agent_kubeconfig),
+        Agent::new(agent_binary, "node-b", scratch.path(), &agent_kubeconfig),
     ];
     let agent_args: Vec<String> = agents
         .iter()

@@ -259,12 +259,17 @@ fn the_console_captures_downloads_and_shares() {
         "only UDP {PORT} was to be captured"
     );
     let pcap = downloads.join("merged.pcap");
-    assert_eq!(api_common::tshark::assert_tshark_reads_cleanly(&pcap), packets);
+    assert_eq!(
+        api_common::tshark::assert_tshark_reads_cleanly(&pcap),
+        packets
+    );
     let shared = std::fs::read(downloads.join("shared.pcapng")).expect("the shared download");
     assert_eq!(
         shared,
         std::fs::read(&merged).expect("the merged download"),
         "the share link serves the merged capture"
     );
-    assert!(api_common::tshark::assert_tshark_reads_cleanly(&downloads.join("one-file.pcapng")) > 0);
+    assert!(
+        api_common::tshark::assert_tshark_reads_cleanly(&downloads.join("one-file.pcapng")) > 0
+    );
 }

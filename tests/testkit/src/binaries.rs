@@ -63,4 +63,3 @@ pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
     assert!(path.exists(), "{} was not built", path.display());
     path
 }
-

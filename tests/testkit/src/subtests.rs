@@ -5,9 +5,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
+use crate::kube::KubeApiServer;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use crate::kube::KubeApiServer;
 
 /// A client acting as the server's admin (group `system:masters`).
 pub async fn admin_client(server: &KubeApiServer) -> Client {
