@@ -6,6 +6,8 @@
 //! `merge` benchmarks merging capture files against mergecap (no root), with
 //! `merge-worker` and `merge-measure` as its child processes.
 
+#![forbid(unsafe_code)]
+
 mod capturer;
 mod interrupt;
 mod measure;

@@ -3,6 +3,11 @@
 //! engine that ties them together, and the node agent of a cluster (`cluster`). The
 //! `capture-agent` binary is its command line.
 
+// `unsafe` is refused everywhere but in `afpacket`, the one module that talks to the kernel's
+// packet ring; `deny` rather than `forbid` so that one `allow` below can lift it there.
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
 pub mod afpacket;
 pub mod bpf;
 pub mod budget;

@@ -2,6 +2,9 @@
 //! the node agent of a cluster.
 //! Errors are reported with anyhow at this edge; logs go to stderr through tracing.
 
+// As in the library: no `unsafe` here (the AF_PACKET module, the one exception, is in the library).
+#![deny(unsafe_code)]
+
 mod cli;
 
 use clap::Parser;

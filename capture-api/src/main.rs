@@ -5,6 +5,8 @@
 //! in-cluster service account. Errors at this edge are reported with anyhow; logs go to stderr
 //! through tracing.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -7,6 +7,8 @@
 //! agent, the API and the CRDs all build on these types; their JSON shapes are the REST contract
 //! (the API's OpenAPI document) and the CRD contract (`deploy/crds`, generated from them).
 
+#![forbid(unsafe_code)]
+
 pub mod capture;
 #[cfg(feature = "kube")]
 pub mod crd;

@@ -15,6 +15,9 @@
 //! Why our own module and not the `afpacket` crate: it has no mmap ring, no drop counters, and a
 //! `Clone` on a type whose `Drop` closes the fd.
 
+// Each `unsafe` here says why it is sound in a `// SAFETY:` comment; clippy holds us to it.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod block;
 mod sys;
 

@@ -6,6 +6,8 @@
 //! Usage: crdgen                  print both CRDs as one multi-document YAML stream
 //!        crdgen --write [DIR]    write the files into DIR (default: the repository's deploy/crds)
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};

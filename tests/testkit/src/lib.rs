@@ -8,6 +8,8 @@
 //! The tests need root (namespaces, raw and packet sockets), tcpdump, tshark and capinfos.
 //! They only ever send to addresses of pods they created themselves (10.244.0.0/16, fd00::/8).
 
+#![forbid(unsafe_code)]
+
 pub mod binaries;
 pub mod cluster;
 pub mod kube;
