@@ -62,7 +62,12 @@ impl Runs for Cluster {
     }
 
     fn stop(&self, _store: &dyn Store, capture: &CaptureRecord) -> Result<(), RunsError> {
-        block_on(stop_capture(&self.store, &capture.namespace, &capture.name))??;
+        block_on(stop_capture(
+            &self.store,
+            &capture.namespace,
+            &capture.name,
+            self.settings.max_window,
+        ))??;
         Ok(())
     }
 

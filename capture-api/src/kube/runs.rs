@@ -3,6 +3,9 @@
 //! every agent follows) and marks the capture with the `podcap.io/stopped-at` annotation, so
 //! the status controller ends it as Stopped rather than Completed.
 
+use std::time::Duration;
+
+use capture_spec::CaptureWindow;
 use chrono::{SecondsFormat, Utc};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
@@ -16,14 +19,16 @@ pub async fn stop_capture(
     store: &KubeStore,
     namespace: &str,
     name: &str,
+    max_window: Duration,
 ) -> Result<bool, StoreError> {
     let Some(record) = store.get_capture(namespace, name).await? else {
         return Ok(false);
     };
     let now = Utc::now();
-    let finished = record.phase().is_finished();
-    let end = record.spec.end_time;
-    if finished || end.is_some_and(|end| end <= now) {
+    // The window rule every agent follows, so a capture whose duration has run out is not
+    // "stopped" after the fact.
+    let over = CaptureWindow::of(&record.spec, record.created_at, max_window).is_over(now);
+    if record.phase().is_finished() || over {
         return Ok(true);
     }
     let stamp = now.to_rfc3339_opts(SecondsFormat::Secs, true);
