@@ -4,7 +4,6 @@
 //! metrics, the OpenAPI document, share links, download tickets and the web UI through without
 //! a token.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
@@ -74,8 +73,33 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// The OpenAPI document of [`routes`], served at `/api/v1/openapi.json`.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    openapi::finish(routes().into_openapi())
+pub fn openapi() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOCUMENT.get_or_init(|| openapi::finish(routes().into_openapi()))
+}
+
+/// Every operation the server has a handler for, as (method, matched path), read once from the
+/// OpenAPI document (which lists exactly the routes served).
+pub fn operations() -> &'static [(Method, String)] {
+    static OPERATIONS: OnceLock<Vec<(Method, String)>> = OnceLock::new();
+    OPERATIONS.get_or_init(|| {
+        let mut found = Vec::new();
+        for (path, item) in &openapi().paths.paths {
+            let methods = [
+                (Method::GET, &item.get),
+                (Method::PUT, &item.put),
+                (Method::POST, &item.post),
+                (Method::DELETE, &item.delete),
+                (Method::PATCH, &item.patch),
+            ];
+            for (method, operation) in methods {
+                if operation.is_some() {
+                    found.push((method, path.clone()));
+                }
+            }
+        }
+        found
+    })
 }
 
 pub fn router(state: AppState) -> Router {
@@ -106,31 +130,11 @@ fn path_namespace(path: &str) -> &str {
         .unwrap_or_default()
 }
 
-/// Whether the server has a handler for `method` on the matched `path` (from the OpenAPI
-/// document, which lists exactly the routes served).
+/// Whether the server has a handler for `method` on the matched `path`.
 fn is_served(method: &Method, path: &str) -> bool {
-    static SERVED: OnceLock<HashSet<(String, String)>> = OnceLock::new();
-    SERVED
-        .get_or_init(|| {
-            let document = openapi();
-            let mut served = HashSet::new();
-            for (path, item) in document.paths.paths {
-                let operations = [
-                    ("GET", item.get.is_some()),
-                    ("PUT", item.put.is_some()),
-                    ("POST", item.post.is_some()),
-                    ("DELETE", item.delete.is_some()),
-                    ("PATCH", item.patch.is_some()),
-                ];
-                for (method, present) in operations {
-                    if present {
-                        served.insert((method.to_string(), path.clone()));
-                    }
-                }
-            }
-            served
-        })
-        .contains(&(method.as_str().to_string(), path.to_string()))
+    operations()
+        .iter()
+        .any(|(served, template)| served == method && template == path)
 }
 
 /// The route layer of every route: authenticates and authorizes each request by

@@ -32,7 +32,7 @@ pub async fn list(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, Problem> {
     let record = find(&state, &namespace, &name)?;
-    let items: Vec<Value> = files_of(&record)?
+    let items: Vec<Value> = files_of(&record)
         .into_iter()
         .map(|found| {
             let mut value = serde_json::to_value(&found.file).unwrap_or(Value::Null);
