@@ -17,6 +17,7 @@ pub mod netlab;
 pub mod packets;
 pub mod pcapfile;
 pub mod pod;
+pub mod realnode;
 pub mod subtests;
 pub mod traffic;
 pub mod tshark;
