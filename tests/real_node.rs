@@ -566,6 +566,52 @@ impl Node {
         (out, answer.content_type)
     }
 
+    /// `kubectl port-forward service/capture-api` on a free port of the node's loopback; the
+    /// forward runs until the returned guard is dropped.
+    fn port_forward(&self) -> (ChildGuard, u16) {
+        let mut child = self
+            .cluster
+            .command(&[
+                "kubectl",
+                "-n",
+                "podcap-system",
+                "port-forward",
+                "--address",
+                "127.0.0.1",
+                "service/capture-api",
+                ":80",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting kubectl port-forward");
+        let stdout = child.stdout.take().expect("a piped stdout");
+        let guard = ChildGuard(child);
+        // The reader keeps draining after the first line: kubectl writes a line per connection
+        // and would die of a closed pipe.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in
+                std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok)
+            {
+                // "Forwarding from 127.0.0.1:PORT -> 8080"
+                if line.starts_with("Forwarding from 127.0.0.1:") {
+                    let _ = sender.send(line);
+                }
+            }
+        });
+        let line = receiver
+            .recv_timeout(Duration::from_secs(30))
+            .expect("kubectl port-forward said where it listens");
+        let port = line["Forwarding from 127.0.0.1:".len()..]
+            .split(' ')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        (guard, port)
+    }
+
     /// The interface name podcap gives `pod`'s packets in a merged file.
     fn interface(&self, pod: &WebPod) -> String {
         format!("{NS}/{} on {}", pod.name, self.node_name())
@@ -743,6 +789,16 @@ impl Node {
             );
         }
         eprintln!("{}", self.cluster.component_logs(40));
+    }
+}
+
+/// A child process killed (by its own PID) and reaped when dropped.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -1001,6 +1057,37 @@ fn rest_with_service_accounts_and_live_stream(node: &Node) {
     assert_eq!(status.phase, Phase::Stopped, "{status:?}");
     assert_eq!(status.packets, Some(20));
     node.assert_merged(name, &[(a, 10), (b, 10)]);
+    // The way deploy/README.md tells a user to reach the API from outside: `kubectl
+    // port-forward` (apiserver → kubelet → containerd into the API pod). The same bytes.
+    let (forwarded, port) = node.port_forward();
+    let through = node.cluster.run(
+        &[
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "30",
+            "-H",
+            &auth,
+            &format!("http://127.0.0.1:{port}{}/pcap", Node::capture_path(name)),
+        ],
+        None,
+    );
+    drop(forwarded);
+    assert!(
+        through.status.success(),
+        "download through kubectl port-forward: {}",
+        String::from_utf8_lossy(&through.stderr)
+    );
+    let (direct, _) = node.download(
+        &format!("{}/pcap", Node::capture_path(name)),
+        "rest-again.pcapng",
+    );
+    assert_eq!(
+        through.stdout,
+        std::fs::read(&direct).expect("reading the download"),
+        "the merged file through port-forward and through the Service"
+    );
     node.call(
         "GET",
         &format!("{}/pcap", Node::capture_path(name)),
