@@ -4,13 +4,12 @@
 
 mod api_common;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use api_common::traffic::burst_from_pod;
 use api_common::{Api, Pod, UdpSink};
+use podcap_testkit::tshark::LiveTshark;
 use serde_json::json;
 
 const CAPTURES: &str = "/api/v1/namespaces/default/captures";
@@ -36,38 +35,13 @@ fn tshark_reads_the_live_stream_while_capturing() {
         String::from_utf8_lossy(&created.body)
     );
 
-    let (status, mut stream) = api.get_stream(&format!("{CAPTURES}/watched/live"));
+    let (status, stream) = api.get_stream(&format!("{CAPTURES}/watched/live"));
     assert_eq!(status, 200);
-    let mut tshark = Command::new("tshark")
-        .args([
-            "-n",
-            "-r",
-            "-",
-            "-c",
-            &PACKETS.to_string(),
-            "-T",
-            "fields",
-            "-e",
-            "frame.interface_description",
-            "-e",
-            "udp.dstport",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting tshark");
-    let mut tshark_in = tshark.stdin.take().unwrap();
-    let relay = std::thread::spawn(move || {
-        // Ends when tshark has its packets and closes its input (or the stream ends).
-        let mut buffer = [0u8; 16 * 1024];
-        while let Ok(n) = stream.read(&mut buffer) {
-            if n == 0 || tshark_in.write_all(&buffer[..n]).is_err() {
-                break;
-            }
-            let _ = tshark_in.flush();
-        }
-    });
+    let live = LiveTshark::start(
+        stream,
+        PACKETS,
+        &["frame.interface_description", "udp.dstport"],
+    );
     // Traffic after the stream is open, a little at a time, as a watcher would see it.
     for _ in 0..3 {
         burst_from_pod(
@@ -78,11 +52,8 @@ fn tshark_reads_the_live_stream_while_capturing() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let output = tshark.wait_with_output().expect("tshark ran");
-    let lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let (rows, relay) = live.rows();
+    let lines: Vec<String> = rows.iter().map(|row| row.join("\t")).collect();
     assert_eq!(
         lines.len(),
         PACKETS,

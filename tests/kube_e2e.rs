@@ -26,7 +26,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 mod kube_common;
@@ -36,7 +35,7 @@ use kube_common::ApiProcess;
 use podcap_testkit::cluster::{deploy, eventually, write_kubeconfig, Agent, Kubelet};
 use podcap_testkit::kube::KubeApiServer;
 use podcap_testkit::traffic::{burst_from_pod, UdpSink};
-use podcap_testkit::tshark::{assert_tshark_reads_cleanly, fields};
+use podcap_testkit::tshark::{assert_tshark_reads_cleanly, fields, LiveTshark};
 use podcap_testkit::Pod;
 use serde_json::{json, Value};
 
@@ -410,34 +409,17 @@ fn rest_capture_runs_on_both_nodes_and_stops(c: &Cluster) {
         .call()
         .expect("the live request reached the API");
     assert_eq!(response.status().as_u16(), 200, "live stream");
-    let mut tshark = Command::new("tshark")
-        .args([
-            "-n",
-            "-r",
-            "-",
-            "-c",
-            "45",
-            "-T",
-            "fields",
-            "-e",
-            "frame.interface_description",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting tshark");
-    let mut tshark_in = tshark.stdin.take().unwrap();
-    let relay = std::thread::spawn(move || {
-        // Ends when tshark has its 45 packets and closes its input, or the stream ends.
-        let _ = std::io::copy(&mut response.into_body().into_reader(), &mut tshark_in);
-    });
+    let live = LiveTshark::start(
+        response.into_body().into_reader(),
+        45,
+        &["frame.interface_description"],
+    );
     c.send(0, 20);
     c.send(1, 25);
-    let watched = tshark.wait_with_output().expect("tshark");
+    let (rows, relay) = live.rows();
     let mut live = BTreeMap::new();
-    for line in String::from_utf8_lossy(&watched.stdout).lines() {
-        *live.entry(line.to_string()).or_insert(0) += 1;
+    for row in rows {
+        *live.entry(row[0].clone()).or_insert(0) += 1;
     }
     assert_eq!(
         live,

@@ -48,7 +48,7 @@ use podcap_testkit::cluster::eventually;
 use podcap_testkit::kube::repo_root;
 use podcap_testkit::realnode::{images_dir, Cni, RealNode, RealNodeError};
 use podcap_testkit::subtests::{run_subtests, Subtest};
-use podcap_testkit::tshark::{assert_tshark_reads_cleanly, fields};
+use podcap_testkit::tshark::{assert_tshark_reads_cleanly, fields, LiveTshark};
 use serde_json::{json, Value};
 
 const NS: &str = "shop";
@@ -440,7 +440,8 @@ impl Node {
         .ok(201);
     }
 
-    fn stop_capture(&self, name: &str) {
+    /// Stops a capture through REST as `capturer`; its status once it is Stopped.
+    fn stop_capture(&self, name: &str) -> CaptureStatus {
         self.call(
             "POST",
             &format!("{}/stop", Self::capture_path(name)),
@@ -448,6 +449,20 @@ impl Node {
             None,
         )
         .ok(200);
+        let status = self.wait_finished(name, 45);
+        assert_eq!(status.phase, Phase::Stopped, "{name}: {status:?}");
+        status
+    }
+
+    /// Deletes a capture through REST as `capturer`.
+    fn delete_through_rest(&self, name: &str) {
+        self.call(
+            "DELETE",
+            &Self::capture_path(name),
+            Some(&self.capturer),
+            None,
+        )
+        .ok(204);
     }
 
     /// The capture's status as stored (read with kubectl, as the admin).
@@ -802,6 +817,15 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The REST spec of a capture of the web pods, UDP PORT only, for ten minutes.
+fn web_capture_spec() -> Value {
+    json!({
+        "podSelector": {"matchLabels": {"app": "web"}},
+        "filters": [{"protocol": "UDP", "ports": [PORT]}],
+        "duration": "10m",
+    })
+}
+
 /// A PacketCapture's YAML for the web pods, UDP PORT only.
 fn capture_yaml(name: &str, duration: &str, extra_spec: &str) -> String {
     format!(
@@ -966,11 +990,7 @@ fn schedule_runs_capture(node: &Node) {
 
 fn rest_with_service_accounts_and_live_stream(node: &Node) {
     let name = "rest";
-    let spec = json!({
-        "podSelector": {"matchLabels": {"app": "web"}},
-        "filters": [{"protocol": "UDP", "ports": [PORT]}],
-        "duration": "10m",
-    });
+    let spec = web_capture_spec();
     // The outsider may capture in its own namespace only.
     node.call(
         "GET",
@@ -1013,38 +1033,18 @@ fn rest_with_service_accounts_and_live_stream(node: &Node) {
         .stdin(Stdio::null())
         .spawn()
         .expect("starting curl for the live stream");
-    let mut stream = curl.stdout.take().expect("a piped stdout");
-    let mut tshark = Command::new("tshark")
-        .args([
-            "-n",
-            "-r",
-            "-",
-            "-c",
-            "20",
-            "-T",
-            "fields",
-            "-e",
-            "frame.interface_description",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting tshark");
-    let mut tshark_in = tshark.stdin.take().expect("a piped stdin");
-    let relay = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut stream, &mut tshark_in);
-    });
+    let stream = curl.stdout.take().expect("a piped stdout");
+    let live = LiveTshark::start(stream, 20, &["frame.interface_description"]);
     // The stream's header reaches the agents' taps before the traffic does.
     std::thread::sleep(Duration::from_secs(1));
     node.send("udp", a, b, PORT, 10);
-    let watched = tshark.wait_with_output().expect("tshark");
+    let (rows, relay) = live.rows();
     let _ = curl.kill();
     let _ = curl.wait();
     let _ = relay.join();
     let mut live = BTreeMap::new();
-    for line in String::from_utf8_lossy(&watched.stdout).lines() {
-        *live.entry(line.to_string()).or_insert(0) += 1;
+    for row in rows {
+        *live.entry(row[0].clone()).or_insert(0) += 1;
     }
     assert_eq!(
         live,
@@ -1052,9 +1052,7 @@ fn rest_with_service_accounts_and_live_stream(node: &Node) {
         "the live stream carries the pods"
     );
     node.wait_packets(name, &[(a, 10), (b, 10)]);
-    node.stop_capture(name);
-    let status = node.wait_finished(name, 45);
-    assert_eq!(status.phase, Phase::Stopped, "{status:?}");
+    let status = node.stop_capture(name);
     assert_eq!(status.packets, Some(20));
     node.assert_merged(name, &[(a, 10), (b, 10)]);
     // The way deploy/README.md tells a user to reach the API from outside: `kubectl
@@ -1095,25 +1093,12 @@ fn rest_with_service_accounts_and_live_stream(node: &Node) {
         None,
     )
     .problem(403);
-    node.call(
-        "DELETE",
-        &Node::capture_path(name),
-        Some(&node.capturer),
-        None,
-    )
-    .ok(204);
+    node.delete_through_rest(name);
 }
 
 fn rollout_mid_capture(node: &Node) {
     let name = "rollout";
-    node.post_capture(
-        name,
-        json!({
-            "podSelector": {"matchLabels": {"app": "web"}},
-            "filters": [{"protocol": "UDP", "ports": [PORT]}],
-            "duration": "10m",
-        }),
-    );
+    node.post_capture(name, web_capture_spec());
     let old = node.three_web_pods(&[]);
     node.wait_capturing(name, &old);
     node.send("udp", &old[0], &old[1], PORT, 5);
@@ -1138,9 +1123,7 @@ fn rollout_mid_capture(node: &Node) {
     });
     node.send("udp", &new[0], &new[1], PORT, 6);
     node.wait_packets(name, &[(&new[0], 6), (&new[1], 6)]);
-    node.stop_capture(name);
-    let status = node.wait_finished(name, 45);
-    assert_eq!(status.phase, Phase::Stopped, "{status:?}");
+    let status = node.stop_capture(name);
     assert_eq!(status.targets.len(), 6, "{:?}", status.targets);
     for (pod, packets) in [(&old[0], 5), (&old[1], 5), (&old[2], 0)] {
         let target = Node::target(&status, &pod.name).expect("the old pod's target");
@@ -1155,25 +1138,12 @@ fn rollout_mid_capture(node: &Node) {
         name,
         &[(&old[0], 5), (&old[1], 5), (&new[0], 6), (&new[1], 6)],
     );
-    node.call(
-        "DELETE",
-        &Node::capture_path(name),
-        Some(&node.capturer),
-        None,
-    )
-    .ok(204);
+    node.delete_through_rest(name);
 }
 
 fn agent_pod_deleted_mid_capture(node: &Node) {
     let name = "restart";
-    node.post_capture(
-        name,
-        json!({
-            "podSelector": {"matchLabels": {"app": "web"}},
-            "filters": [{"protocol": "UDP", "ports": [PORT]}],
-            "duration": "10m",
-        }),
-    );
+    node.post_capture(name, web_capture_spec());
     let pods = node.three_web_pods(&[]);
     let (a, b) = (&pods[0], &pods[1]);
     node.wait_capturing(name, &pods);
@@ -1224,9 +1194,7 @@ fn agent_pod_deleted_mid_capture(node: &Node) {
     );
     node.send("udp", a, b, PORT, 3);
     node.wait_packets(name, &[(a, 7), (b, 7)]);
-    node.stop_capture(name);
-    let status = node.wait_finished(name, 45);
-    assert_eq!(status.phase, Phase::Stopped, "{status:?}");
+    let status = node.stop_capture(name);
     assert_eq!(status.packets, Some(14));
     node.assert_merged(name, &[(a, 7), (b, 7)]);
     // The first segment, written by the agent that was deleted, on its own: intact.
@@ -1241,11 +1209,5 @@ fn agent_pod_deleted_mid_capture(node: &Node) {
         "restart-s1.pcapng",
     );
     assert_eq!(assert_tshark_reads_cleanly(&file), 4);
-    node.call(
-        "DELETE",
-        &Node::capture_path(name),
-        Some(&node.capturer),
-        None,
-    )
-    .ok(204);
+    node.delete_through_rest(name);
 }

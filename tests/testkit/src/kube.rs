@@ -16,10 +16,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use crate::owned;
+
 /// Directory-name prefix of every instance, so stale ones can be found and stopped.
 const DIR_PREFIX: &str = "podcap-kube-";
 /// The file in an instance directory naming the test process that owns it.
-const OWNER_FILE: &str = "owner.pid";
 
 /// Why no apiserver could be started.
 #[derive(Debug)]
@@ -104,17 +105,17 @@ fn kube_required() -> bool {
 impl KubeApiServer {
     /// Builds (cached) and starts an instance in a new temporary directory.
     pub fn start() -> Result<KubeApiServer, KubeError> {
-        stop_orphans();
+        owned::stop_orphans(
+            &std::env::temp_dir(),
+            DIR_PREFIX,
+            "a kube-apiserver",
+            |dir| {
+                let _ = run_script("stop.sh", &[dir], &[]);
+            },
+        );
         let bin_dir = run_script("build.sh", &[], &[]).map_err(KubeError::Unavailable)?;
         let kubectl = kubectl_path()?;
-        let dir = tempfile::Builder::new()
-            .prefix(DIR_PREFIX)
-            .tempdir()
-            .map_err(|e| KubeError::Failed(format!("creating a temporary directory: {e}")))?
-            // stop.sh removes what start.sh wrote and then the directory itself.
-            .keep();
-        std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string())
-            .map_err(|e| KubeError::Failed(format!("writing {OWNER_FILE}: {e}")))?;
+        let dir = owned::create(&std::env::temp_dir(), DIR_PREFIX).map_err(KubeError::Failed)?;
         let started = run_script(
             "start.sh",
             &[&dir],
@@ -124,7 +125,7 @@ impl KubeApiServer {
             Ok(env_file) => env_file,
             Err(e) => {
                 // start.sh has stopped what it started; keep its logs for the report.
-                let _ = std::fs::remove_file(dir.join(OWNER_FILE));
+                owned::release(&dir);
                 return Err(KubeError::Failed(e));
             }
         };
@@ -214,16 +215,7 @@ impl KubeApiServer {
 
     /// [`KubeApiServer::kubectl`] with `stdin` as input (for `-f -`).
     pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let output = self.kubectl_output(args, stdin);
-        assert!(
-            output.status.success(),
-            "kubectl {} failed ({}):\n{}{}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        succeeded(&self.kubectl_output(args, stdin), args)
     }
 
     /// Runs kubectl expecting it to fail; returns its stderr (panics if it succeeds).
@@ -245,13 +237,25 @@ impl Drop for KubeApiServer {
             eprintln!("stopping the kube-apiserver in {}: {e}", self.dir.display());
         }
         // stop.sh leaves files it did not write; the owner file is ours.
-        let _ = std::fs::remove_file(self.dir.join(OWNER_FILE));
-        let _ = std::fs::remove_dir(&self.dir);
+        owned::release(&self.dir);
     }
 }
 
+/// kubectl's stdout after it succeeded; panics with all it printed when it failed.
+pub(crate) fn succeeded(output: &Output, args: &[&str]) -> String {
+    assert!(
+        output.status.success(),
+        "kubectl {} failed ({}):\n{}{}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// `start.sh`'s `KEY=value` lines.
-fn read_env(path: &Path) -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn read_env(path: &Path) -> Result<BTreeMap<String, String>, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     Ok(text
@@ -259,39 +263,4 @@ fn read_env(path: &Path) -> Result<BTreeMap<String, String>, String> {
         .filter_map(|line| line.split_once('='))
         .map(|(key, value)| (key.trim().to_string(), value.trim().to_string()))
         .collect())
-}
-
-/// Stops instances left by test processes that died without running `Drop` (killed by a
-/// timeout or a signal). stop.sh itself only signals processes whose command line names the
-/// instance directory, so nothing else can be hit.
-fn stop_orphans() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let dir = entry.path();
-        let is_instance = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(DIR_PREFIX));
-        let Some(owner) = is_instance
-            .then(|| std::fs::read_to_string(dir.join(OWNER_FILE)).ok())
-            .flatten()
-        else {
-            continue;
-        };
-        let alive = owner
-            .trim()
-            .parse::<u32>()
-            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-        if !alive {
-            eprintln!(
-                "stopping a kube-apiserver left behind by a killed test: {}",
-                dir.display()
-            );
-            let _ = run_script("stop.sh", &[&dir], &[]);
-            let _ = std::fs::remove_file(dir.join(OWNER_FILE));
-            let _ = std::fs::remove_dir(&dir);
-        }
-    }
 }

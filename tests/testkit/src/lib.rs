@@ -14,6 +14,7 @@ pub mod binaries;
 pub mod cluster;
 pub mod kube;
 pub mod netlab;
+mod owned;
 pub mod packets;
 pub mod pcapfile;
 pub mod pod;

@@ -17,10 +17,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::kube::repo_root;
+use crate::kube::{read_env, repo_root, succeeded};
+use crate::owned;
 
 const DIR_PREFIX: &str = "podcap-rn-";
-const OWNER_FILE: &str = "owner.pid";
 
 /// The CNI configuration the node's pods are wired with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +91,17 @@ impl RealNode {
         if !is_root() {
             return Err(RealNodeError::Unavailable("needs root".into()));
         }
-        stop_orphans();
+        owned::stop_orphans(
+            Path::new("/tmp"),
+            DIR_PREFIX,
+            "a real-node cluster",
+            |dir| {
+                let _ = Command::new(scripts().join("stop.sh"))
+                    .arg(dir)
+                    .stdin(Stdio::null())
+                    .output();
+            },
+        );
         let build = Command::new(scripts().join("build.sh"))
             .stdin(Stdio::null())
             .output()
@@ -103,14 +113,8 @@ impl RealNode {
                 tail(&String::from_utf8_lossy(&build.stderr), 40)
             )));
         }
-        let dir = tempfile::Builder::new()
-            .prefix(DIR_PREFIX)
-            .tempdir_in("/tmp")
-            .map_err(|e| RealNodeError::Failed(format!("creating the cluster directory: {e}")))?
-            // stop.sh removes what start.sh made, then the directory itself.
-            .keep();
-        std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string())
-            .map_err(|e| RealNodeError::Failed(format!("writing {OWNER_FILE}: {e}")))?;
+        // Short: unix sockets live under it. stop.sh removes what start.sh made.
+        let dir = owned::create(Path::new("/tmp"), DIR_PREFIX).map_err(RealNodeError::Failed)?;
         let started = Command::new(scripts().join("start.sh"))
             .arg(&dir)
             .args(["--cni", cni.name()])
@@ -123,8 +127,7 @@ impl RealNode {
             .map_err(|e| RealNodeError::Failed(format!("cannot run start.sh: {e}")))?;
         if !started.status.success() {
             // start.sh has stopped what it started and printed the log tails.
-            let _ = std::fs::remove_file(dir.join(OWNER_FILE));
-            let _ = std::fs::remove_dir_all(&dir);
+            owned::release(&dir);
             return Err(RealNodeError::Failed(format!(
                 "scripts/real-node/start.sh --cni {} failed ({}):\n{}",
                 cni.name(),
@@ -210,14 +213,7 @@ impl RealNode {
 
     /// `kubectl ARGS…` with `stdin`; its stdout; panics with its stderr when it fails.
     pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let output = self.kubectl_output(args, stdin);
-        assert!(
-            output.status.success(),
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        succeeded(&self.kubectl_output(args, stdin), args)
     }
 
     /// Imports an OCI image tarball into the node's containerd and tags it `reference` (the
@@ -284,44 +280,7 @@ impl Drop for RealNode {
                 );
             }
         }
-        let _ = std::fs::remove_file(self.dir.join(OWNER_FILE));
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
-/// Stops clusters whose test process was killed before it could (its PID no longer runs).
-fn stop_orphans() {
-    let Ok(entries) = std::fs::read_dir("/tmp") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let dir = entry.path();
-        let ours = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(DIR_PREFIX));
-        let Some(owner) = ours
-            .then(|| std::fs::read_to_string(dir.join(OWNER_FILE)).ok())
-            .flatten()
-        else {
-            continue;
-        };
-        let alive = owner
-            .trim()
-            .parse::<u32>()
-            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-        if !alive {
-            eprintln!(
-                "stopping a real-node cluster left behind by a killed test: {}",
-                dir.display()
-            );
-            let _ = Command::new(scripts().join("stop.sh"))
-                .arg(&dir)
-                .stdin(Stdio::null())
-                .output();
-            let _ = std::fs::remove_file(dir.join(OWNER_FILE));
-            let _ = std::fs::remove_dir(&dir);
-        }
+        owned::release(&self.dir);
     }
 }
 
@@ -334,26 +293,6 @@ fn is_root() -> bool {
             .and_then(|ids| ids.split_whitespace().nth(1))
             == Some("0")
     })
-}
-
-/// `KEY=value` lines of a shell-sourceable file.
-fn read_env(path: &Path) -> Result<BTreeMap<String, String>, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    Ok(text
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.split_once('='))
-        .map(|(key, value)| {
-            let value = value.trim();
-            let value = value
-                .strip_prefix('\'')
-                .and_then(|v| v.strip_suffix('\''))
-                .or_else(|| value.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
-                .unwrap_or(value);
-            (key.trim().to_string(), value.to_string())
-        })
-        .collect())
 }
 
 /// The last `lines` lines of `text`, each cut at 500 characters (the controller-manager logs

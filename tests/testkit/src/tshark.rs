@@ -130,3 +130,66 @@ pub fn capinfos_value<'a>(report: &'a str, name: &str) -> Option<&'a str> {
             .map(str::trim)
     })
 }
+
+/// tshark reading a live pcapng stream (an HTTP body, a pipe) as it arrives, until it has seen a
+/// number of frames or the stream ends: how an operator watches `…/live` in Wireshark.
+pub struct LiveTshark {
+    tshark: std::process::Child,
+    relay: std::thread::JoinHandle<()>,
+}
+
+impl LiveTshark {
+    /// Starts `tshark -r - -c FRAMES -T fields -e FIELD…` fed from `stream`. The relay copies
+    /// chunk by chunk (flushing each), so tshark sees packets as they come.
+    pub fn start(
+        mut stream: impl std::io::Read + Send + 'static,
+        frames: usize,
+        fields: &[&str],
+    ) -> LiveTshark {
+        let mut args = vec![
+            "-n".to_string(),
+            "-r".into(),
+            "-".into(),
+            "-c".into(),
+            frames.to_string(),
+            "-T".into(),
+            "fields".into(),
+        ];
+        for field in fields {
+            args.push("-e".into());
+            args.push(field.to_string());
+        }
+        let mut tshark = Command::new("tshark")
+            .args(&args)
+            .env("LC_ALL", "C")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting tshark: {e}"));
+        let mut tshark_in = tshark.stdin.take().expect("a piped stdin");
+        let relay = std::thread::spawn(move || {
+            use std::io::Write;
+            // Ends when tshark has its frames and closes its input, or the stream ends.
+            let mut buffer = [0u8; 16 * 1024];
+            while let Ok(n) = stream.read(&mut buffer) {
+                if n == 0 || tshark_in.write_all(&buffer[..n]).is_err() {
+                    break;
+                }
+                let _ = tshark_in.flush();
+            }
+        });
+        LiveTshark { tshark, relay }
+    }
+
+    /// Waits for tshark to end; the rows it printed (the fields, split at tabs) and the relay,
+    /// which ends with the stream (join it to see that it does).
+    pub fn rows(self) -> (Vec<Vec<String>>, std::thread::JoinHandle<()>) {
+        let output = self.tshark.wait_with_output().expect("tshark ran");
+        let rows = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| line.split('\t').map(str::to_string).collect())
+            .collect();
+        (rows, self.relay)
+    }
+}
