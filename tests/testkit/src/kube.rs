@@ -20,8 +20,6 @@ use crate::owned;
 
 /// Directory-name prefix of every instance, so stale ones can be found and stopped.
 const DIR_PREFIX: &str = "podcap-kube-";
-/// The file in an instance directory naming the test process that owns it.
-
 /// Why no apiserver could be started.
 #[derive(Debug)]
 pub enum KubeError {
