@@ -117,6 +117,15 @@ pub enum RingError {
     NoSuchInterface(String),
     #[error("bad ring geometry: {0}")]
     BadGeometry(String),
+    /// The kernel refused for lack of a capability; the message names which one.
+    #[error("{action} on {interface} needs {capability}: {source}")]
+    NeedsCapability {
+        action: &'static str,
+        interface: String,
+        capability: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("{op} on interface {interface}: {source}{hint}")]
     Sys {
         op: &'static str,
@@ -125,6 +134,37 @@ pub enum RingError {
         #[source]
         source: io::Error,
     },
+}
+
+const SOCKET: &str = "socket(AF_PACKET)";
+
+/// Why step `op` of [`Ring::open`] on `interface` failed with `source`, saying what to change
+/// where the errno alone would not.
+fn open_error(op: &'static str, interface: &str, source: io::Error) -> RingError {
+    let errno = source.raw_os_error();
+    // Only creating the socket checks a capability (CAP_NET_RAW, in packet_create()); podcap
+    // never sets promiscuous mode, so CAP_NET_ADMIN plays no part here. An EACCES comes from a
+    // security module's policy, which no capability lifts.
+    if op == SOCKET && errno == Some(libc::EPERM) {
+        return RingError::NeedsCapability {
+            action: "opening a packet socket",
+            interface: interface.to_string(),
+            capability: "CAP_NET_RAW",
+            source,
+        };
+    }
+    let hint = match errno {
+        Some(libc::EACCES) => ": refused by a security policy (AppArmor, SELinux)",
+        Some(libc::ENOMEM) => ": the kernel could not allocate the ring; use a smaller --ring-size",
+        Some(libc::ENODEV) | Some(libc::ENXIO) => ": the interface is gone",
+        _ => "",
+    };
+    RingError::Sys {
+        op,
+        interface: interface.to_string(),
+        hint,
+        source,
+    }
 }
 
 /// One interface's packet socket and its mapped receive ring.
@@ -149,25 +189,9 @@ impl Ring {
             None => sys::interface_index(interface)
                 .ok_or_else(|| RingError::NoSuchInterface(interface.into()))?,
         };
-        let fail = |op: &'static str| {
-            let source = io::Error::last_os_error();
-            let hint = match source.raw_os_error() {
-                Some(libc::EPERM) | Some(libc::EACCES) => ": capturing needs root or CAP_NET_RAW",
-                Some(libc::ENOMEM) => {
-                    ": the kernel could not allocate the ring; use a smaller --ring-size"
-                }
-                Some(libc::ENODEV) | Some(libc::ENXIO) => ": the interface is gone",
-                _ => "",
-            };
-            RingError::Sys {
-                op,
-                interface: interface.to_string(),
-                hint,
-                source,
-            }
-        };
+        let fail = |op: &'static str| open_error(op, interface, io::Error::last_os_error());
         // Protocol 0: the socket receives nothing until bind() names ETH_P_ALL.
-        let socket = sys::packet_socket().ok_or_else(|| fail("socket(AF_PACKET)"))?;
+        let socket = sys::packet_socket().ok_or_else(|| fail(SOCKET))?;
         sys::set_tpacket_v3(&socket).ok_or_else(|| fail("setsockopt(PACKET_VERSION)"))?;
         sys::attach_filter(&socket, filter).ok_or_else(|| fail("setsockopt(SO_ATTACH_FILTER)"))?;
         sys::request_rx_ring(&socket, &config).ok_or_else(|| fail("setsockopt(PACKET_RX_RING)"))?;
@@ -284,4 +308,38 @@ pub struct Readiness {
 /// wait (a signal) returns with nothing ready.
 pub fn wait(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Vec<Readiness>> {
     sys::poll(fds, timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_refused_for_lack_of_cap_net_raw_says_so() {
+        let error = open_error(SOCKET, "veth1", io::Error::from_raw_os_error(libc::EPERM));
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "opening a packet socket on veth1 needs CAP_NET_RAW: {}",
+                io::Error::from_raw_os_error(libc::EPERM)
+            )
+        );
+    }
+
+    #[test]
+    fn other_failures_name_the_step_and_what_to_check() {
+        let ring = open_error(
+            "setsockopt(PACKET_RX_RING)",
+            "veth1",
+            io::Error::from_raw_os_error(libc::ENOMEM),
+        );
+        let text = ring.to_string();
+        assert!(
+            text.starts_with("setsockopt(PACKET_RX_RING) on interface veth1: ")
+                && text.ends_with("; use a smaller --ring-size"),
+            "{text}"
+        );
+        let denied = open_error(SOCKET, "veth1", io::Error::from_raw_os_error(libc::EACCES));
+        assert!(!denied.to_string().contains("CAP_"), "{denied}");
+    }
 }

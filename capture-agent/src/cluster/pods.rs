@@ -3,6 +3,10 @@
 //! namespace that are Running, not being deleted, have IPs, and match its `podSelector` — on a
 //! node whose labels match its `nodeSelector`. A pod's host-side interface is found by
 //! [`crate::podnet`] when its target starts, and re-checked (one ioctl) every pass.
+//!
+//! A hostNetwork pod is wanted like any other, so the capture's status shows it, but it lives
+//! in the node's network namespace and has no interface of its own: locating it fails at once
+//! with a permanent error, and its target is `Failed` with what to do instead.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -12,7 +16,7 @@ use capture_spec::{CaptureSpec, TargetKey};
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::podnet::{self, HostInterface, PodNetError, PodNetwork, Strategies};
-use crate::reconcile::{PodSource, Wanted};
+use crate::reconcile::{LocateError, PodSource, Wanted};
 
 /// This node's pods as of one pass.
 pub struct NodePods<'a> {
@@ -23,11 +27,56 @@ pub struct NodePods<'a> {
     pub strategies: &'a Strategies,
 }
 
-impl PodSource for NodePods<'_> {
-    type Pod = PodNetwork;
-    type Error = PodNetError;
+/// A pod of this node that a capture may want.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodePod {
+    /// A pod in a network namespace of its own: [`crate::podnet`] finds its host end.
+    Own(PodNetwork),
+    /// A pod with `spec.hostNetwork: true`, named `namespace/name`: it shares the node's
+    /// network namespace (its IP is the node's), so no interface carries its traffic alone.
+    HostNetwork { uid: String, pod: String },
+}
 
-    fn wanted(&self, namespace: &str, spec: &CaptureSpec) -> Option<Vec<Wanted<PodNetwork>>> {
+impl NodePod {
+    /// `metadata.uid`.
+    pub fn uid(&self) -> &str {
+        match self {
+            NodePod::Own(network) => &network.uid,
+            NodePod::HostNetwork { uid, .. } => uid,
+        }
+    }
+}
+
+/// Why a pod of this node has no host interface to capture.
+#[derive(Debug, thiserror::Error)]
+pub enum NodePodError {
+    #[error(
+        "pod {pod} uses the node's network namespace (hostNetwork: true), so it has no interface \
+         of its own to capture: capture the node's interfaces instead, or leave it out with the \
+         podSelector"
+    )]
+    HostNetwork { pod: String },
+    #[error(transparent)]
+    NotFound(#[from] PodNetError),
+}
+
+impl LocateError for NodePodError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            // A pod's hostNetwork cannot change (the pod spec is immutable there).
+            NodePodError::HostNetwork { .. } => true,
+            // Routes, bridge ports and veths are the kernel's state, which the CNI may still be
+            // setting up for a pod that has just started.
+            NodePodError::NotFound(_) => false,
+        }
+    }
+}
+
+impl PodSource for NodePods<'_> {
+    type Pod = NodePod;
+    type Error = NodePodError;
+
+    fn wanted(&self, namespace: &str, spec: &CaptureSpec) -> Option<Vec<Wanted<NodePod>>> {
         if !spec.selects_node(self.labels) {
             return Some(Vec::new());
         }
@@ -41,7 +90,7 @@ impl PodSource for NodePods<'_> {
                         .matches(p.metadata.labels.as_ref().unwrap_or(&no_labels))
                 })
                 .filter_map(|p| {
-                    let network = live_network(p)?;
+                    let pod = live_network(p)?;
                     Some(Wanted {
                         key: TargetKey {
                             node: self.node.to_string(),
@@ -49,32 +98,48 @@ impl PodSource for NodePods<'_> {
                             interface: self.strategies.pod_interface.clone(),
                         },
                         namespace: namespace.to_string(),
-                        uid: network.uid.clone(),
-                        pod: network,
+                        uid: pod.uid().to_string(),
+                        pod,
                     })
                 })
                 .collect(),
         )
     }
 
-    fn locate(&self, pod: &PodNetwork) -> Result<HostInterface, PodNetError> {
-        podnet::resolve(pod, self.strategies)
+    fn locate(&self, pod: &NodePod) -> Result<HostInterface, NodePodError> {
+        match pod {
+            NodePod::Own(network) => Ok(podnet::resolve(network, self.strategies)?),
+            // Not looked for: the strategies would find nothing or, worse, a node interface that
+            // carries every host-network pod's traffic and the node's own.
+            NodePod::HostNetwork { pod, .. } => Err(NodePodError::HostNetwork { pod: pod.clone() }),
+        }
     }
 
-    fn still_carries(&self, _pod: &PodNetwork, host: &HostInterface) -> bool {
+    fn still_carries(&self, _pod: &NodePod, host: &HostInterface) -> bool {
         podnet::still_valid(host)
     }
 }
 
-/// What podnet needs of a pod that may be captured: Running, not being deleted, with a uid and
-/// IPs; None for any other pod.
-fn live_network(pod: &Pod) -> Option<PodNetwork> {
+/// A pod that may be captured: Running, not being deleted, with a uid, and either on the node's
+/// network (hostNetwork) or with what podnet needs (its IPs); None for any other pod.
+fn live_network(pod: &Pod) -> Option<NodePod> {
     if pod.metadata.deletion_timestamp.is_some() {
         return None;
     }
     let status = pod.status.as_ref()?;
     if status.phase.as_deref() != Some("Running") {
         return None;
+    }
+    let uid = pod.metadata.uid.clone()?;
+    if pod.spec.as_ref().and_then(|spec| spec.host_network) == Some(true) {
+        return Some(NodePod::HostNetwork {
+            uid,
+            pod: format!(
+                "{}/{}",
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.name.as_deref().unwrap_or_default()
+            ),
+        });
     }
     let mut ips: Vec<IpAddr> = status
         .pod_ips
@@ -90,11 +155,11 @@ fn live_network(pod: &Pod) -> Option<PodNetwork> {
                 .and_then(|ip| ip.parse::<IpAddr>().ok()),
         );
     }
-    Some(PodNetwork {
-        uid: pod.metadata.uid.clone()?,
+    Some(NodePod::Own(PodNetwork {
+        uid,
         ips,
         mac: None,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -153,8 +218,11 @@ mod tests {
             }
         );
         assert_eq!(wanted[0].uid, "uid-web-1");
+        let NodePod::Own(network) = &wanted[0].pod else {
+            panic!("web-1 has a network of its own: {wanted:?}");
+        };
         assert_eq!(
-            wanted[0].pod.ips,
+            network.ips,
             [
                 "10.0.0.7".parse::<IpAddr>().unwrap(),
                 "fd00::7".parse().unwrap()
@@ -165,5 +233,54 @@ mod tests {
         assert!(source.wanted("shop", &elsewhere).unwrap().is_empty());
         let here = spec(json!({"nodeSelector": {"zone": "a"}}));
         assert_eq!(source.wanted("shop", &here).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_host_network_pod_is_wanted_and_can_never_be_located() {
+        let mut on_host = (*pod("agent-1", "web", "Running")).clone();
+        if let Some(spec) = on_host.spec.as_mut() {
+            spec.host_network = Some(true);
+        }
+        let pods = [Arc::new(on_host)];
+        let labels = BTreeMap::new();
+        let strategies = Strategies::default();
+        let source = NodePods {
+            node: "node-a",
+            labels: &labels,
+            pods: &pods,
+            strategies: &strategies,
+        };
+        let web = spec(json!({"podSelector": {"matchLabels": {"app": "web"}}}));
+        let wanted = source.wanted("shop", &web).unwrap();
+        assert_eq!(wanted.len(), 1, "{wanted:?}");
+        assert_eq!(wanted[0].key.pod, "agent-1");
+        assert_eq!(wanted[0].uid, "uid-agent-1");
+        assert_eq!(
+            wanted[0].pod,
+            NodePod::HostNetwork {
+                uid: "uid-agent-1".into(),
+                pod: "shop/agent-1".into()
+            }
+        );
+
+        let error = source.locate(&wanted[0].pod).unwrap_err();
+        assert!(error.is_permanent(), "{error}");
+        assert_eq!(
+            error.to_string(),
+            "pod shop/agent-1 uses the node's network namespace (hostNetwork: true), so it has \
+             no interface of its own to capture: capture the node's interfaces instead, or leave \
+             it out with the podSelector"
+        );
+    }
+
+    #[test]
+    fn an_interface_not_found_yet_is_not_permanent() {
+        // What podnet says of a pod whose veth the CNI has not made yet.
+        let error = NodePodError::from(PodNetError::Unresolved {
+            uid: "uid-1".into(),
+            ips: "10.0.0.7".into(),
+            attempts: Vec::new(),
+        });
+        assert!(!error.is_permanent(), "{error}");
     }
 }

@@ -23,7 +23,7 @@ use netlink_packet_route::link::InfoKind;
 use netlink_packet_route::neighbour::{NeighbourFlags, NeighbourState};
 
 use super::error::StrategyError;
-use super::netlink::{Link, Neighbour, Netlink};
+use super::netlink::{Link, Neighbour, Netlink, NetlinkError};
 
 /// A pod's MAC and the bridge it was seen on, if known.
 type MacOnBridge = ([u8; 6], Option<u32>);
@@ -192,15 +192,23 @@ fn ask_bridges(
             }
             for bridge in bridges {
                 if let Err(error) = netlink.resolve(bridge, *ip) {
-                    notes.push(format!(
-                        "asking for {ip}'s address on {} failed ({error}; it needs CAP_NET_ADMIN)",
-                        links.get(&bridge).map_or("?", |l| l.name.as_str())
-                    ));
+                    let name = links.get(&bridge).map_or("?", |l| l.name.as_str());
+                    notes.push(ask_failed(*ip, name, &error));
                 }
             }
         }
     }
     Ok(())
+}
+
+/// The note for an address request on `bridge` that failed: the capability it needs when the
+/// kernel refused it for lack of one, else the kernel's answer.
+fn ask_failed(ip: IpAddr, bridge: &str, error: &NetlinkError) -> String {
+    if error.is_not_permitted() {
+        format!("asking for {ip}'s address on {bridge} needs CAP_NET_ADMIN: {error}")
+    } else {
+        format!("asking for {ip}'s address on {bridge} failed: {error}")
+    }
 }
 
 /// The neighbour entries for `ips` once an answer has come in, polled for up to
@@ -268,7 +276,32 @@ fn format_mac(mac: &[u8; 6]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::in_network;
+    use std::io;
+
+    use super::{ask_failed, in_network, NetlinkError};
+
+    #[test]
+    fn a_refused_address_request_names_cap_net_admin_and_only_then() {
+        let ip = "10.244.0.21".parse().unwrap();
+        let refused = |errno| NetlinkError::Kernel {
+            request: "neighbour resolve",
+            source: io::Error::from_raw_os_error(errno),
+        };
+        assert_eq!(
+            ask_failed(ip, "cni0", &refused(libc::EPERM)),
+            format!(
+                "asking for 10.244.0.21's address on cni0 needs CAP_NET_ADMIN: netlink neighbour \
+                 resolve: {}",
+                io::Error::from_raw_os_error(libc::EPERM)
+            )
+        );
+        let other = ask_failed(ip, "cni0", &refused(libc::EINVAL));
+        assert!(
+            other.starts_with("asking for 10.244.0.21's address on cni0 failed: ")
+                && !other.contains("CAP_"),
+            "{other}"
+        );
+    }
 
     #[test]
     fn networks_contain_their_addresses() {

@@ -50,6 +50,14 @@ pub enum NetlinkError {
     Inconsistent { request: &'static str },
 }
 
+impl NetlinkError {
+    /// True when the kernel refused a request for lack of a capability (EPERM), as it refuses
+    /// changes (a neighbour resolve) without CAP_NET_ADMIN; dumps need none.
+    pub fn is_not_permitted(&self) -> bool {
+        matches!(self, NetlinkError::Kernel { source, .. } if source.raw_os_error() == Some(libc::EPERM))
+    }
+}
+
 /// One network interface as the strategies need it.
 #[derive(Debug, Clone)]
 pub struct Link {

@@ -13,9 +13,10 @@ use crate::EndReason;
 
 use super::opener::{Opener, Target};
 use super::run::{CaptureRun, Running};
-use super::source::{PodSource, Wanted};
+use super::source::{LocateError, PodSource, Wanted};
 
-/// A pod interface that could not be mapped or opened is tried again after this long.
+/// A pod whose host interface could not be found yet is tried again after this long; no pod
+/// interface is tried more often than that.
 pub const RETRY_AFTER: TimeDelta = TimeDelta::seconds(3);
 
 const POD_GONE: &str = "the pod stopped running here or no longer matches the podSelector";
@@ -127,7 +128,8 @@ impl<T: Target> CaptureRun<T> {
             if self.running.contains_key(&key) {
                 continue;
             }
-            // A target that completed (a limit) or failed to open is not retried in this window.
+            // A target that completed (a limit), failed to open, or whose pod can never be
+            // located is not retried in this window.
             if self
                 .entries
                 .get(&key)
@@ -176,8 +178,15 @@ impl<T: Target> CaptureRun<T> {
         let host = match pods.locate(&pod.pod) {
             Ok(host) => host,
             Err(error) => {
-                tracing::warn!(namespace = %pod.namespace, pod = %pod.key.pod, %error, "cannot find the pod's interface yet");
-                entry.state = TargetState::Waiting;
+                // "Never" fails, so `converge` leaves it alone for the rest of the window; "not
+                // yet" waits and is tried again after RETRY_AFTER.
+                entry.state = if error.is_permanent() {
+                    tracing::error!(namespace = %pod.namespace, pod = %pod.key.pod, %error, "cannot capture the pod: it has no interface to capture");
+                    TargetState::Failed
+                } else {
+                    tracing::warn!(namespace = %pod.namespace, pod = %pod.key.pod, %error, "cannot find the pod's interface yet");
+                    TargetState::Waiting
+                };
                 entry.error = Some(error.to_string());
                 self.entries.insert(pod.key, entry);
                 return;

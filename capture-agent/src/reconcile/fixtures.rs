@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
+use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,7 +20,7 @@ use crate::target::{Earlier, TargetIdentity};
 use super::converge::{Ended, WindowState};
 use super::opener::{OpenError, Opener, Target};
 use super::run::CaptureRun;
-use super::source::{PodSource, Wanted};
+use super::source::{LocateError, PodSource, Wanted};
 
 pub const NODE: &str = "node-a";
 pub const NAMESPACE: &str = "shop";
@@ -58,6 +59,8 @@ pub struct FakePod {
     pub uid: String,
     /// None: its interface cannot be found (yet).
     pub host: Option<HostInterface>,
+    /// Some(why): its interface can never be found (as a hostNetwork pod's), whatever `host`.
+    pub never: Option<String>,
 }
 
 /// The pods of the fake node; `unknown` makes a pass that cannot list them.
@@ -65,6 +68,27 @@ pub struct FakePod {
 pub struct FakePods {
     pub pods: Vec<FakePod>,
     pub unknown: bool,
+    /// The pod of every `locate` call, in order.
+    pub located: RefCell<Vec<String>>,
+}
+
+/// Why a fake pod's interface was not found: `never` when it never will be.
+#[derive(Debug)]
+pub struct FakeLocateError {
+    pub message: String,
+    pub never: bool,
+}
+
+impl fmt::Display for FakeLocateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl LocateError for FakeLocateError {
+    fn is_permanent(&self) -> bool {
+        self.never
+    }
 }
 
 impl FakePods {
@@ -76,6 +100,7 @@ impl FakePods {
             labels: BTreeMap::from([("app".to_string(), app.to_string())]),
             uid: format!("uid-{name}-1"),
             host: Some(host(&format!("veth-{name}"), ifindex)),
+            never: None,
         });
     }
 
@@ -94,7 +119,7 @@ impl FakePods {
 
 impl PodSource for FakePods {
     type Pod = String;
-    type Error = String;
+    type Error = FakeLocateError;
 
     fn wanted(&self, namespace: &str, spec: &CaptureSpec) -> Option<Vec<Wanted<String>>> {
         if self.unknown {
@@ -114,10 +139,21 @@ impl PodSource for FakePods {
         )
     }
 
-    fn locate(&self, pod: &String) -> Result<HostInterface, String> {
-        self.current(pod)
+    fn locate(&self, pod: &String) -> Result<HostInterface, FakeLocateError> {
+        self.located.borrow_mut().push(pod.clone());
+        let current = self.current(pod);
+        if let Some(why) = current.and_then(|p| p.never.clone()) {
+            return Err(FakeLocateError {
+                message: why,
+                never: true,
+            });
+        }
+        current
             .and_then(|p| p.host.clone())
-            .ok_or_else(|| format!("no host route to {pod}'s IPs"))
+            .ok_or_else(|| FakeLocateError {
+                message: format!("no host route to {pod}'s IPs"),
+                never: false,
+            })
     }
 
     fn still_carries(&self, pod: &String, host: &HostInterface) -> bool {
@@ -330,5 +366,15 @@ impl Scene {
     /// (pod, segment) of every target opened, in order.
     pub fn opened(&self) -> Vec<(String, u32)> {
         self.opener.log()
+    }
+
+    /// How often `pod`'s interface was looked for.
+    pub fn lookups(&self, pod: &str) -> usize {
+        self.pods
+            .located
+            .borrow()
+            .iter()
+            .filter(|p| *p == pod)
+            .count()
     }
 }

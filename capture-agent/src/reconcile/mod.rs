@@ -10,7 +10,9 @@
 //! - a wanted pod interface without a target gets one, in a new file segment that carries on
 //!   the counters and files of its earlier segments — unless its target already completed (a
 //!   limit) or failed to open in this window, or an attempt is less than [`RETRY_AFTER`] old;
-//!   a pod whose host interface cannot be found yet waits (`Waiting`, with why);
+//!   a pod whose host interface cannot be found yet waits (`Waiting`, with why) and is tried
+//!   again, while one whose interface can never be found (its [`LocateError`] is permanent: a
+//!   hostNetwork pod) fails (`Failed`, with why) and is not tried again in this window;
 //! - a target whose pod went away or stopped matching ends as `Gone`, its files kept;
 //! - a target whose pod was recreated (new uid) or whose host interface changed ends as `Gone`
 //!   and starts again in a new segment — it is "re-mapped";
@@ -36,4 +38,4 @@ mod tests;
 pub use converge::{Ended, WindowState, RETRY_AFTER};
 pub use opener::{OpenError, Opener, RingOpener, Target};
 pub use run::{CaptureRun, Running};
-pub use source::{PodSource, Wanted};
+pub use source::{LocateError, PodSource, Wanted};

@@ -1,7 +1,8 @@
 //! How a mode tells the reconciler which pod interfaces a capture wants: a [`PodSource`] is a
 //! snapshot of the pods of this node (or machine) for one pass, which selects a capture's pods,
 //! finds the host interface that carries a pod's traffic, and says whether an earlier answer
-//! still holds.
+//! still holds. When it cannot find one, its [`LocateError`] says whether the interface may
+//! still appear (the target waits) or never will (the target fails).
 
 use capture_spec::{CaptureSpec, TargetKey};
 
@@ -25,8 +26,8 @@ pub struct Wanted<P> {
 pub trait PodSource {
     /// What the source needs to locate one pod.
     type Pod;
-    /// Why a pod's host interface cannot be found (yet).
-    type Error: std::fmt::Display;
+    /// Why a pod's host interface cannot be found, and whether it ever can be.
+    type Error: LocateError;
 
     /// The pod interfaces that capture `spec` of namespace `namespace` selects here now, or
     /// None when they cannot be known this pass (running targets are then left as they are).
@@ -37,4 +38,22 @@ pub trait PodSource {
 
     /// Whether `host`, found for `pod` earlier, still carries its traffic.
     fn still_carries(&self, pod: &Self::Pod, host: &HostInterface) -> bool;
+}
+
+/// Why [`PodSource::locate`] found no host interface for a pod.
+pub trait LocateError: std::fmt::Display {
+    /// True when the pod can never be captured as it is, whatever the node does next (a
+    /// hostNetwork pod has no interface of its own): its target fails and is not tried again
+    /// in the capture's window, like one whose ring could not be opened. False when the
+    /// interface may still appear (the CNI may still be wiring the pod): the target waits and
+    /// is tried again after [`super::RETRY_AFTER`].
+    fn is_permanent(&self) -> bool;
+}
+
+/// A source that always finds its pods' interfaces (the standalone runner's, which discovered
+/// them already) has nothing to say.
+impl LocateError for std::convert::Infallible {
+    fn is_permanent(&self) -> bool {
+        match *self {}
+    }
 }

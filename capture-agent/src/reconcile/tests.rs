@@ -1,6 +1,6 @@
 //! The reconciler's decisions, checked against fake pods and fake targets in milliseconds:
-//! start, re-map, end as Gone, wait for an interface, refuse a retry, close with the window
-//! and with the capture's limits, resume after a restart.
+//! start, re-map, end as Gone, wait for an interface, fail one that can never be found, refuse
+//! a retry, close with the window and with the capture's limits, resume after a restart.
 
 use std::time::Duration;
 
@@ -173,6 +173,71 @@ fn a_pod_whose_interface_is_not_found_waits_and_is_retried_after_a_pause() {
     scene.pass(Open, 3);
     assert_eq!(scene.entry("web-1").state, TargetState::Capturing);
     assert_eq!(scene.entry("web-1").error, None);
+}
+
+/// What a hostNetwork pod's locate says (cluster/pods.rs has the real text).
+const NO_INTERFACE: &str = "pod shop/on-host uses the node's network namespace (hostNetwork: true)";
+
+#[test]
+fn a_pod_whose_interface_can_never_be_found_fails_alone_and_is_not_tried_again() {
+    let mut scene = Scene::new(
+        &web_spec(),
+        &[
+            ("web-1", "web", 11),
+            ("on-host", "web", 12),
+            ("web-2", "web", 13),
+        ],
+    );
+    scene.pods.get_mut("on-host").never = Some(NO_INTERFACE.into());
+
+    scene.pass(Open, 0);
+    let failed = scene.entry("on-host");
+    assert_eq!(failed.state, TargetState::Failed);
+    assert_eq!(error_of(failed), NO_INTERFACE);
+    assert_eq!(scene.entry("web-1").state, TargetState::Capturing);
+    assert_eq!(scene.entry("web-2").state, TargetState::Capturing);
+
+    // Well past RETRY_AFTER, and on every later pass: not looked for again, still Failed with
+    // its reason, and the others record on.
+    for seconds in [3, 4, 10, 60] {
+        scene.pass(Open, seconds);
+    }
+    assert_eq!(scene.lookups("on-host"), 1);
+    assert_eq!(scene.opened(), segments(&[("web-1", 1), ("web-2", 1)]));
+    let failed = scene.entry("on-host");
+    assert_eq!(failed.state, TargetState::Failed);
+    assert_eq!(error_of(failed), NO_INTERFACE);
+    assert!(!scene.engine("web-1").was_stopped());
+    assert_eq!(scene.entry("web-2").state, TargetState::Capturing);
+
+    // The window's end completes the others and leaves it as it failed.
+    assert_eq!(scene.pass(Over, 600), Some(Ended::Window));
+    assert_eq!(scene.entry("on-host").state, TargetState::Failed);
+    assert_eq!(scene.entry("web-1").state, TargetState::Completed);
+}
+
+#[test]
+fn a_pod_not_found_yet_waits_through_several_tries_then_captures() {
+    let mut scene = Scene::new(&web_spec(), &[("web-1", "web", 11), ("web-2", "web", 12)]);
+    let found = scene.pods.get_mut("web-2").host.take();
+
+    // Tried once per RETRY_AFTER, Waiting with why each time; web-1 records meanwhile.
+    for seconds in [0, 1, 3, 5, 6] {
+        scene.pass(Open, seconds);
+        let waiting = scene.entry("web-2");
+        assert_eq!(waiting.state, TargetState::Waiting, "at {seconds} s");
+        assert!(error_of(waiting).contains("no host route"), "{waiting:?}");
+    }
+    assert_eq!(scene.lookups("web-2"), 3, "at 0, 3 and 6 s");
+    assert_eq!(scene.entry("web-1").state, TargetState::Capturing);
+
+    // The CNI has wired it: the next try captures it, and the reason is gone.
+    scene.pods.get_mut("web-2").host = found;
+    scene.pass(Open, 9);
+    let capturing = scene.entry("web-2");
+    assert_eq!(capturing.state, TargetState::Capturing);
+    assert_eq!(capturing.error, None);
+    assert_eq!(scene.opened(), segments(&[("web-1", 1), ("web-2", 1)]));
 }
 
 #[test]
