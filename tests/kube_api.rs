@@ -13,6 +13,8 @@
 //! - a PacketCapture applied with kubectl with `duration: "1000000years"` gets the maximum window
 //!   and a status message naming `duration`, and the status controller keeps serving the
 //!   capture beside it (the REST create of the same spec is refused);
+//! - a capture whose podSelector matches no pod (this apiserver runs none) stays Capturing with
+//!   a status message saying so, found by the API listing the namespace's pods;
 //! - downloads relay that file from a FAKE agent (a test HTTP server implementing the agent's file
 //!   endpoint contract, which also checks it is called with the API's token), merged with the pod
 //!   named; share links are Secrets holding no token, download works, revoke → 410.
@@ -228,6 +230,10 @@ fn capture_api_in_kubernetes_mode() {
         (
             "a_huge_duration_does_not_stop_the_status_controller",
             a_huge_duration_does_not_stop_the_status_controller,
+        ),
+        (
+            "a_capture_selecting_no_pod_says_so",
+            a_capture_selecting_no_pod_says_so,
         ),
     ];
     let mut failed = Vec::new();
@@ -717,6 +723,54 @@ spec: {{startTime: "{}", duration: "1h"}}
         "beside",
         "--wait=false",
     ]);
+}
+
+/// The agents report nothing for a capture without a target, so the API looks up what a silent
+/// capture's podSelector matches and says it matches nothing (not a failure at the report
+/// timeout: a pod may still start within the window).
+fn a_capture_selecting_no_pod_says_so(c: &Cluster) {
+    let alice = Some(c.server.alice_token.as_str());
+    let body = json!({"metadata": {"name": "nobody"}, "spec": {"podSelector": {"matchLabels": {"app": "nobody"}}, "duration": "1h"}});
+    assert_eq!(
+        c.api
+            .call(
+                "POST",
+                "/api/v1/namespaces/shop/captures",
+                alice,
+                Some(&body)
+            )
+            .status,
+        201
+    );
+    let message = eventually(
+        "a status message on the capture selecting nothing",
+        10,
+        || {
+            let got = c
+                .api
+                .call(
+                    "GET",
+                    "/api/v1/namespaces/shop/captures/nobody",
+                    alice,
+                    None,
+                )
+                .json();
+            let message = got["status"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            (!message.is_empty()).then_some(message)
+        },
+    );
+    assert!(
+        message.starts_with(
+            "podSelector app=nobody selects no Running pod in namespace shop yet; pods that start before "
+        ) && message.contains("kubectl -n shop get pods --show-labels"),
+        "{message}"
+    );
+    assert_eq!(phase(c, "nobody"), "Capturing");
+    c.server
+        .kubectl(&["delete", "pcap", "-n", "shop", "nobody", "--wait=false"]);
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -13,6 +13,15 @@
 //!   [`ClusterSettings::report_timeout`] after the start, every target failed, or the spec
 //!   cannot be read.
 //!
+//! The agents report nothing for a capture that has no target on their node, so only the API can
+//! tell a capture that selects no pod from agents that are not running. For a capture no node has
+//! reported on yet (and only for those, so a normal capture costs nothing more), each pass asks
+//! the API server what its selectors match now ([`look_up`], a [`Selection`]): while it selects
+//! no Running pod, or none on a node its `nodeSelector` matches, it stays `Capturing` with a
+//! message saying so and what to change, and is not failed for the silence (the agents have
+//! nothing to report); the report timeout counts from the last pass that saw it select nothing.
+//! If its window closes that way, it is `Failed` with that reason.
+//!
 //! A PacketCapture applied with kubectl never passed the API's validation (the CRD only checks
 //! the shape), so its window may be longer than the maximum, up to `duration: "1000000years"`:
 //! the window is cut to the maximum, as the agents cut it, and the message says so and what to
@@ -22,15 +31,19 @@
 //!
 //! The phase only moves forward; totals keep following the agents' reports after the end.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
-use capture_spec::{CaptureSpec, CaptureStatus, CaptureWindow, Phase, StoredWindow, TargetState};
+use capture_spec::{
+    CaptureSpec, CaptureStatus, CaptureWindow, LabelSelector, Phase, StoredWindow, TargetState,
+};
 use chrono::{DateTime, Utc};
-use kube::api::{DynamicObject, ListParams};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DynamicObject, ListParams};
 
+use super::pods;
 use super::store::api_owned_status;
 use super::{chrono_time, store_error, Cluster, ClusterSettings, STOPPED_ANNOTATION};
 use crate::store::StoreError;
@@ -52,9 +65,128 @@ fn human(duration: Duration) -> String {
     humantime::format_duration(duration).to_string()
 }
 
+/// What a capture's selectors match at one moment: the Running pods (not being deleted) of its
+/// namespace that its `podSelector` matches, and how many of them are on a node its
+/// `nodeSelector` matches (all of them without one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selection {
+    pub pods: usize,
+    pub on_selected_nodes: usize,
+}
+
+impl Selection {
+    /// Counts from what the API server listed: `pods` of the capture's namespace and `nodes`
+    /// (filtered by the selectors server-side or not: both are applied again here, so the
+    /// result does not depend on the listing). The agents' own rules decide:
+    /// [`LabelSelector::matches`] and [`CaptureSpec::selects_node`].
+    pub fn of(spec: &CaptureSpec, pods: &[Pod], nodes: &[Node]) -> Selection {
+        let no_labels = BTreeMap::new();
+        let selected: Vec<&Pod> = pods
+            .iter()
+            .filter(|pod| pods::is_running(pod) && pod.metadata.deletion_timestamp.is_none())
+            .filter(|pod| {
+                spec.pod_selector
+                    .matches(pod.metadata.labels.as_ref().unwrap_or(&no_labels))
+            })
+            .collect();
+        let selected_nodes: BTreeSet<&str> = nodes
+            .iter()
+            .filter(|node| spec.selects_node(node.metadata.labels.as_ref().unwrap_or(&no_labels)))
+            .filter_map(|node| node.metadata.name.as_deref())
+            .collect();
+        let on_selected_nodes = if spec.node_selector.is_none() {
+            selected.len()
+        } else {
+            selected
+                .iter()
+                .filter(|pod| {
+                    pod.spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.as_deref())
+                        .is_some_and(|node| selected_nodes.contains(node))
+                })
+                .count()
+        };
+        Selection {
+            pods: selected.len(),
+            on_selected_nodes,
+        }
+    }
+
+    /// Why a capture with this selection captures nothing (and what to change), or None when
+    /// it selects a pod on a selected node.
+    fn reason(&self, spec: &CaptureSpec, namespace: &str) -> Option<Unselected> {
+        let selector = if spec.pod_selector.is_empty() {
+            "{} (every pod)".to_string()
+        } else {
+            spec.pod_selector.to_string()
+        };
+        if self.pods == 0 {
+            Some(Unselected {
+                what: format!(
+                    "podSelector {selector} selects no Running pod in namespace {namespace}"
+                ),
+                fix: format!(
+                    "check it against the pods' labels (kubectl -n {namespace} get pods --show-labels)"
+                ),
+            })
+        } else if self.on_selected_nodes == 0 {
+            let nodes = spec
+                .node_selector
+                .as_ref()
+                .map(|labels| LabelSelector::from_labels(labels.clone()).to_string())
+                .unwrap_or_default();
+            let pods = if self.pods == 1 { "pod" } else { "pods" };
+            Some(Unselected {
+                what: format!(
+                    "podSelector {selector} selects {} Running {pods} in {namespace}, but none is on a node nodeSelector {nodes} matches",
+                    self.pods
+                ),
+                fix: "change nodeSelector, or compare it with the nodes' labels (kubectl get nodes --show-labels)".into(),
+            })
+        } else {
+            None
+        }
+    }
+}
+
+/// Why a capture captures nothing, and what to change.
+struct Unselected {
+    what: String,
+    fix: String,
+}
+
+/// What `spec`'s selectors match now in `namespace`, asked of the API server: the pods listed
+/// with the podSelector (as `GET .../pods?selector=` lists them) and, when there is a
+/// nodeSelector and a selected pod, the nodes listed with it.
+pub async fn look_up(
+    cluster: &Cluster,
+    namespace: &str,
+    spec: &CaptureSpec,
+) -> Result<Selection, kube::Error> {
+    let listed = pods::listed(cluster, namespace, &spec.pod_selector).await?;
+    let nodes = match &spec.node_selector {
+        Some(labels) if Selection::of(spec, &listed, &[]).pods > 0 => {
+            let selector = LabelSelector::from_labels(labels.clone()).to_string();
+            let mut params = ListParams::default();
+            if !selector.is_empty() {
+                params = params.labels(&selector);
+            }
+            Api::<Node>::all(cluster.client.clone())
+                .list(&params)
+                .await?
+                .items
+        }
+        _ => Vec::new(),
+    };
+    Ok(Selection::of(spec, &listed, &nodes))
+}
+
 /// What the controller reads of one PacketCapture: everything [`desired`] decides from.
 #[derive(Debug, Clone)]
 pub struct Observed {
+    /// `metadata.namespace`, for messages.
+    pub namespace: String,
     /// The spec, or why it cannot be read.
     pub spec: Result<CaptureSpec, String>,
     /// The status as stored (the default when there is none, or it cannot be read).
@@ -63,6 +195,12 @@ pub struct Observed {
     pub created: DateTime<Utc>,
     /// A user stopped it (the `podcap.io/stopped-at` annotation).
     pub stopped: bool,
+    /// What its selectors match now; None when not looked up (see [`Observed::wants_selection`])
+    /// or the look-up failed.
+    pub selection: Option<Selection>,
+    /// The last pass that saw it select no pod on a selected node: the report timeout counts
+    /// from there, since the agents had nothing to report before.
+    pub unselected_at: Option<DateTime<Utc>>,
 }
 
 impl Observed {
@@ -76,6 +214,7 @@ impl Observed {
             .and_then(|value| serde_json::from_value(value).ok())
             .unwrap_or_default();
         Observed {
+            namespace: object.metadata.namespace.clone().unwrap_or_default(),
             spec: serde_json::from_value(object.data.get("spec").cloned().unwrap_or_default())
                 .map_err(|error| error.to_string()),
             status,
@@ -90,7 +229,22 @@ impl Observed {
                 .annotations
                 .as_ref()
                 .is_some_and(|a| a.contains_key(STOPPED_ANNOTATION)),
+            selection: None,
+            unselected_at: None,
         }
+    }
+
+    /// Whether [`desired`] needs to know what the selectors match: no node has reported on the
+    /// capture yet, it is not finished, and its window has opened (it may have closed).
+    pub fn wants_selection(&self, now: DateTime<Utc>, settings: &ClusterSettings) -> bool {
+        let Ok(spec) = &self.spec else {
+            return false;
+        };
+        self.status.targets.is_empty()
+            && !self.status.phase.is_finished()
+            && !CaptureWindow::of_stored(spec, self.created, settings.max_window)
+                .window
+                .is_ahead(now)
     }
 }
 
@@ -129,16 +283,32 @@ pub fn desired(
         CaptureWindow::of_stored(spec, observed.created, settings.max_window);
     let (start, end) = (window.start, window.end);
     let clamped = clamped.map(|problem| problem.to_string());
-    let since_start = (now - start).to_std().unwrap_or_default();
     let silent = status.targets.is_empty();
+    // Selecting nothing is why a silent capture is silent; it has stopped being so once a node
+    // reports.
+    let unselected = observed
+        .selection
+        .filter(|_| silent)
+        .and_then(|selection| selection.reason(spec, &observed.namespace));
+    // The agents had nothing to report while the capture selected nothing.
+    let waited_from = observed
+        .unselected_at
+        .map_or(start, |at| at.max(start))
+        .min(now);
+    let waited = (now - waited_from).to_std().unwrap_or_default();
     let all_failed = !silent
         && status
             .targets
             .iter()
             .all(|t| t.state == TargetState::Failed);
     let no_report = format!(
-        "no node's capture agent reported on this capture within {} of its start: check that its podSelector matches Running pods (GET /api/v1/namespaces/NS/pods?selector=...) and that capture-agent runs on their nodes (kubectl -n podcap-system get pods -o wide)",
-        human(settings.report_timeout)
+        "no node's capture agent reported on this capture within {} of {}: check that its podSelector matches Running pods (GET /api/v1/namespaces/NS/pods?selector=...) and that capture-agent runs on their nodes (kubectl -n podcap-system get pods -o wide)",
+        human(settings.report_timeout),
+        if waited_from > start {
+            "its pods being selected"
+        } else {
+            "its start"
+        }
     );
     let failed_targets = || {
         let errors: Vec<String> = status
@@ -162,7 +332,17 @@ pub fn desired(
             Some(format!("waiting for its start time {}", start.to_rfc3339())),
         )
     } else if window.is_open(now) {
-        if silent && since_start >= settings.report_timeout {
+        if let Some(Unselected { what, fix }) = unselected {
+            // Not failed at the report timeout: the agents are not at fault, and a pod that
+            // starts later in the window is still captured.
+            (
+                Phase::Capturing,
+                Some(format!(
+                    "{what} yet; pods that start before {} are captured; {fix}",
+                    end.to_rfc3339()
+                )),
+            )
+        } else if silent && waited >= settings.report_timeout {
             (Phase::Failed, Some(no_report))
         } else if all_failed {
             (Phase::Failed, Some(failed_targets()))
@@ -177,6 +357,13 @@ pub fn desired(
             (
                 Phase::Capturing,
                 Some("the window has closed; waiting for the nodes to finish their files".into()),
+            )
+        } else if let Some(Unselected { what, fix }) = unselected {
+            (
+                Phase::Failed,
+                Some(format!(
+                    "selected no pod during its window: {what}; {fix}, and create the capture again"
+                )),
             )
         } else if silent {
             (Phase::Failed, Some(no_report))
@@ -220,19 +407,20 @@ pub fn desired(
     status
 }
 
-/// The status to apply to `object` at `now`, or None when what the API owns is already so (or
-/// the object is being deleted). A panic while deciding, which would be a podcap bug, fails this
-/// capture with a message instead of ending the controller for every capture.
+/// The status to apply to `object` (read as `observed`) at `now`, or None when what the API
+/// owns is already so (or the object is being deleted). A panic while deciding, which would be a
+/// podcap bug, fails this capture with a message instead of ending the controller for every
+/// capture.
 pub fn wanted(
     object: &DynamicObject,
+    observed: &Observed,
     now: DateTime<Utc>,
     settings: &ClusterSettings,
 ) -> Option<CaptureStatus> {
     if object.metadata.deletion_timestamp.is_some() {
         return None;
     }
-    let observed = Observed::of(object, now);
-    let wanted = catch_unwind(AssertUnwindSafe(|| desired(&observed, now, settings)))
+    let wanted = catch_unwind(AssertUnwindSafe(|| desired(observed, now, settings)))
         .unwrap_or_else(|_| {
             let mut failed = observed.status.clone();
             failed.phase = Phase::Failed;
@@ -248,8 +436,67 @@ pub fn wanted(
     changed.then_some(wanted)
 }
 
+/// What the controller remembers between passes, by capture uid.
+#[derive(Debug, Default)]
+pub struct Memory {
+    /// Captures whose selection look-up failure has been logged at warn (later ones go to
+    /// debug, so an apiserver hiccup does not log a line per capture per second).
+    warned: BTreeSet<String>,
+    /// The last pass that saw each capture select no pod on a selected node
+    /// ([`Observed::unselected_at`]).
+    unselected_at: BTreeMap<String, DateTime<Utc>>,
+}
+
+impl Memory {
+    /// Fills in `observed.selection` (when it is wanted) and `observed.unselected_at`.
+    async fn observe(
+        &mut self,
+        cluster: &Cluster,
+        uid: &str,
+        name: &str,
+        observed: &mut Observed,
+        now: DateTime<Utc>,
+    ) {
+        // The window rule is pure but, like `desired`, must not end the controller if it panics.
+        let wants = catch_unwind(AssertUnwindSafe(|| {
+            observed.wants_selection(now, &cluster.settings)
+        }))
+        .unwrap_or(false);
+        if wants {
+            if let Ok(spec) = &observed.spec {
+                let namespace = observed.namespace.as_str();
+                match look_up(cluster, namespace, spec).await {
+                    Ok(selection) => {
+                        if selection.on_selected_nodes == 0 {
+                            self.unselected_at.insert(uid.to_string(), now);
+                        }
+                        observed.selection = Some(selection);
+                    }
+                    // Not knowing what it selects leaves the capture to the report timeout.
+                    Err(error) if self.warned.insert(uid.to_string()) => tracing::warn!(
+                        namespace, name, %error, "looking up the pods a silent capture selects"
+                    ),
+                    Err(error) => tracing::debug!(
+                        namespace, name, %error, "looking up the pods a silent capture selects"
+                    ),
+                }
+            }
+        } else {
+            // Once a node reports, or the capture is finished, the selection no longer matters.
+            self.unselected_at.remove(uid);
+        }
+        observed.unselected_at = self.unselected_at.get(uid).copied();
+    }
+
+    /// Forgets the captures that are gone.
+    fn keep(&mut self, uids: &BTreeSet<String>) {
+        self.warned.retain(|uid| uids.contains(uid));
+        self.unselected_at.retain(|uid, _| uids.contains(uid));
+    }
+}
+
 /// One pass over every capture; the uids of all captures.
-pub async fn pass(cluster: &Cluster) -> Result<BTreeSet<String>, StoreError> {
+pub async fn pass(cluster: &Cluster, memory: &mut Memory) -> Result<BTreeSet<String>, StoreError> {
     let now = Utc::now();
     let objects = cluster
         .store
@@ -262,13 +509,20 @@ pub async fn pass(cluster: &Cluster) -> Result<BTreeSet<String>, StoreError> {
         .iter()
         .filter_map(|object| object.metadata.uid.clone())
         .collect();
+    memory.keep(&uids);
     for object in &objects.items {
-        let Some(wanted) = wanted(object, now, &cluster.settings) else {
+        if object.metadata.deletion_timestamp.is_some() {
             continue;
-        };
+        }
         let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
         let name = object.metadata.name.as_deref().unwrap_or_default();
-        let before = Observed::of(object, now).status.phase;
+        let uid = object.metadata.uid.as_deref().unwrap_or_default();
+        let mut observed = Observed::of(object, now);
+        memory.observe(cluster, uid, name, &mut observed, now).await;
+        let Some(wanted) = wanted(object, &observed, now, &cluster.settings) else {
+            continue;
+        };
+        let before = observed.status.phase;
         if wanted.phase != before {
             tracing::info!(namespace, name, from = ?before, to = ?wanted.phase, "capture phase");
         }
@@ -287,8 +541,9 @@ pub async fn pass(cluster: &Cluster) -> Result<BTreeSet<String>, StoreError> {
 /// that are gone.
 pub async fn run_forever(cluster: Arc<Cluster>) {
     let mut passes = 0u64;
+    let mut memory = Memory::default();
     loop {
-        match pass(&cluster).await {
+        match pass(&cluster, &mut memory).await {
             Ok(uids) if passes.is_multiple_of(PRUNE_EVERY) => {
                 match cluster.store.shares.prune(&uids, Utc::now()).await {
                     Ok(0) => {}
@@ -348,6 +603,15 @@ mod tests {
 
     fn observed(spec: Value) -> Observed {
         Observed::of(&object("web", spec, json!({})), t0())
+    }
+
+    /// [`wanted`] for `object` as the controller reads it, with no selection looked up.
+    fn wanted_at(
+        object: &DynamicObject,
+        now: DateTime<Utc>,
+        settings: &ClusterSettings,
+    ) -> Option<CaptureStatus> {
+        wanted(object, &Observed::of(object, now), now, settings)
     }
 
     fn target(state: TargetState) -> TargetStatus {
@@ -488,7 +752,7 @@ mod tests {
         ];
         let statuses: Vec<CaptureStatus> = objects
             .iter()
-            .map(|o| wanted(o, after(5), &s).expect("every capture gets a new status"))
+            .map(|o| wanted_at(o, after(5), &s).expect("every capture gets a new status"))
             .collect();
         assert_eq!(statuses[0].phase, Phase::Capturing);
         assert!(statuses[0]
@@ -505,13 +769,206 @@ mod tests {
             json!({"duration": "10m"}),
             serde_json::to_value(&statuses[2]).unwrap(),
         );
-        assert_eq!(wanted(&applied, after(6), &s), None);
+        assert_eq!(wanted_at(&applied, after(6), &s), None);
         let mut deleting = applied.clone();
         deleting.metadata.deletion_timestamp = deleting.metadata.creation_timestamp.clone();
         assert_eq!(
-            wanted(&deleting, after(700), &s),
+            wanted_at(&deleting, after(700), &s),
             None,
             "a capture being deleted is left alone"
+        );
+    }
+
+    /// A silent capture of `spec` that selects `pods` Running pods, `on_selected_nodes` of them
+    /// on selected nodes.
+    fn selecting(spec: Value, pods: usize, on_selected_nodes: usize) -> Observed {
+        let mut seen = observed(spec);
+        seen.selection = Some(Selection {
+            pods,
+            on_selected_nodes,
+        });
+        seen
+    }
+
+    #[test]
+    fn a_capture_selecting_no_pod_says_so_and_fails_only_when_its_window_closes() {
+        let s = settings();
+        let spec = json!({"podSelector": {"matchLabels": {"app": "web"}}, "duration": "10m"});
+        let none = selecting(spec.clone(), 0, 0);
+        let early = desired(&none, after(5), &s);
+        assert_eq!(early.phase, Phase::Capturing);
+        assert_eq!(
+            early.message.as_deref(),
+            Some("podSelector app=web selects no Running pod in namespace shop yet; pods that start before 2025-06-01T02:10:00+00:00 are captured; check it against the pods' labels (kubectl -n shop get pods --show-labels)")
+        );
+        let late = desired(&none, after(300), &s);
+        assert_eq!(
+            (late.phase, late.message),
+            (Phase::Capturing, early.message),
+            "not failed at the report timeout: the agents have nothing to report"
+        );
+        let closed = desired(&none, after(600 + 30), &s);
+        assert_eq!(closed.phase, Phase::Failed);
+        assert_eq!(
+            closed.message.as_deref(),
+            Some("selected no pod during its window: podSelector app=web selects no Running pod in namespace shop; check it against the pods' labels (kubectl -n shop get pods --show-labels), and create the capture again")
+        );
+        let every = desired(&selecting(json!({"duration": "10m"}), 0, 0), after(5), &s);
+        assert!(every.message.unwrap().starts_with(
+            "podSelector {} (every pod) selects no Running pod in namespace shop yet"
+        ));
+    }
+
+    #[test]
+    fn pods_on_no_selected_node_are_said_so() {
+        let s = settings();
+        let spec = json!({"podSelector": {"matchLabels": {"app": "web"}}, "nodeSelector": {"disk": "ssd", "zone": "a"}, "duration": "10m"});
+        let open = desired(&selecting(spec.clone(), 2, 0), after(300), &s);
+        assert_eq!(open.phase, Phase::Capturing);
+        assert_eq!(
+            open.message.as_deref(),
+            Some("podSelector app=web selects 2 Running pods in shop, but none is on a node nodeSelector disk=ssd,zone=a matches yet; pods that start before 2025-06-01T02:10:00+00:00 are captured; change nodeSelector, or compare it with the nodes' labels (kubectl get nodes --show-labels)")
+        );
+        let closed = desired(&selecting(spec, 1, 0), after(630), &s);
+        assert_eq!(closed.phase, Phase::Failed);
+        assert!(closed.message.unwrap().starts_with(
+            "selected no pod during its window: podSelector app=web selects 1 Running pod in shop, but none is on a node nodeSelector disk=ssd,zone=a matches; change nodeSelector"
+        ));
+    }
+
+    #[test]
+    fn selected_pods_with_silent_agents_still_fail_at_the_report_timeout() {
+        let s = settings();
+        let spec = json!({"podSelector": {"matchLabels": {"app": "web"}}, "duration": "10m"});
+        let mut seen = selecting(spec.clone(), 2, 2);
+        let waiting = desired(&seen, after(30), &s);
+        assert_eq!((waiting.phase, waiting.message), (Phase::Capturing, None));
+        let failed = desired(&seen, after(61), &s);
+        assert_eq!(failed.phase, Phase::Failed);
+        assert!(failed
+            .message
+            .unwrap()
+            .starts_with("no node's capture agent reported on this capture within 1m of its start: check that its podSelector"));
+        // The pods appeared at 5 min: the agents get the report timeout from then.
+        seen.unselected_at = Some(after(300));
+        let fresh = desired(&seen, after(330), &s);
+        assert_eq!((fresh.phase, fresh.message), (Phase::Capturing, None));
+        let failed = desired(&seen, after(361), &s);
+        assert_eq!(failed.phase, Phase::Failed);
+        assert!(failed
+            .message
+            .unwrap()
+            .starts_with("no node's capture agent reported on this capture within 1m of its pods being selected:"));
+        // Closed without a report from any node: the same failure.
+        let closed = desired(&selecting(spec, 1, 1), after(630), &s);
+        assert_eq!(closed.phase, Phase::Failed);
+        assert!(closed
+            .message
+            .unwrap()
+            .starts_with("no node's capture agent reported"));
+    }
+
+    #[test]
+    fn a_capture_with_targets_has_no_selection_message() {
+        let s = settings();
+        let mut seen = selecting(json!({"duration": "10m"}), 0, 0);
+        seen.status.targets = vec![target(TargetState::Capturing)];
+        let capturing = desired(&seen, after(300), &s);
+        assert_eq!(
+            (capturing.phase, capturing.message),
+            (Phase::Capturing, None)
+        );
+        assert!(!seen.wants_selection(after(300), &s), "nor is it looked up");
+    }
+
+    #[test]
+    fn only_silent_captures_in_or_after_their_window_are_looked_up() {
+        let s = settings();
+        let now = observed(json!({"duration": "10m"}));
+        assert!(now.wants_selection(after(1), &s));
+        assert!(now.wants_selection(after(700), &s), "closed, not finished");
+        let later = observed(json!({"startTime": "2025-06-01T03:00:00Z", "duration": "10m"}));
+        assert!(!later.wants_selection(after(1), &s));
+        let mut finished = now.clone();
+        finished.status.phase = Phase::Failed;
+        assert!(!finished.wants_selection(after(1), &s));
+        assert!(!observed(json!({"duration": 600})).wants_selection(after(1), &s));
+    }
+
+    /// A pod as the API server lists it.
+    fn pod(name: &str, labels: Value, node: &str, phase: &str, deleting: bool) -> Pod {
+        let mut metadata = json!({"name": name, "namespace": "shop", "labels": labels});
+        if deleting {
+            metadata["deletionTimestamp"] = json!("2025-06-01T02:00:00Z");
+        }
+        serde_json::from_value(json!({
+            "metadata": metadata,
+            "spec": {"nodeName": node, "containers": []},
+            "status": {"phase": phase},
+        }))
+        .unwrap()
+    }
+
+    fn node(name: &str, labels: Value) -> Node {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap()
+    }
+
+    #[test]
+    fn a_selection_counts_running_matching_pods_and_those_on_selected_nodes() {
+        let pods = [
+            pod("web-1", json!({"app": "web"}), "node-a", "Running", false),
+            pod("web-2", json!({"app": "web"}), "node-b", "Running", false),
+            pod("web-3", json!({"app": "web"}), "node-a", "Pending", false),
+            pod("web-4", json!({"app": "web"}), "node-a", "Running", true),
+            pod("db-1", json!({"app": "db"}), "node-a", "Running", false),
+        ];
+        let nodes = [
+            node("node-a", json!({"disk": "ssd"})),
+            node("node-b", json!({"disk": "hdd"})),
+        ];
+        let spec = |value: Value| serde_json::from_value::<CaptureSpec>(value).unwrap();
+        let web = json!({"podSelector": {"matchLabels": {"app": "web"}}});
+        assert_eq!(
+            Selection::of(&spec(web.clone()), &pods, &nodes),
+            Selection {
+                pods: 2,
+                on_selected_nodes: 2
+            },
+            "Running and not being deleted; without a nodeSelector every node counts"
+        );
+        let mut ssd = web.clone();
+        ssd["nodeSelector"] = json!({"disk": "ssd"});
+        assert_eq!(
+            Selection::of(&spec(ssd), &pods, &nodes),
+            Selection {
+                pods: 2,
+                on_selected_nodes: 1
+            }
+        );
+        let mut nvme = web;
+        nvme["nodeSelector"] = json!({"disk": "nvme"});
+        assert_eq!(
+            Selection::of(&spec(nvme), &pods, &nodes),
+            Selection {
+                pods: 2,
+                on_selected_nodes: 0
+            }
+        );
+        assert_eq!(
+            Selection::of(
+                &spec(json!({"podSelector": {"matchLabels": {"app": "cache"}}})),
+                &pods,
+                &nodes
+            ),
+            Selection {
+                pods: 0,
+                on_selected_nodes: 0
+            }
+        );
+        assert_eq!(
+            Selection::of(&spec(json!({})), &pods, &[]).pods,
+            3,
+            "the empty podSelector selects every Running pod"
         );
     }
 }
