@@ -210,13 +210,16 @@ fn host_network_pod_fails_alone(node: &Node) {
     );
     node.cluster
         .kubectl_stdin(&["apply", "-f", "-"], Some(&yaml));
-    let status = node.wait_capturing(name, &pods);
+    node.wait_capturing(name, &pods);
     let failed = eventually("the hostNetwork pod's target Failed", 20, || {
         Node::target(&node.status(name), "on-the-host").filter(|t| t.state == TargetState::Failed)
     });
     let error = failed.error.unwrap_or_default();
     assert!(error.contains("hostNetwork"), "{error}");
-    assert_eq!(status.phase, Phase::Capturing, "{status:?}");
+    // One failed target does not fail the capture: the others go on.
+    eventually("phase Capturing beside the failed target", 15, || {
+        (node.status(name).phase == Phase::Capturing).then_some(())
+    });
     node.delete_capture(name);
     node.cluster
         .kubectl(&["-n", NS, "delete", "pod", "on-the-host", "--wait=false"]);
