@@ -123,6 +123,46 @@ fn selector_capture_over_two_pods_completes_with_their_packets() {
 }
 
 #[test]
+fn a_capture_with_peers_keeps_only_the_traffic_with_them() {
+    let pod = Pod::new();
+    let _sinks = (
+        UdpSink::bind(pod.host_v4.into(), 7502),
+        UdpSink::bind(pod.host_v6.into(), 7502),
+    );
+    let api = Api::start();
+    // Same protocol and port to both addresses: only the peer tells them apart.
+    let created = api.post(
+        CAPTURES,
+        &json!({"metadata": {"name": "peers"}, "spec": {
+            "podSelector": selector_for(&[&pod]),
+            "filters": [{"protocol": "UDP", "ports": [7502], "peers": [format!("{}/32", pod.host_v4)]}],
+            "duration": "3s",
+        }}),
+    );
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    assert_eq!(
+        created.json()["spec"]["filters"][0]["peers"],
+        json!([pod.host_v4.to_string()]),
+        "a /32 is written back as the address"
+    );
+    burst_from_pod(&pod, SocketAddr::new(pod.host_v4.into(), 7502), 20, 100);
+    burst_from_pod(&pod, SocketAddr::new(pod.host_v6.into(), 7502), 15, 100);
+    let done = api.wait_for_phase(
+        "default",
+        "peers",
+        &["Completed", "Failed"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(done["status"]["phase"], "Completed", "{done}");
+    assert_eq!(target(&done, &pod)["packets"], 20, "{done}");
+}
+
+#[test]
 fn stop_keeps_files_and_delete_removes_them() {
     let pod = Pod::new();
     let _sink = UdpSink::bind(pod.host_v4.into(), 7501);
@@ -202,6 +242,11 @@ fn bad_input_gets_a_problem_naming_the_field() {
         field.starts_with("spec.filters[0]") && reason.contains("unknown protocol"),
         "{field}: {reason}"
     );
+    let (field, reason) = invalid_param(post(
+        json!({"filters": [{"protocol": "UDP", "peers": ["10.96.0.10", "10.0.0.1/8"]}], "duration": "1m"}),
+    ));
+    assert_eq!(field, "spec.filters[0].peers[1]");
+    assert!(reason.contains("write its network, 10.0.0.0/8"), "{reason}");
     let (field, _) = invalid_param(post(
         json!({"startTime": "2030-01-02T00:00:00Z", "endTime": "2030-01-01T00:00:00Z"}),
     ));

@@ -11,17 +11,26 @@
 //! `!icmp && !icmpv6`), ICMPv6 and protocol numbers only right after the fixed IPv6 header
 //! (`ipv6.nxt`), tagged frames matched on their inner packet (tshark does that by itself).
 //! tshark dissects UDPLite with the `udp.*` fields, so `udplite`/`!udplite` tells them apart.
+//!
+//! Peers are judged by tcpdump itself: the pod also talks from and to a second pair of addresses
+//! (IPv4 and IPv6, in another /30 and /64), and for each peer filter the frames in
+//! capture-agent's file must be exactly those that `tcpdump -r` keeps from the unfiltered
+//! reference given the equivalent pcap-filter expression (`ip host`, `ip net`, `ip6 net`, ...).
 
 mod agent_common;
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
+use std::path::Path;
+use std::process::Command;
 use std::thread::sleep;
 
 use agent_common::pcapfile::frames_difference;
 use agent_common::traffic;
 use agent_common::{
-    in_window, json_u64, must_read, now_ns, path_str, scratch_dir, tshark, Capturer, Frame,
-    HostServices, Pod, BEFORE_STOP, SETTLE,
+    in_pod, in_window, json_u64, must_read, now_ns, path_str, scratch_dir, tshark, Capturer, Frame,
+    HostServices, Pod, UdpSink, BEFORE_STOP, SETTLE,
 };
+use podcap_testkit::pod::{run, POD_IF};
 
 /// A capture-agent filter (one or more `--filter` rules) and the display filter equivalent.
 struct Case {
@@ -167,6 +176,284 @@ fn each_filter_keeps_exactly_what_the_equivalent_display_filter_selects() {
         "{} of {} filters kept the wrong frames:\n\n{}",
         failures.len(),
         CASES.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// The second pair of addresses: the host end's and the pod's, IPv4 (10.244.n.5 and .6, so
+/// both in 10.244.n.4/30) and IPv6 (fd00:244:n:1::5 and ::6, a /64 of their own).
+struct SecondPair {
+    host_v4: Ipv4Addr,
+    pod_v4: Ipv4Addr,
+    host_v6: Ipv6Addr,
+    pod_v6: Ipv6Addr,
+}
+
+impl SecondPair {
+    /// Adds the addresses to both ends, with static neighbours so no ARP or neighbour
+    /// solicitation lands in the middle of the traffic. They go with the pod's veth.
+    fn add(pod: &Pod) -> SecondPair {
+        let n = pod.slot();
+        let pair = SecondPair {
+            host_v4: Ipv4Addr::new(10, 244, n, 5),
+            pod_v4: Ipv4Addr::new(10, 244, n, 6),
+            host_v6: format!("fd00:244:{n}:1::5").parse().unwrap(),
+            pod_v6: format!("fd00:244:{n}:1::6").parse().unwrap(),
+        };
+        let host = pod.host_if.as_str();
+        let ns = pod.netns.as_str();
+        let mac = |m: [u8; 6]| {
+            m.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        };
+        let (host_mac, pod_mac) = (mac(pod.host_mac), mac(pod.pod_mac));
+        let (h4, p4) = (
+            format!("{}/25", pair.host_v4),
+            format!("{}/25", pair.pod_v4),
+        );
+        let (h6, p6) = (
+            format!("{}/64", pair.host_v6),
+            format!("{}/64", pair.pod_v6),
+        );
+        run("ip", &["addr", "add", &h4, "dev", host]);
+        run("ip", &["addr", "add", &h6, "dev", host, "nodad"]);
+        run("ip", &["-n", ns, "addr", "add", &p4, "dev", POD_IF]);
+        run(
+            "ip",
+            &["-n", ns, "addr", "add", &p6, "dev", POD_IF, "nodad"],
+        );
+        for address in [pair.host_v4.to_string(), pair.host_v6.to_string()] {
+            run(
+                "ip",
+                &[
+                    "-n", ns, "neigh", "replace", &address, "lladdr", &host_mac, "dev", POD_IF,
+                ],
+            );
+        }
+        for address in [pair.pod_v4.to_string(), pair.pod_v6.to_string()] {
+            run(
+                "ip",
+                &[
+                    "neigh", "replace", &address, "lladdr", &pod_mac, "dev", host,
+                ],
+            );
+        }
+        pair
+    }
+
+    /// UDP to port 53 of the second host addresses, from the second pod addresses and from the
+    /// pod's first ones (so some packets have one end in each pair).
+    fn send(&self, pod: &Pod) {
+        let flows = [
+            (IpAddr::V4(self.pod_v4), IpAddr::V4(self.host_v4)),
+            (IpAddr::V4(pod.pod_v4), IpAddr::V4(self.host_v4)),
+            (IpAddr::V6(self.pod_v6), IpAddr::V6(self.host_v6)),
+            (IpAddr::V6(pod.pod_v6), IpAddr::V6(self.host_v6)),
+        ];
+        in_pod(pod, || {
+            for (source, destination) in flows {
+                let socket = UdpSocket::bind((source, 0))
+                    .unwrap_or_else(|e| panic!("binding UDP to {source}: {e}"));
+                for i in 0..3 {
+                    socket
+                        .send_to(format!("podcap peer {i}").as_bytes(), (destination, 53))
+                        .unwrap_or_else(|e| panic!("sending {source} -> {destination}: {e}"));
+                    sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        });
+    }
+}
+
+/// A peer filter and the pcap-filter expression that means the same on this traffic (for
+/// untagged frames; [`with_vlan`] adds the tagged ones).
+struct PeerCase {
+    rules: Vec<String>,
+    expression: String,
+}
+
+fn peer_cases(pod: &Pod, second: &SecondPair) -> Vec<PeerCase> {
+    let n = pod.slot();
+    let case = |rules: &[String], expression: String| PeerCase {
+        rules: rules.to_vec(),
+        expression,
+    };
+    vec![
+        // One IPv4 address, either end; ARP naming it is not IP.
+        case(
+            &[format!("@{}", pod.host_v4)],
+            format!("ip host {}", pod.host_v4),
+        ),
+        // The VLAN 100 subnet: only the tagged frames.
+        case(
+            &[format!("udp:53@10.244.{n}.128/25")],
+            format!("udp port 53 and ip net 10.244.{n}.128/25"),
+        ),
+        // A /30 holding the second pair: packets with one end in it, or both.
+        case(
+            &[format!("@10.244.{n}.4/30")],
+            format!("ip net 10.244.{n}.4/30"),
+        ),
+        case(
+            &[format!("@{}/32", second.pod_v4)],
+            format!("ip host {}", second.pod_v4),
+        ),
+        case(
+            &[format!("tcp:443,8080@fd00:244:{n}::/64")],
+            format!("(tcp port 443 or tcp port 8080) and ip6 net fd00:244:{n}::/64"),
+        ),
+        case(
+            &[format!("@{}", second.pod_v6)],
+            format!("ip6 host {}", second.pod_v6),
+        ),
+        case(
+            &[format!("udp:53@fd00:244:{n}:1::4/126")],
+            format!("udp port 53 and ip6 net fd00:244:{n}:1::4/126"),
+        ),
+        case(
+            &[format!("udp@{},{}", second.pod_v4, second.host_v6)],
+            format!(
+                "udp and (ip host {} or ip6 host {})",
+                second.pod_v4, second.host_v6
+            ),
+        ),
+        case(
+            &[
+                format!("tcp:443@{}", pod.host_v6),
+                format!("udp:53@{}", second.host_v4),
+            ],
+            format!(
+                "(tcp port 443 and ip6 host {}) or (udp port 53 and ip host {})",
+                pod.host_v6, second.host_v4
+            ),
+        ),
+        // Every IPv6 packet but the link-local ones (neighbour discovery, MLD).
+        case(&["@fd00::/8".to_string()], "ip6 net fd00::/8".to_string()),
+    ]
+}
+
+/// The expression for untagged frames and for frames with one VLAN tag, which the reference
+/// file holds with the tag in place.
+fn with_vlan(expression: &str) -> String {
+    format!("({expression}) or (vlan and ({expression}))")
+}
+
+/// `tcpdump -r REFERENCE -w OUTPUT EXPRESSION`: what libpcap keeps of the reference.
+fn tcpdump_keeps(reference: &Path, output: &Path, expression: &str) -> Vec<Frame> {
+    let result = Command::new("tcpdump")
+        .args(["-n", "--time-stamp-precision=nano", "-r"])
+        .arg(reference)
+        .arg("-w")
+        .arg(output)
+        .arg(expression)
+        .output()
+        .expect("running tcpdump -r");
+    assert!(
+        result.status.success(),
+        "tcpdump -r ... {expression:?}: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    must_read(output).frames
+}
+
+#[test]
+fn each_peer_filter_keeps_exactly_what_tcpdump_keeps_with_host_and_net() {
+    let pod = Pod::new();
+    let _services = HostServices::start(&pod);
+    let second = SecondPair::add(&pod);
+    let _sinks = [
+        UdpSink::bind(IpAddr::V4(second.host_v4), 53),
+        UdpSink::bind(IpAddr::V6(second.host_v6), 53),
+    ];
+    let cases = peer_cases(&pod, &second);
+    let dir = scratch_dir();
+    let reference = dir.path().join("tcpdump.pcap");
+    let outputs: Vec<String> = (0..cases.len())
+        .map(|i| path_str(&dir.path().join(format!("peers-{i}.pcapng"))).to_string())
+        .collect();
+
+    let tcpdump = Capturer::tcpdump(&pod.host_if, &reference);
+    let agents: Vec<Capturer> = cases
+        .iter()
+        .zip(&outputs)
+        .map(|(case, output)| {
+            let mut args = vec![
+                "--interface",
+                pod.host_if.as_str(),
+                "--output",
+                output.as_str(),
+                "--json",
+                "--ring-size",
+                "8MiB",
+            ];
+            for rule in &case.rules {
+                args.extend(["--filter", rule.as_str()]);
+            }
+            Capturer::agent(&args)
+        })
+        .collect();
+    let t0 = now_ns();
+    traffic::send_all_kinds(&pod);
+    second.send(&pod);
+    sleep(SETTLE);
+    let t1 = now_ns();
+    sleep(BEFORE_STOP);
+    let finished: Vec<_> = agents.into_iter().map(Capturer::stop).collect();
+    tcpdump.stop().assert_success();
+
+    let reference_in_window = in_window(&must_read(&reference).frames, t0, t1);
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    for (index, ((case, output), finished)) in cases.iter().zip(&outputs).zip(&finished).enumerate()
+    {
+        let what = format!("--filter {}", case.rules.join(" --filter "));
+        finished.assert_success();
+        let ours = must_read(output.as_ref());
+        let if_filter = ours.interfaces[0].filter.clone().unwrap_or_default();
+        let if_filter = String::from_utf8_lossy(if_filter.get(1..).unwrap_or_default());
+        assert!(
+            if_filter.contains(" host ") || if_filter.contains(" net "),
+            "{what}: the IDB's if_filter should name the peers, got {if_filter:?}"
+        );
+        let expression = with_vlan(&case.expression);
+        let kept = tcpdump_keeps(
+            &reference,
+            &dir.path().join(format!("tcpdump-{index}.pcap")),
+            &expression,
+        );
+        let expected = in_window(&kept, t0, t1);
+        assert!(
+            !expected.is_empty() && expected.len() < reference_in_window.len(),
+            "{what}: `{expression}` keeps {} of {} frames; the test proves nothing",
+            expected.len(),
+            reference_in_window.len()
+        );
+        eprintln!(
+            "{what:<48} keeps {:>3} of {} frames, as tcpdump '{}'",
+            expected.len(),
+            reference_in_window.len(),
+            case.expression
+        );
+        compared += expected.len();
+        let context = format!("{what} vs tcpdump -r '{expression}' on tcpdump's capture");
+        failures.extend(frames_difference(
+            &in_window(&ours.frames, t0, t1),
+            &expected,
+            &context,
+        ));
+    }
+    eprintln!(
+        "{} peer filters, {compared} frames kept in all, out of {} frames in the window",
+        cases.len(),
+        reference_in_window.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} peer filters kept the wrong frames:\n\n{}",
+        failures.len(),
+        cases.len(),
         failures.join("\n\n")
     );
 }

@@ -4,7 +4,10 @@
 //! filter's pcap expression. libpcap's verdict comes from `pcap_compile` on a dead DLT_EN10MB
 //! handle and `pcap_offline_filter`. Checked three ways: a deterministic corpus of frames against
 //! a fixed list of filters, a big filter (40 rules of 20 ranges) whose program needs long jumps,
-//! and a proptest over random filters and random structured frames.
+//! and a proptest over random filters and random structured frames. Peers (`ip host`, `ip net`,
+//! `ip6 host`, `ip6 net`) get the same three: a corpus of frames whose addresses sit on the
+//! edges of the peers' networks (including /0, /1, /31, /32, /64, /127, /128), a filter of 64+
+//! peers, and a proptest over random peer sets.
 //!
 //! Two facts about libpcap shape the comparison:
 //!
@@ -30,9 +33,10 @@
 
 use std::cell::{Cell, OnceCell};
 use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use capture_agent::bpf::{self, Program};
-use capture_spec::{Filter, FilterRule, PortRange, Protocol};
+use capture_spec::{Filter, FilterRule, Peer, PortRange, Protocol};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 
@@ -117,6 +121,15 @@ fn model_loads(filter: &Filter, frame: &[u8]) -> Option<bool> {
             continue;
         }
         for rule in filter.rules() {
+            // `((PEERS) and (BODY))`: the peers first, a rule with only peers keeping the packet.
+            if !rule.peers().is_empty() {
+                if !model_peers(rule.peers(), ethertype, ip, frame)? {
+                    continue;
+                }
+                if rule.protocols().is_none() {
+                    return Some(true);
+                }
+            }
             for protocol in rule.protocols().unwrap_or_default() {
                 let n = protocol.number();
                 let families = protocol.families();
@@ -144,6 +157,47 @@ fn model_loads(filter: &Filter, frame: &[u8]) -> Option<bool> {
             }
         }
         return Some(false);
+    }
+    Some(false)
+}
+
+/// `ip host`/`ip net`/`ip6 host`/`ip6 net` for each peer in order, as libpcap compiles them: the
+/// ethertype, then the source address, then the destination. An IPv4 address is one word; an
+/// IPv6 address is four words, each loaded and compared under its part of the mask (a zero mask
+/// for the words past the prefix) up to the first that differs.
+fn model_peers(peers: &[Peer], ethertype: u16, ip: usize, frame: &[u8]) -> Option<bool> {
+    let word = |offset: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(
+            frame.get(offset..offset + 4)?.try_into().ok()?,
+        ))
+    };
+    for peer in peers {
+        let prefix = u32::from(peer.prefix_len());
+        match (ethertype, peer.address()) {
+            (0x0800, IpAddr::V4(network)) => {
+                let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+                for end in [12, 16] {
+                    if word(ip + end)? & mask == u32::from(network) {
+                        return Some(true);
+                    }
+                }
+            }
+            (0x86dd, IpAddr::V6(network)) => {
+                let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+                let network = u128::from(network);
+                'end: for end in [8, 24] {
+                    for index in 0..4 {
+                        let shift = 96 - 32 * index;
+                        let part = |value: u128| (value >> shift) as u32;
+                        if word(ip + end + 4 * index as usize)? & part(mask) != part(network) {
+                            continue 'end;
+                        }
+                    }
+                    return Some(true);
+                }
+            }
+            _ => {}
+        }
     }
     Some(false)
 }
@@ -283,12 +337,31 @@ enum Cut {
     AroundPorts(i8),
 }
 
+/// Source and destination addresses of the IP header, per family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Addresses {
+    v4: [Ipv4Addr; 2],
+    v6: [Ipv6Addr; 2],
+}
+
+impl Default for Addresses {
+    /// 10.0.0.1 -> 10.0.0.2, and 2001:db8:2001:db8:2001:db8:2001:db8 both ways.
+    fn default() -> Addresses {
+        let v6 = Ipv6Addr::new(0x2001, 0xdb8, 0x2001, 0xdb8, 0x2001, 0xdb8, 0x2001, 0xdb8);
+        Addresses {
+            v4: [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)],
+            v6: [v6, v6],
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct FrameSpec {
     /// TPIDs of inline tags, outermost first.
     tags: Vec<u16>,
     network: Network,
     cut: Cut,
+    addresses: Addresses,
 }
 
 impl FrameSpec {
@@ -297,6 +370,14 @@ impl FrameSpec {
             tags: tags.to_vec(),
             network,
             cut: Cut::Whole,
+            addresses: Addresses::default(),
+        }
+    }
+
+    fn between(tags: &[u16], network: Network, addresses: Addresses) -> FrameSpec {
+        FrameSpec {
+            addresses,
+            ..FrameSpec::whole(tags, network)
         }
     }
 
@@ -323,7 +404,9 @@ impl FrameSpec {
                 frame.extend_from_slice(&total.to_be_bytes());
                 frame.extend_from_slice(&[0x12, 0x34]);
                 frame.extend_from_slice(&fragment.to_be_bytes());
-                frame.extend_from_slice(&[64, protocol, 0xbe, 0xef, 10, 0, 0, 1, 10, 0, 0, 2]);
+                frame.extend_from_slice(&[64, protocol, 0xbe, 0xef]);
+                frame.extend_from_slice(&self.addresses.v4[0].octets());
+                frame.extend_from_slice(&self.addresses.v4[1].octets());
                 // Options that look like ports 80 and 443: reading ports at a fixed offset 20
                 // instead of at the IHL would show.
                 frame.extend([0x00, 0x50, 0x01, 0xbb].iter().cycle().take(header - 20));
@@ -341,7 +424,8 @@ impl FrameSpec {
                 frame.extend_from_slice(&[0x86, 0xdd]);
                 let ip = frame.len();
                 frame.extend_from_slice(&[0x60, 0, 0, 0, 0, 28, next_header, 64]);
-                frame.extend([0x20, 0x01, 0x0d, 0xb8].iter().cycle().take(32));
+                frame.extend_from_slice(&self.addresses.v6[0].octets());
+                frame.extend_from_slice(&self.addresses.v6[1].octets());
                 if let Some((inner, offset)) = fragment {
                     frame.extend_from_slice(&[inner, 0]);
                     frame.extend_from_slice(&offset.to_be_bytes());
@@ -626,6 +710,17 @@ fn corpus_filters() -> Vec<Filter> {
         &["sctp:0,65535", "udplite:53-54"],
         &["any:79-81,52-54", "tcp:443"],
         &["tcp:80", "any"],
+        // Peers that the corpus's addresses (10.0.0.1 -> 10.0.0.2, 2001:db8:2001:db8:...) meet,
+        // so ports, fragments, IHLs and truncation are checked with a peer test in front.
+        &["tcp:80,443,8000-8100@10.0.0.0/8,2001:db8::/32"],
+        &["udp:53@10.0.0.2"],
+        &["@10.0.0.1", "icmpv6"],
+        &["tcp:80@10.0.0.0/8", "tcp"],
+        &["47@2001:db8:2001:db8::/64", "44"],
+        &[
+            "any:53@10.0.0.3,2001:db8:2001:db8:2001:db8:2001:db8",
+            "sctp",
+        ],
     ]
     .iter()
     .map(|rules| filter(rules))
@@ -976,7 +1071,12 @@ fn frame_strategy(filter: &Filter) -> impl Strategy<Value = FrameSpec> {
         3 => (-3i8..=5).prop_map(Cut::AroundPorts),
         1 => (0usize..90).prop_map(Cut::At),
     ];
-    (tags, network, cut).prop_map(|(tags, network, cut)| FrameSpec { tags, network, cut })
+    (tags, network, cut).prop_map(|(tags, network, cut)| FrameSpec {
+        tags,
+        network,
+        cut,
+        addresses: Addresses::default(),
+    })
 }
 
 fn case_strategy() -> impl Strategy<Value = (Filter, Vec<FrameSpec>)> {
@@ -989,10 +1089,24 @@ fn case_strategy() -> impl Strategy<Value = (Filter, Vec<FrameSpec>)> {
 #[test]
 fn random_filters_and_frames_match_libpcap() {
     // PROPTEST_CASES=20000 runs a longer search.
+    run_proptest("random filters", 2000, case_strategy());
+}
+
+#[test]
+fn random_peer_sets_and_frames_match_libpcap() {
+    run_proptest("random peer filters", 1000, peer_case_strategy());
+}
+
+/// Runs random filters over their random frames; every frame must pass [`Subject::check`].
+fn run_proptest(
+    what: &str,
+    default_cases: u32,
+    strategy: impl Strategy<Value = (Filter, Vec<FrameSpec>)>,
+) {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+        .unwrap_or(default_cases);
     let config = ProptestConfig {
         cases,
         max_shrink_iters: 4000,
@@ -1002,7 +1116,7 @@ fn random_filters_and_frames_match_libpcap() {
     };
     let mut runner = TestRunner::new(config);
     let total = Cell::new(Tally::default());
-    let result = runner.run(&case_strategy(), |(filter, frames)| {
+    let result = runner.run(&strategy, |(filter, frames)| {
         let subject = Subject::new(filter, true);
         let mut tally = total.get();
         for spec in &frames {
@@ -1019,7 +1133,7 @@ fn random_filters_and_frames_match_libpcap() {
     }
     let total = total.get();
     eprintln!(
-        "proptest: {cases} random filters, {} frame checks, {} kept, {} follow libpcap's unoptimized order where its optimizer disagrees",
+        "proptest: {cases} {what}, {} frame checks, {} kept, {} follow libpcap's unoptimized order where its optimizer disagrees",
         total.checks, total.kept, total.optimizer_differs
     );
     // The generators must produce both verdicts in quantity, or the agreement means little.
@@ -1027,4 +1141,519 @@ fn random_filters_and_frames_match_libpcap() {
         total.kept > total.checks / 10 && total.kept < total.checks * 9 / 10,
         "{total:?}"
     );
+}
+
+// ---- peers ----------------------------------------------------------------------------------
+
+/// Addresses outside every corpus peer but the /0s and /1s: 198.51.100.7 and 2001:db8::7.
+const NEUTRAL_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+const NEUTRAL_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
+
+/// The peer filters of the peer corpus: hosts and networks of the lengths where masks change
+/// shape (/0, /1, /8, /12, /16, /24, /31, /32; /0, /1, /8, /64, /127, /128), both families, with
+/// and without protocol and ports, rules of one family meeting peers of both, consecutive rules
+/// sharing peers (one group) and not, and a peers-only rule inside a group.
+fn peer_filters() -> Vec<Filter> {
+    let mut filters: Vec<Filter> = [
+        &["@10.96.0.10"][..],
+        &["@10.0.0.0/8"],
+        &["udp:53@10.96.0.10"],
+        &["udp:53@10.96.0.10,10.0.0.0/8"],
+        &["tcp:443,8443@10.0.0.0/8,fd00::/8"],
+        &["@192.168.4.0/24"],
+        &["@0.0.0.0/0"],
+        &["@::/0"],
+        &["tcp@0.0.0.0/0,::/0"],
+        &["@128.0.0.0/1", "@8000::/1"],
+        &["@192.168.4.6/31"],
+        &["@fd00:0:0:1::/64"],
+        &["@fd00::/127"],
+        &["@fd00::1"],
+        &["any:53@fd00::1,10.96.0.0/12"],
+        &["icmp@10.244.0.0/16,fd00::/8"],
+        &["icmpv6@fd00::/8"],
+        &["47@10.0.0.0/8,fd00::/8", "44@fd00::1"],
+        &["tcp:80@10.0.0.0/8", "tcp:443"],
+        &["udp:53@10.96.0.10", "udp:53@10.96.0.10", "tcp@fd00::/8"],
+        &["tcp:80@10.0.0.0/8", "@10.0.0.0/8", "udp"],
+        &["tcp:80", "udp:53@10.96.0.10", "tcp"],
+        &["@fd00::/8", "tcp:80@fd00::/8"],
+        &[
+            "tcp:40000@fd00::/8",
+            "udp:53@fd00::/8",
+            "icmpv6@fd00::/8",
+            "tcp:443",
+        ],
+    ]
+    .iter()
+    .map(|rules| filter(rules))
+    .collect();
+    filters.push(many_peers_filter());
+    filters
+}
+
+/// 48 IPv4 hosts and 16 IPv6 networks on DNS, and 64 IPv6 hosts on TCP: the most one rule takes,
+/// twice, in a program long enough for long jumps.
+fn many_peers_filter() -> Filter {
+    let dns: Vec<String> = (0..48)
+        .map(|i| format!("10.96.{}.{}", i / 8, 10 + i % 8))
+        .chain((0..16).map(|i| format!("fd00:{i:x}::/32")))
+        .collect();
+    let tcp: Vec<String> = (0..64).map(|i| format!("fd00::{:x}", i * 7 + 1)).collect();
+    filter(&[
+        &format!("udp:53@{}", dns.join(",")),
+        &format!("tcp@{}", tcp.join(",")),
+    ])
+}
+
+/// Addresses on the edges of a peer's network: its first and last address, the ones just
+/// outside, the network with its last prefix bit or its first bit flipped (outside), one with
+/// the lowest bit of each 32-bit word flipped (outside when the word is under the prefix, which
+/// finds a word compared that should not be, or not compared that should), and one inside.
+fn edges(peer: Peer) -> Vec<IpAddr> {
+    let prefix = u32::from(peer.prefix_len());
+    let (network, bits) = match peer.address() {
+        IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
+        IpAddr::V6(v6) => (u128::from(v6), 128),
+    };
+    let all = u128::MAX >> (128 - bits);
+    let host_mask = all.checked_shr(prefix).unwrap_or(0);
+    let last = network | host_mask;
+    let mut values = vec![
+        network,
+        last,
+        network.wrapping_sub(1) & all,
+        last.wrapping_add(1) & all,
+        network | (host_mask & 0x5a5a_5a5a_5a5a_5a5a_5a5a_5a5a_5a5a_5a5a),
+    ];
+    if prefix > 0 {
+        values.push(network ^ (1 << (bits - prefix)));
+        values.push(network ^ (1 << (bits - 1)));
+    }
+    for word in 0..bits / 32 {
+        values.push(network ^ (1 << (32 * word)));
+    }
+    values
+        .into_iter()
+        .map(|value| match peer.address() {
+            // Truncation is the point: the value is an IPv4 address.
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(value as u32)),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(value)),
+        })
+        .collect()
+}
+
+/// Every peer's edge addresses by family, with the neutral ones, without repeats.
+fn edge_addresses<'a>(peers: impl IntoIterator<Item = &'a Peer>) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
+    let mut v4 = vec![NEUTRAL_V4];
+    let mut v6 = vec![NEUTRAL_V6];
+    for &peer in peers {
+        for address in edges(peer) {
+            match address {
+                IpAddr::V4(a) if !v4.contains(&a) => v4.push(a),
+                IpAddr::V6(a) if !v6.contains(&a) => v6.push(a),
+                _ => {}
+            }
+        }
+    }
+    (v4, v6)
+}
+
+fn v4_pair(source: Ipv4Addr, destination: Ipv4Addr) -> Addresses {
+    Addresses {
+        v4: [source, destination],
+        ..Addresses::default()
+    }
+}
+
+fn v6_pair(source: Ipv6Addr, destination: Ipv6Addr) -> Addresses {
+    Addresses {
+        v6: [source, destination],
+        ..Addresses::default()
+    }
+}
+
+/// Each edge address of the peer filters as source and as destination (the other end neutral),
+/// in packets of several protocols, ports and fragment shapes, untagged and tagged; ARP; and
+/// frames with peer addresses cut at every length.
+fn peer_corpus(filters: &[Filter]) -> Vec<Vec<u8>> {
+    let many = many_peers_filter();
+    let peers = filters
+        .iter()
+        .filter(|f| **f != many)
+        .flat_map(|f| f.rules())
+        .flat_map(|r| r.peers())
+        // A sample of the long filter's peers: all of them would multiply the corpus for little.
+        .chain(
+            many.rules()
+                .iter()
+                .flat_map(|r| r.peers().iter().step_by(9)),
+        );
+    let (v4, v6) = edge_addresses(peers);
+    let v4_shapes = [
+        (6, 0, 40000, 443),
+        (6, 0, 80, 40000),
+        (6, 0x00b9, 80, 80),
+        (17, 0, 53, 40000),
+        (17, 0, 40000, 53),
+        (1, 0, 0, 0),
+        (47, 0, 0, 0),
+        (132, 0, 1, 8443),
+    ];
+    let v6_shapes = [
+        (6, None, 40000, 443),
+        (6, None, 40000, 80),
+        (17, None, 40000, 53),
+        (58, None, 0, 0),
+        (44, Some((47, 0x0001)), 0, 0),
+        (44, Some((6, 0x0001)), 80, 80),
+    ];
+    let tag_stacks: [&[u16]; 4] = [&[], &[0x8100], &[0x88a8, 0x8100], &[0x88a8, 0x8100, 0x8100]];
+    let mut specs = Vec::new();
+    for tags in tag_stacks {
+        for &address in &v4 {
+            for pair in [v4_pair(address, NEUTRAL_V4), v4_pair(NEUTRAL_V4, address)] {
+                for (protocol, fragment, source, destination) in v4_shapes {
+                    let network = Network::Ipv4 {
+                        ihl: 5,
+                        fragment,
+                        protocol,
+                        source,
+                        destination,
+                    };
+                    specs.push(FrameSpec::between(tags, network, pair));
+                }
+            }
+        }
+        for &address in &v6 {
+            for pair in [v6_pair(address, NEUTRAL_V6), v6_pair(NEUTRAL_V6, address)] {
+                for (next_header, fragment, source, destination) in v6_shapes {
+                    let network = Network::Ipv6 {
+                        next_header,
+                        fragment,
+                        source,
+                        destination,
+                    };
+                    specs.push(FrameSpec::between(tags, network, pair));
+                }
+            }
+        }
+        specs.push(FrameSpec::whole(tags, Network::Other { ethertype: 0x0806 }));
+    }
+    let cut_bases = [
+        (
+            Network::Ipv4 {
+                ihl: 5,
+                fragment: 0,
+                protocol: 17,
+                source: 40000,
+                destination: 53,
+            },
+            [
+                v4_pair(Ipv4Addr::new(10, 96, 0, 10), NEUTRAL_V4),
+                v4_pair(NEUTRAL_V4, Ipv4Addr::new(10, 96, 0, 10)),
+                v4_pair(NEUTRAL_V4, Ipv4Addr::new(192, 168, 4, 7)),
+            ],
+        ),
+        (
+            Network::Ipv6 {
+                next_header: 6,
+                fragment: None,
+                source: 40000,
+                destination: 443,
+            },
+            [
+                v6_pair(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1), NEUTRAL_V6),
+                v6_pair(NEUTRAL_V6, Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)),
+                v6_pair(Ipv6Addr::new(0xfd00, 0, 0, 1, 0, 0, 0, 5), NEUTRAL_V6),
+            ],
+        ),
+        (
+            Network::Ipv6 {
+                next_header: 44,
+                fragment: Some((47, 0x0001)),
+                source: 0,
+                destination: 0,
+            },
+            [
+                v6_pair(NEUTRAL_V6, Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)),
+                v6_pair(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1), NEUTRAL_V6),
+                Addresses::default(),
+            ],
+        ),
+    ];
+    for tags in [&[][..], &[0x8100]] {
+        for (network, pairs) in &cut_bases {
+            for pair in pairs {
+                let base = FrameSpec::between(tags, network.clone(), *pair);
+                for n in 0..=base.build().len() {
+                    specs.push(FrameSpec {
+                        cut: Cut::At(n),
+                        ..base.clone()
+                    });
+                }
+            }
+        }
+    }
+    specs.iter().map(FrameSpec::build).collect()
+}
+
+#[test]
+fn peer_corpus_matches_libpcap() {
+    let filters = peer_filters();
+    let frames = peer_corpus(&filters);
+    assert!(frames.len() > 5_000, "{}", frames.len());
+    let mut total = Tally::default();
+    let mut failures = Vec::new();
+    let filter_count = filters.len();
+    for filter in filters {
+        let subject = Subject::new(filter, true);
+        let mut tally = Tally::default();
+        for frame in &frames {
+            if let Err(failure) = subject.check(frame, &mut tally) {
+                if failures.len() < 5 {
+                    failures.push(failure);
+                }
+            }
+        }
+        eprintln!(
+            "{:<48} {:>4} instructions, keeps {:>5} of {} frames, {} where libpcap's optimizer changes libpcap's verdict",
+            subject.filter.to_string().chars().take(48).collect::<String>(),
+            subject.program.instructions().len(),
+            tally.kept,
+            tally.checks,
+            tally.optimizer_differs
+        );
+        // Each filter must both keep and drop a fair share, or its agreement proves little.
+        assert!(
+            tally.kept > 20 && tally.kept + 20 < tally.checks,
+            "{}: keeps {} of {}",
+            subject.filter,
+            tally.kept,
+            tally.checks
+        );
+        total.checks += tally.checks;
+        total.kept += tally.kept;
+        total.optimizer_differs += tally.optimizer_differs;
+    }
+    eprintln!(
+        "peer corpus: {} frames x {} filters = {} checks, {} kept; {} follow libpcap's unoptimized order where its optimizer disagrees",
+        frames.len(),
+        filter_count,
+        total.checks,
+        total.kept,
+        total.optimizer_differs
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn the_longest_peer_filter_needs_long_jumps_and_matches_libpcap() {
+    let subject = Subject::new(many_peers_filter(), false);
+    let length = subject.program.instructions().len();
+    assert!(length > 1000, "{length}");
+    let mut tally = Tally::default();
+    let mut checked = 0;
+    for rule in subject.filter.rules() {
+        let (v4, v6) = edge_addresses(rule.peers());
+        for address in v4 {
+            for pair in [v4_pair(address, NEUTRAL_V4), v4_pair(NEUTRAL_V4, address)] {
+                for tags in [&[][..], &[0x8100]] {
+                    let network = Network::Ipv4 {
+                        ihl: 5,
+                        fragment: 0,
+                        protocol: 17,
+                        source: 40000,
+                        destination: 53,
+                    };
+                    let frame = FrameSpec::between(tags, network, pair).build();
+                    subject
+                        .check(&frame, &mut tally)
+                        .unwrap_or_else(|failure| panic!("{failure}"));
+                    checked += 1;
+                }
+            }
+        }
+        for address in v6 {
+            for pair in [v6_pair(address, NEUTRAL_V6), v6_pair(NEUTRAL_V6, address)] {
+                for next_header in [6, 17] {
+                    let network = Network::Ipv6 {
+                        next_header,
+                        fragment: None,
+                        source: 53,
+                        destination: 40000,
+                    };
+                    let frame = FrameSpec::between(&[0x88a8], network, pair).build();
+                    subject
+                        .check(&frame, &mut tally)
+                        .unwrap_or_else(|failure| panic!("{failure}"));
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(tally.kept > checked / 5, "kept {} of {checked}", tally.kept);
+    eprintln!(
+        "longest peer filter: {length} instructions (libpcap: {}), {checked} frames checked, {} kept",
+        subject.libpcap.optimized.get_instructions().len(),
+        tally.kept
+    );
+}
+
+/// A random network: an address masked to a prefix length, favouring the lengths where masks
+/// change shape.
+fn peer_strategy() -> impl Strategy<Value = Peer> {
+    let v4 = (
+        any::<u32>(),
+        prop_oneof![
+            1 => Just(0u8), 1 => Just(1), 1 => Just(8), 1 => Just(24), 1 => Just(31),
+            2 => Just(32), 2 => 0u8..=32
+        ],
+    )
+        .prop_map(|(address, length)| {
+            let mask = u32::MAX.checked_shl(32 - u32::from(length)).unwrap_or(0);
+            Peer::new(IpAddr::V4(Ipv4Addr::from(address & mask)), length).unwrap()
+        });
+    let v6 = (
+        any::<u128>(),
+        prop_oneof![
+            1 => Just(0u8), 1 => Just(1), 1 => Just(32), 1 => Just(48), 1 => Just(64),
+            1 => Just(96), 1 => Just(127), 2 => Just(128), 2 => 0u8..=128
+        ],
+    )
+        .prop_map(|(address, length)| {
+            let mask = u128::MAX.checked_shl(128 - u32::from(length)).unwrap_or(0);
+            Peer::new(IpAddr::V6(Ipv6Addr::from(address & mask)), length).unwrap()
+        });
+    prop_oneof![v4, v6]
+}
+
+/// A rule with the filter's shared peers, its own, or none (but then a protocol or ports, so
+/// that the filter does not keep everything).
+fn peer_rule_strategy(shared: Vec<Peer>) -> impl Strategy<Value = FilterRule> {
+    let peers = prop_oneof![
+        1 => Just(Vec::new()),
+        2 => Just(shared),
+        3 => proptest::collection::vec(peer_strategy(), 1..=4),
+    ];
+    (
+        protocol_strategy(),
+        proptest::collection::vec(range_strategy(), 0..=3),
+        peers,
+    )
+        .prop_filter_map(
+            "a rule that can match and keeps less than everything",
+            |(protocol, ranges, peers)| {
+                let ports = if protocol.is_none_or(Protocol::has_ports) {
+                    ranges
+                } else {
+                    Vec::new()
+                };
+                let rule = FilterRule::with_peers(protocol, ports, peers).ok()?;
+                (rule.protocols().is_some() || !rule.peers().is_empty()).then_some(rule)
+            },
+        )
+}
+
+fn peer_filter_strategy() -> impl Strategy<Value = Filter> {
+    proptest::collection::vec(peer_strategy(), 1..=3)
+        .prop_flat_map(|shared| proptest::collection::vec(peer_rule_strategy(shared), 1..=4))
+        .prop_map(Filter::new)
+}
+
+/// Frames as for the other proptest, with addresses on the edges of the filter's peers (or
+/// anywhere) at either end.
+fn peer_frame_strategy(filter: &Filter) -> impl Strategy<Value = FrameSpec> {
+    let peers: Vec<Peer> = filter
+        .rules()
+        .iter()
+        .flat_map(|r| r.peers())
+        .copied()
+        .collect();
+    let (v4, v6) = edge_addresses(&peers);
+    // Networks' own addresses too, so that a fair share of frames meets a peer.
+    let (mut inside_v4, mut inside_v6) = (vec![NEUTRAL_V4], vec![NEUTRAL_V6]);
+    for peer in &peers {
+        match peer.address() {
+            IpAddr::V4(a) => inside_v4.push(a),
+            IpAddr::V6(a) => inside_v6.push(a),
+        }
+    }
+    let v4 = prop_oneof![
+        4 => proptest::sample::select(v4),
+        6 => proptest::sample::select(inside_v4),
+        1 => any::<u32>().prop_map(Ipv4Addr::from),
+    ];
+    let v6 = prop_oneof![
+        4 => proptest::sample::select(v6),
+        6 => proptest::sample::select(inside_v6),
+        1 => any::<u128>().prop_map(Ipv6Addr::from),
+    ];
+    // A peer filter keeps fewer frames than one without peers, so half the frames carry one of
+    // the filter's protocols (the other frames' protocols are mostly ones it does not name) and
+    // half the cut frames are made whole again.
+    let mut protocols: Vec<u8> = filter
+        .rules()
+        .iter()
+        .flat_map(|r| r.protocols().unwrap_or_default())
+        .map(Protocol::number)
+        .collect();
+    protocols.push(6);
+    let protocol = proptest::option::weighted(0.5, proptest::sample::select(protocols));
+    let whole = proptest::bool::weighted(0.5);
+    (
+        frame_strategy(filter),
+        [v4.clone(), v4],
+        [v6.clone(), v6],
+        protocol,
+        whole,
+    )
+        .prop_map(|(spec, v4, v6, protocol, whole)| {
+            let network = match (spec.network, protocol) {
+                (
+                    Network::Ipv4 {
+                        ihl,
+                        fragment,
+                        source,
+                        destination,
+                        ..
+                    },
+                    Some(protocol),
+                ) => Network::Ipv4 {
+                    ihl,
+                    fragment,
+                    protocol,
+                    source,
+                    destination,
+                },
+                (
+                    Network::Ipv6 {
+                        fragment: None,
+                        source,
+                        destination,
+                        ..
+                    },
+                    Some(next_header),
+                ) => Network::Ipv6 {
+                    next_header,
+                    fragment: None,
+                    source,
+                    destination,
+                },
+                (network, _) => network,
+            };
+            FrameSpec {
+                addresses: Addresses { v4, v6 },
+                cut: if whole { Cut::Whole } else { spec.cut },
+                network,
+                ..spec
+            }
+        })
+}
+
+fn peer_case_strategy() -> impl Strategy<Value = (Filter, Vec<FrameSpec>)> {
+    peer_filter_strategy().prop_flat_map(|filter| {
+        let frames = proptest::collection::vec(peer_frame_strategy(&filter), 1..=24);
+        (Just(filter), frames)
+    })
 }

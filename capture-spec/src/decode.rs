@@ -13,8 +13,9 @@ use serde_json::Value;
 
 use crate::capture::CaptureSpec;
 use crate::duration::CaptureDuration;
-use crate::filter::{FilterRule, PortRange, Protocol};
+use crate::filter::{check_peer_count, FilterError, FilterRule, PortRange, Protocol};
 use crate::limits::{OutputFormat, Rotation};
+use crate::peer::Peer;
 use crate::schedule::{ConcurrencyPolicy, ScheduleSpec};
 use crate::selector::{LabelSelector, LabelSelectorRequirement, SelectorOperator};
 use crate::validate::{FieldError, ValidationErrors};
@@ -43,7 +44,7 @@ const SCHEDULE_FIELDS: &[&str] = &[
 ];
 const SELECTOR_FIELDS: &[&str] = &["matchLabels", "matchExpressions"];
 const REQUIREMENT_FIELDS: &[&str] = &["key", "operator", "values"];
-const RULE_FIELDS: &[&str] = &["protocol", "ports"];
+const RULE_FIELDS: &[&str] = &["protocol", "ports", "peers"];
 const ROTATION_FIELDS: &[&str] = &["maxFileBytes", "maxFileSeconds", "maxFiles"];
 
 const LABELS_HINT: &str = "write label pairs, e.g. {\"app\": \"web\"}";
@@ -213,9 +214,29 @@ fn locate_rule(value: &Value, path: &str, errors: &mut Errors) {
             "ports" => each(v, at, errors, |port, at, errors| {
                 located::<PortRange>(port, at, errors)
             }),
+            "peers" => locate_peers(v, at, errors),
             _ => {}
         },
     );
+}
+
+/// Each bad peer at `peers[i]`; an empty or too long list at `peers` itself.
+fn locate_peers(value: &Value, path: &str, errors: &mut Errors) {
+    let before = errors.len();
+    each(value, path, errors, |peer, at, errors| {
+        located::<Peer>(peer, at, errors)
+    });
+    if errors.len() > before {
+        return;
+    }
+    let problem = match value.as_array() {
+        Some(peers) if peers.is_empty() => Some(FilterError::EmptyPeerList),
+        Some(peers) => check_peer_count(peers.len()).err(),
+        None => None,
+    };
+    if let Some(problem) = problem {
+        errors.push(FieldError::new(path, problem.to_string()));
+    }
 }
 
 fn locate_rotation(value: &Value, path: &str, errors: &mut Errors) {
@@ -437,6 +458,40 @@ mod tests {
                 ("spec.filters[2].protocol".to_string(), "unknown protocol \"gre\": use TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite or an IP protocol number 1-255".to_string()),
                 ("spec.filters[3]".to_string(), "protocol ICMP has no ports: remove the ports, or use TCP, UDP, SCTP or UDPLite".to_string()),
             ]
+        );
+    }
+
+    #[test]
+    fn peer_errors_are_located_down_to_the_peer() {
+        let errors = capture_errors(
+            r#"{"filters":[{"protocol":"UDP","ports":[53],"peers":["10.96.0.10","10.0.0.1/8","kube-dns"]},{"peers":[]},{"protocol":"ICMP","peers":["fd00::/8"]},{"peer":["10.0.0.0/8"]}]}"#,
+        );
+        assert_eq!(
+            errors,
+            [
+                ("spec.filters[0].peers[1]".to_string(), "10.0.0.1/8 has host bits set: write its network, 10.0.0.0/8, or the single address 10.0.0.1".to_string()),
+                ("spec.filters[0].peers[2]".to_string(), "\"kube-dns\" is not an IP address or CIDR: write an IPv4 or IPv6 address such as 10.96.0.10 or fd00::1, or a network such as 10.0.0.0/8 or fd00::/8 (names are not resolved)".to_string()),
+                ("spec.filters[1].peers".to_string(), "empty peer list: list addresses or CIDRs such as 10.96.0.10 or 10.0.0.0/8, or leave the peers out to match every address".to_string()),
+                ("spec.filters[2]".to_string(), "protocol ICMP never meets these peers (ICMP is IPv4 only, ICMPv6 IPv6 only), so the rule would match nothing: add peers of the protocol's IP version, or change the protocol".to_string()),
+                ("spec.filters[3].peer".to_string(), "unknown field \"peer\": did you mean \"peers\"?".to_string()),
+            ]
+        );
+        let many: Vec<String> = (0..65).map(|i| format!("\"10.0.0.{i}\"")).collect();
+        let errors = capture_errors(&format!(
+            r#"{{"filters":[{{"peers":[{}]}}]}}"#,
+            many.join(",")
+        ));
+        assert_eq!(fields(&errors), ["spec.filters[0].peers"]);
+        assert!(errors[0].1.contains("at most 64"), "{errors:?}");
+        let value: Value = serde_json::from_str(
+            r#"{"filters":[{"protocol":"UDP","ports":[53],"peers":["10.96.0.10","fd00::/8"]},{"peers":["192.168.4.0/24"]}]}"#,
+        )
+        .unwrap();
+        let spec = CaptureSpec::from_json_value(&value, "spec").unwrap();
+        assert_eq!(spec.filters.rules()[0].peers().len(), 2);
+        assert_eq!(
+            spec.filters.to_string(),
+            "udp:53@10.96.0.10,fd00::/8 or @192.168.4.0/24"
         );
     }
 

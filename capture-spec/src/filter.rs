@@ -1,11 +1,14 @@
 //! The capture filter model: which packets a capture keeps.
 //!
-//! A filter is a list of rules OR'ed together; inside a rule the protocol and the ports are AND'ed
-//! (a superset of Calico's PacketCapture `filters`). An empty list keeps everything. Users write
+//! A filter is a list of rules OR'ed together; inside a rule the protocol, the ports and the peers
+//! are AND'ed (a superset of Calico's PacketCapture `filters`). Peers are IPv4/IPv6 addresses or
+//! CIDRs ([`Peer`]) matched against either end of the packet: a rule with peers keeps a packet
+//! whose source or destination is in one of them. An empty list keeps everything. Users write
 //! rules in two forms that parse to the same value:
 //!
-//! - the API/CRD form: `{"protocol": "TCP", "ports": [80, "8000:8100"]}`;
-//! - the CLI form: `tcp:80,443,8000-8100`, `udp:53`, `icmp`, `47`, `any:80`.
+//! - the API/CRD form: `{"protocol": "TCP", "ports": [80, "8000:8100"], "peers": ["10.0.0.0/8"]}`;
+//! - the CLI form: `tcp:80,443,8000-8100`, `udp:53`, `icmp`, `47`, `any:80`,
+//!   `udp:53@10.96.0.10`, `tcp:443,8443@10.0.0.0/8,fd00::/8`, `@192.168.4.0/24` (peers only).
 //!
 //! Every parse and validation error says which value is wrong and how to write it instead. The
 //! filter is compiled to in-kernel BPF by the agent; this module never produces text for a shell.
@@ -17,6 +20,8 @@ use std::str::FromStr;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
+
+use crate::peer::{Peer, MAX_PEERS};
 
 /// An IP protocol a rule can select. Known numbers always parse to their named variant, so
 /// `Number` never holds 1, 6, 17, 58, 132 or 136.
@@ -221,12 +226,14 @@ impl fmt::Display for PortRange {
     }
 }
 
-/// One rule: a protocol (none = any) and ports (none = any). Build with [`FilterRule::new`], which
-/// refuses ports on a protocol that has none.
+/// One rule: a protocol (none = any), ports (none = any) and peers (none = any address). Build
+/// with [`FilterRule::new`] or [`FilterRule::with_peers`], which refuse ports on a protocol that
+/// has none, more than [`MAX_PEERS`] peers, and peers that the protocol can never meet.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FilterRule {
     protocol: Option<Protocol>,
     ports: Vec<PortRange>,
+    peers: Vec<Peer>,
 }
 
 impl FilterRule {
@@ -235,12 +242,43 @@ impl FilterRule {
         protocol: Option<Protocol>,
         ports: Vec<PortRange>,
     ) -> Result<FilterRule, FilterError> {
+        FilterRule::with_peers(protocol, ports, Vec::new())
+    }
+
+    /// A rule that also needs the source or the destination address in one of `peers` (an empty
+    /// list: any address). Without protocol and ports it keeps every IPv4/IPv6 packet with those
+    /// peers.
+    pub fn with_peers(
+        protocol: Option<Protocol>,
+        ports: Vec<PortRange>,
+        peers: Vec<Peer>,
+    ) -> Result<FilterRule, FilterError> {
         if let Some(p) = protocol {
             if !ports.is_empty() && !p.has_ports() {
                 return Err(FilterError::PortsWithoutPortProtocol(p));
             }
         }
-        Ok(FilterRule { protocol, ports })
+        check_peer_count(peers.len())?;
+        if let (Some(p), false) = (protocol, peers.is_empty()) {
+            // ICMP with only IPv6 peers (or ICMPv6 with only IPv4 ones) would match nothing:
+            // almost certainly a mistake, so say so instead of capturing nothing.
+            let families = p.families();
+            let meets = peers.iter().any(|peer| {
+                if peer.is_ipv4() {
+                    families.ipv4
+                } else {
+                    families.ipv6
+                }
+            });
+            if !meets {
+                return Err(FilterError::PeersOutsideFamily(p));
+            }
+        }
+        Ok(FilterRule {
+            protocol,
+            ports,
+            peers,
+        })
     }
 
     pub fn protocol(&self) -> Option<Protocol> {
@@ -249,6 +287,11 @@ impl FilterRule {
 
     pub fn ports(&self) -> &[PortRange] {
         &self.ports
+    }
+
+    /// The networks either end of a packet must be in; empty means any address.
+    pub fn peers(&self) -> &[Peer] {
+        &self.peers
     }
 
     /// The protocols this rule selects: its own, or every port-bearing one when it has only
@@ -267,18 +310,43 @@ impl FilterRule {
     }
 }
 
+/// Refuses more peers than a rule may have.
+pub(crate) fn check_peer_count(count: usize) -> Result<(), FilterError> {
+    if count > MAX_PEERS {
+        return Err(FilterError::TooManyPeers(count));
+    }
+    Ok(())
+}
+
 impl FromStr for FilterRule {
     type Err = FilterError;
 
-    /// The CLI form `PROTO[:PORT[,PORT|FIRST-LAST]...]`; `PROTO` may be `any`.
+    /// The CLI form `[PROTO[:PORT[,PORT|FIRST-LAST]...]][@PEER[,PEER]...]`; `PROTO` may be `any`,
+    /// and with peers it may be left out (`@10.0.0.0/8`: every packet with that peer).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let trimmed = text.trim();
         if trimmed.is_empty() {
             return Err(FilterError::EmptyRule);
         }
-        let (proto_text, ports_text) = match trimmed.split_once(':') {
-            Some((p, ports)) => (p, Some(ports)),
+        // Split at '@' first: IPv6 peers contain ':', the protocol/ports separator.
+        let (body, peers_text) = match trimmed.split_once('@') {
+            Some((body, peers)) => (body.trim(), Some(peers)),
             None => (trimmed, None),
+        };
+        let peers = match peers_text {
+            None => Vec::new(),
+            Some(list) if list.trim().is_empty() => return Err(FilterError::EmptyPeerList),
+            Some(list) => list
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<Vec<Peer>, _>>()?,
+        };
+        if body.is_empty() {
+            return FilterRule::with_peers(None, Vec::new(), peers);
+        }
+        let (proto_text, ports_text) = match body.split_once(':') {
+            Some((p, ports)) => (p, Some(ports)),
+            None => (body, None),
         };
         let protocol = if proto_text.trim().eq_ignore_ascii_case("any") {
             None
@@ -293,7 +361,7 @@ impl FromStr for FilterRule {
                 .map(str::parse)
                 .collect::<Result<Vec<_>, _>>()?,
         };
-        FilterRule::new(protocol, ports)
+        FilterRule::with_peers(protocol, ports, peers)
     }
 }
 
@@ -302,6 +370,8 @@ impl fmt::Display for FilterRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.protocol {
             Some(p) => write!(f, "{}", p.api_name().to_ascii_lowercase())?,
+            // `@10.0.0.0/8` rather than `any@10.0.0.0/8`: both parse, the short one reads better.
+            None if self.ports.is_empty() && !self.peers.is_empty() => {}
             None => f.write_str("any")?,
         }
         for (i, range) in self.ports.iter().enumerate() {
@@ -311,6 +381,10 @@ impl fmt::Display for FilterRule {
             } else {
                 write!(f, "{sep}{}-{}", range.first, range.last)?;
             }
+        }
+        for (i, peer) in self.peers.iter().enumerate() {
+            let sep = if i == 0 { '@' } else { ',' };
+            write!(f, "{sep}{peer}")?;
         }
         Ok(())
     }
@@ -349,9 +423,14 @@ impl Filter {
         &self.rules
     }
 
-    /// True when the filter keeps every packet (no rules, or a rule with neither protocol nor ports).
+    /// True when the filter keeps every packet (no rules, or a rule with neither protocol nor
+    /// ports nor peers).
     pub fn keeps_everything(&self) -> bool {
-        self.rules.is_empty() || self.rules.iter().any(|r| r.protocols().is_none())
+        self.rules.is_empty()
+            || self
+                .rules
+                .iter()
+                .any(|r| r.protocols().is_none() && r.peers.is_empty())
     }
 
     /// The libpcap expression with exactly this filter's meaning on Ethernet frames, including
@@ -390,10 +469,29 @@ fn ports_pcap_expression(ports: &[PortRange], transport: &str) -> String {
         .join(" or ")
 }
 
+/// A rule with peers is `((PEERS) and (BODY))`: the peers come first, each as libpcap's `ip host`,
+/// `ip net`, `ip6 host` or `ip6 net` (source, then destination), in the order written. A rule with
+/// peers and neither protocol nor ports is `((PEERS))`.
 fn rule_pcap_expression(rule: &FilterRule) -> String {
-    let Some(protocols) = rule.protocols() else {
-        return "1 = 1".into();
-    };
+    let body = rule_body_pcap_expression(rule);
+    if rule.peers.is_empty() {
+        return body.unwrap_or_else(|| "1 = 1".into());
+    }
+    let peers = rule
+        .peers
+        .iter()
+        .map(|peer| peer.pcap_primitive())
+        .collect::<Vec<_>>()
+        .join(" or ");
+    match body {
+        Some(body) => format!("(({peers}) and {body})"),
+        None => format!("(({peers}))"),
+    }
+}
+
+/// The protocol and ports of a rule; `None` for a rule that names neither.
+fn rule_body_pcap_expression(rule: &FilterRule) -> Option<String> {
+    let protocols = rule.protocols()?;
     let alternatives = protocols.into_iter().flat_map(|p| {
         let n = p.number();
         let fam = p.families();
@@ -416,7 +514,10 @@ fn rule_pcap_expression(rule: &FilterRule) -> String {
         }
         parts
     });
-    format!("({})", alternatives.collect::<Vec<_>>().join(" or "))
+    Some(format!(
+        "({})",
+        alternatives.collect::<Vec<_>>().join(" or ")
+    ))
 }
 
 impl fmt::Display for Filter {
@@ -454,10 +555,28 @@ pub enum FilterError {
     BackwardsRange { first: u16, last: u16 },
     #[error("protocol {0} has no ports: remove the ports, or use TCP, UDP, SCTP or UDPLite")]
     PortsWithoutPortProtocol(Protocol),
-    #[error("empty filter rule: write PROTOCOL[:PORTS], e.g. tcp:80,443 or udp:53 or icmp")]
+    #[error("empty filter rule: write PROTOCOL[:PORTS][@PEERS], e.g. tcp:80,443 or udp:53@10.96.0.10 or icmp")]
     EmptyRule,
     #[error("empty port list after ':': write ports such as tcp:80,443, or drop the ':'")]
     EmptyPortList,
+    #[error("empty peer list: list addresses or CIDRs such as 10.96.0.10 or 10.0.0.0/8, or leave the peers out to match every address")]
+    EmptyPeerList,
+    #[error("{0} peers in one rule, but a rule takes at most 64: cover neighbouring addresses with one CIDR (e.g. 10.0.0.0/24), or split them over several rules")]
+    TooManyPeers(usize),
+    #[error("{0:?} is not an IP address or CIDR: write an IPv4 or IPv6 address such as 10.96.0.10 or fd00::1, or a network such as 10.0.0.0/8 or fd00::/8 (names are not resolved)")]
+    BadPeer(String),
+    #[error("{peer:?}: the prefix length after '/' must be a number 0-{max}, e.g. 10.0.0.0/8 or fd00::/64")]
+    BadPrefixLength { peer: String, max: u8 },
+    #[error("{peer:?}: the prefix length is longer than the address: use /0-/{max}")]
+    PrefixTooLong { peer: String, max: u8 },
+    #[error("{written} has host bits set: write its network, {network}, or the single address {address}")]
+    HostBitsSet {
+        written: String,
+        network: String,
+        address: String,
+    },
+    #[error("protocol {0} never meets these peers (ICMP is IPv4 only, ICMPv6 IPv6 only), so the rule would match nothing: add peers of the protocol's IP version, or change the protocol")]
+    PeersOutsideFamily(Protocol),
     #[error("filter {index} ({text:?}): {source}")]
     InRule {
         index: usize,
@@ -546,14 +665,14 @@ impl<'de> Deserialize<'de> for PortRange {
 #[cfg_attr(
     feature = "openapi",
     schema(
-        description = "One filter rule: a protocol (none = any) AND ports (none = any). Ports need a protocol with ports (TCP, UDP, SCTP, UDPLite) or none, which means those four.",
-        example = json!({"protocol": "TCP", "ports": [80, "8000:8100"]})
+        description = "One filter rule: a protocol (none = any) AND ports (none = any) AND peers (none = any address). Ports need a protocol with ports (TCP, UDP, SCTP, UDPLite) or none, which means those four. Peers are IPv4/IPv6 addresses or CIDRs matched against either end of the packet (source or destination); a rule with only peers keeps every IPv4/IPv6 packet with them.",
+        example = json!({"protocol": "UDP", "ports": [53], "peers": ["10.96.0.10", "fd00::/8"]})
     )
 )]
 #[cfg_attr(
     feature = "kube",
     schemars(
-        description = "One filter rule: a protocol (none = any) AND ports (none = any). Ports need a protocol with ports (TCP, UDP, SCTP, UDPLite) or none, which means those four."
+        description = "One filter rule: a protocol (none = any) AND ports (none = any) AND peers (none = any address). Ports need a protocol with ports (TCP, UDP, SCTP, UDPLite) or none, which means those four. Peers are IPv4/IPv6 addresses or CIDRs matched against either end of the packet (source or destination); a rule with only peers keeps every IPv4/IPv6 packet with them."
     )
 )]
 #[serde(deny_unknown_fields)]
@@ -564,6 +683,13 @@ pub(crate) struct FilterRuleWire {
     /// Ports and port ranges, OR'ed; unset or empty matches any port.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     ports: Vec<PortRange>,
+    /// IPv4/IPv6 addresses or CIDRs ("10.96.0.10", "10.0.0.0/8", "fd00::/8"), OR'ed: the packet's
+    /// source or destination must be in one. Unset matches any address; an empty list is refused
+    /// (it would silently match every address). At most 64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 64))]
+    #[cfg_attr(feature = "kube", schemars(length(min = 1, max = 64)))]
+    peers: Option<Vec<Peer>>,
 }
 
 impl Serialize for FilterRule {
@@ -571,6 +697,7 @@ impl Serialize for FilterRule {
         FilterRuleWire {
             protocol: self.protocol,
             ports: self.ports.clone(),
+            peers: (!self.peers.is_empty()).then(|| self.peers.clone()),
         }
         .serialize(serializer)
     }
@@ -579,7 +706,14 @@ impl Serialize for FilterRule {
 impl<'de> Deserialize<'de> for FilterRule {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let wire = FilterRuleWire::deserialize(deserializer)?;
-        FilterRule::new(wire.protocol, wire.ports).map_err(de::Error::custom)
+        let peers = match wire.peers {
+            None => Vec::new(),
+            Some(peers) if peers.is_empty() => {
+                return Err(de::Error::custom(FilterError::EmptyPeerList))
+            }
+            Some(peers) => peers,
+        };
+        FilterRule::with_peers(wire.protocol, wire.ports, peers).map_err(de::Error::custom)
     }
 }
 
@@ -689,6 +823,115 @@ mod tests {
                 .contains("backwards")
         );
         assert!(serde_json::from_str::<Filter>(r#"[{"protocol":"ICMP","ports":[1]}]"#).is_err());
+    }
+
+    #[test]
+    fn cli_rules_with_peers_parse() {
+        let rule: FilterRule = "udp:53@10.96.0.10".parse().unwrap();
+        assert_eq!(rule.protocol(), Some(Protocol::Udp));
+        assert_eq!(rule.ports(), &[PortRange::single(53)]);
+        assert_eq!(rule.peers(), &["10.96.0.10".parse::<Peer>().unwrap()]);
+        let rule: FilterRule = "tcp:443,8443@10.0.0.0/8,fd00::/8".parse().unwrap();
+        assert_eq!(rule.ports().len(), 2);
+        assert_eq!(
+            rule.peers()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["10.0.0.0/8", "fd00::/8"]
+        );
+        let only: FilterRule = "@192.168.4.0/24".parse().unwrap();
+        assert_eq!((only.protocol(), only.ports()), (None, &[][..]));
+        assert_eq!(only.peers().len(), 1);
+        assert_eq!(
+            " any @ fd00::1 "
+                .parse::<FilterRule>()
+                .unwrap()
+                .peers()
+                .len(),
+            1
+        );
+        assert_eq!(
+            "icmpv6@fd00::1"
+                .parse::<FilterRule>()
+                .unwrap()
+                .peers()
+                .len(),
+            1
+        );
+        for text in [
+            "udp:53@10.96.0.10",
+            "tcp:443,8443@10.0.0.0/8,fd00::/8",
+            "@192.168.4.0/24",
+            "any:53@::/0,0.0.0.0/0",
+            "47@fd00::/127",
+        ] {
+            let rule: FilterRule = text.parse().unwrap();
+            assert_eq!(rule.to_string(), text);
+            assert_eq!(rule.to_string().parse::<FilterRule>().unwrap(), rule);
+        }
+        // A peers-only rule is not a catch-all.
+        let filter = Filter::parse_cli(&["@10.0.0.0/8"]).unwrap();
+        assert!(!filter.keeps_everything());
+    }
+
+    #[test]
+    fn peer_errors_say_what_to_fix() {
+        let err = |t: &str| t.parse::<FilterRule>().unwrap_err().to_string();
+        assert!(
+            err("udp:53@").contains("empty peer list"),
+            "{}",
+            err("udp:53@")
+        );
+        assert!(err("@").contains("empty peer list"));
+        assert!(err("@10.0.0.1/8").contains("write its network, 10.0.0.0/8"));
+        assert!(err("tcp@10.0.0.0/8,,fd00::/8").contains("not an IP address"));
+        assert!(err("icmp@fd00::/8").contains("never meets these peers"));
+        assert!(err("icmpv6@10.0.0.0/8").contains("never meets these peers"));
+        assert!("icmp@fd00::/8,10.0.0.1".parse::<FilterRule>().is_ok());
+        let many: Vec<String> = (0..=MAX_PEERS).map(|i| format!("10.0.{i}.0/24")).collect();
+        let text = format!("tcp@{}", many.join(","));
+        assert!(
+            err(&text).contains("65 peers in one rule"),
+            "{}",
+            err(&text)
+        );
+        let in_rule = Filter::parse_cli(&["udp:53", "udp:53@10.96.0.10,10.0.0.1/8"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            in_rule.starts_with(
+                "filter 1 (\"udp:53@10.96.0.10,10.0.0.1/8\"): 10.0.0.1/8 has host bits set"
+            ),
+            "{in_rule}"
+        );
+    }
+
+    #[test]
+    fn api_shape_with_peers() {
+        let json = r#"[{"protocol":"UDP","ports":[53],"peers":["10.96.0.10","10.0.0.0/8"]},{"peers":["fd00::/8"]},{"protocol":"TCP"}]"#;
+        let filter: Filter = serde_json::from_str(json).unwrap();
+        assert_eq!(serde_json::to_string(&filter).unwrap(), json);
+        let err = |json: &str| {
+            serde_json::from_str::<Filter>(json)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(r#"[{"peers":[]}]"#).contains("empty peer list"));
+        assert!(err(r#"[{"peers":["10.0.0.1/8"]}]"#).contains("10.0.0.0/8"));
+        assert!(err(r#"[{"peers":[10]}]"#).contains("as a string"));
+        assert!(err(r#"[{"peers":"10.0.0.0/8"}]"#).contains("sequence"));
+        assert!(err(r#"[{"pears":["10.0.0.0/8"]}]"#).contains("unknown field"));
+    }
+
+    #[test]
+    fn peers_in_the_pcap_expression() {
+        let filter = Filter::parse_cli(&["udp:53@10.96.0.10,fd00::/8", "@10.0.0.0/8"]).unwrap();
+        let untagged = "((ip host 10.96.0.10 or ip6 net fd00::/8) and ((ip proto 17 and (ip[6:2] & 0x1fff) = 0 and (ip[((ip[0] & 0xf) << 2) + 0:2] = 53 or ip[((ip[0] & 0xf) << 2) + 2:2] = 53)) or (ip6 and ip6[6] = 17 and (ip6[40 + 0:2] = 53 or ip6[40 + 2:2] = 53)))) or ((ip net 10.0.0.0/8))";
+        assert_eq!(
+            filter.to_pcap_expression(),
+            format!("({untagged}) or (vlan and (({untagged}) or (vlan and ({untagged}))))")
+        );
     }
 
     #[test]

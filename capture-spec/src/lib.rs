@@ -20,6 +20,7 @@ pub mod limits;
 pub mod names;
 #[cfg(feature = "openapi")]
 mod openapi;
+pub mod peer;
 pub mod schedule;
 pub mod selector;
 pub mod status;
@@ -39,6 +40,7 @@ pub use limits::{
 pub use names::{
     generate_name, validate_name, validate_namespace, NameError, GENERATED_SUFFIX_ALPHABET,
 };
+pub use peer::{Peer, MAX_PEERS};
 pub use schedule::cron::{CronExpressionError, CronSchedule};
 pub use schedule::{
     parse_time_zone, ConcurrencyPolicy, ScheduleError, ScheduleRun, ScheduleSpec, ScheduleStatus,

@@ -1,7 +1,7 @@
 //! OpenAPI schemas (feature `openapi`) for the types whose JSON shape serde does not derive:
 //! they are written by hand here so that the document describes what the API really reads and
 //! writes. A protocol is a name or a number 1-255, a port is a number or a `"from:to"` string,
-//! a filter is a bare array of rules, and a capture duration is a string such as `"10m"`. The
+//! a peer is an address or CIDR string, a filter is a bare array of rules, and a capture duration is a string such as `"10m"`. The
 //! plain structs and enums derive `ToSchema` next to their serde derives instead.
 
 use std::borrow::Cow;
@@ -12,6 +12,7 @@ use utoipa::{PartialSchema, ToSchema};
 
 use crate::duration::CaptureDuration;
 use crate::filter::{Filter, FilterRule, FilterRuleWire, PortRange, Protocol};
+use crate::peer::{Peer, MAX_PEER_LENGTH, PEER_PATTERN};
 
 /// A reference to the named component schema of `T`.
 fn reference<T: ToSchema>() -> RefOr<Schema> {
@@ -96,6 +97,33 @@ impl ToSchema for PortRange {
     }
 }
 
+impl PartialSchema for Peer {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(MAX_PEER_LENGTH))
+            .pattern(Some(PEER_PATTERN))
+            .description(Some(
+                "An IPv4 or IPv6 address (`\"10.96.0.10\"`, `\"fd00::1\"`) or a network in CIDR \
+                 notation (`\"10.0.0.0/8\"`, `\"fd00::/8\"`; host bits must be zero, so \
+                 `\"10.0.0.1/8\"` is refused with the network to write instead), matched against \
+                 the packet's source or destination. Names are not resolved.",
+            ))
+            .examples([
+                serde_json::json!("10.96.0.10"),
+                serde_json::json!("10.0.0.0/8"),
+                serde_json::json!("fd00::/8"),
+            ])
+            .into()
+    }
+}
+
+impl ToSchema for Peer {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Peer")
+    }
+}
+
 /// A rule's schema is the derived schema of its wire shape, the struct serde reads and writes.
 impl PartialSchema for FilterRule {
     fn schema() -> RefOr<Schema> {
@@ -118,11 +146,13 @@ impl PartialSchema for Filter {
         ArrayBuilder::new()
             .items(reference::<FilterRule>())
             .description(Some(
-                "Rules OR'ed together; inside a rule protocol AND port. Empty keeps every packet.",
+                "Rules OR'ed together; inside a rule protocol AND port AND peer. Empty keeps every \
+                 packet.",
             ))
             .examples([serde_json::json!([
                 {"protocol": "TCP", "ports": [443, "8000:8100"]},
-                {"protocol": "UDP", "ports": [53]}
+                {"protocol": "UDP", "ports": [53], "peers": ["10.96.0.10"]},
+                {"peers": ["10.0.0.0/8", "fd00::/8"]}
             ])])
             .into()
     }
@@ -210,10 +240,22 @@ mod tests {
             rule["properties"]["ports"]["items"]["$ref"],
             "#/components/schemas/PortRange"
         );
+        let peers = &rule["properties"]["peers"];
+        assert_eq!(
+            peers["items"]["$ref"], "#/components/schemas/Peer",
+            "{rule}"
+        );
+        assert_eq!(
+            (peers["minItems"].as_u64(), peers["maxItems"].as_u64()),
+            (Some(1), Some(crate::MAX_PEERS as u64)),
+            "{rule}"
+        );
+        let peer = json::<Peer>();
+        assert_eq!(peer["type"], "string");
         let mut schemas = Vec::new();
         Filter::schemas(&mut schemas);
         let names: Vec<&str> = schemas.iter().map(|(name, _)| name.as_str()).collect();
-        for wanted in ["FilterRule", "Protocol", "PortRange"] {
+        for wanted in ["FilterRule", "Protocol", "PortRange", "Peer"] {
             assert!(names.contains(&wanted), "{wanted} missing from {names:?}");
         }
     }

@@ -28,7 +28,8 @@ pub use program::{Instruction, Program, MAX_INSTRUCTIONS};
 pub enum BpfError {
     #[error(
         "the capture filter needs {instructions} BPF instructions but the kernel accepts at most 4096: \
-         use fewer rules or fewer port ranges (neighbouring ports can be merged into one range, e.g. 8000:8100)"
+         use fewer rules, port ranges or peers (neighbouring ports can be merged into one range, e.g. 8000:8100, \
+         and neighbouring addresses into one CIDR, e.g. 10.0.4.0/22; IPv6 peers cost the most)"
     )]
     TooLong { instructions: usize },
     #[error("snap length 0 would keep no byte of any packet: use a snap length of 1-262144")]

@@ -22,8 +22,10 @@ pub struct CaptureArgs {
     /// Interface to capture on (repeat for several; all go into one file).
     #[arg(short, long = "interface", value_name = "IF", required = true)]
     interfaces: Vec<String>,
-    /// Keep only matching packets: PROTO[:PORTS], e.g. tcp:80,443,8000-8100, udp:53, icmp, icmpv6,
-    /// sctp:9, udplite:5000, 47, any:53. Repeat to OR rules. No filter keeps everything.
+    /// Keep only matching packets: PROTO[:PORTS][@PEERS], e.g. tcp:80,443,8000-8100, udp:53, icmp,
+    /// icmpv6, sctp:9, udplite:5000, 47, any:53. PEERS are IPv4/IPv6 addresses or CIDRs that the
+    /// source or destination must be in: udp:53@10.96.0.10, tcp:443,8443@10.0.0.0/8,fd00::/8, or
+    /// @192.168.4.0/24 for all traffic with them. Repeat to OR rules. No filter keeps everything.
     #[arg(short, long = "filter", value_name = "RULE")]
     filters: Vec<String>,
     /// Stop after this long, e.g. 10s, 5m, 1h30m.

@@ -23,6 +23,7 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 
 use crate::duration::CaptureDuration;
 use crate::filter::{Filter, FilterRule, FilterRuleWire, PortRange, Protocol};
+use crate::peer::{Peer, MAX_PEER_LENGTH, PEER_PATTERN};
 
 /// The schema of a value that is a number or a string (see the module comment for why it is not
 /// `x-kubernetes-int-or-string`).
@@ -92,6 +93,21 @@ impl JsonSchema for PortRange {
     }
 }
 
+impl JsonSchema for Peer {
+    fn schema_name() -> Cow<'static, str> {
+        Cow::Borrowed("Peer")
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "An IPv4 or IPv6 address (\"10.96.0.10\", \"fd00::1\") or network in CIDR notation (\"10.0.0.0/8\", \"fd00::/8\", no host bits set), matched against the packet's source or destination.",
+            "type": "string",
+            "maxLength": MAX_PEER_LENGTH,
+            "pattern": PEER_PATTERN,
+        })
+    }
+}
+
 /// A rule's schema is the derived schema of its wire shape, the struct serde reads and writes.
 impl JsonSchema for FilterRule {
     fn schema_name() -> Cow<'static, str> {
@@ -110,7 +126,7 @@ impl JsonSchema for Filter {
 
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
         json_schema!({
-            "description": "Rules OR'ed together; inside a rule protocol AND port. Empty keeps every packet.",
+            "description": "Rules OR'ed together; inside a rule protocol AND port AND peer. Empty keeps every packet.",
             "type": "array",
             "items": generator.subschema_for::<FilterRule>(),
         })
