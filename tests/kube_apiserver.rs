@@ -412,6 +412,11 @@ fn schema_rejects_invalid_objects(c: &Cluster) {
             "spec.filters.ports",
         ),
         (
+            r#"filters: [{protocol: UDP, peers: ["kube-dns"]}]"#,
+            "spec.filters.peers",
+        ),
+        ("filters: [{peers: []}]", "spec.filters.peers"),
+        (
             "podSelector: {matchExpressions: [{key: app, operator: Like}]}",
             r#"Unsupported value: "Like""#,
         ),
@@ -444,6 +449,7 @@ fn schema_rejects_invalid_objects(c: &Cluster) {
     // Every spelling podcap accepts passes the schema too.
     for spec in [
         r#"filters: [{protocol: tcp, ports: [0, 65535, "1:2", " 3 - 4 "]}, {protocol: "udp-lite"}, {protocol: 47}, {protocol: "132"}, {protocol: ICMPv6}]"#,
+        r#"filters: [{protocol: UDP, ports: [53], peers: ["10.96.0.10", "10.0.0.0/8", "fd00::/8", "::ffff:10.0.0.0/104"]}, {peers: ["0.0.0.0/0"]}]"#,
         "podSelector: {matchExpressions: [{key: tier, operator: DoesNotExist}]}",
         "startTime: 2025-06-01T02:00:00Z\n  endTime: 2025-06-01T02:10:00+02:00",
     ] {
