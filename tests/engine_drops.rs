@@ -51,6 +51,7 @@ fn ring_overflow_is_counted_as_kernel_drops() {
             description: String::new(),
         }],
         filter: Filter::parse_cli(&[format!("udp:{PORT}")]).unwrap(),
+        bpf_filter: None,
         limits: CaptureLimits::default(),
         duration: None,
         format: OutputFormat::Pcapng,

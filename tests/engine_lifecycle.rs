@@ -37,6 +37,7 @@ fn deleted_interfaces_end_their_part_and_then_the_capture() {
         budget: None,
         interfaces: vec![spec(&first), spec(&second)],
         filter: Filter::parse_cli(&[format!("udp:{PORT}")]).unwrap(),
+        bpf_filter: None,
         limits: CaptureLimits::default(),
         duration: None,
         format: OutputFormat::Pcapng,

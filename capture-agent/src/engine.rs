@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use capture_spec::{CaptureLimits, Filter, LimitsError, OutputFormat};
 
 use crate::afpacket::{self, Ring, RingConfig, RingError};
-use crate::bpf::{self, BpfError};
+use crate::bpf::{self, BpfError, ExpressionError};
 use crate::budget::Budget;
 use crate::format::{frame_len, Encoder, InterfaceInfo, PacketRecord};
 use crate::output::{FileSummary, OutputError, OutputFiles, FLUSH_INTERVAL};
@@ -66,6 +66,9 @@ pub struct CaptureConfig {
     /// replaces `limits.max_packets` and `limits.max_bytes`.
     pub budget: Option<Arc<Budget>>,
     pub filter: Filter,
+    /// A pcap-filter expression ANDed with `filter` (`bpfFilter`, `--bpf`); see
+    /// [`bpf::compile_with_expression`].
+    pub bpf_filter: Option<String>,
     pub limits: CaptureLimits,
     pub duration: Option<Duration>,
     pub format: OutputFormat,
@@ -85,6 +88,9 @@ pub enum CaptureError {
     Limits(#[from] LimitsError),
     #[error(transparent)]
     Filter(#[from] BpfError),
+    /// The `bpfFilter` expression, or the rules with it; the message names the field.
+    #[error("bpfFilter: {0}")]
+    Expression(#[from] ExpressionError),
     #[error(transparent)]
     Ring(#[from] RingError),
     #[error(transparent)]
@@ -219,8 +225,13 @@ impl Capture {
                 config.ring.max_packet_in_block()
             );
         }
-        let program = bpf::compile(&config.filter, snap_length)?;
-        let filter_expression = config.filter.to_pcap_expression();
+        let expression = config.bpf_filter.as_deref();
+        let program = match bpf::compile_with_expression(&config.filter, expression, snap_length) {
+            // Without an expression the rules' own error says what to change.
+            Err(ExpressionError::Rules(error)) => return Err(error.into()),
+            other => other?,
+        };
+        let filter_expression = bpf::describe(&config.filter, expression);
         let info = |spec: &InterfaceSpec| InterfaceInfo {
             name: spec.name.clone(),
             description: spec.description.clone(),

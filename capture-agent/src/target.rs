@@ -178,6 +178,7 @@ impl TargetRun {
                 description: identity.description(),
             }],
             filter: spec.filters.clone(),
+            bpf_filter: spec.bpf_filter.clone(),
             limits: spec.limits(),
             duration: None,
             format: spec.format,

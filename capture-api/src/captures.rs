@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use capture_spec::{CaptureSpec, CaptureStatus, Phase, ValidationErrors};
+use capture_agent::bpf::{self, ExpressionError};
+use capture_spec::capture::bpf_filter_problem;
+use capture_spec::{CaptureSpec, CaptureStatus, FieldError, Phase, ValidationErrors};
 use chrono::{DateTime, Utc};
 
 use crate::auth::new_id;
@@ -43,9 +45,15 @@ pub fn prepare_capture(
     max_window: Duration,
     now: DateTime<Utc>,
 ) -> Result<CaptureRecord, CreateError> {
-    let window = spec
-        .validate(now, max_window)
-        .map_err(CreateError::Invalid)?;
+    let expression = expression_errors(&spec, "spec");
+    let window = match spec.validate(now, max_window) {
+        Ok(window) if expression.is_empty() => window,
+        Ok(_) => return Err(CreateError::Invalid(ValidationErrors(expression))),
+        Err(ValidationErrors(mut errors)) => {
+            errors.extend(expression);
+            return Err(CreateError::Invalid(ValidationErrors(errors)));
+        }
+    };
     spec.start_time = Some(window.start);
     spec.end_time = Some(window.end);
     spec.duration = None;
@@ -63,4 +71,31 @@ pub fn prepare_capture(
         schedule: schedule.map(str::to_string),
     };
     Ok(record)
+}
+
+/// What libpcap says of `bpfFilter` in the capture spec at `path` (`spec`, `spec.template`),
+/// ANDed with the spec's rules as the agent will run it: the same compiler the agent uses, so a
+/// capture the API stores is one every agent can start. Empty when there is no expression, or
+/// when its text (length, control characters) or the snap length is already wrong: `validate`
+/// reports those.
+pub fn expression_errors(spec: &CaptureSpec, path: &str) -> Vec<FieldError> {
+    let Some(expression) = spec.bpf_filter.as_deref() else {
+        return Vec::new();
+    };
+    if bpf_filter_problem(expression).is_some() || spec.limits().validate().is_err() {
+        return Vec::new();
+    }
+    match bpf::compile_with_expression(&spec.filters, Some(expression), spec.snap_length) {
+        Ok(_) => Vec::new(),
+        Err(ExpressionError::Rules(error)) => {
+            vec![FieldError::new(
+                format!("{path}.filters"),
+                error.to_string(),
+            )]
+        }
+        Err(error) => vec![FieldError::new(
+            format!("{path}.bpfFilter"),
+            error.to_string(),
+        )],
+    }
 }

@@ -67,6 +67,19 @@ pub struct CaptureSpec {
     /// Which packets to keep; empty keeps every packet.
     #[serde(default)]
     pub filters: Filter,
+    /// A pcap-filter(7) expression as tcpdump takes it, e.g. `tcp[tcpflags] & tcp-syn != 0`,
+    /// ANDed with `filters`. libpcap compiles it inside podcap (never a shell or a command line);
+    /// at most 1024 characters on one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 1024,
+            example = "tcp[tcpflags] & tcp-syn != 0 and net 10.96.0.0/12"
+        )
+    )]
+    #[cfg_attr(feature = "kube", schemars(length(max = 1024)))]
+    pub bpf_filter: Option<String>,
     /// When to start (RFC 3339); unset or past means now.
     #[serde(
         default,
@@ -112,6 +125,7 @@ impl Default for CaptureSpec {
             pod_selector: LabelSelector::default(),
             node_selector: None,
             filters: Filter::default(),
+            bpf_filter: None,
             start_time: None,
             end_time: None,
             duration: None,
@@ -122,6 +136,42 @@ impl Default for CaptureSpec {
             format: OutputFormat::default(),
         }
     }
+}
+
+/// The most characters `bpfFilter` may have: a long tcpdump expression fits in a quarter of
+/// this, and the bound keeps libpcap's compile time and the program it makes small.
+pub const MAX_BPF_FILTER_CHARS: usize = 1024;
+
+/// What is wrong with a `bpfFilter` text before libpcap is asked, if anything: too long, or a
+/// control character. pcap-filter(7) reads tabs and line breaks as spaces, so an expression
+/// never needs them (nor any other control character); refusing them keeps the expression one
+/// line wherever it is shown (logs, `kubectl get -o wide`, Wireshark's `if_filter`), and a NUL
+/// would cut the C string libpcap reads. Whether the text is a valid expression is libpcap's to
+/// say: the agent compiles it, and the API asks the agent's compiler before storing a capture.
+pub fn bpf_filter_problem(expression: &str) -> Option<String> {
+    let length = expression.chars().count();
+    if length > MAX_BPF_FILTER_CHARS {
+        return Some(format!(
+            "bpfFilter is {length} characters long; the most is {MAX_BPF_FILTER_CHARS}: shorten \
+             the expression, e.g. one \"net 10.1.0.0/16\" instead of many hosts"
+        ));
+    }
+    let (position, control) = expression
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control())?;
+    let what = match control {
+        '\n' => "a line break (\\n)".to_string(),
+        '\r' => "a carriage return (\\r)".to_string(),
+        '\t' => "a tab".to_string(),
+        '\0' => "a NUL character".to_string(),
+        other => format!("the control character U+{:04X}", u32::from(other)),
+    };
+    Some(format!(
+        "bpfFilter contains {what} at character {}: write the expression on one line, with \
+         plain spaces between its words",
+        position + 1
+    ))
 }
 
 impl CaptureSpec {

@@ -24,6 +24,7 @@ const CAPTURE_FIELDS: &[&str] = &[
     "podSelector",
     "nodeSelector",
     "filters",
+    "bpfFilter",
     "startTime",
     "endTime",
     "duration",
@@ -100,6 +101,12 @@ fn locate_capture(value: &Value, path: &str, errors: &mut Errors) {
                 located_with::<Option<BTreeMap<String, String>>>(v, at, errors, LABELS_HINT)
             }
             "filters" => each(v, at, errors, locate_rule),
+            "bpfFilter" => located_with::<Option<String>>(
+                v,
+                at,
+                errors,
+                "write a pcap-filter expression as a string, e.g. \"tcp port 443\"",
+            ),
             "startTime" | "endTime" => {
                 if let Err(e) = crate::time::deserialize_optional(v) {
                     let hint = if v.is_string() { None } else { Some(TIME_HINT) };
@@ -550,7 +557,7 @@ mod tests {
         let errors = capture_errors(r#"{"colour":"blue"}"#);
         assert_eq!(
             errors[0].1,
-            "unknown field \"colour\": remove it; the fields here are podSelector, nodeSelector, filters, startTime, endTime, duration, snapLength, maxBytes, maxPackets, rotation, format"
+            "unknown field \"colour\": remove it; the fields here are podSelector, nodeSelector, filters, bpfFilter, startTime, endTime, duration, snapLength, maxBytes, maxPackets, rotation, format"
         );
         assert_eq!(
             capture_errors(r#"{"pod_selector":{}}"#)[0].1,
@@ -559,6 +566,28 @@ mod tests {
         assert_eq!(
             capture_errors(r#"{"filter":[]}"#)[0].1,
             "unknown field \"filter\": did you mean \"filters\"?"
+        );
+    }
+
+    #[test]
+    fn bpf_filter_decodes_and_a_wrong_type_is_located() {
+        let value: Value =
+            serde_json::from_str(r#"{"bpfFilter":"tcp[tcpflags] & tcp-syn != 0"}"#).unwrap();
+        let spec = CaptureSpec::from_json_value(&value, "spec").unwrap();
+        assert_eq!(
+            spec.bpf_filter.as_deref(),
+            Some("tcp[tcpflags] & tcp-syn != 0")
+        );
+        assert_eq!(
+            capture_errors(r#"{"bpfFilter":["tcp"]}"#),
+            [(
+                "spec.bpfFilter".to_string(),
+                "invalid type: sequence, expected a string: write a pcap-filter expression as a string, e.g. \"tcp port 443\"".to_string()
+            )]
+        );
+        assert_eq!(
+            capture_errors(r#"{"bpffilter":"tcp"}"#)[0].1,
+            "unknown field \"bpffilter\": did you mean \"bpfFilter\"?"
         );
     }
 

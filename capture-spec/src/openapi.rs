@@ -269,6 +269,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "bpfFilter",
                 "duration",
                 "endTime",
                 "filters",
@@ -289,6 +290,10 @@ mod tests {
         );
         assert_eq!(properties["filters"]["$ref"], "#/components/schemas/Filter");
         assert_eq!(properties["startTime"]["format"], "date-time");
+        assert_eq!(
+            properties["bpfFilter"]["maxLength"].as_u64(),
+            Some(crate::capture::MAX_BPF_FILTER_CHARS as u64)
+        );
         assert_eq!(
             properties["snapLength"]["default"],
             crate::DEFAULT_SNAP_LENGTH

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::capture::CaptureSpec;
+use crate::capture::{bpf_filter_problem, CaptureSpec};
 use crate::duration::compact_duration;
 use crate::schedule::{ScheduleSpec, MAX_HISTORY_LIMIT};
 use crate::selector::label_map_errors;
@@ -87,7 +87,7 @@ fn at(path: &str, field: &str) -> String {
 impl CaptureSpec {
     /// Checks the whole spec for creation at `now` and returns the window it will run in.
     ///
-    /// Checks the pod and node selectors, the limits (`spec.snapLength`, `spec.rotation.maxFiles`,
+    /// Checks the pod and node selectors, the `bpfFilter` text (length, one line), the limits (`spec.snapLength`, `spec.rotation.maxFiles`,
     /// ...) and the window (`spec.endTime`, `spec.duration`), and refuses a window longer than
     /// `max_window`. A capture with neither `endTime` nor `duration` gets `max_window` as its
     /// length, so every capture ends even if nobody stops it: the returned window says when.
@@ -106,11 +106,16 @@ impl CaptureSpec {
         }
     }
 
-    /// Selector, node selector and limit problems, under `path` (`spec`, `spec.template`).
+    /// Selector, node selector, `bpfFilter` text and limit problems, under `path` (`spec`,
+    /// `spec.template`). Whether libpcap compiles the expression is checked by the caller that
+    /// links libpcap (the API, through the agent's compiler).
     fn selection_and_limit_errors(&self, path: &str) -> Vec<FieldError> {
         let mut errors = self.pod_selector.field_errors(&at(path, "podSelector"));
         if let Some(node_selector) = &self.node_selector {
             errors.extend(label_map_errors(node_selector, &at(path, "nodeSelector")));
+        }
+        if let Some(problem) = self.bpf_filter.as_deref().and_then(bpf_filter_problem) {
+            errors.push(FieldError::new(at(path, "bpfFilter"), problem));
         }
         errors.extend(
             self.limits()
@@ -368,6 +373,61 @@ mod tests {
             one.to_string(),
             "spec.duration: window is 30h; the maximum is 24h: shorten duration or endTime"
         );
+    }
+
+    #[test]
+    fn bpf_filter_text_is_one_line_of_at_most_1024_characters() {
+        let errors = |expression: &str| {
+            let spec = CaptureSpec {
+                bpf_filter: Some(expression.to_string()),
+                ..CaptureSpec::default()
+            };
+            match spec.validate(now(), DAY) {
+                Ok(_) => Vec::new(),
+                Err(e) => e.into_iter().map(|e| (e.field, e.message)).collect(),
+            }
+        };
+        let at = |message: &str| vec![("spec.bpfFilter".to_string(), message.to_string())];
+        // Shell syntax is only text here: libpcap, not a shell, reads it (and refuses it).
+        for fine in ["tcp port 443", "-z /x", "; rm -rf /", "$(reboot)", ""] {
+            assert_eq!(errors(fine), [], "{fine:?}");
+        }
+        assert_eq!(errors(&"(".repeat(500)), []);
+        assert_eq!(errors(&"x".repeat(1024)), []);
+        assert_eq!(
+            errors(&"x".repeat(1025)),
+            at("bpfFilter is 1025 characters long; the most is 1024: shorten the expression, e.g. one \"net 10.1.0.0/16\" instead of many hosts")
+        );
+        // Characters, not bytes: 1024 × "é" is 2048 bytes and still fits.
+        assert_eq!(errors(&"é".repeat(1024)), []);
+        assert_eq!(
+            errors("tcp\nport 80"),
+            at("bpfFilter contains a line break (\\n) at character 4: write the expression on one line, with plain spaces between its words")
+        );
+        assert_eq!(
+            errors("tcp\0 or udp"),
+            at("bpfFilter contains a NUL character at character 4: write the expression on one line, with plain spaces between its words")
+        );
+        assert_eq!(
+            errors("tcp\tport 80"),
+            at("bpfFilter contains a tab at character 4: write the expression on one line, with plain spaces between its words")
+        );
+        assert_eq!(
+            errors("tcp\r"),
+            at("bpfFilter contains a carriage return (\\r) at character 4: write the expression on one line, with plain spaces between its words")
+        );
+        assert_eq!(
+            errors("\u{1b}[31m"),
+            at("bpfFilter contains the control character U+001B at character 1: write the expression on one line, with plain spaces between its words")
+        );
+    }
+
+    #[test]
+    fn a_schedule_template_bpf_filter_is_checked_too() {
+        let errors = schedule_errors(
+            r#"{"schedule":"@daily","template":{"duration":"1m","bpfFilter":"tcp\nport 1"}}"#,
+        );
+        assert_eq!(fields(&errors), ["spec.template.bpfFilter"]);
     }
 
     #[test]

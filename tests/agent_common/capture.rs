@@ -115,6 +115,30 @@ impl Capturer {
         })
     }
 
+    /// [`Capturer::tcpdump`] with a pcap-filter expression, given to tcpdump as one argument
+    /// (no shell): the reference for `--bpf` and `bpfFilter`.
+    pub fn tcpdump_filtered(interface: &str, output: &Path, expression: &str) -> Capturer {
+        let mut command = Command::new("tcpdump");
+        command
+            .args([
+                "-i",
+                interface,
+                "-s",
+                "262144",
+                "-n",
+                "--time-stamp-precision=nano",
+                "--immediate-mode",
+                "-w",
+            ])
+            .arg(output)
+            .arg(expression);
+        Capturer::start(
+            format!("tcpdump -i {interface} {expression:?}"),
+            command,
+            |line| line.contains("listening on"),
+        )
+    }
+
     /// Starts the process with its output captured; the receiver gets each stderr line.
     fn spawn(name: String, mut command: Command) -> (Capturer, Receiver<String>) {
         command

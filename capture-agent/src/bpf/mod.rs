@@ -7,7 +7,9 @@
 //!   there and checked against libpcap in `tests/bpf_vs_libpcap.rs`;
 //! - `portset` and `asm`: port-range decision trees and the label assembler that repairs jumps
 //!   too long for 8 bits;
-//! - [`interpret`]: runs a program in user space with the kernel's semantics, for tests and checks.
+//! - [`interpret`]: runs a program in user space with the kernel's semantics, for tests and checks;
+//! - `libpcap`: [`compile_with_expression`], a pcap-filter expression (`bpfFilter`) compiled by
+//!   libpcap in process and ANDed with the rules into one program (its meaning is written there).
 //!
 //! No ancillary loads (`SKF_AD_*`) are used: they depend on socket-buffer metadata (for example
 //! whether the kernel stripped a VLAN tag), and the programs must mean the same in the kernel, in
@@ -16,11 +18,13 @@
 mod asm;
 mod codegen;
 mod interpret;
+mod libpcap;
 mod portset;
 mod program;
 
 pub use codegen::compile;
 pub use interpret::interpret;
+pub use libpcap::{compile_with_expression, describe, ExpressionError};
 pub use program::{Instruction, Program, MAX_INSTRUCTIONS};
 
 /// Why a filter could not be turned into a program.

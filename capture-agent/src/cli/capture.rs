@@ -13,6 +13,7 @@ use capture_spec::{
 use clap::Args;
 
 use capture_agent::afpacket::RingConfig;
+use capture_agent::bpf::{self, ExpressionError};
 use capture_agent::{Capture, CaptureConfig, EndReason, InterfaceSpec, OutputPlan, StopSignal};
 
 use super::summary;
@@ -28,6 +29,11 @@ pub struct CaptureArgs {
     /// @192.168.4.0/24 for all traffic with them. Repeat to OR rules. No filter keeps everything.
     #[arg(short, long = "filter", value_name = "RULE")]
     filters: Vec<String>,
+    /// Also keep only packets matching this pcap-filter(7) expression, as tcpdump takes it
+    /// (e.g. 'tcp[tcpflags] & tcp-syn != 0'), ANDed with --filter. Compiled by libpcap in this
+    /// process; at most 1024 characters on one line.
+    #[arg(long = "bpf", value_name = "EXPR")]
+    bpf_filter: Option<String>,
     /// Stop after this long, e.g. 10s, 5m, 1h30m.
     #[arg(short, long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
@@ -145,10 +151,18 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         u32::try_from(args.block_size.as_u64()).context("--block-size is too large")?;
     let ring = RingConfig::with_size(args.ring_size.as_u64(), block_size, args.block_timeout)
         .context("bad --ring-size/--block-size/--block-timeout")?;
+    // Checked here so that the message names the flag; the engine compiles it again.
+    bpf::compile_with_expression(&filter, args.bpf_filter.as_deref(), limits.snap_length).map_err(
+        |e| match e {
+            ExpressionError::Rules(e) => anyhow::anyhow!("bad --filter: {e}"),
+            e => anyhow::anyhow!("bad --bpf: {e}"),
+        },
+    )?;
     let config = CaptureConfig {
         budget: None,
         interfaces: interface_specs(&args)?,
         filter,
+        bpf_filter: args.bpf_filter.clone(),
         limits,
         duration: args.duration,
         format: args.format,

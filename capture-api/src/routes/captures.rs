@@ -268,14 +268,13 @@ pub async fn create(
         }
         CreateError::Store(e) => Problem::store(e),
     };
-    let record = prepare_capture(
-        &namespace,
-        &name,
-        spec,
-        None,
-        state.settings.max_window,
-        Utc::now(),
-    )
+    // On a blocking thread: libpcap compiles `bpfFilter`, and resolves any host name in it.
+    let (ns, requested, max_window) = (namespace.clone(), name.clone(), state.settings.max_window);
+    let record = tokio::task::spawn_blocking(move || {
+        prepare_capture(&ns, &requested, spec, None, max_window, Utc::now())
+    })
+    .await
+    .map_err(Problem::internal)?
     .map_err(invalid)?;
     if let Some(problem) = bad_name {
         return Err(problem);

@@ -10,13 +10,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use capture_spec::{ScheduleSpec, ScheduleStatus};
+use capture_spec::{ScheduleSpec, ScheduleStatus, ValidationErrors};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use crate::auth::new_id;
+use crate::captures::expression_errors;
 use crate::problem::Problem;
 use crate::schedules::{lock_schedule_writes, status, MAX_SCHEDULE_NAME_LENGTH};
 use crate::state::AppState;
@@ -134,8 +135,15 @@ fn checked_spec(
     )?;
     let spec =
         ScheduleSpec::from_json_value(&spec, "spec").map_err(|e| invalid_spec(e, "schedule"))?;
-    spec.validate(state.settings.max_window)
-        .map_err(|e| invalid_spec(e, "schedule"))?;
+    let expression = expression_errors(&spec.template, "spec.template");
+    match spec.validate(state.settings.max_window) {
+        Ok(()) if expression.is_empty() => {}
+        Ok(()) => return Err(invalid_spec(ValidationErrors(expression), "schedule")),
+        Err(ValidationErrors(mut errors)) => {
+            errors.extend(expression);
+            return Err(invalid_spec(ValidationErrors(errors), "schedule"));
+        }
+    }
     status::set_upcoming(&mut status, &spec, Utc::now()).map_err(|e| {
         field_problem(
             "the schedule spec is invalid",
