@@ -329,6 +329,16 @@ fn peer_cases(pod: &Pod, second: &SecondPair) -> Vec<PeerCase> {
                 pod.host_v6, second.host_v4
             ),
         ),
+        // Two groups in one family: TCP to 9000 passes the first group's peer test, fails its
+        // port test (which moved X to the transport header) and must still be read right by the
+        // second group.
+        case(
+            &[format!("tcp:443@{}", pod.host_v4), "tcp:9000".to_string()],
+            format!(
+                "(tcp port 443 and ip host {}) or tcp port 9000",
+                pod.host_v4
+            ),
+        ),
         // Every IPv6 packet but the link-local ones (neighbour discovery, MLD).
         case(&["@fd00::/8".to_string()], "ip6 net fd00::/8".to_string()),
     ]
