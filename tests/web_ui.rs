@@ -149,6 +149,16 @@ fn smoke_the_page_opens_in_chromium() {
     assert!(shot.exists(), "smoke.mjs saved no {}", shot.display());
 }
 
+/// The form's pcap-filter expression and a rule's peers (web/tests/bpf_filter.mjs): libpcap's
+/// refusal and a bad peer at their fields, and valid ones stored as typed and shown on the
+/// capture's page.
+#[test]
+fn the_console_sends_an_expression_and_peers_and_shows_the_servers_errors_at_them() {
+    let api = Api::start();
+    let artifacts = run_script("bpf_filter.mjs", &api, &[]);
+    assert!(artifacts.join("bpf-refused.png").exists());
+}
+
 /// Sends a few UDP datagrams from each pod to its host side every 200 ms until dropped (at most
 /// two minutes), so a capture started from the browser has traffic to see.
 struct Traffic {

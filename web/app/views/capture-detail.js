@@ -17,13 +17,22 @@ const REFRESH_MS = 2000;
 const CHART_REFRESH_MS = 4000;
 const PREVIEW_ROWS = 100;
 
-/** "TCP 80, 443 · UDP 53", or "every packet". */
+/** "TCP 80, 443 · UDP 53 with 10.96.0.10", or "every packet". */
 export function describeFilters(filters) {
   if (!filters || filters.length === 0) return 'every packet';
   return filters.map((rule) => {
     const ports = (rule.ports || []).map((port) => String(port).replace(':', '-')).join(', ');
-    return [rule.protocol || 'any port-bearing protocol', ports].filter(Boolean).join(' ');
+    const peers = (rule.peers || []).length ? `with ${rule.peers.join(', ')}` : '';
+    const protocol = rule.protocol || (ports ? 'any port-bearing protocol' : 'any protocol');
+    return [protocol, ports, peers].filter(Boolean).join(' ');
   }).join(' · ');
+}
+
+/** The packets a capture spec keeps: its rules, and its pcap-filter expression if any. */
+export function describePackets(spec = {}) {
+  const rules = describeFilters(spec.filters);
+  if (!spec.bpfFilter) return rules;
+  return [rules, ' and matching ', h('code', { class: 'bpf-filter' }, spec.bpfFilter)];
 }
 
 /** "app=web, tier in (a, b)", or "every pod in the namespace". */
@@ -131,7 +140,7 @@ export default async function captureDetail({ main, params, navigate, isCurrent 
     const ended = status.finishedAt ? Date.parse(status.finishedAt) : Date.now();
     const facts = [
       ['Pods', describeSelector(spec.podSelector)],
-      ['Packets', describeFilters(spec.filters)],
+      ['Packets', describePackets(spec)],
       ['Window', [timeElement(spec.startTime), ' → ', timeElement(spec.endTime)]],
       ['Started', timeElement(status.startedAt)],
       ['Finished', timeElement(status.finishedAt)],

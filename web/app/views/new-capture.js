@@ -1,5 +1,5 @@
 // The new capture form: namespace, pod selector with a live preview of the pods it matches,
-// filter rows, when to capture (now, at a time, or on a cron schedule with its next five runs
+// filter rows (protocol, ports and peers) and a pcap-filter expression, when to capture (now, at a time, or on a cron schedule with its next five runs
 // computed by the server before saving) and limits. The server does all validation; its
 // `invalidParams` land next to the fields they name.
 
@@ -20,6 +20,11 @@ export function parseSize(text) {
   const factor = match && SIZE_UNITS[match[2].toLowerCase()];
   if (!match || !factor) throw new Error(`"${trimmed}" is not a size: write e.g. 500 MiB, 2 GB or 1048576`);
   return Math.round(Number(match[1]) * factor);
+}
+
+/** "10.96.0.10, 10.0.0.0/8 fd00::/8" → ["10.96.0.10", "10.0.0.0/8", "fd00::/8"]; the server checks each. */
+export function parsePeers(text) {
+  return text.split(/[\s,]+/).filter(Boolean);
 }
 
 /** "80, 443 8000-8100" → [80, 443, "8000:8100"]; tokens that are not ports go as typed so the server names them. */
@@ -46,12 +51,13 @@ export default async function newCapture({ main, query, navigate }) {
   // Filters editor: one row per rule.
   const filterRows = h('div', { class: 'filter-rows' });
   let nextRow = 0;
-  const addFilter = (protocol = 'TCP', ports = '') => {
+  const addFilter = (protocol = 'TCP', ports = '', peers = '') => {
     const index = nextRow++;
     const protocolSelect = h('select', { id: `f-filter-${index}-protocol`, 'aria-label': `Rule ${index + 1} protocol` },
-      h('option', { value: '' }, 'Any protocol with ports'),
+      h('option', { value: '' }, 'Any protocol'),
       PROTOCOLS.map((p) => h('option', { value: p, selected: p === protocol }, p)));
     const portsInput = h('input', { type: 'text', id: `f-filter-${index}-ports`, value: ports, autocomplete: 'off', placeholder: '53, 443, 8000-8100', 'aria-label': `Rule ${index + 1} ports` });
+    const peersInput = h('input', { type: 'text', id: `f-filter-${index}-peers`, value: peers, autocomplete: 'off', spellcheck: 'false', placeholder: 'any address; or 10.96.0.10, 10.0.0.0/8, fd00::/8', 'aria-label': `Rule ${index + 1} peers` });
     const syncPorts = () => {
       const portless = PORTLESS.has(protocolSelect.value);
       portsInput.disabled = portless;
@@ -63,14 +69,20 @@ export default async function newCapture({ main, query, navigate }) {
     const row = h('div', { class: 'filter-row', dataset: { index } },
       protocolSelect,
       portsInput,
+      peersInput,
       h('button', { type: 'button', class: 'button button-small', 'aria-label': `Remove rule ${index + 1}`, onclick: () => { row.remove(); announce('Filter rule removed'); } }, 'Remove'),
       h('p', { class: 'field-error', id: `f-filter-${index}-protocol-error`, hidden: true }),
-      h('p', { class: 'field-error', id: `f-filter-${index}-ports-error`, hidden: true }));
+      h('p', { class: 'field-error', id: `f-filter-${index}-ports-error`, hidden: true }),
+      h('p', { class: 'field-error', id: `f-filter-${index}-peers-error`, hidden: true }));
     portsInput.setAttribute('aria-describedby', `f-filter-${index}-ports-error`);
+    peersInput.setAttribute('aria-describedby', `f-filter-${index}-peers-error`);
     protocolSelect.setAttribute('aria-describedby', `f-filter-${index}-protocol-error`);
     filterRows.append(row);
     return row;
   };
+
+  // A pcap-filter expression, ANDed with the rules; libpcap's own message comes back at the field.
+  const bpfInput = h('input', { type: 'text', value: query.get('bpf') || '', maxlength: 1024, autocomplete: 'off', spellcheck: 'false', placeholder: 'tcp[tcpflags] & tcp-syn != 0', class: 'code-input' });
 
   // When.
   const whenRadio = (value, label, checked = false) => h('label', { class: 'radio' },
@@ -111,9 +123,11 @@ export default async function newCapture({ main, query, navigate }) {
       namespaceOptions),
     h('fieldset', {},
       h('legend', {}, 'Which packets'),
-      h('p', { class: 'hint' }, 'Rules are OR\'ed; inside a rule protocol AND port. No rules captures everything.'),
+      h('p', { class: 'hint' }, 'Rules are OR\'ed; inside a rule protocol AND ports AND peers (addresses or CIDRs at either end). No rules captures everything.'),
       filterRows,
-      h('button', { type: 'button', class: 'button button-small', onclick: () => { const row = addFilter('TCP', ''); row.querySelector('select').focus(); } }, 'Add filter rule')),
+      h('button', { type: 'button', class: 'button button-small', onclick: () => { const row = addFilter('TCP', ''); row.querySelector('select').focus(); } }, 'Add filter rule'),
+      h('div', { class: 'grid filter-expression' },
+        field({ id: 'f-bpf', label: 'pcap-filter expression (optional)', control: bpfInput, wide: true, hint: 'As tcpdump takes it, e.g. tcp[tcpflags] & tcp-syn != 0 or net 10.96.0.0/12; ANDed with the rules above. Compiled by libpcap on the server, at most 1024 characters on one line.' }))),
     h('fieldset', { class: 'when' },
       h('legend', {}, 'When'),
       h('div', { class: 'radios', role: 'radiogroup', 'aria-label': 'When to capture' },
@@ -275,15 +289,19 @@ export default async function newCapture({ main, query, navigate }) {
     const filters = [];
     for (const row of filterRows.querySelectorAll('.filter-row')) {
       const protocol = row.querySelector('select').value;
-      const ports = parsePorts(row.querySelector('input').value);
+      const ports = parsePorts(row.querySelector('input[id$="-ports"]').value);
+      const peers = parsePeers(row.querySelector('input[id$="-peers"]').value);
       const rule = {};
       if (protocol) rule.protocol = protocol;
       if (ports.length) rule.ports = ports;
+      if (peers.length) rule.peers = peers;
       // Each row's position in the request, so the server's errors find it again.
       row.dataset.position = String(filters.length);
       filters.push(rule);
     }
     if (filters.length) spec.filters = filters;
+    const expression = bpfInput.value.trim();
+    if (expression) spec.bpfFilter = expression;
     const duration = durationInput.value.trim();
     if (duration) spec.duration = duration;
     if (when() === 'at') {
@@ -305,7 +323,7 @@ export default async function newCapture({ main, query, navigate }) {
   /** The form control for an API field name such as spec.filters[1].ports[0]. */
   const fieldIdFor = (name, scheduled) => {
     const path = scheduled ? name.replace(/^spec\.template\./, 'spec.') : name;
-    const rule = /^spec\.filters\[(\d+)\](?:\.(protocol|ports))?/.exec(path);
+    const rule = /^spec\.filters\[(\d+)\](?:\.(protocol|ports|peers))?/.exec(path);
     if (rule) {
       const row = filterRows.querySelector(`.filter-row[data-position="${rule[1]}"]`);
       return row ? `f-filter-${row.dataset.index}-${rule[2] || 'protocol'}` : null;
@@ -313,6 +331,7 @@ export default async function newCapture({ main, query, navigate }) {
     const table = [
       [/^metadata\.name/, 'f-name'],
       [/^spec\.podSelector/, 'f-selector'],
+      [/^spec\.bpfFilter/, 'f-bpf'],
       [/^spec\.(duration|endTime)/, 'f-duration'],
       [/^spec\.startTime/, 'f-start'],
       [/^spec\.snapLength/, 'f-snaplen'],
@@ -327,9 +346,12 @@ export default async function newCapture({ main, query, navigate }) {
     return table.find(([pattern]) => pattern.test(path))?.[1] || null;
   };
 
+  // ?filters=udp:53@10.96.0.10;tcp:443 (the CLI's --filter syntax, rules separated by ;).
   for (const rule of (query.get('filters') || '').split(';').filter(Boolean)) {
-    const [protocol, ports = ''] = rule.split(':');
-    addFilter(protocol.toUpperCase() === 'ICMPV6' ? 'ICMPv6' : protocol.toUpperCase(), ports);
+    const [head, peers = ''] = rule.split('@');
+    const [protocol, ports = ''] = head.split(':');
+    const name = protocol.toUpperCase() === 'ICMPV6' ? 'ICMPv6' : protocol.toUpperCase();
+    addFilter(name, ports, peers);
   }
   replace(main, form);
   const requested = form.querySelector(`input[name="when"][value="${CSS.escape(query.get('when') || 'now')}"]`);

@@ -6,7 +6,7 @@ import { ApiError, del, get, put, schedulePath } from '../api.js';
 import {
   announce, confirmDialog, errorBox, h, phaseBadge, replace, timeElement, tableHead, captureHref
 } from '../ui.js';
-import { describeFilters, describeSelector } from './capture-detail.js';
+import { describePackets, describeSelector } from './capture-detail.js';
 
 const REFRESH_MS = 5000;
 
@@ -66,7 +66,7 @@ export default async function scheduleDetail({ main, params, navigate, isCurrent
           h('dt', {}, 'Schedule'), h('dd', {}, h('code', {}, spec.schedule), ` (${spec.timeZone || 'UTC'})`),
           h('dt', {}, 'Each run'), h('dd', {}, template.duration || '—'),
           h('dt', {}, 'Pods'), h('dd', {}, describeSelector(template.podSelector)),
-          h('dt', {}, 'Packets'), h('dd', {}, describeFilters(template.filters)),
+          h('dt', {}, 'Packets'), h('dd', {}, describePackets(template)),
           h('dt', {}, 'Overlapping runs'), h('dd', {}, spec.concurrencyPolicy || 'Forbid'),
           h('dt', {}, 'Runs kept'), h('dd', {}, String(spec.historyLimit ?? 3)))),
       h('section', { class: 'card', 'aria-labelledby': 'schedule-next' },
