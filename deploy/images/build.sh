@@ -6,7 +6,8 @@
 # writes OUT_DIR/capture-agent.tar and OUT_DIR/capture-api.tar and prints their image references,
 # one a line (nothing else goes to stdout). Each image is one layer: the stripped release binary
 # at /usr/local/bin, exactly the shared libraries `ldd` lists for it (with the loader), /etc/passwd,
-# /etc/group, /etc/nsswitch.conf and an empty /tmp. No shell, no package manager, no CA bundle:
+# /etc/group, /etc/nsswitch.conf, /etc/services (the host's, from netbase: port names in
+# bpfFilter expressions) and an empty /tmp. No shell, no package manager, no CA bundle:
 # in a cluster the Kubernetes client trusts the service account's ca.crt, nothing else.
 #
 #   capture-agent  runs as root (uid 0): the DaemonSet grants it NET_RAW and NET_ADMIN only
@@ -16,7 +17,8 @@
 # SOURCE_DATE_EPOCH (default: the commit time of HEAD), tar entries are sorted with owner 0:0 and
 # fixed modes, gzip stores no name or time, the JSON is written here byte for byte.
 #
-# Needs: bash, cargo, coreutils (sha256sum, stat), GNU tar, gzip, binutils (strip), ldd, git.
+# Needs: bash, cargo, coreutils (sha256sum, stat), GNU tar, gzip, binutils (strip), ldd, git,
+# /etc/services (netbase).
 #
 # Environment (all optional):
 #   IMAGE_REPO          repository prefix of the references (default ghcr.io/podcap, as deploy/ has it)
@@ -37,6 +39,7 @@ die() { log "error: $*"; exit 1; }
 for tool in cargo git tar gzip sha256sum strip ldd stat; do
     command -v "$tool" >/dev/null || die "$tool not found"
 done
+[ -r /etc/services ] || die "/etc/services not found (Debian: apt-get install netbase)"
 
 mkdir -p "$1"
 OUT=$(cd "$1" && pwd)
@@ -149,9 +152,12 @@ build_image() {
     } >"$rootfs/etc/group"
     # glibc >= 2.34 has files and dns built in; this only pins the order.
     printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$rootfs/etc/nsswitch.conf"
+    # Port names in bpfFilter expressions (`tcp port https`) are looked up here when libpcap
+    # compiles them, in the API and in every agent.
+    cp /etc/services "$rootfs/etc/services"
 
     find "$rootfs" -type d -exec chmod 0755 {} +
-    chmod 0644 "$rootfs/etc/passwd" "$rootfs/etc/group" "$rootfs/etc/nsswitch.conf"
+    chmod 0644 "$rootfs/etc/passwd" "$rootfs/etc/group" "$rootfs/etc/nsswitch.conf" "$rootfs/etc/services"
     chmod 1777 "$rootfs/tmp"
 
     # Layer: uncompressed tar (its digest is the config's diff_id), then gzip without name/time.
