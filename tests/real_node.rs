@@ -22,7 +22,8 @@
 //! - `host_network_pod_fails_alone`: a hostNetwork pod selected with the web pods is a Failed
 //!   target with the reason; the web pods capture.
 //! - `schedule_runs_capture`: a PacketCaptureSchedule fires; its run captures the pods.
-//! - `rest_with_service_accounts_and_live_stream`: the same through REST; `outsider` gets 403 in
+//! - `rest_with_service_accounts_and_live_stream`: the same through REST, with filter peers and a
+//!   `bpfFilter` expression (compiled by libpcap inside the agent's image); `outsider` gets 403 in
 //!   `shop`; the live stream through the API carries the pods; stop ends it Stopped.
 //! - `rollout_mid_capture`: `kubectl rollout restart` replaces the pods mid-capture: the old end
 //!   Gone with their packets, the new join, nothing is counted twice.
@@ -300,11 +301,16 @@ fn rest_with_service_accounts_and_live_stream(node: &Node) {
         denied["detail"].as_str().unwrap_or_default().contains(NS),
         "{denied}"
     );
+    // The agent, in its image, also applies peers and a libpcap expression: a and b are the
+    // peers, and the expression leaves out what c sends.
+    let pods = node.three_web_pods(&[]);
+    let (a, b, c) = (&pods[0], &pods[1], &pods[2]);
+    let mut spec = spec;
+    spec["filters"][0]["peers"] = json!([a.ip, b.ip]);
+    spec["bpfFilter"] = json!(format!("not src host {}", c.ip));
     node.post_capture(name, spec);
     node.call("GET", &Node::capture_path(name), Some(&node.outsider), None)
         .problem(403);
-    let pods = node.three_web_pods(&[]);
-    let (a, b) = (&pods[0], &pods[1]);
     node.wait_capturing(name, &pods);
     eventually("phase Capturing", 15, || {
         (node.status(name).phase == Phase::Capturing).then_some(())
@@ -326,6 +332,8 @@ fn rest_with_service_accounts_and_live_stream(node: &Node) {
     let live = LiveTshark::start(stream, 20, &["frame.interface_description"]);
     // The stream's header reaches the agents' taps before the traffic does.
     std::thread::sleep(Duration::from_secs(1));
+    // To a peer, but from c: the expression drops them (they would come first in the stream).
+    node.send("udp", c, a, PORT, 5);
     node.send("udp", a, b, PORT, 10);
     let (rows, relay) = live.rows();
     let _ = curl.kill();
