@@ -43,21 +43,16 @@ fn selector_capture_over_two_pods_completes_with_their_packets() {
         UdpSink::bind(b.host_v4.into(), 7500),
     );
     let api = Api::start();
-    let created = api.post(
-        CAPTURES,
-        &json!({"metadata": {"name": "two-pods"}, "spec": {
-            "podSelector": selector_for(&[&a, &b]),
-            "filters": [{"protocol": "UDP", "ports": [7500]}],
-            "duration": "3s",
-        }}),
-    );
-    assert_eq!(
-        created.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&created.body)
-    );
-    let capture = created.json();
+    let capture = api
+        .post(
+            CAPTURES,
+            &json!({"metadata": {"name": "two-pods"}, "spec": {
+                "podSelector": selector_for(&[&a, &b]),
+                "filters": [{"protocol": "UDP", "ports": [7500]}],
+                "duration": "3s",
+            }}),
+        )
+        .created();
     assert_eq!(
         capture["status"]["phase"], "Capturing",
         "the window opened at once: {capture}"
@@ -70,13 +65,7 @@ fn selector_capture_over_two_pods_completes_with_their_packets() {
 
     burst_from_pod(&a, SocketAddr::new(a.host_v4.into(), 7500), 20, 100);
     burst_from_pod(&b, SocketAddr::new(b.host_v4.into(), 7500), 30, 100);
-    let done = api.wait_for_phase(
-        "default",
-        "two-pods",
-        &["Completed", "Failed"],
-        Duration::from_secs(20),
-    );
-    assert_eq!(done["status"]["phase"], "Completed", "{done}");
+    let done = api.wait_until_completed("default", "two-pods", Duration::from_secs(20));
     assert_eq!(target(&done, &a)["packets"], 20, "{done}");
     assert_eq!(target(&done, &b)["packets"], 30, "{done}");
     assert_eq!(target(&done, &a)["interface"], a.host_if.as_str());
@@ -138,27 +127,15 @@ fn a_capture_with_peers_keeps_only_the_traffic_with_them() {
             "filters": [{"protocol": "UDP", "ports": [7502], "peers": [format!("{}/32", pod.host_v4)]}],
             "duration": "3s",
         }}),
-    );
+    ).created();
     assert_eq!(
-        created.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&created.body)
-    );
-    assert_eq!(
-        created.json()["spec"]["filters"][0]["peers"],
+        created["spec"]["filters"][0]["peers"],
         json!([pod.host_v4.to_string()]),
         "a /32 is written back as the address"
     );
     burst_from_pod(&pod, SocketAddr::new(pod.host_v4.into(), 7502), 20, 100);
     burst_from_pod(&pod, SocketAddr::new(pod.host_v6.into(), 7502), 15, 100);
-    let done = api.wait_for_phase(
-        "default",
-        "peers",
-        &["Completed", "Failed"],
-        Duration::from_secs(20),
-    );
-    assert_eq!(done["status"]["phase"], "Completed", "{done}");
+    let done = api.wait_until_completed("default", "peers", Duration::from_secs(20));
     assert_eq!(target(&done, &pod)["packets"], 20, "{done}");
 }
 
@@ -167,24 +144,17 @@ fn stop_keeps_files_and_delete_removes_them() {
     let pod = Pod::new();
     let _sink = UdpSink::bind(pod.host_v4.into(), 7501);
     let api = Api::start();
-    let created = api.post(
-        CAPTURES,
-        &json!({"metadata": {"name": "long"}, "spec": {
-            "podSelector": selector_for(&[&pod]),
-            "filters": [{"protocol": "UDP", "ports": [7501]}],
-            "duration": "1h",
-        }}),
-    );
-    assert_eq!(
-        created.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&created.body)
-    );
-    let uid = created.json()["metadata"]["uid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let created = api
+        .post(
+            CAPTURES,
+            &json!({"metadata": {"name": "long"}, "spec": {
+                "podSelector": selector_for(&[&pod]),
+                "filters": [{"protocol": "UDP", "ports": [7501]}],
+                "duration": "1h",
+            }}),
+        )
+        .created();
+    let uid = created["metadata"]["uid"].as_str().unwrap().to_string();
     burst_from_pod(&pod, SocketAddr::new(pod.host_v4.into(), 7501), 25, 100);
 
     let stopped = api.post(&format!("{CAPTURES}/long/stop"), &json!({}));
@@ -276,16 +246,10 @@ fn bad_input_gets_a_problem_naming_the_field() {
         "{CAPTURES}/nothing-here/files/..%2F..%2Fpodcap.db"
     ))
     .problem(404);
-    let created = api.post(
+    api.post(
         CAPTURES,
         &json!({"metadata": {"name": "quiet"}, "spec": {"duration": "1m", "podSelector": NO_PODS.clone()}}),
-    );
-    assert_eq!(
-        created.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&created.body)
-    );
+    ).created();
     api.get(&format!("{CAPTURES}/quiet/files/..%2F..%2Fpodcap.db"))
         .problem(404);
     api.get(&format!("{CAPTURES}/quiet/files/podcap.db"))

@@ -15,8 +15,8 @@ use std::thread::sleep;
 use agent_common::pcapfile::frames_difference;
 use agent_common::traffic;
 use agent_common::{
-    in_window, json_u64, must_read, now_ns, path_str, scratch_dir, Capturer, HostServices, Pod,
-    BEFORE_STOP, SETTLE,
+    filter_args, in_window, json_u64, must_read, now_ns, path_str, scratch_dir, Capturer,
+    HostServices, Pod, BEFORE_STOP, SETTLE,
 };
 
 struct Case {
@@ -90,21 +90,9 @@ fn each_expression_keeps_exactly_what_tcpdump_keeps_with_it() {
         .iter()
         .zip(&ours)
         .map(|(case, output)| {
-            let mut args = vec![
-                "--interface",
-                pod.host_if.as_str(),
-                "--output",
-                output.as_str(),
-                "--json",
-                "--ring-size",
-                "8MiB",
-                "--bpf",
-                case.expression.as_str(),
-            ];
-            for rule in &case.rules {
-                args.extend(["--filter", rule.as_str()]);
-            }
-            Capturer::agent(&args)
+            let mut extra = vec!["--bpf", case.expression.as_str()];
+            extra.extend(filter_args(&case.rules));
+            Capturer::agent_beside_others(&pod.host_if, output, &extra)
         })
         .collect();
     let t0 = now_ns();

@@ -27,8 +27,8 @@ use std::thread::sleep;
 use agent_common::pcapfile::frames_difference;
 use agent_common::traffic;
 use agent_common::{
-    in_pod, in_window, json_u64, must_read, now_ns, path_str, scratch_dir, tshark, Capturer, Frame,
-    HostServices, Pod, UdpSink, BEFORE_STOP, SETTLE,
+    filter_args, in_pod, in_window, json_u64, must_read, now_ns, path_str, scratch_dir, tshark,
+    Capturer, Frame, HostServices, Pod, UdpSink, BEFORE_STOP, SETTLE,
 };
 use podcap_testkit::pod::{run, POD_IF};
 
@@ -85,22 +85,6 @@ const CASES: &[Case] = &[
     },
 ];
 
-fn agent_args<'a>(pod: &'a Pod, case: &Case, output: &'a str) -> Vec<&'a str> {
-    let mut args = vec![
-        "--interface",
-        pod.host_if.as_str(),
-        "--output",
-        output,
-        "--json",
-    ];
-    // Eleven captures at once: a small ring each is plenty for this traffic.
-    args.extend(["--ring-size", "8MiB"]);
-    for rule in case.rules {
-        args.extend(["--filter", rule]);
-    }
-    args
-}
-
 #[test]
 fn each_filter_keeps_exactly_what_the_equivalent_display_filter_selects() {
     let pod = Pod::new();
@@ -115,7 +99,9 @@ fn each_filter_keeps_exactly_what_the_equivalent_display_filter_selects() {
     let agents: Vec<Capturer> = CASES
         .iter()
         .zip(&outputs)
-        .map(|(case, output)| Capturer::agent(&agent_args(&pod, case, output)))
+        .map(|(case, output)| {
+            Capturer::agent_beside_others(&pod.host_if, output, &filter_args(case.rules))
+        })
         .collect();
     let t0 = now_ns();
     traffic::send_all_kinds(&pod);
@@ -389,19 +375,7 @@ fn each_peer_filter_keeps_exactly_what_tcpdump_keeps_with_host_and_net() {
         .iter()
         .zip(&outputs)
         .map(|(case, output)| {
-            let mut args = vec![
-                "--interface",
-                pod.host_if.as_str(),
-                "--output",
-                output.as_str(),
-                "--json",
-                "--ring-size",
-                "8MiB",
-            ];
-            for rule in &case.rules {
-                args.extend(["--filter", rule.as_str()]);
-            }
-            Capturer::agent(&args)
+            Capturer::agent_beside_others(&pod.host_if, output, &filter_args(&case.rules))
         })
         .collect();
     let t0 = now_ns();

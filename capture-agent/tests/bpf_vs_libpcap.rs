@@ -731,18 +731,22 @@ fn corpus_filters() -> Vec<Filter> {
 
 // ---- tests ----------------------------------------------------------------------------------
 
-#[test]
-fn corpus_matches_libpcap() {
-    let frames = corpus();
-    let filters = corpus_filters();
+/// Judges every frame of a corpus against each filter (strictly: libpcap's unoptimized program
+/// too), prints a line per filter and a summary headed `corpus_name`, fails with the first five
+/// failures, and returns each filter with its tally.
+fn corpus_agrees_with_libpcap(
+    corpus_name: &str,
+    frames: &[Vec<u8>],
+    filters: Vec<Filter>,
+) -> Vec<(Filter, Tally)> {
     let filter_count = filters.len();
-    assert!(frames.len() > 10_000 && filter_count >= 25);
     let mut total = Tally::default();
     let mut failures = Vec::new();
+    let mut tallies = Vec::new();
     for filter in filters {
         let subject = Subject::new(filter, true);
         let mut tally = Tally::default();
-        for frame in &frames {
+        for frame in frames {
             if let Err(failure) = subject.check(frame, &mut tally) {
                 if failures.len() < 5 {
                     failures.push(failure);
@@ -750,24 +754,36 @@ fn corpus_matches_libpcap() {
             }
         }
         eprintln!(
-            "{:<40} {:>4} instructions, keeps {:>5} of {} frames, {} where libpcap's optimizer changes libpcap's verdict",
-            subject.filter.to_string().chars().take(40).collect::<String>(),
+            "{:<48} {:>4} instructions, keeps {:>5} of {} frames, {} where libpcap's optimizer changes libpcap's verdict",
+            subject.filter.to_string().chars().take(48).collect::<String>(),
             subject.program.instructions().len(),
             tally.kept,
             tally.checks,
             tally.optimizer_differs
         );
         total.checks += tally.checks;
+        total.kept += tally.kept;
         total.optimizer_differs += tally.optimizer_differs;
+        tallies.push((subject.filter, tally));
     }
     eprintln!(
-        "corpus: {} frames x {} filters = {} checks; {} follow libpcap's unoptimized order where its optimizer disagrees",
+        "{corpus_name}: {} frames x {} filters = {} checks, {} kept; {} follow libpcap's unoptimized order where its optimizer disagrees",
         frames.len(),
         filter_count,
         total.checks,
+        total.kept,
         total.optimizer_differs
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    tallies
+}
+
+#[test]
+fn corpus_matches_libpcap() {
+    let frames = corpus();
+    let filters = corpus_filters();
+    assert!(frames.len() > 10_000 && filters.len() >= 25);
+    corpus_agrees_with_libpcap("corpus", &frames, filters);
 }
 
 #[test]
@@ -1403,48 +1419,15 @@ fn peer_corpus_matches_libpcap() {
     let filters = peer_filters();
     let frames = peer_corpus(&filters);
     assert!(frames.len() > 5_000, "{}", frames.len());
-    let mut total = Tally::default();
-    let mut failures = Vec::new();
-    let filter_count = filters.len();
-    for filter in filters {
-        let subject = Subject::new(filter, true);
-        let mut tally = Tally::default();
-        for frame in &frames {
-            if let Err(failure) = subject.check(frame, &mut tally) {
-                if failures.len() < 5 {
-                    failures.push(failure);
-                }
-            }
-        }
-        eprintln!(
-            "{:<48} {:>4} instructions, keeps {:>5} of {} frames, {} where libpcap's optimizer changes libpcap's verdict",
-            subject.filter.to_string().chars().take(48).collect::<String>(),
-            subject.program.instructions().len(),
-            tally.kept,
-            tally.checks,
-            tally.optimizer_differs
-        );
+    for (filter, tally) in corpus_agrees_with_libpcap("peer corpus", &frames, filters) {
         // Each filter must both keep and drop a fair share, or its agreement proves little.
         assert!(
             tally.kept > 20 && tally.kept + 20 < tally.checks,
-            "{}: keeps {} of {}",
-            subject.filter,
+            "{filter}: keeps {} of {}",
             tally.kept,
             tally.checks
         );
-        total.checks += tally.checks;
-        total.kept += tally.kept;
-        total.optimizer_differs += tally.optimizer_differs;
     }
-    eprintln!(
-        "peer corpus: {} frames x {} filters = {} checks, {} kept; {} follow libpcap's unoptimized order where its optimizer disagrees",
-        frames.len(),
-        filter_count,
-        total.checks,
-        total.kept,
-        total.optimizer_differs
-    );
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[test]

@@ -97,27 +97,16 @@ impl Capturer {
     /// Immediate mode makes libpcap hand over each packet at once; without it, tcpdump loses the
     /// packets of the ring block still being filled when SIGINT arrives.
     pub fn tcpdump(interface: &str, output: &Path) -> Capturer {
-        let mut command = Command::new("tcpdump");
-        command
-            .args([
-                "-i",
-                interface,
-                "-s",
-                "262144",
-                "-n",
-                "--time-stamp-precision=nano",
-                "--immediate-mode",
-                "-w",
-            ])
-            .arg(output);
-        Capturer::start(format!("tcpdump -i {interface}"), command, |line| {
-            line.contains("listening on")
-        })
+        Capturer::tcpdump_with(interface, output, None)
     }
 
     /// [`Capturer::tcpdump`] with a pcap-filter expression, given to tcpdump as one argument
     /// (no shell): the reference for `--bpf` and `bpfFilter`.
     pub fn tcpdump_filtered(interface: &str, output: &Path, expression: &str) -> Capturer {
+        Capturer::tcpdump_with(interface, output, Some(expression))
+    }
+
+    fn tcpdump_with(interface: &str, output: &Path, expression: Option<&str>) -> Capturer {
         let mut command = Command::new("tcpdump");
         command
             .args([
@@ -131,12 +120,29 @@ impl Capturer {
                 "-w",
             ])
             .arg(output)
-            .arg(expression);
-        Capturer::start(
-            format!("tcpdump -i {interface} {expression:?}"),
-            command,
-            |line| line.contains("listening on"),
-        )
+            .args(expression);
+        let name = match expression {
+            Some(expression) => format!("tcpdump -i {interface} {expression:?}"),
+            None => format!("tcpdump -i {interface}"),
+        };
+        Capturer::start(name, command, |line| line.contains("listening on"))
+    }
+
+    /// One of several capture-agents side by side on `interface`, each writing its own file:
+    /// `capture-agent capture --interface IF --output FILE --json --ring-size 8MiB EXTRA...`.
+    /// A small ring each is plenty for the test kit's traffic; the summary goes to stdout.
+    pub fn agent_beside_others(interface: &str, output: &str, extra: &[&str]) -> Capturer {
+        let mut args = vec![
+            "--interface",
+            interface,
+            "--output",
+            output,
+            "--json",
+            "--ring-size",
+            "8MiB",
+        ];
+        args.extend_from_slice(extra);
+        Capturer::agent(&args)
     }
 
     /// Starts the process with its output captured; the receiver gets each stderr line.
@@ -301,6 +307,14 @@ fn spawn_stdout_reader(mut stdout: ChildStdout) -> JoinHandle<String> {
         let _ = stdout.read_to_string(&mut text);
         text
     })
+}
+
+/// `--filter RULE` for each rule, in order, as capture-agent's arguments.
+pub fn filter_args<S: AsRef<str>>(rules: &[S]) -> Vec<&str> {
+    rules
+        .iter()
+        .flat_map(|rule| ["--filter", rule.as_ref()])
+        .collect()
 }
 
 /// Runs capture-agent to completion with `args`, for runs that must fail fast. Returns the

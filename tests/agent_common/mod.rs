@@ -7,6 +7,6 @@
 pub mod capture;
 
 #[allow(unused_imports)]
-pub use capture::{json_u64, Capturer, Finished};
+pub use capture::{filter_args, json_u64, Capturer, Finished};
 #[allow(unused_imports)]
 pub use podcap_testkit::*;

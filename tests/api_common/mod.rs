@@ -51,6 +51,12 @@ impl Answer {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Asserts a 201 Created and returns the created object.
+    pub fn created(&self) -> Value {
+        assert_eq!(self.status, 201, "{}", String::from_utf8_lossy(&self.body));
+        self.json()
+    }
+
     /// Asserts an RFC 7807 problem with this status and returns it.
     pub fn problem(&self, status: u16) -> Value {
         assert_eq!(
@@ -259,6 +265,14 @@ impl Api {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Waits up to `within` for a capture to end and asserts that it completed (not failed);
+    /// returns the capture.
+    pub fn wait_until_completed(&self, namespace: &str, name: &str, within: Duration) -> Value {
+        let done = self.wait_for_phase(namespace, name, &["Completed", "Failed"], within);
+        assert_eq!(done["status"]["phase"], "Completed", "{done}");
+        done
     }
 
     /// A new token made with `capture-api token create` (the server keeps running: the store is
