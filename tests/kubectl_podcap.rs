@@ -475,6 +475,47 @@ fn problems_are_one_line_with_fields_and_exit_1() {
         err.contains("may not do this (403 ") && err.contains("viewer"),
         "{err}"
     );
+    // Schedules: create, list, suspend, resume, delete.
+    let created = ok(
+        &api,
+        &[
+            "schedule",
+            "nightly",
+            "--cron",
+            "0 2 * * *",
+            "--tz",
+            "Europe/Berlin",
+            "-l",
+            "podcap.io/netns=no-such-pod",
+            "--for",
+            "1m",
+        ],
+    );
+    assert!(
+        created.starts_with("packetcaptureschedule.podcap.io/nightly created (next run 20"),
+        "{created}"
+    );
+    let suspend_column = |api: &Api| {
+        let table = ok(api, &["schedules"]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            words(lines[0]),
+            ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST", "NEXT", "AGE"],
+            "{table}"
+        );
+        assert!(
+            lines[1].starts_with("nightly   0 2 * * *   Europe/Berlin"),
+            "{table}"
+        );
+        words(lines[1])[7].to_string()
+    };
+    assert_eq!(suspend_column(&api), "false");
+    ok(&api, &["suspend", "nightly"]);
+    assert_eq!(suspend_column(&api), "true");
+    ok(&api, &["resume", "nightly"]);
+    assert_eq!(suspend_column(&api), "false");
+    ok(&api, &["unschedule", "nightly"]);
+    assert_eq!(ok(&api, &["schedules"]).lines().count(), 1);
     // Usage errors are 1 too; completion scripts are generated.
     let out = Command::new(binary())
         .args(["capture", "--no-such-flag"])
