@@ -25,6 +25,10 @@
 //! - `rest_with_service_accounts_and_live_stream`: the same through REST, with filter peers and a
 //!   `bpfFilter` expression (compiled by libpcap inside the agent's image); `outsider` gets 403 in
 //!   `shop`; the live stream through the API carries the pods; stop ends it Stopped.
+//! - `plugin_through_the_service_proxy`: `kubectl podcap` with a kubeconfig holding a
+//!   ServiceAccount token reaches the API through the API server's service proxy (the
+//!   ServiceAccounts granted deploy/examples/podcap-proxy-user.yaml's `get services/proxy`):
+//!   `get`, `describe` and `download` (read by tshark) as `capturer`; `outsider` gets podcap's 403.
 //! - `rollout_mid_capture`: `kubectl rollout restart` replaces the pods mid-capture: the old end
 //!   Gone with their packets, the new join, nothing is counted twice.
 //! - `agent_pod_deleted_mid_capture`: the DaemonSet brings the agent back; the capture resumes
@@ -100,6 +104,10 @@ fn suite(test: &str, cni: Cni) {
         (
             "rest_with_service_accounts_and_live_stream",
             rest_with_service_accounts_and_live_stream,
+        ),
+        (
+            "plugin_through_the_service_proxy",
+            plugin_through_the_service_proxy,
         ),
         ("rollout_mid_capture", rollout_mid_capture),
         (
@@ -390,6 +398,95 @@ fn rest_with_service_accounts_and_live_stream(node: &Node) {
         None,
     )
     .problem(403);
+    node.delete_through_rest(name);
+}
+
+/// A kubeconfig for `token` against the cluster's API server, in the scratch directory.
+fn kubeconfig_for(node: &Node, user: &str, token: &str) -> String {
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "node", "cluster": {
+            "server": node.cluster.env("APISERVER"),
+            "certificate-authority": node.cluster.env("CA_CERT"),
+        }}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": user, "context": {"cluster": "node", "user": user, "namespace": NS}}],
+        "current-context": user,
+    });
+    let path = node.scratch_file(&format!("kubeconfig-{user}"));
+    std::fs::write(&path, config.to_string()).expect("writing a kubeconfig");
+    path.to_str().expect("UTF-8 paths").to_string()
+}
+
+fn plugin_through_the_service_proxy(node: &Node) {
+    let name = "plugin";
+    // deploy/examples/podcap-proxy-user.yaml, bound to both ServiceAccounts instead of alice: the
+    // API server lets them through its proxy, podcap's API decides the rest.
+    let example = std::fs::read_to_string(
+        podcap_testkit::kube::repo_root().join("deploy/examples/podcap-proxy-user.yaml"),
+    )
+    .expect("reading deploy/examples/podcap-proxy-user.yaml");
+    let subjects = format!(
+        "- kind: ServiceAccount\n  name: capturer\n  namespace: {NS}\n- kind: ServiceAccount\n  name: outsider\n  namespace: {ELSEWHERE}\n"
+    );
+    let at = example
+        .find("- apiGroup: rbac.authorization.k8s.io\n  kind: User")
+        .expect("alice");
+    node.cluster.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(&format!("{}{subjects}", &example[..at])),
+    );
+    let pods = node.three_web_pods(&[]);
+    let (a, b) = (&pods[0], &pods[1]);
+    node.post_capture(name, web_capture_spec());
+    node.wait_capturing(name, &pods);
+    node.send("udp", a, b, PORT, 5);
+    node.wait_packets(name, &[(a, 5), (b, 5)]);
+    node.stop_capture(name);
+
+    let plugin = podcap_testkit::binaries::kubectl_podcap_binary()
+        .to_str()
+        .expect("UTF-8 paths")
+        .to_string();
+    let capturer = kubeconfig_for(node, "capturer", &node.capturer);
+    let outsider = kubeconfig_for(node, "outsider", &node.outsider);
+    let podcap = |kubeconfig: &str, args: &[&str]| {
+        let mut all = vec![plugin.as_str(), "--kubeconfig", kubeconfig, "-n", NS];
+        all.extend_from_slice(args);
+        node.cluster.run(&all, None)
+    };
+    let ok = |args: &[&str]| {
+        let out = podcap(&capturer, args);
+        assert!(
+            out.status.success(),
+            "kubectl-podcap {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    };
+    let table = ok(&["get"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(name)),
+        "{table}"
+    );
+    let described = ok(&["describe", name]);
+    for pod in [a, b] {
+        assert!(described.contains(&pod.name), "{described}");
+    }
+    let file = node.scratch_file("plugin.pcapng");
+    ok(&["download", name, "-o", file.to_str().expect("UTF-8 paths")]);
+    assert_eq!(assert_tshark_reads_cleanly(&file), 10, "a's and b's 5 each");
+
+    let denied = podcap(&outsider, &["get", name]);
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(!denied.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("may not do this (403") && stderr.contains(NS),
+        "podcap's 403, through the proxy: {stderr}"
+    );
     node.delete_through_rest(name);
 }
 

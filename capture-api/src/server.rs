@@ -2,7 +2,8 @@
 //! from one list of handlers, [`routes`]; every route goes through [`guard`], which applies the
 //! access table ([`crate::access`]) through the mode's backend and lets only health checks,
 //! metrics, the OpenAPI document, share links, download tickets and the web UI through without
-//! a token.
+//! a token. The token comes from `Authorization` or, behind the Kubernetes API server's service
+//! proxy (which strips `Authorization`), from `X-Podcap-Authorization` (see [`credentials`]).
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -10,7 +11,7 @@ use std::sync::OnceLock;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, MatchedPath, Request, State};
 use axum::http::header::{AUTHORIZATION, CONNECTION};
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -161,10 +162,10 @@ pub async fn guard(
     if access == Access::Public {
         return next.run(request).await;
     }
-    let header = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let header = match credentials(request.headers()) {
+        Ok(header) => header,
+        Err(problem) => return problem.into_response(),
+    };
     let caller = match state.backend.authenticate(header).await {
         Ok(caller) => caller,
         Err(problem) => return problem.into_response(),
@@ -177,6 +178,34 @@ pub async fn guard(
     }
     request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+/// The second header a caller may put its bearer token in: `X-Podcap-Authorization: Bearer
+/// TOKEN`.
+pub const PROXY_AUTHORIZATION: &str = "x-podcap-authorization";
+
+/// The credentials of a request: `Authorization`, or, when it is absent, `X-Podcap-Authorization`.
+///
+/// Why two headers: `kubectl podcap` reaches the API through the Kubernetes API server's service
+/// proxy (`/api/v1/namespaces/podcap-system/services/capture-api:http/proxy/...`). The API server
+/// authenticates the user for the proxy itself (they need `get services/proxy` on the Service) and
+/// then deletes the `Authorization` header before forwarding, so the API would see no identity.
+/// It forwards other headers untouched, so the plugin sends the same token in both; whichever
+/// arrives goes through the same authentication (TokenReview or podcap token) and the same
+/// authorization as before. Two different tokens are ambiguous and refused with a 400.
+fn credentials(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
+    let read = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    match (read(AUTHORIZATION.as_str()), read(PROXY_AUTHORIZATION)) {
+        (Some(plain), Some(proxied)) if plain.trim() != proxied.trim() => Err(Problem::bad_request(
+            "the Authorization and X-Podcap-Authorization headers carry different credentials: send one token, in either or both",
+        )),
+        (Some(plain), _) => Ok(Some(plain)),
+        (None, proxied) => Ok(proxied),
+    }
 }
 
 /// Reads the whole request body before the guard, the router or a handler sees the request.

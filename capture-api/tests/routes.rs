@@ -538,3 +538,76 @@ async fn deleting_a_schedule_is_the_backends_business() {
         (StatusCode::NOT_FOUND, "application/problem+json")
     );
 }
+
+/// Behind the Kubernetes API server's service proxy `Authorization` is stripped: the token may
+/// come in `X-Podcap-Authorization` instead, through the same checks; two different tokens are
+/// refused.
+#[tokio::test]
+async fn the_token_may_come_in_x_podcap_authorization() {
+    let api = api_with(None);
+    let viewer = api.token(Role::Viewer, &["shop"]);
+    let send = |headers: Vec<(&'static str, String)>| {
+        let router = api.router.clone();
+        async move {
+            let mut request = Request::builder()
+                .method(Method::GET)
+                .uri("/api/v1/namespaces/shop/captures");
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let response = router
+                .oneshot(request.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = response.status();
+            let kind = response
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            (status, kind)
+        }
+    };
+    let bearer = |token: &str| format!("Bearer {token}");
+    let (status, _) = send(vec![("X-Podcap-Authorization", bearer(&viewer))]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = send(vec![
+        ("Authorization", bearer(&viewer)),
+        ("X-Podcap-Authorization", bearer(&viewer)),
+    ])
+    .await;
+    assert_eq!(status, StatusCode::OK, "the same token in both");
+    let (status, kind) = send(vec![
+        ("Authorization", bearer(&viewer)),
+        ("X-Podcap-Authorization", bearer(&api.admin)),
+    ])
+    .await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (StatusCode::BAD_REQUEST, "application/problem+json"),
+        "two different tokens"
+    );
+    let (status, kind) = send(vec![]).await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (StatusCode::UNAUTHORIZED, "application/problem+json")
+    );
+    let (status, _) = send(vec![("X-Podcap-Authorization", bearer("pcp_wrong"))]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The same role checks: a viewer of `shop` may not create there.
+    let response = api
+        .router
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method(Method::POST)
+                .uri("/api/v1/namespaces/shop/captures")
+                .header("X-Podcap-Authorization", bearer(&viewer))
+                .header("Content-Type", "application/json")
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}

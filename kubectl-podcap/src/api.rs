@@ -16,6 +16,12 @@ pub struct Connection {
     /// Who the token is, for 401/403 messages: `token pcp_1234…` or `kubeconfig user alice`.
     pub identity: String,
     pub namespace: String,
+    /// Through the API server's service proxy: the token also goes in `X-Podcap-Authorization`,
+    /// since the API server strips `Authorization` before forwarding.
+    pub via_proxy: bool,
+    /// Root CAs for an `https` base (the kubeconfig's); the system's when `None`.
+    pub ca_pem: Option<Vec<u8>>,
+    pub insecure: bool,
 }
 
 /// An RFC 7807 problem as the API sent it (or as close as the answer allows).
@@ -66,19 +72,36 @@ pub enum ApiError {
 
 pub type Response = ureq::http::Response<ureq::Body>;
 
+#[derive(Clone)]
 pub struct Client {
     pub conn: Connection,
     agent: ureq::Agent,
 }
 
 impl Client {
-    pub fn new(conn: Connection) -> Client {
+    pub fn new(conn: Connection) -> Result<Client, ApiError> {
+        let mut tls = ureq::tls::TlsConfig::builder().disable_verification(conn.insecure);
+        if let Some(pem) = &conn.ca_pem {
+            let certs = ureq::tls::parse_pem(pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| ApiError::Transport {
+                    url: conn.base.clone(),
+                    source,
+                })?;
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+        }
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
+            .tls_config(tls.build())
             .build()
             .into();
-        Client { conn, agent }
+        Ok(Client { conn, agent })
     }
 
     /// `/api/v1/namespaces/NS/` + `rest`.
@@ -105,6 +128,11 @@ impl Client {
         let url = self.url(path);
         let mut builder = ureq::http::Request::builder().method(method).uri(&url);
         if let Some(auth) = self.auth() {
+            if self.conn.via_proxy {
+                // The API server authenticates `Authorization` for the proxy and strips it; this
+                // copy reaches capture-api (see kubeconfig.rs).
+                builder = builder.header("X-Podcap-Authorization", auth.clone());
+            }
             builder = builder.header("Authorization", auth);
         }
         for (name, value) in headers {
@@ -152,14 +180,18 @@ impl Client {
             .canonical_reason()
             .unwrap_or("error")
             .to_string();
-        let detail = field("detail").unwrap_or_else(|| {
-            let text = text.trim();
-            if text.is_empty() {
-                format!("{method} {path} failed")
-            } else {
-                text.chars().take(500).collect()
-            }
-        });
+        // A Kubernetes Status (the API server's own refusal, e.g. no `get services/proxy`) says
+        // it in `message`.
+        let detail = field("detail")
+            .or_else(|| field("message"))
+            .unwrap_or_else(|| {
+                let text = text.trim();
+                if text.is_empty() {
+                    format!("{method} {path} failed")
+                } else {
+                    text.chars().take(500).collect()
+                }
+            });
         let fields = value
             .get("invalidParams")
             .and_then(Value::as_array)

@@ -34,7 +34,10 @@ fn connect(global: &Global) -> Result<Session> {
                 token,
                 identity,
                 namespace: global.namespace.clone().unwrap_or_else(|| "default".into()),
-            }),
+                via_proxy: false,
+                ca_pem: None,
+                insecure: false,
+            })?,
             _forward: None,
         });
     }
@@ -56,19 +59,44 @@ fn connect(global: &Global) -> Result<Session> {
             .into())
         }
     };
-    let forward = PortForward::start(global.kubeconfig.as_deref(), Some(&context.context))?;
+    let namespace = global
+        .namespace
+        .clone()
+        .or(context.namespace)
+        .unwrap_or_else(|| "default".into());
+    if global.port_forward {
+        let forward = PortForward::start(global.kubeconfig.as_deref(), Some(&context.context))?;
+        return Ok(Session {
+            client: Client::new(Connection {
+                base: forward.base.clone(),
+                token: Some(token),
+                identity,
+                namespace,
+                via_proxy: false,
+                ca_pem: None,
+                insecure: false,
+            })?,
+            _forward: Some(forward),
+        });
+    }
+    // The API server's service proxy, with the user's own token (see kubeconfig.rs).
+    let server = context.server.ok_or_else(|| {
+        anyhow!(
+            "kubeconfig context {:?} has no cluster server: pass --server, or --port-forward",
+            context.context
+        )
+    })?;
     Ok(Session {
         client: Client::new(Connection {
-            base: forward.base.clone(),
+            base: kubeconfig::proxy_base(&server),
             token: Some(token),
             identity,
-            namespace: global
-                .namespace
-                .clone()
-                .or(context.namespace)
-                .unwrap_or_else(|| "default".into()),
-        }),
-        _forward: Some(forward),
+            namespace,
+            via_proxy: true,
+            ca_pem: context.ca_pem,
+            insecure: context.insecure,
+        })?,
+        _forward: None,
     })
 }
 
@@ -619,7 +647,7 @@ fn live(c: &Client, selection: &Selection, duration: &str) -> Result<()> {
     // Stop and delete once, whichever comes first: the stream's end or a signal.
     let cleaned = Arc::new(Mutex::new(false));
     let cleanup = {
-        let client = Client::new(c.conn.clone());
+        let client = c.clone();
         let name = name.clone();
         let cleaned = cleaned.clone();
         move || {

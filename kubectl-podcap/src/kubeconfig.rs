@@ -1,13 +1,18 @@
 //! Kubernetes mode's connection: the kubeconfig as kubectl resolves it (`--kubeconfig`, else
 //! `$KUBECONFIG`'s files merged first-wins, else `~/.kube/config`; `--context`, else
-//! `current-context`), giving the namespace and the user's bearer token (`token`, `tokenFile`, or
-//! an exec credential plugin's `status.token`).
+//! `current-context`), giving the namespace, the cluster's API server and CA, and the user's bearer
+//! token (`token`, `tokenFile`, or an exec credential plugin's `status.token`).
 //!
 //! The podcap API authenticates that token itself (TokenReview, then SubjectAccessReview per
-//! request), so RBAC decides. It is reached through `kubectl port-forward` to the
-//! `podcap-system/capture-api` Service (see [`PortForward`]) and not the apiserver's service
-//! proxy: the apiserver removes the `Authorization` header of a request it has authenticated
-//! before proxying it, so the API behind the proxy would see no identity at all.
+//! request), so RBAC decides. By default it is reached through the API server's service proxy,
+//! `SERVER/api/v1/namespaces/podcap-system/services/capture-api:http/proxy/...` ([`proxy_base`]):
+//! the API server authenticates the user for the proxy (they need `get services/proxy` on the
+//! Service) and then removes the `Authorization` header before forwarding, so the plugin sends the
+//! same token in `X-Podcap-Authorization` too, which is forwarded untouched and which capture-api
+//! reads when `Authorization` is absent. `--port-forward` reaches it through `kubectl
+//! port-forward` to the Service instead (see [`PortForward`]).
+//!
+//! A user with a client certificate has no bearer token to forward: the error says to pass one.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -43,6 +48,20 @@ pub struct KubeContext {
     pub token: Option<String>,
     /// When there is no token: how the user authenticates (for the error).
     pub auth_kind: String,
+    /// The cluster's API server, e.g. `https://10.0.0.1:6443` (no trailing slash).
+    pub server: Option<String>,
+    /// The cluster's CA bundle (PEM), from `certificate-authority-data` or `certificate-authority`.
+    pub ca_pem: Option<Vec<u8>>,
+    /// `insecure-skip-tls-verify: true`.
+    pub insecure: bool,
+}
+
+/// The base URL of the podcap API through the API server's service proxy.
+pub fn proxy_base(server: &str) -> String {
+    format!(
+        "{}/api/v1/namespaces/podcap-system/services/capture-api:http/proxy",
+        server.trim_end_matches('/')
+    )
 }
 
 fn files(explicit: Option<&Path>) -> Vec<PathBuf> {
@@ -126,12 +145,42 @@ pub fn resolve(
         .cloned()
         .unwrap_or(Value::Null);
     let (token, auth_kind) = user_token(&user, &auth, &base_dir)?;
+    let cluster_name = ctx["cluster"].as_str().unwrap_or("");
+    let cluster = named(&values, "clusters", cluster_name, "cluster")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let server = cluster["server"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches('/').to_string());
+    let ca_pem = if let Some(data) = cluster["certificate-authority-data"].as_str() {
+        use base64::Engine as _;
+        Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .map_err(|e| KubeconfigError::Read {
+                    path: format!("cluster {cluster_name:?} certificate-authority-data"),
+                    reason: e.to_string(),
+                })?,
+        )
+    } else if let Some(file) = cluster["certificate-authority"].as_str() {
+        let path = base_dir.join(file);
+        Some(std::fs::read(&path).map_err(|e| KubeconfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?)
+    } else {
+        None
+    };
     Ok(KubeContext {
         context,
         user,
         namespace,
         token,
         auth_kind,
+        server,
+        ca_pem,
+        insecure: cluster["insecure-skip-tls-verify"].as_bool() == Some(true),
     })
 }
 

@@ -44,6 +44,10 @@ pub struct Global {
     /// Path to the kubeconfig (default: $KUBECONFIG, else ~/.kube/config).
     #[arg(long, global = true)]
     pub kubeconfig: Option<PathBuf>,
+    /// Kubernetes mode: reach the API through `kubectl port-forward` to the capture-api Service
+    /// instead of the API server's service proxy (which needs `get services/proxy` on it).
+    #[arg(long, global = true)]
+    pub port_forward: bool,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

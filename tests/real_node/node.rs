@@ -479,6 +479,11 @@ impl Node {
         );
     }
 
+    /// A path in the test's scratch directory (visible inside the cluster's namespaces).
+    pub fn scratch_file(&self, file: &str) -> PathBuf {
+        self.scratch.path().join(file)
+    }
+
     /// GET `path` as `capturer` into a scratch file; the file and its media type.
     pub fn download(&self, path: &str, file: &str) -> (PathBuf, String) {
         let answer = self.call("GET", path, Some(&self.capturer), None).ok(200);

@@ -63,3 +63,9 @@ pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
     assert!(path.exists(), "{} was not built", path.display());
     path
 }
+
+/// `kubectl-podcap`, the command line, built once per test process.
+pub fn kubectl_podcap_binary() -> &'static Path {
+    static PLUGIN: OnceLock<PathBuf> = OnceLock::new();
+    PLUGIN.get_or_init(|| workspace_binary("kubectl-podcap", "kubectl-podcap"))
+}
