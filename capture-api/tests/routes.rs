@@ -126,7 +126,19 @@ impl Backend for Fixture {
 
     async fn inputs(&self, record: &CaptureRecord) -> Result<Vec<MergeInput>, Problem> {
         self.called(format!("inputs {}", record.name));
-        Ok(Vec::new())
+        // A capture that lists files merges one in-memory pcap per target.
+        Ok(record
+            .status
+            .targets
+            .iter()
+            .filter(|t| !t.files.is_empty())
+            .map(|t| {
+                MergeInput::new(
+                    format!("{}/{} on {}", t.namespace, t.pod, t.node),
+                    std::io::Cursor::new(pcap_of(40)),
+                )
+            })
+            .collect())
     }
 
     async fn file(
@@ -148,6 +160,24 @@ impl Backend for Fixture {
     fn live_chunks_skipped(&self) -> u64 {
         0
     }
+}
+
+/// A classic pcap (microseconds, Ethernet) of `packets` 60-byte frames, a millisecond apart.
+fn pcap_of(packets: u32) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    bytes.extend_from_slice(&2u16.to_le_bytes());
+    bytes.extend_from_slice(&4u16.to_le_bytes());
+    for word in [0u32, 0, 65535, 1] {
+        bytes.extend_from_slice(&word.to_le_bytes());
+    }
+    for n in 0..packets {
+        for word in [1_700_000_000u32, n * 1000, 60, 60] {
+            bytes.extend_from_slice(&word.to_le_bytes());
+        }
+        bytes.extend((0..60u8).map(|b| b.wrapping_add(n as u8)));
+    }
+    bytes
 }
 
 struct Api {
@@ -610,4 +640,149 @@ async fn the_token_may_come_in_x_podcap_authorization() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+/// The merged download resumes only a finished capture: a strong ETag over uid, format and
+/// files, one range answered 206 (suffix, slice), If-Range honoured, several ranges or a stale
+/// If-Range answered 200 in full, a range past the end 416 with `bytes */LEN`; a running
+/// capture is 200 in full without ETag or Accept-Ranges.
+#[tokio::test]
+async fn the_merged_download_of_a_finished_capture_resumes_with_range() {
+    let api = api_with(None);
+    let admin = api.admin.clone();
+    let with_files = |name: &str, phase: &str, size: u64| {
+        let spec = json!({"metadata": {"name": name}, "spec": {"podSelector": "app=web", "duration": "1m"}});
+        let status = json!({"phase": phase, "targets": [{"node": "node-1", "namespace": "shop", "pod": "web-1",
+            "interface": "eth0", "state": "Completed", "files": [{"id": "f1", "name": "web-1.pcap", "size": size, "packets": 40}]}]});
+        (
+            spec,
+            serde_json::from_value::<capture_spec::CaptureStatus>(status).unwrap(),
+        )
+    };
+    let get = |path: &'static str, headers: Vec<(&'static str, String)>| {
+        let router = api.router.clone();
+        let admin = admin.clone();
+        async move {
+            let mut request = Request::builder()
+                .uri(path)
+                .header("Authorization", format!("Bearer {admin}"));
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let response = router
+                .oneshot(request.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let (parts, body) = response.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            (parts.status, parts.headers, bytes.to_vec())
+        }
+    };
+    for (name, phase) in [("done", "Completed"), ("busy", "Capturing")] {
+        let (spec, status) = with_files(name, phase, 2000);
+        let (code, _, body) = api
+            .send(
+                Method::POST,
+                "/api/v1/namespaces/shop/captures",
+                Some(&admin),
+                Some(spec),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{body}");
+        let record = api.store.capture("shop", name).unwrap().unwrap();
+        assert!(api
+            .store
+            .update_capture_status(&record.uid, &status)
+            .unwrap());
+    }
+    const DONE: &str = "/api/v1/namespaces/shop/captures/done/pcap";
+
+    let (code, headers, full) = get(DONE, vec![]).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(headers["accept-ranges"], "bytes");
+    let etag = headers["etag"].to_str().unwrap().to_string();
+    assert!(etag.starts_with('"') && etag.len() > 10, "{etag}");
+    let length = full.len();
+    assert!(length > 1000, "a merged capture: {length} bytes");
+    let (_, headers, _) = get(
+        "/api/v1/namespaces/shop/captures/done/pcap?format=pcap",
+        vec![],
+    )
+    .await;
+    assert_ne!(
+        headers["etag"].to_str().unwrap(),
+        etag,
+        "the format is part of the tag"
+    );
+
+    let (code, headers, suffix) = get(DONE, vec![("Range", "bytes=1000-".into())]).await;
+    assert_eq!(code, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(suffix, full[1000..]);
+    assert_eq!(
+        headers["content-range"],
+        format!("bytes 1000-{}/{length}", length - 1)
+    );
+    assert_eq!(headers["content-length"], (length - 1000).to_string());
+    assert_eq!(headers["etag"].to_str().unwrap(), etag);
+
+    let (code, headers, slice) = get(
+        DONE,
+        vec![
+            ("Range", "bytes=100-299".into()),
+            ("If-Range", etag.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(code, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(slice, full[100..300]);
+    assert_eq!(headers["content-range"], format!("bytes 100-299/{length}"));
+
+    let (code, _, tail) = get(DONE, vec![("Range", "bytes=-10".into())]).await;
+    assert_eq!(code, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(tail, full[length - 10..]);
+
+    for stale in ["\"other\"".to_string(), format!("W/{etag}")] {
+        let (code, headers, body) = get(
+            DONE,
+            vec![("Range", "bytes=100-".into()), ("If-Range", stale)],
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "a stale If-Range gets everything");
+        assert!(headers.get("content-range").is_none());
+        assert_eq!(body, full);
+    }
+    let (code, _, body) = get(DONE, vec![("Range", "bytes=0-9,20-29".into())]).await;
+    assert_eq!(code, StatusCode::OK, "several ranges are ignored");
+    assert_eq!(body, full);
+
+    let (code, headers, body) = get(DONE, vec![("Range", format!("bytes={length}-"))]).await;
+    assert_eq!(code, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert_eq!(headers["content-range"], format!("bytes */{length}"));
+    let problem: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(problem["status"], 416, "{problem}");
+
+    // Another file size is another download: the old tag no longer matches.
+    let record = api.store.capture("shop", "done").unwrap().unwrap();
+    let (_, status) = with_files("done", "Completed", 2001);
+    api.store
+        .update_capture_status(&record.uid, &status)
+        .unwrap();
+    let (code, headers, _) = get(
+        DONE,
+        vec![("Range", "bytes=100-".into()), ("If-Range", etag.clone())],
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_ne!(headers["etag"].to_str().unwrap(), etag);
+
+    let (code, headers, body) = get(
+        "/api/v1/namespaces/shop/captures/busy/pcap",
+        vec![("Range", "bytes=100-".into())],
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "a running capture is never cut");
+    assert!(headers.get("accept-ranges").is_none());
+    assert!(headers.get("etag").is_none());
+    assert_eq!(body.len(), length, "the same merge, whole");
 }

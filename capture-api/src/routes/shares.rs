@@ -257,5 +257,5 @@ pub async fn download(
         .store
         .count_share_download(&share.id)
         .map_err(Problem::internal)?;
-    merged_response(&state, &record, format).await
+    merged_response(&state, &record, format, None).await
 }

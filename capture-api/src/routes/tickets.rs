@@ -118,7 +118,7 @@ pub async fn redeem(
         .map_err(Problem::internal)?
         .ok_or_else(|| Problem::not_found("the capture was deleted"))?;
     match ticket.download {
-        Download::Merged(format) => merged_response(&state, &record, format).await,
+        Download::Merged(format) => merged_response(&state, &record, format, None).await,
         Download::File(id) => state.backend.file(&record, &id, &headers).await,
     }
 }
