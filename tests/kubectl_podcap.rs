@@ -222,6 +222,35 @@ fn capture_wait_tables_download_share_delete() {
         ["ID", "POD", "NAME", "SIZE", "PACKETS"]
     );
     let file_id = words(files.lines().nth(1).unwrap())[0].to_string();
+    // The events of its life, in time order.
+    let events = described.split("Events:\n").nth(1).unwrap();
+    let reasons: Vec<&str> = events.lines().skip(1).map(|l| words(l)[2]).collect();
+    assert_eq!(
+        words(events.lines().next().unwrap()),
+        ["TIME", "TYPE", "REASON", "AGE", "MESSAGE"],
+        "{described}"
+    );
+    let at = |reason: &str| {
+        reasons
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or_else(|| panic!("no {reason} event: {described}"))
+    };
+    assert!(
+        at("Created") < at("FirstPacket")
+            && at("Started") < at("FirstPacket")
+            && at("FirstPacket") < at("LastPacket")
+            && at("LastPacket") < at("Completed"),
+        "{described}"
+    );
+    assert!(
+        events.contains(&format!("default/{}: 50 packets, 0 drops", pod.netns)),
+        "{described}"
+    );
+
+    // Completion: the hidden subcommand lists the server's capture names.
+    assert_eq!(ok(&api, &["__complete", "captures"]), "web\n");
+    assert_eq!(ok(&api, &["__complete", "captures", "-n", "other"]), "");
 
     // download: merged pcapng and pcap, and one file.
     let dir = tempfile::tempdir().unwrap();
@@ -229,6 +258,29 @@ fn capture_wait_tables_download_share_delete() {
     ok(&api, &["download", "web", "-o", merged.to_str().unwrap()]);
     assert_eq!(tshark::assert_tshark_reads_cleanly(&merged), 50);
     assert!(!dir.path().join("web.pcapng.part").exists());
+    // The merged download resumes from an interrupted .part (Range + If-Range; a 200 from an
+    // API without Range support starts again): either way the same bytes as a fresh download.
+    let merged_bytes = std::fs::read(&merged).unwrap();
+    for validator in [None, Some("\"not-the-etag\"")] {
+        let again = dir.path().join("again.pcapng");
+        std::fs::write(
+            dir.path().join("again.pcapng.part"),
+            &merged_bytes[..merged_bytes.len() / 2],
+        )
+        .unwrap();
+        if let Some(v) = validator {
+            std::fs::write(dir.path().join("again.pcapng.part.validator"), v).unwrap();
+        }
+        ok(&api, &["download", "web", "-o", again.to_str().unwrap()]);
+        assert_eq!(
+            std::fs::read(&again).unwrap(),
+            merged_bytes,
+            "a resumed merged download is the whole file (validator {validator:?})"
+        );
+        assert!(!dir.path().join("again.pcapng.part").exists());
+        assert!(!dir.path().join("again.pcapng.part.validator").exists());
+        std::fs::remove_file(&again).unwrap();
+    }
     let pcap = dir.path().join("web.pcap");
     ok(
         &api,
@@ -529,4 +581,132 @@ fn problems_are_one_line_with_fields_and_exit_1() {
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("kubectl-podcap")
     );
+    // Each shell's script asks the server for capture names.
+    for (shell, hook) in [
+        ("bash", "\"kubectl-podcap\" __complete captures"),
+        ("zsh", ":name:_podcap_captures'"),
+        ("fish", "kubectl-podcap __complete captures"),
+    ] {
+        let out = Command::new(binary())
+            .args(["completion", shell])
+            .output()
+            .unwrap();
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && script.contains(hook),
+            "{shell}: {script}"
+        );
+    }
+    // `live --wireshark` without Wireshark on PATH: a clear error, and no capture created.
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .args(["live", "-l", "a=b", "--wireshark", "--server", &api.base])
+        .env("PODCAP_TOKEN", &api.token)
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no `wireshark` on PATH"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = api.get("/api/v1/namespaces/default/captures").json();
+    assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");
+    // The config file: server and token for standalone use; world-readable with a token is
+    // refused with the chmod that fixes it.
+    use std::os::unix::fs::PermissionsExt;
+    let config = empty.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("server: {}\ntoken: {}\n", api.base, api.token),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let from_config = || {
+        Command::new(binary())
+            .args(["schedules"])
+            .env("PODCAP_CONFIG", &config)
+            .env_remove("PODCAP_SERVER")
+            .env_remove("PODCAP_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = from_config();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("readable by everyone")
+            && err.contains(&format!("chmod 600 {}", config.display())),
+        "{err}"
+    );
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = from_config();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("NAME"));
+}
+
+#[test]
+fn live_wireshark_gets_the_stream() {
+    let pod = Pod::new();
+    let _sink = UdpSink::bind(pod.host_v4.into(), PORT + 2);
+    let api = Api::start();
+    let selector = format!("podcap.io/netns={}", pod.netns);
+    // A `wireshark` that is tshark reading its stdin, as `wireshark -k -i -` would.
+    let bin = tempfile::tempdir().unwrap();
+    let read = bin.path().join("read.txt");
+    let fake = bin.path().join("wireshark");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\n[ \"$*\" = \"-k -i -\" ] || exit 3\nLC_ALL=C exec tshark -n -r - -T fields -e udp.dstport > {}\n",
+            read.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let plugin = Command::new(binary())
+        .args(["live", "--wireshark", "-l", &selector])
+        .args(["--filter", &format!("udp:{}", PORT + 2), "--for", "4s"])
+        .args(["--server", &api.base])
+        .env("PODCAP_TOKEN", &api.token)
+        .env("PATH", path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = api.get("/api/v1/namespaces/default/captures").json();
+        if list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["status"]["phase"] == "Capturing")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never started: {list}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    burst_from_pod(&pod, SocketAddr::from((pod.host_v4, PORT + 2)), 20, 64);
+    let out = plugin.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "live --wireshark failed: {stderr}");
+    assert!(out.stdout.is_empty(), "the stream went to stdout too");
+    let ports = std::fs::read_to_string(&read).unwrap();
+    assert_eq!(ports.lines().count(), 20, "{ports}; live said {stderr}");
+    let list = api.get("/api/v1/namespaces/default/captures").json();
+    assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");
 }

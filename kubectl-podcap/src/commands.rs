@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::api::{token_identity, ApiError, Client, Connection};
+use crate::config;
 use crate::kubeconfig::{self, PortForward};
 use crate::render;
 use crate::{Cli, Command, Format, Global, Output, Selection};
@@ -22,18 +23,36 @@ struct Session {
 }
 
 fn connect(global: &Global) -> Result<Session> {
-    if let Some(server) = &global.server {
-        let token = global.token.clone();
+    // The config file fills in what the flags and environment leave out (standalone only).
+    let config = if global.server.is_some() && global.token.is_some() {
+        None
+    } else {
+        config::load()?
+    };
+    let server = global
+        .server
+        .clone()
+        .or_else(|| config.as_ref().and_then(|c| c.server.clone()));
+    if let Some(server) = &server {
+        let token = match (&global.token, &config) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(config)) => config::token(config)?,
+            (None, None) => None,
+        };
         let identity = token
             .as_deref()
             .map(token_identity)
             .unwrap_or_else(|| "an anonymous caller (no --token or PODCAP_TOKEN)".into());
+        let namespace = global
+            .namespace
+            .clone()
+            .or_else(|| config.as_ref().and_then(|c| c.namespace.clone()));
         return Ok(Session {
             client: Client::new(Connection {
                 base: server.trim_end_matches('/').to_string(),
                 token,
                 identity,
-                namespace: global.namespace.clone().unwrap_or_else(|| "default".into()),
+                namespace: namespace.unwrap_or_else(|| "default".into()),
                 via_proxy: false,
                 ca_pem: None,
                 insecure: false,
@@ -185,7 +204,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Live {
             selection,
             duration,
-        } => live(c, &selection, &duration)?,
+            wireshark,
+        } => live(c, &selection, &duration, wireshark)?,
+        Command::Complete { .. } => {
+            let mut stdout = std::io::stdout().lock();
+            for item in c.list_all(&c.ns_path("captures"))? {
+                if let Some(name) = item["metadata"]["name"].as_str() {
+                    writeln!(stdout, "{name}")?;
+                }
+            }
+        }
         Command::Share { name, expires } => {
             let share = c.json(
                 "POST",
@@ -579,31 +607,57 @@ fn download(
         progress.finish();
         return Ok(());
     }
-    // Into TARGET.part, renamed when whole. A single file resumes a .part left by an
-    // interrupted download with a Range request; the merged download is made on the fly and
-    // always starts again.
+    // Into TARGET.part, renamed when whole. An interrupted download keeps TARGET.part and, when
+    // the API named the content (a strong ETag, else Last-Modified), TARGET.part.validator; the
+    // next run asks for the rest with `Range: bytes=N-` and `If-Range: VALIDATOR`. A 206 from
+    // byte N is appended; anything else (a 200: no Range support on this download, or the
+    // content changed) starts the file again. Both the merged download and one file resume.
     let part = PathBuf::from(format!("{}.part", target.display()));
-    let have = if file.is_some() {
-        std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0)
-    } else {
-        0
+    let validator_file = PathBuf::from(format!("{}.validator", part.display()));
+    let mut have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    let validator = match have {
+        0 => None,
+        _ => std::fs::read_to_string(&validator_file)
+            .ok()
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty()),
     };
-    let headers = if have > 0 {
-        vec![("Range", format!("bytes={have}-"))]
-    } else {
-        vec![]
-    };
-    let response = c.send("GET", &path, None, &headers);
-    let mut response = match response {
-        // The .part is already whole.
-        Err(ApiError::Problem(p)) if p.status == 416 && have > 0 => {
-            std::fs::rename(&part, &target)?;
-            eprintln!("{} already complete", target.display());
-            return Ok(());
+    let mut response = loop {
+        let mut headers = Vec::new();
+        if have > 0 {
+            headers.push(("Range", format!("bytes={have}-")));
+            if let Some(validator) = &validator {
+                headers.push(("If-Range", validator.clone()));
+            }
         }
-        other => other?,
+        match c.send("GET", &path, None, &headers) {
+            // One file's .part is already whole.
+            Err(ApiError::Problem(p)) if p.status == 416 && have > 0 && file.is_some() => {
+                std::fs::rename(&part, &target)?;
+                let _ = std::fs::remove_file(&validator_file);
+                eprintln!("{} already complete", target.display());
+                return Ok(());
+            }
+            // The merged file changed or is shorter than the .part: start again.
+            Err(ApiError::Problem(p)) if p.status == 416 && have > 0 => have = 0,
+            Err(e) => return Err(e.into()),
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let from = response
+                    .headers()
+                    .get("content-range")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(range_start);
+                // A 206 that does not start where the .part ends cannot be appended.
+                if status == 206 && from != Some(have) {
+                    have = 0;
+                    continue;
+                }
+                break response;
+            }
+        }
     };
-    let resumed = response.status().as_u16() == 206;
+    let resumed = have > 0 && response.status().as_u16() == 206;
     let length = response
         .headers()
         .get("content-length")
@@ -618,6 +672,20 @@ fn download(
         .with_context(|| format!("cannot write {}", part.display()))?;
     if resumed {
         eprintln!("resuming {} at {}", target.display(), render::bytes(have));
+    } else {
+        if have > 0 {
+            eprintln!(
+                "{} cannot be resumed (the API sent the whole file); starting again",
+                part.display()
+            );
+        }
+        match validator_of(&response) {
+            Some(v) => std::fs::write(&validator_file, v)
+                .with_context(|| format!("cannot write {}", validator_file.display()))?,
+            None => {
+                let _ = std::fs::remove_file(&validator_file);
+            }
+        }
     }
     let start = if resumed { have } else { 0 };
     let mut progress = Progress::new(length.map(|l| l + start), start);
@@ -627,11 +695,55 @@ fn download(
     progress.finish();
     drop(out);
     std::fs::rename(&part, &target)?;
+    let _ = std::fs::remove_file(&validator_file);
     eprintln!("{} ({})", target.display(), render::bytes(written + start));
     Ok(())
 }
 
-fn live(c: &Client, selection: &Selection, duration: &str) -> Result<()> {
+/// `N` of a `Content-Range: bytes N-M/LEN`.
+fn range_start(value: &str) -> Option<u64> {
+    let range = value.trim().strip_prefix("bytes")?.trim_start();
+    range.split('-').next()?.trim().parse().ok()
+}
+
+/// What `If-Range` may carry: a strong ETag, else Last-Modified.
+fn validator_of(response: &crate::api::Response) -> Option<String> {
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    header("etag")
+        .filter(|etag| !etag.starts_with("W/"))
+        .or_else(|| header("last-modified"))
+}
+
+/// An executable on PATH.
+fn on_path(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+fn live(c: &Client, selection: &Selection, duration: &str, wireshark: bool) -> Result<()> {
+    // Found before anything is created, so a missing Wireshark leaves no capture behind.
+    let wireshark = match wireshark {
+        true => Some(on_path("wireshark").ok_or_else(|| {
+            anyhow!(
+                "--wireshark: no `wireshark` on PATH; install Wireshark (e.g. `apt install \
+                 wireshark`), or pipe the stream yourself: `... live ... | wireshark -k -i -`"
+            )
+        })?),
+        false => None,
+    };
     let mut spec = spec_of(selection)?;
     spec["duration"] = json!(duration);
     let created = c.json(
@@ -683,7 +795,30 @@ fn live(c: &Client, selection: &Selection, duration: &str) -> Result<()> {
             }
         });
     }
-    let result = stream_live(c, &name);
+    let result = match wireshark {
+        None => stream_live(c, &name, &mut std::io::stdout().lock()),
+        Some(program) => {
+            let mut child = std::process::Command::new(&program)
+                .args(["-k", "-i", "-"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .with_context(|| format!("cannot start {}", program.display()));
+            match &mut child {
+                Ok(child) => {
+                    let mut stdin = child.stdin.take().expect("piped stdin");
+                    let result = stream_live(c, &name, &mut stdin);
+                    // End of stream: Wireshark keeps what it has until the user closes it.
+                    drop(stdin);
+                    cleanup();
+                    eprintln!("live capture {name} ended; close Wireshark when done");
+                    let _ = child.wait();
+                    result
+                }
+                Err(_) => child.map(|_| ()),
+            }
+        }
+    };
     cleanup();
     result
 }
@@ -698,7 +833,7 @@ fn live_name() -> String {
     format!("live-{:08x}", (mixed ^ (mixed >> 29)) as u32)
 }
 
-fn stream_live(c: &Client, name: &str) -> Result<()> {
+fn stream_live(c: &Client, name: &str, out: &mut dyn Write) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let capture = c.get(&c.ns_path(&format!("captures/{name}")))?;
@@ -725,10 +860,9 @@ fn stream_live(c: &Client, name: &str) -> Result<()> {
         &[],
     )?;
     let mut reader = response.body_mut().as_reader();
-    let mut stdout = std::io::stdout().lock();
     let mut progress = Progress::new(None, 0);
     progress.enabled = false;
-    match copy_with_progress(&mut reader, &mut stdout, &mut progress) {
+    match copy_with_progress(&mut reader, out, &mut progress) {
         Ok(_) => Ok(()),
         // The reader (wireshark, tshark) went away: that ends the stream too.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

@@ -1,11 +1,14 @@
 //! `kubectl podcap` (also `podcap`): podcap's command line. It speaks only the REST API, so it
 //! works against `capture-api --standalone` (`--server`, `--token`) and in a cluster (the
-//! kubeconfig's context, namespace and credentials; see `kubeconfig.rs`).
+//! kubeconfig's context, namespace and credentials; see `kubeconfig.rs`). Standalone users can
+//! keep `server` and `token`/`token_file` in a config file instead (see `config.rs`).
 
 #![forbid(unsafe_code)]
 
 mod api;
 mod commands;
+mod complete;
+mod config;
 mod kubeconfig;
 mod render;
 
@@ -115,7 +118,7 @@ pub enum Command {
         #[arg(short = 'w', long)]
         watch: bool,
     },
-    /// A capture in detail: targets per pod, drops, files, share links.
+    /// A capture in detail: targets per pod, drops, files, share links, the events of its life.
     Describe { name: String },
     /// Stop a capture early; its files are kept.
     Stop { name: String },
@@ -137,11 +140,14 @@ pub enum Command {
         #[arg(long)]
         file: Option<String>,
     },
-    /// Capture and stream pcapng to stdout (`| wireshark -k -i -`); the capture is stopped and
-    /// deleted when the stream ends or on Ctrl-C.
+    /// Capture and stream pcapng to stdout (`| wireshark -k -i -`) or, with `--wireshark`, into
+    /// a Wireshark it starts; the capture is stopped and deleted when the stream ends or on Ctrl-C.
     Live {
         #[command(flatten)]
         selection: Selection,
+        /// Start `wireshark -k -i -` (found on PATH) and feed it the stream instead of stdout.
+        #[arg(long)]
+        wireshark: bool,
         /// How long at most.
         #[arg(long = "for", default_value = "5m")]
         duration: String,
@@ -187,6 +193,12 @@ pub enum Command {
     Unschedule { name: String },
     /// Shell completion script: `source <(kubectl podcap completion bash)`.
     Completion { shell: clap_complete::Shell },
+    /// For the completion scripts: `__complete captures` prints the capture names, one a line.
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        #[arg(value_parser = ["captures"])]
+        what: String,
+    },
 }
 
 /// `kubectl podcap` when run as the kubectl plugin, `podcap` otherwise.
@@ -226,7 +238,6 @@ fn main() -> ExitCode {
         }
     };
     if let Command::Completion { shell } = cli.command {
-        let mut command = Cli::command();
         let mut stdout = std::io::stdout();
         // The executable's own name: a shell completes a command, not `kubectl podcap`.
         let bin = if name == "podcap" {
@@ -234,7 +245,7 @@ fn main() -> ExitCode {
         } else {
             "kubectl-podcap"
         };
-        clap_complete::generate(shell, &mut command, bin, &mut stdout);
+        let _ = stdout.write_all(complete::script(shell, bin).as_bytes());
         let _ = stdout.flush();
         return ExitCode::SUCCESS;
     }

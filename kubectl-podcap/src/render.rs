@@ -333,7 +333,140 @@ pub fn describe_capture(
             indent(&mut out, &shares_table(shares));
         }
     }
+    out.push_str("Events:\n");
+    let events = events(capture, now);
+    if events.is_empty() {
+        out.push_str("  <none>\n");
+    } else {
+        indent(
+            &mut out,
+            &table(&["TIME", "TYPE", "REASON", "AGE", "MESSAGE"], &events),
+        );
+    }
     out
+}
+
+/// The capture's life, in time order, from what the API keeps: created, the scheduled start,
+/// started, per target its first and last packet and its state (with its error), and the end
+/// with the capture's message. Rows: TIME, TYPE, REASON, AGE, MESSAGE.
+pub fn events(capture: &Value, now: DateTime<Utc>) -> Vec<Vec<String>> {
+    let meta = &capture["metadata"];
+    let spec = &capture["spec"];
+    let status = &capture["status"];
+    let time = |v: &Value| {
+        v.as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    // (time, order among equal times, type, reason, message)
+    let mut events: Vec<(DateTime<Utc>, u8, &str, String, String)> = Vec::new();
+    if let Some(t) = time(&meta["creationTimestamp"]) {
+        events.push((
+            t,
+            0,
+            "Normal",
+            "Created".into(),
+            format!("capture {}", text(&meta["name"])),
+        ));
+    }
+    if let Some(t) = time(&spec["startTime"]) {
+        let message = match time(&spec["endTime"]) {
+            Some(end) => format!(
+                "window until {}",
+                end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            None => format!("for {}", text(&spec["duration"])),
+        };
+        events.push((t, 1, "Normal", "ScheduledStart".into(), message));
+    }
+    let started = time(&status["startedAt"]);
+    if let Some(t) = started {
+        events.push((
+            t,
+            2,
+            "Normal",
+            "Started".into(),
+            "the first target started recording".into(),
+        ));
+    }
+    let finished = time(&status["finishedAt"]);
+    for target in status["targets"].as_array().into_iter().flatten() {
+        let pod = format!("{}/{}", text(&target["namespace"]), text(&target["pod"]));
+        let files = target["files"].as_array().cloned().unwrap_or_default();
+        let first = files.iter().filter_map(|f| time(&f["firstPacketAt"])).min();
+        let last = files.iter().filter_map(|f| time(&f["lastPacketAt"])).max();
+        if let Some(t) = first {
+            events.push((
+                t,
+                3,
+                "Normal",
+                "FirstPacket".into(),
+                format!("{pod} on {}", text(&target["node"])),
+            ));
+        }
+        if let Some(t) = last {
+            events.push((
+                t,
+                4,
+                "Normal",
+                "LastPacket".into(),
+                format!(
+                    "{pod}: {} packets, {} drops",
+                    num(&target["packets"]),
+                    num(&target["drops"])
+                ),
+            ));
+        }
+        // A target's state has no time of its own: placed at its last packet, else the end.
+        let state = text(&target["state"]);
+        let error = text(&target["error"]);
+        let failed = !error.is_empty() || state == "Failed";
+        if let Some(t) = last.or(finished).or(started) {
+            let mut message = format!("{pod} {state}");
+            if !error.is_empty() {
+                message.push_str(&format!(": {error}"));
+            }
+            events.push((
+                t,
+                5,
+                if failed { "Warning" } else { "Normal" },
+                format!("Target{state}"),
+                message,
+            ));
+        }
+    }
+    if let Some(t) = finished {
+        let phase = status["phase"].as_str().unwrap_or("Finished");
+        let message = match status["message"].as_str() {
+            Some(m) if !m.is_empty() => m.to_string(),
+            _ => format!("capture {}", phase.to_lowercase()),
+        };
+        events.push((
+            t,
+            6,
+            if phase == "Failed" {
+                "Warning"
+            } else {
+                "Normal"
+            },
+            phase.to_string(),
+            message,
+        ));
+    }
+    events.sort_by_key(|e| (e.0, e.1));
+    events
+        .into_iter()
+        .map(|(t, _, kind, reason, message)| {
+            let stamp = t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            vec![
+                stamp.clone(),
+                kind.to_string(),
+                reason,
+                age(Some(&stamp), now),
+                message,
+            ]
+        })
+        .collect()
 }
 
 pub fn shares_table(shares: &[Value]) -> String {
