@@ -8,9 +8,7 @@ mod api_common;
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use api_common::traffic::burst_from_pod;
@@ -18,41 +16,9 @@ use api_common::{tshark, Api, Pod, UdpSink};
 
 const PORT: u16 = 7610;
 
-/// `kubectl-podcap`, built once per test process into this test's target directory and profile
-/// (testkit's `workspace_binary` builds from the checkout testkit was compiled in, which may be
-/// another worktree sharing the target directory).
-fn binary() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(|p| p.parent()).unwrap().to_path_buf();
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev".to_string(),
-            Some(other) => other.to_string(),
-        };
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--profile",
-                &profile,
-                "-p",
-                "kubectl-podcap",
-            ])
-            .arg("--target-dir")
-            .arg(profile_dir.parent().unwrap())
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .stdin(Stdio::null())
-            .output()
-            .expect("running cargo build");
-        assert!(
-            out.status.success(),
-            "building kubectl-podcap: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        profile_dir.join("kubectl-podcap")
-    })
+/// `kubectl-podcap`, built once per test process (testkit's builder, shared with real_node).
+fn binary() -> &'static std::path::Path {
+    podcap_testkit::binaries::kubectl_podcap_binary()
 }
 
 /// Runs the plugin against `api` (global flags after the command, as users type them).
