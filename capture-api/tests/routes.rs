@@ -786,3 +786,79 @@ async fn the_merged_download_of_a_finished_capture_resumes_with_range() {
     assert!(headers.get("etag").is_none());
     assert_eq!(body.len(), length, "the same merge, whole");
 }
+
+#[tokio::test]
+async fn malformed_query_strings_and_path_segments_are_400_problems_naming_the_parameter() {
+    let api = api_with(None);
+    let admin = api.admin.clone();
+    let (status, _, created) = api
+        .send(
+            Method::POST,
+            "/api/v1/namespaces/shop/captures",
+            Some(&admin),
+            Some(json!({"metadata": {"name": "web"}, "spec": {"podSelector": "app=web", "duration": "1m"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    api.calls();
+
+    for (path, names) in [
+        (
+            "/api/v1/namespaces/shop/captures?phase=a&phase=b",
+            "query parameter phase: given more than once: give one phase",
+        ),
+        (
+            "/api/v1/namespaces/shop/captures?limit=abc",
+            "query parameter limit: invalid digit found in string: give a whole number 1-1000",
+        ),
+        (
+            "/api/v1/namespaces/shop/captures/web/packets?limit=abc",
+            "query parameter limit: invalid digit found in string: give a whole number 1-1000",
+        ),
+        (
+            "/api/v1/namespaces/shop/captures/web/pcap?format=a&format=b",
+            "query parameter format: given more than once: give one format, pcapng or pcap",
+        ),
+        (
+            "/api/v1/captures?phase=a&phase=b",
+            "query parameter phase: given more than once",
+        ),
+        (
+            "/share/x?format=a&format=b",
+            "query parameter format: given more than once",
+        ),
+        (
+            "/api/v1/namespaces/shop/captures/%FF",
+            "path segment name: not valid UTF-8",
+        ),
+    ] {
+        let (status, kind, problem) = api.as_admin(Method::GET, path).await;
+        assert_eq!(
+            (status, kind.as_str()),
+            (StatusCode::BAD_REQUEST, "application/problem+json"),
+            "GET {path}: {problem}"
+        );
+        assert_eq!(problem["status"], 400, "{problem}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.starts_with(names), "GET {path}: {detail}");
+    }
+    assert!(api.calls().is_empty(), "no handler reached the backend");
+
+    // Well-formed queries still work.
+    let (status, kind, list) = api
+        .as_admin(
+            Method::GET,
+            "/api/v1/namespaces/shop/captures?phase=Scheduled&limit=10",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(kind, "application/json");
+    assert_eq!(list["items"][0]["metadata"]["name"], "web");
+    let (status, _, _) = api
+        .as_admin(
+            Method::GET,
+            "/api/v1/namespaces/shop/captures/web/pcap?format=pcap",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}

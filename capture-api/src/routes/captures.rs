@@ -3,7 +3,9 @@
 //! written for `kubectl apply` can be POSTed as JSON unchanged.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use super::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -133,6 +135,7 @@ fn parse_continue(token: &str) -> Result<(String, String), Problem> {
     params(NamespacePath, ListQuery),
     responses(
         (status = 200, description = "The captures.", body = PacketCaptureList),
+        (status = 400, description = "A malformed query string or path segment (a parameter given twice or not of its type, a segment not UTF-8 once percent-decoded); the detail names the parameter and what to give instead.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad namespace or `phase`.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -240,7 +243,7 @@ struct CreateBody {
     responses(
         (status = 201, description = "Created; the answer has the name and the first status.", body = PacketCapture),
         (status = 200, description = "`dryRun=All`: valid; the capture that would be created (nothing is stored).", body = PacketCapture),
-        (status = 400, description = "The body is not a capture object, or its `kind`, `apiVersion` or `metadata.namespace` do not fit this route.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The body is not a capture object, or its `kind`, `apiVersion` or `metadata.namespace` do not fit this route; or a malformed query string or path segment (a parameter given twice or not of its type, a segment not UTF-8 once percent-decoded); the detail names the parameter and what to give instead.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A capture of that name exists in the namespace.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The spec or name is invalid; `invalidParams` lists every field to fix.", body = Problem, content_type = "application/problem+json"),
         (status = 507, description = "The data directory takes no more captures (quota or free-space floor).", body = Problem, content_type = "application/problem+json"),
@@ -309,6 +312,7 @@ pub async fn create(
     params(CapturePath),
     responses(
         (status = 200, description = "The capture.", body = PacketCapture),
+        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -329,6 +333,7 @@ pub async fn get(
     params(CapturePath),
     responses(
         (status = 200, description = "Stopped (or already finished); the capture as it is now.", body = PacketCapture),
+        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -351,6 +356,7 @@ pub async fn stop(
     params(CapturePath),
     responses(
         (status = 204, description = "Deleted, files included. In Kubernetes mode: the deletion is accepted; the object goes once every node's agent has removed its files (their finalizers)."),
+        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
     )
 )]

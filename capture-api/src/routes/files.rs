@@ -2,7 +2,9 @@
 //! podcap gave the file; it is looked up in the capture's own status, never joined to a path as
 //! the user sent it, so `../` and friends find nothing (see [`crate::files`]).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
@@ -24,6 +26,7 @@ use super::openapi::{CaptureFileList, CaptureFilePath, CapturePath, PcapBytes, P
     params(CapturePath),
     responses(
         (status = 200, description = "Every file of every target, with the pod it came from.", body = CaptureFileList),
+        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -68,7 +71,7 @@ pub async fn list(
                 ("Content-Disposition" = String, description = "`attachment; filename=\"...\"`"),
                 ("Content-Length" = u64, description = "The range's length."),
             )),
-        (status = 400, description = "More than one range.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "More than one range; or a malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture, or no such file in it (or it was rotated out).", body = Problem, content_type = "application/problem+json"),
         (status = 416, description = "The range does not fit the file.", body = Problem, content_type = "application/problem+json"),
     )

@@ -2,7 +2,9 @@
 //! and its packets over time, read from its files on a blocking thread (see
 //! [`crate::inspect`]). What the web UI's capture page shows; handy from curl too.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use super::extract::{Path, Query};
 use axum::Json;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -43,6 +45,7 @@ pub struct PacketPreview {
     params(CapturePath, PacketsQuery),
     responses(
         (status = 200, description = "The first packets.", body = PacketPreview),
+        (status = 400, description = "A malformed query string or path segment (a parameter given twice or not of its type, a segment not UTF-8 once percent-decoded); the detail names the parameter and what to give instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad `limit`.", body = Problem, content_type = "application/problem+json"),
     )
@@ -82,6 +85,7 @@ pub async fn packets(
     params(CapturePath),
     responses(
         (status = 200, description = "The counts; empty before the capture starts.", body = Timeline),
+        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -4,7 +4,9 @@
 //! capture never waits for a watcher: a watcher that falls behind misses whole chunks of
 //! packets, counted in the `podcap_live_chunks_skipped_total` metric, and the stream stays valid.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use axum::response::Response;
 use capture_spec::Phase;
 
@@ -27,6 +29,7 @@ use super::openapi::{CapturePath, PcapngBytes};
     responses(
         (status = 200, description = "pcapng, streamed until the capture ends or the client leaves.", content((PcapngBytes = "application/x-pcapng")),
             headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The capture is not `Capturing`, or no pod is capturing right now.", body = Problem, content_type = "application/problem+json"),
     )

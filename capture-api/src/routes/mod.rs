@@ -10,6 +10,7 @@
 
 mod captures;
 mod download;
+mod extract;
 mod files;
 
 mod inspect;

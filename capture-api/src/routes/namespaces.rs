@@ -4,7 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use super::extract::Query;
 use axum::Json;
 use capture_spec::Phase;
 use serde::{Deserialize, Serialize};
@@ -70,6 +72,7 @@ pub struct AllCapturesQuery {
     params(AllCapturesQuery),
     responses(
         (status = 200, description = "The captures.", body = PacketCaptureList),
+        (status = 400, description = "A malformed query string (a parameter given twice); the detail names the parameter and what to give instead.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad `phase`.", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use super::extract::{Path, Query};
 use axum::Json;
 use capture_spec::LabelSelector;
 use serde::{Deserialize, Serialize};
@@ -49,6 +51,7 @@ pub struct PodSchema {
     params(NamespacePath, PodQuery),
     responses(
         (status = 200, description = "The pods of the namespace the selector matches.", body = Vec<PodSchema>),
+        (status = 400, description = "A malformed query string or path segment (a parameter given twice or not of its type, a segment not UTF-8 once percent-decoded); the detail names the parameter and what to give instead.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad selector; the reason says where.", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -7,7 +7,9 @@
 //! captures and their files, as deleting a CronJob deletes its Jobs.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use super::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::Json;
 use capture_spec::{ScheduleSpec, ScheduleStatus, ValidationErrors};
@@ -176,6 +178,7 @@ async fn with_schedules_locked<T: Send + 'static>(
     params(NamespacePath),
     responses(
         (status = 200, description = "The schedules.", body = PacketCaptureScheduleList),
+        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad namespace.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -204,7 +207,7 @@ pub async fn list(
     responses(
         (status = 201, description = "Created, with its coming run times in the status.", body = PacketCaptureSchedule),
         (status = 200, description = "`dryRun=All`: valid; the schedule that would be created, with its next run times (nothing is stored).", body = PacketCaptureSchedule),
-        (status = 400, description = "The body is not a schedule object, or its `kind`, `apiVersion` or `metadata.namespace` do not fit this route.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The body is not a schedule object, or its `kind`, `apiVersion` or `metadata.namespace` do not fit this route; or a malformed query string or path segment (a parameter given twice or not of its type, a segment not UTF-8 once percent-decoded); the detail names the parameter and what to give instead.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A schedule of that name exists in the namespace.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The spec or name is invalid; `invalidParams` lists every field to fix.", body = Problem, content_type = "application/problem+json"),
     )
@@ -255,6 +258,7 @@ pub async fn create(
     params(SchedulePath),
     responses(
         (status = 200, description = "The schedule.", body = PacketCaptureSchedule),
+        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such schedule.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -284,7 +288,7 @@ pub async fn get(
     request_body(content = ScheduleBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The schedule with its new spec.", body = PacketCaptureSchedule),
-        (status = 400, description = "The body is not a schedule object, or it renames the schedule.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The body is not a schedule object, or it renames the schedule; or a malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such schedule.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`metadata.uid` is not this schedule's: it was deleted and created again since it was read.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The spec is invalid; `invalidParams` lists every field to fix.", body = Problem, content_type = "application/problem+json"),
@@ -340,6 +344,7 @@ pub async fn replace(
     params(SchedulePath),
     responses(
         (status = 204, description = "Deleted, with every capture it created and their files."),
+        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such schedule.", body = Problem, content_type = "application/problem+json"),
     )
 )]

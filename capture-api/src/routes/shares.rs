@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use super::extract::{Path, Query};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
@@ -104,7 +106,7 @@ fn share_json(share: &ShareRecord, now: DateTime<Utc>) -> Value {
     request_body(content = Option<CreateShare>, content_type = "application/json", description = "Optional; an empty body means `{\"expiresIn\": \"24h\"}`."),
     responses(
         (status = 201, description = "The new link, with its URL and token.", body = NewShare),
-        (status = 400, description = "The body is not `{\"expiresIn\": \"1h\"}`.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The body is not `{\"expiresIn\": \"1h\"}`; or a malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad or out-of-range `expiresIn`.", body = Problem, content_type = "application/problem+json"),
     )
@@ -152,6 +154,7 @@ pub async fn create(
     params(CapturePath),
     responses(
         (status = 200, description = "Every link of the capture, with its state and download count; never the tokens.", body = ShareList),
+        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -179,6 +182,7 @@ pub async fn list(
     params(SharePath),
     responses(
         (status = 204, description = "Revoked: the link answers 410 from now on."),
+        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture, or no such link of it.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -211,6 +215,7 @@ pub async fn revoke(
     responses(
         (status = 200, description = "The merged capture, as `GET .../captures/{name}/pcap`.", content((PcapngBytes = "application/x-pcapng"), (PcapBytes = "application/vnd.tcpdump.pcap")),
             headers(("Content-Disposition" = String, description = "`attachment; filename=\"NAME.pcapng\"` (or `.pcap`)"))),
+        (status = 400, description = "A malformed query string or path segment (a parameter given twice or not of its type, a segment not UTF-8 once percent-decoded); the detail names the parameter and what to give instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such link, or its capture was deleted.", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "The link expired or was revoked; the detail says when.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad `format`.", body = Problem, content_type = "application/problem+json"),

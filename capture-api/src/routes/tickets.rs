@@ -3,7 +3,9 @@
 //! so a browser can save a capture of any size straight to disk.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
@@ -53,7 +55,7 @@ pub struct TicketAnswer {
     request_body(content = Option<TicketRequest>, content_type = "application/json", description = "Optional; an empty body means the merged pcapng."),
     responses(
         (status = 201, description = "The ticket.", body = TicketAnswer),
-        (status = 400, description = "The body is not a ticket request.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The body is not a ticket request; or a malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture or file.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad `format`.", body = Problem, content_type = "application/problem+json"),
     )
@@ -99,6 +101,7 @@ pub async fn create(
     params(("ticket" = String, Path, description = "The secret from `.../downloads`.")),
     responses(
         (status = 200, description = "The download.", content((PcapngBytes = "application/x-pcapng"), (PcapBytes = "application/vnd.tcpdump.pcap"))),
+        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown, used or expired ticket; the capture or file is gone.", body = Problem, content_type = "application/problem+json"),
     )
 )]
