@@ -109,6 +109,14 @@ fn known_lengths() -> &'static Mutex<HashMap<String, u64>> {
     LENGTHS.get_or_init(Mutex::default)
 }
 
+/// The table of merged lengths. A panic while it was held cannot have left a wrong length in
+/// it (an insert is one step), so a poisoned lock is used as it is.
+fn remembered_lengths() -> std::sync::MutexGuard<'static, HashMap<String, u64>> {
+    known_lengths()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Lengths remembered at most; the table is emptied when full.
 const KNOWN_LENGTHS: usize = 1024;
 
@@ -134,7 +142,7 @@ async fn merged_length(
     format: OutputFormat,
     etag: &str,
 ) -> Result<u64, Problem> {
-    if let Some(length) = known_lengths().lock().unwrap().get(etag) {
+    if let Some(length) = remembered_lengths().get(etag) {
         return Ok(*length);
     }
     let inputs = state.backend.inputs(record).await?;
@@ -145,7 +153,7 @@ async fn merged_length(
     .await
     .map_err(Problem::internal)?
     .map_err(|e| Problem::internal(format!("counting the merged download: {e}")))?;
-    let mut lengths = known_lengths().lock().unwrap();
+    let mut lengths = remembered_lengths();
     if lengths.len() >= KNOWN_LENGTHS {
         lengths.clear();
     }
