@@ -1,6 +1,8 @@
 //! kubectl-style output: aligned tables with upper-case headers, ages, sizes, `describe` text.
 
+use capture_spec::{FilterRule, LabelSelector};
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::Value;
 
 /// Columns separated by three spaces, each as wide as its widest cell (as kubectl prints).
@@ -64,71 +66,33 @@ fn text(value: &Value) -> String {
     value.as_str().unwrap_or("").to_string()
 }
 
-/// A label selector as `-l` takes it: `app=web,tier in (a,b)`.
+/// A label selector as `-l` takes it: `app=web,tier in (a,b)` (capture-spec's kubectl form);
+/// `<all pods>` for the empty one, the JSON itself if it is not a selector.
 pub fn selector(value: &Value) -> String {
-    let mut parts = Vec::new();
-    if let Some(labels) = value["matchLabels"].as_object() {
-        for (k, v) in labels {
-            parts.push(format!("{k}={}", v.as_str().unwrap_or("")));
-        }
-    }
-    if let Some(expressions) = value["matchExpressions"].as_array() {
-        for e in expressions {
-            let key = text(&e["key"]);
-            let values: Vec<String> = e["values"]
-                .as_array()
-                .map(|v| v.iter().map(text).collect())
-                .unwrap_or_default();
-            let part = match e["operator"].as_str().unwrap_or("") {
-                "In" => format!("{key} in ({})", values.join(",")),
-                "NotIn" => format!("{key} notin ({})", values.join(",")),
-                "Exists" => key,
-                "DoesNotExist" => format!("!{key}"),
-                other => format!("{key} {other} ({})", values.join(",")),
-            };
-            parts.push(part);
-        }
-    }
-    if parts.is_empty() {
-        "<all pods>".into()
-    } else {
-        parts.join(",")
+    match LabelSelector::deserialize(value) {
+        Ok(selector) if selector == LabelSelector::default() => "<all pods>".into(),
+        Ok(selector) => selector.to_string(),
+        Err(_) if value.is_null() => "<all pods>".into(),
+        // The API writes the object form; a string is already the `-l` form.
+        Err(_) => value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_string),
     }
 }
 
-/// Filters as `--filter` takes them: `udp:53,tcp:443`.
+/// Filters as `--filter` takes them, one rule after another: `udp:53 tcp:443` (capture-spec's
+/// CLI form of each rule); `<all packets>` without rules, the JSON itself if they are not rules.
 pub fn filters(value: &Value) -> String {
-    let Some(rules) = value.as_array().filter(|r| !r.is_empty()) else {
-        return "<all packets>".into();
-    };
-    rules
-        .iter()
-        .map(|rule| {
-            let mut out = rule["protocol"]
-                .as_str()
-                .map(str::to_lowercase)
-                .or_else(|| rule["protocol"].as_u64().map(|n| n.to_string()))
-                .unwrap_or_else(|| "any".into());
-            if let Some(ports) = rule["ports"].as_array().filter(|p| !p.is_empty()) {
-                let ports: Vec<String> = ports
-                    .iter()
-                    .map(|p| match p {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    })
-                    .collect();
-                out.push(':');
-                out.push_str(&ports.join(","));
-            }
-            if let Some(peers) = rule["peers"].as_array().filter(|p| !p.is_empty()) {
-                let peers: Vec<String> = peers.iter().map(text).collect();
-                out.push('@');
-                out.push_str(&peers.join(","));
-            }
-            out
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    match Vec::<FilterRule>::deserialize(value) {
+        Ok(rules) if rules.is_empty() => "<all packets>".into(),
+        Ok(rules) => rules
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
+        Err(_) if value.is_null() => "<all packets>".into(),
+        Err(_) => value.to_string(),
+    }
 }
 
 /// Pods, packets, bytes and drops of a capture: the status's totals where the API gives them,
