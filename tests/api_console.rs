@@ -209,7 +209,8 @@ fn preview_timeline_and_tickets_read_a_real_capture() {
     assert_eq!(first["protocol"], "UDP");
     assert_eq!(first["source"], pod.pod_v4.to_string());
     assert_eq!(first["destination"], pod.host_v4.to_string());
-    assert_eq!(first["direction"], "in");
+    // The pod's point of view: it sent this datagram.
+    assert_eq!(first["direction"], "out");
     assert!(
         first["info"]
             .as_str()

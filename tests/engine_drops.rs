@@ -46,10 +46,7 @@ fn ring_overflow_is_counted_as_kernel_drops() {
     let path = dir.path().join("drops.pcapng");
     let config = CaptureConfig {
         budget: None,
-        interfaces: vec![InterfaceSpec {
-            name: pod.host_if.clone(),
-            description: String::new(),
-        }],
+        interfaces: vec![InterfaceSpec::local(pod.host_if.clone(), "")],
         filter: Filter::parse_cli(&[format!("udp:{PORT}")]).unwrap(),
         bpf_filter: None,
         limits: CaptureLimits::default(),

@@ -29,10 +29,7 @@ fn deleted_interfaces_end_their_part_and_then_the_capture() {
     let first = Pod::new();
     let second = Pod::new();
     let dir = tempfile::tempdir().unwrap();
-    let spec = |pod: &Pod| InterfaceSpec {
-        name: pod.host_if.clone(),
-        description: String::new(),
-    };
+    let spec = |pod: &Pod| InterfaceSpec::local(pod.host_if.clone(), "");
     let config = CaptureConfig {
         budget: None,
         interfaces: vec![spec(&first), spec(&second)],

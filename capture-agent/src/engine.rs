@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use capture_spec::{CaptureLimits, Filter, LimitsError, OutputFormat};
 
-use crate::afpacket::{self, Ring, RingConfig, RingError};
+use crate::afpacket::{self, Ring, RingConfig, RingError, Viewpoint};
 use crate::bpf::{self, BpfError, ExpressionError};
 use crate::budget::Budget;
 use crate::format::{frame_len, Encoder, InterfaceInfo, PacketRecord};
@@ -48,6 +48,23 @@ pub struct InterfaceSpec {
     pub name: String,
     /// Recorded in pcapng `if_description`, e.g. "shop/web-1 on node-a".
     pub description: String,
+    /// The network namespace the interface is in (a file such as /var/run/netns/NAME);
+    /// `None`: this process's own.
+    pub netns: Option<PathBuf>,
+    /// Whose point of view the packet directions take.
+    pub viewpoint: Viewpoint,
+}
+
+impl InterfaceSpec {
+    /// `name` in this process's namespace, directions as the interface sees them.
+    pub fn local(name: impl Into<String>, description: impl Into<String>) -> InterfaceSpec {
+        InterfaceSpec {
+            name: name.into(),
+            description: description.into(),
+            netns: None,
+            viewpoint: Viewpoint::Interface,
+        }
+    }
 }
 
 /// Where the files go.
@@ -213,7 +230,10 @@ impl Capture {
             {
                 return Err(CaptureError::DuplicateInterface(interface.name.clone()));
             }
-            check_ethernet(&interface.name)?;
+            // sysfs shows this process's namespace only.
+            if interface.netns.is_none() {
+                check_ethernet(&interface.name)?;
+            }
         }
         config.limits.validate()?;
         let snap_length = config.limits.snap_length;
@@ -269,7 +289,8 @@ impl Capture {
         }
         let mut sources = Vec::with_capacity(config.interfaces.len());
         for (spec, (output, interface_id)) in config.interfaces.into_iter().zip(routes) {
-            let ring = Ring::open(&spec.name, config.ring, &program)?;
+            let mut ring = Ring::open_in(spec.netns.as_deref(), &spec.name, config.ring, &program)?;
+            ring.set_viewpoint(spec.viewpoint);
             sources.push(Source {
                 ring,
                 spec,

@@ -5,7 +5,7 @@
 //! are carried into the target's status. Shared by the standalone runner (capture-api) and the
 //! node agent's cluster mode ([`crate::cluster`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use capture_spec::{CaptureSpec, FileStatus, TargetState, TargetStatus};
 use chrono::{DateTime, Utc};
 
-use crate::afpacket::RingConfig;
+use crate::afpacket::{RingConfig, Viewpoint};
 use crate::budget::Budget;
 use crate::output::FileSummary;
 use crate::{
@@ -116,11 +116,34 @@ pub struct TargetIdentity {
     /// interface itself in standalone mode).
     pub interface: String,
     pub node: String,
-    /// The host-side interface the capture ring binds.
+    /// The host-side interface the capture ring binds (capturePoint hostVeth).
     pub host_interface: String,
+    /// The pod's network namespace, when the ring binds `interface` inside it (capturePoint
+    /// podNetns) instead of `host_interface` on the host.
+    pub pod_netns: Option<PathBuf>,
 }
 
 impl TargetIdentity {
+    /// The interface the target's ring binds. Either way the file's directions are the pod's:
+    /// a packet the pod sends is outbound, on its own eth0 and, seen from the peer, on its host
+    /// veth.
+    pub fn capture_interface(&self) -> InterfaceSpec {
+        match &self.pod_netns {
+            Some(netns) => InterfaceSpec {
+                name: self.interface.clone(),
+                description: self.description(),
+                netns: Some(netns.clone()),
+                viewpoint: Viewpoint::Interface,
+            },
+            None => InterfaceSpec {
+                name: self.host_interface.clone(),
+                description: self.description(),
+                netns: None,
+                viewpoint: Viewpoint::Peer,
+            },
+        }
+    }
+
     /// pcapng `if_description`: "namespace/pod on NODE".
     pub fn description(&self) -> String {
         format!("{}/{} on {}", self.namespace, self.pod, self.node)
@@ -173,10 +196,7 @@ impl TargetRun {
         )?;
         let capture = Capture::open(CaptureConfig {
             budget,
-            interfaces: vec![InterfaceSpec {
-                name: identity.host_interface.clone(),
-                description: identity.description(),
-            }],
+            interfaces: vec![identity.capture_interface()],
             filter: spec.filters.clone(),
             bpf_filter: spec.bpf_filter.clone(),
             limits: spec.limits(),

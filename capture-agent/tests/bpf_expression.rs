@@ -293,10 +293,7 @@ fn a_capture_whose_expression_libpcap_refuses_opens_nothing() {
     let output = dir.path().join("refused.pcapng");
     let config = CaptureConfig {
         budget: None,
-        interfaces: vec![InterfaceSpec {
-            name: "podcap-absent0".into(),
-            description: String::new(),
-        }],
+        interfaces: vec![InterfaceSpec::local("podcap-absent0", "")],
         filter: Filter::parse_cli(&["tcp"]).expect("rules"),
         bpf_filter: Some("tcp port 99999".into()),
         limits: CaptureLimits::default(),

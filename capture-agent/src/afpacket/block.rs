@@ -42,6 +42,33 @@ pub enum Direction {
     Outbound,
 }
 
+impl Direction {
+    /// The same crossing as the other end of a veth pair sees it (a pod, when its host-side veth
+    /// is captured): what one end receives the other sent, and what one end sends the other
+    /// receives, as unicast to it, broadcast or multicast by the frame's destination MAC.
+    pub fn seen_from_peer(self, frame: &[u8]) -> Direction {
+        match self {
+            Direction::Inbound(_) => Direction::Outbound,
+            Direction::Outbound => Direction::Inbound(match frame.first() {
+                Some(_) if frame.get(..6) == Some(&[0xff; 6]) => libc::PACKET_BROADCAST,
+                Some(first) if first & 1 == 1 => libc::PACKET_MULTICAST,
+                _ => libc::PACKET_HOST,
+            }),
+        }
+    }
+}
+
+/// Whose point of view a ring's packet directions take.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Viewpoint {
+    /// The captured interface's own (the CLI on any interface; a pod's own eth0).
+    #[default]
+    Interface,
+    /// The other end of the captured veth: a pod's, when its host-side veth is captured, so a
+    /// pod's files say in/out the same way whichever end is captured.
+    Peer,
+}
+
 /// The 802.1Q/802.1ad tag the kernel stripped from the frame before handing it over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VlanTag {
@@ -69,6 +96,7 @@ pub struct Block<'a> {
     num_packets: u32,
     first_packet: u32,
     status: &'a AtomicU32,
+    viewpoint: Viewpoint,
 }
 
 impl<'a> Block<'a> {
@@ -83,7 +111,14 @@ impl<'a> Block<'a> {
             num_packets,
             first_packet,
             status,
+            viewpoint: Viewpoint::Interface,
         }
+    }
+
+    /// The block with its packets' directions as `viewpoint` sees them.
+    pub(super) fn seen_from(mut self, viewpoint: Viewpoint) -> Self {
+        self.viewpoint = viewpoint;
+        self
     }
 
     pub fn len(&self) -> u32 {
@@ -100,6 +135,7 @@ impl<'a> Block<'a> {
             body: self.body,
             next: (self.first_packet as usize).checked_sub(BLOCK_HEADER_LEN),
             remaining: self.num_packets,
+            viewpoint: self.viewpoint,
         }
     }
 }
@@ -117,6 +153,7 @@ pub struct Packets<'a> {
     /// Offset of the next packet header in `body`; `None` once done or on a malformed offset.
     next: Option<usize>,
     remaining: u32,
+    viewpoint: Viewpoint,
 }
 
 #[inline]
@@ -150,6 +187,10 @@ impl<'a> Packets<'a> {
             Direction::Outbound
         } else {
             Direction::Inbound(packet_type)
+        };
+        let direction = match self.viewpoint {
+            Viewpoint::Interface => direction,
+            Viewpoint::Peer => direction.seen_from_peer(data),
         };
         let packet = Packet {
             timestamp_ns: u64::from(read_u32(header, TP_SEC)?) * 1_000_000_000
@@ -185,5 +226,32 @@ impl<'a> Iterator for Packets<'a> {
         self.remaining -= 1;
         self.next = (next_offset != 0).then(|| at + next_offset as usize);
         Some(packet)
+    }
+}
+
+#[cfg(test)]
+mod viewpoint_tests {
+    use super::*;
+
+    #[test]
+    fn the_peer_sees_each_crossing_the_other_way() {
+        let unicast = [0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+        let multicast = [0x01, 0x00, 0x5e, 0, 0, 1];
+        let broadcast = [0xff; 12];
+        let sent_by_pod = Direction::Inbound(libc::PACKET_OTHERHOST);
+        assert_eq!(sent_by_pod.seen_from_peer(&unicast), Direction::Outbound);
+        let to_pod = Direction::Outbound;
+        assert_eq!(
+            to_pod.seen_from_peer(&unicast),
+            Direction::Inbound(libc::PACKET_HOST)
+        );
+        assert_eq!(
+            to_pod.seen_from_peer(&multicast),
+            Direction::Inbound(libc::PACKET_MULTICAST)
+        );
+        assert_eq!(
+            to_pod.seen_from_peer(&broadcast),
+            Direction::Inbound(libc::PACKET_BROADCAST)
+        );
     }
 }

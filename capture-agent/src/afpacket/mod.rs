@@ -23,9 +23,10 @@ mod sys;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use block::{Block, Direction, Packet, VlanTag};
+pub use block::{Block, Direction, Packet, Viewpoint, VlanTag};
 
 use crate::bpf::Program;
 
@@ -115,6 +116,13 @@ pub struct KernelStats {
 pub enum RingError {
     #[error("no interface named {0:?} on this host: check `ip link`")]
     NoSuchInterface(String),
+    /// The network namespace a ring was to be opened in could not be entered.
+    #[error("cannot enter network namespace {}: {source}; entering another network namespace needs CAP_SYS_ADMIN", path.display())]
+    Namespace {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("bad ring geometry: {0}")]
     BadGeometry(String),
     /// The kernel refused for lack of a capability; the message names which one.
@@ -177,11 +185,53 @@ pub struct Ring {
     /// The next block we expect the kernel to hand over (blocks are handed over in order).
     next_block: u32,
     totals: KernelStats,
+    viewpoint: Viewpoint,
 }
 
 impl Ring {
     /// Opens a ring on `interface` (a name, or `#<ifindex>`) that keeps only what `filter` accepts.
     pub fn open(interface: &str, config: RingConfig, filter: &Program) -> Result<Ring, RingError> {
+        Ring::open_in(None, interface, config, filter)
+    }
+
+    /// [`Ring::open`] on an interface of the network namespace `netns` (a file such as
+    /// /var/run/netns/NAME or /proc/PID/ns/net); `None` is this process's own. The socket is
+    /// made on a short-lived thread that enters the namespace, so no other thread ever runs in
+    /// it; a packet socket stays in the namespace it was made in.
+    pub fn open_in(
+        netns: Option<&Path>,
+        interface: &str,
+        config: RingConfig,
+        filter: &Program,
+    ) -> Result<Ring, RingError> {
+        let Some(netns) = netns else {
+            return Ring::open_here(interface, config, filter);
+        };
+        let entered = |source| RingError::Namespace {
+            path: netns.to_path_buf(),
+            source,
+        };
+        let namespace = std::fs::File::open(netns).map_err(entered)?;
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("podcap-netns".into())
+                .spawn_scoped(scope, || {
+                    nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(|errno| entered(io::Error::from(errno)))?;
+                    Ring::open_here(interface, config, filter)
+                })
+                .map_err(entered)?
+                .join()
+                .unwrap_or_else(|_| Err(entered(io::Error::other("the opening thread panicked"))))
+        })
+    }
+
+    /// Directions as `viewpoint` sees them from now on.
+    pub fn set_viewpoint(&mut self, viewpoint: Viewpoint) {
+        self.viewpoint = viewpoint;
+    }
+
+    fn open_here(interface: &str, config: RingConfig, filter: &Program) -> Result<Ring, RingError> {
         let ifindex = match interface.strip_prefix('#') {
             Some(index) => index
                 .parse::<u32>()
@@ -206,6 +256,7 @@ impl Ring {
             ifindex,
             next_block: 0,
             totals: KernelStats::default(),
+            viewpoint: Viewpoint::Interface,
         })
     }
 
@@ -226,7 +277,7 @@ impl Ring {
         let index = self.next_block;
         let block = self.map.block(index, self.config.block_size)?;
         self.next_block = (index + 1) % self.config.block_count;
-        Some(block)
+        Some(block.seen_from(self.viewpoint))
     }
 
     /// Replaces the filter; packets already in the ring stay.

@@ -82,10 +82,7 @@ fn interface_specs(args: &CaptureArgs) -> anyhow::Result<Vec<InterfaceSpec>> {
     let mut specs: Vec<InterfaceSpec> = args
         .interfaces
         .iter()
-        .map(|name| InterfaceSpec {
-            name: name.clone(),
-            description: String::new(),
-        })
+        .map(|name| InterfaceSpec::local(name.clone(), String::new()))
         .collect();
     for text in &args.descriptions {
         let Some((name, description)) = text.split_once('=') else {

@@ -199,6 +199,8 @@ impl<T: Target> CaptureRun<T> {
             interface: pod.key.interface.clone(),
             node: pod.key.node.clone(),
             host_interface: host.name.clone(),
+            // capturePoint podNetns sets the pod's namespace here.
+            pod_netns: None,
         };
         match opener.open(
             &self.directory,
