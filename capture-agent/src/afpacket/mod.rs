@@ -311,7 +311,8 @@ impl Ring {
 
     /// False once the interface this ring is bound to has been deleted (e.g. its pod is gone).
     pub fn interface_exists(&self) -> bool {
-        sys::interface_exists(self.ifindex)
+        // A failed getsockname says nothing about the interface; only the kernel's -1 does.
+        sys::bound_ifindex(&self.socket).is_none_or(|index| index > 0)
     }
 
     /// Kernel counters since the socket opened (the kernel resets them on every read, so they

@@ -190,10 +190,24 @@ pub(super) fn take_socket_error(socket: &OwnedFd) -> Option<io::Error> {
 }
 
 /// Whether an interface with this index exists (in this network namespace).
-pub(super) fn interface_exists(ifindex: u32) -> bool {
-    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: `name` has IF_NAMESIZE bytes, the size if_indextoname writes at most.
-    !unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) }.is_null()
+/// The ifindex a packet socket is bound to now: the kernel sets it to -1 when that interface is
+/// unregistered (deleted, or its namespace destroyed), in whatever namespace the socket lives,
+/// so this answers for a ring opened in a pod's namespace too, where an index lookup from this
+/// thread's namespace would find another interface. `None` if getsockname fails.
+pub(super) fn bound_ifindex(socket: &OwnedFd) -> Option<i32> {
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+    let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut len = libc::socklen_t::try_from(size_of::<libc::sockaddr_ll>()).ok()?;
+    // SAFETY: `address` is writable for `len` bytes, and `len` is a valid in/out length that
+    // lives for the whole call.
+    let rc = unsafe {
+        libc::getsockname(
+            socket.as_raw_fd(),
+            (&mut address as *mut libc::sockaddr_ll).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(address.sll_ifindex)
 }
 
 /// The ring's shared mapping; unmapped on drop.
