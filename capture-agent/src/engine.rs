@@ -10,7 +10,7 @@
 //! the rings first (swap in a drop-all filter, read until the kernel's partly filled block has
 //! been handed over), so a stop never loses a packet the kernel already accepted.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,7 +22,7 @@ use crate::afpacket::{self, Ring, RingConfig, RingError, Viewpoint};
 use crate::bpf::{self, BpfError, ExpressionError};
 use crate::budget::Budget;
 use crate::format::{frame_len, Encoder, InterfaceInfo, PacketRecord};
-use crate::output::{FileSummary, OutputError, OutputFiles, FLUSH_INTERVAL};
+use crate::output::{FileSummary, OutputError, OutputFiles};
 use crate::stop::StopSignal;
 use crate::tap::LiveTap;
 
@@ -40,6 +40,8 @@ fn local_limit(limits: &CaptureLimits, packets: u64, bytes: u64, len: u64) -> Op
 
 /// How often kernel counters are read into the live counters and file footers.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a draining capture looks at its rings.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
 
 /// One interface to capture on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,10 +198,22 @@ pub struct Capture {
     outputs: Vec<OutputFiles>,
     limits: CaptureLimits,
     budget: Option<Arc<Budget>>,
-    duration: Option<Duration>,
+    /// When the duration ends, counted from [`Capture::open`].
+    deadline: Option<Instant>,
     live: Arc<LiveView>,
     packets: u64,
     bytes: u64,
+    next_stats: Instant,
+    draining: Option<Drain>,
+}
+
+/// A stop in progress: no new packets, the rings are being emptied.
+struct Drain {
+    reason: EndReason,
+    /// Not done before this, whatever the rings say.
+    settle: Instant,
+    /// Done at this, whatever the rings say.
+    give_up: Instant,
 }
 
 fn check_ethernet(name: &str) -> Result<(), CaptureError> {
@@ -315,10 +329,12 @@ impl Capture {
             outputs,
             limits: config.limits,
             budget: config.budget,
-            duration: config.duration,
+            deadline: config.duration.map(|d| Instant::now() + d),
             live,
             packets: 0,
             bytes: 0,
+            next_stats: Instant::now() + STATS_INTERVAL,
+            draining: None,
         })
     }
 
@@ -336,74 +352,117 @@ impl Capture {
     }
 
     /// Captures until stopped, the duration ends or a limit is reached, then closes the files.
+    /// The command line's loop; the service runs many captures on one thread ([`crate::hub`])
+    /// through the same steps.
     pub fn run(mut self, stop: &StopSignal) -> Result<CaptureReport, CaptureError> {
-        let deadline = self.duration.map(|d| Instant::now() + d);
-        let mut last_stats = Instant::now();
         let end = loop {
+            let now = Instant::now();
             if stop.is_requested() {
-                break self.drain(EndReason::Stopped);
+                self.begin_drain(EndReason::Stopped, now);
             }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                break self.drain(EndReason::Duration);
+            if let Some(end) = self.step(now) {
+                break end;
             }
-            let timeout = deadline.map_or(FLUSH_INTERVAL, |d| {
-                d.saturating_duration_since(now).min(FLUSH_INTERVAL)
-            });
-            if let Err(error) = self.wait(stop, timeout) {
-                break EndReason::Failed(error.to_string());
-            }
-            match self.read_ready_blocks() {
-                Ok(Some(reason)) => break reason,
-                Ok(None) => {}
-                Err(error) => break EndReason::Failed(error.to_string()),
-            }
-            // Their last blocks are written above; nothing more can come.
-            if self.sources.iter().all(|s| s.gone) {
-                break EndReason::InterfacesGone;
-            }
-            let now = Instant::now();
-            if now.duration_since(last_stats) >= STATS_INTERVAL {
-                last_stats = now;
-                self.refresh_kernel_stats();
-                self.mark_deleted_interfaces();
-                self.publish_files();
-            }
-            if let Err(error) = self
-                .outputs
-                .iter_mut()
-                .try_for_each(|o| o.flush_if_due(now))
-            {
-                break EndReason::Failed(error.to_string());
+            let timeout = self
+                .next_wake(Instant::now())
+                .saturating_duration_since(Instant::now());
+            let mut fds = Vec::new();
+            self.poll_fds(&mut fds);
+            fds.push(stop.wake_fd());
+            match afpacket::wait(&fds, timeout) {
+                Ok(readiness) => {
+                    let errors = readiness.iter().any(|ready| ready.error);
+                    drop(fds);
+                    if errors {
+                        self.take_socket_errors();
+                    }
+                }
+                Err(error) => break EndReason::Failed(CaptureError::Poll(error).to_string()),
             }
         };
         self.finish(end)
     }
 
-    /// Sleeps until a ring has a block, the stop signal fires or `timeout` passes. A socket
-    /// error (ENETDOWN when the interface goes down or is deleted) is taken so poll stops
-    /// reporting it, and deleted interfaces are looked for at once.
-    fn wait(&mut self, stop: &StopSignal, timeout: Duration) -> Result<(), CaptureError> {
-        let live: Vec<usize> = (0..self.sources.len())
-            .filter(|&i| !self.sources[i].gone)
-            .collect();
-        let mut fds: Vec<_> = live.iter().map(|&i| self.sources[i].ring.as_fd()).collect();
-        fds.push(stop.wake_fd());
-        let readiness = afpacket::wait(&fds, timeout).map_err(CaptureError::Poll)?;
-        let mut any_error = false;
-        for (&index, ready) in live.iter().zip(&readiness) {
-            if ready.error {
-                any_error = true;
-                let source = &self.sources[index];
-                if let Some(error) = source.ring.take_error() {
-                    tracing::debug!(interface = %source.spec.name, %error, "socket error");
-                }
+    /// The sockets to wait on: every ring whose interface is still there.
+    pub(crate) fn poll_fds<'a>(&'a self, fds: &mut Vec<BorrowedFd<'a>>) {
+        fds.extend(
+            self.sources
+                .iter()
+                .filter(|s| !s.gone)
+                .map(|s| s.ring.as_fd()),
+        );
+    }
+
+    /// Does whatever is due at `now`: writes the handed-over blocks, and once a second reads
+    /// the kernel counters, notices deleted interfaces and publishes the files; flushes files
+    /// whose records have waited [`FLUSH_INTERVAL`]; while draining, checks whether the rings
+    /// are empty. Returns why the capture ended, once it has.
+    pub(crate) fn step(&mut self, now: Instant) -> Option<EndReason> {
+        if self.draining.is_none() && self.deadline.is_some_and(|d| now >= d) {
+            self.begin_drain(EndReason::Duration, now);
+        }
+        match self.read_ready_blocks() {
+            Ok(Some(limit)) => return Some(limit),
+            Ok(None) => {}
+            Err(error) => return Some(EndReason::Failed(error.to_string())),
+        }
+        if let Some(drain) = &self.draining {
+            let drained = self.sources.iter().all(|s| s.gone || s.ring.is_drained());
+            if now >= drain.settle && drained {
+                return Some(drain.reason.clone());
+            }
+            if now >= drain.give_up {
+                tracing::debug!("drain gave up waiting for the kernel to hand over a block");
+                return Some(drain.reason.clone());
+            }
+            return None;
+        }
+        // Their last blocks are written above; nothing more can come.
+        if self.sources.iter().all(|s| s.gone) {
+            return Some(EndReason::InterfacesGone);
+        }
+        if now >= self.next_stats {
+            self.next_stats = now + STATS_INTERVAL;
+            self.refresh_kernel_stats();
+            self.mark_deleted_interfaces();
+            self.publish_files();
+        }
+        if let Err(error) = self
+            .outputs
+            .iter_mut()
+            .try_for_each(|o| o.flush_if_due(now))
+        {
+            return Some(EndReason::Failed(error.to_string()));
+        }
+        None
+    }
+
+    /// When [`Capture::step`] next has something to do if no packet arrives: the next counters
+    /// tick, a flush of records waiting in a buffer, the end of the duration, or (draining) the
+    /// next look at the rings. A quiet capture wakes once a second.
+    pub(crate) fn next_wake(&self, now: Instant) -> Instant {
+        if self.draining.is_some() {
+            return now + DRAIN_POLL;
+        }
+        let mut wake = self.next_stats;
+        if let Some(flush) = self.outputs.iter().filter_map(OutputFiles::flush_due).min() {
+            wake = wake.min(flush);
+        }
+        if let Some(deadline) = self.deadline {
+            wake = wake.min(deadline);
+        }
+        wake
+    }
+
+    /// Takes pending socket errors (ENETDOWN when an interface goes down or is deleted), so poll
+    /// stops reporting them, and looks for deleted interfaces at once.
+    pub(crate) fn take_socket_errors(&mut self) {
+        for source in self.sources.iter().filter(|s| !s.gone) {
+            if let Some(error) = source.ring.take_error() {
+                tracing::debug!(interface = %source.spec.name, %error, "socket error");
             }
         }
-        if any_error {
-            self.mark_deleted_interfaces();
-        }
-        Ok(())
+        self.mark_deleted_interfaces();
     }
 
     /// Marks sources whose interface no longer exists as gone (no longer polled). The kernel
@@ -416,6 +475,33 @@ impl Capture {
                 source.gone = true;
             }
         }
+    }
+
+    /// Stops new packets and, through the next steps, writes every packet the kernel already
+    /// accepted; the capture then ends for `reason`. Asking again changes nothing.
+    pub(crate) fn begin_drain(&mut self, reason: EndReason, now: Instant) {
+        if self.draining.is_some() {
+            return;
+        }
+        for source in self.sources.iter().filter(|s| !s.gone) {
+            if let Err(error) = source.ring.detach_traffic() {
+                tracing::warn!(%error, "could not stop traffic before draining");
+            }
+        }
+        let longest_timeout = self
+            .sources
+            .iter()
+            .map(|s| s.ring.config().block_timeout)
+            .max()
+            .unwrap_or_default();
+        self.draining = Some(Drain {
+            reason,
+            // A packet that passed the old filter on another CPU may still be on its way in.
+            settle: now + Duration::from_millis(5),
+            // The kernel hands over a partly filled block after its timeout; allow two, plus
+            // slack.
+            give_up: now + 2 * longest_timeout + Duration::from_millis(100),
+        });
     }
 
     /// Writes every packet in every handed-over block; returns a limit if one was reached.
@@ -501,51 +587,8 @@ impl Capture {
         }
     }
 
-    /// Stops new packets and writes every packet the kernel already accepted.
-    fn drain(&mut self, reason: EndReason) -> EndReason {
-        for source in self.sources.iter().filter(|s| !s.gone) {
-            if let Err(error) = source.ring.detach_traffic() {
-                tracing::warn!(%error, "could not stop traffic before draining");
-            }
-        }
-        let longest_timeout = self
-            .sources
-            .iter()
-            .map(|s| s.ring.config().block_timeout)
-            .max()
-            .unwrap_or_default();
-        let started = Instant::now();
-        // The kernel hands over a partly filled block after its timeout; allow two, plus slack.
-        let give_up = started + 2 * longest_timeout + Duration::from_millis(100);
-        // A packet that passed the old filter on another CPU may still be on its way in.
-        let settle = started + Duration::from_millis(5);
-        loop {
-            match self.read_ready_blocks() {
-                Ok(Some(limit)) => return limit,
-                Ok(None) => {}
-                Err(error) => return EndReason::Failed(error.to_string()),
-            }
-            let now = Instant::now();
-            if now >= settle && self.sources.iter().all(|s| s.gone || s.ring.is_drained()) {
-                return reason;
-            }
-            if now >= give_up {
-                tracing::debug!("drain gave up waiting for the kernel to hand over a block");
-                return reason;
-            }
-            let fds: Vec<_> = self
-                .sources
-                .iter()
-                .filter(|s| !s.gone)
-                .map(|s| s.ring.as_fd())
-                .collect();
-            if let Err(error) = afpacket::wait(&fds, Duration::from_millis(5)) {
-                return EndReason::Failed(error.to_string());
-            }
-        }
-    }
-
-    fn finish(mut self, end: EndReason) -> Result<CaptureReport, CaptureError> {
+    /// Closes the files and reports; the capture ended for `end`.
+    pub(crate) fn finish(mut self, end: EndReason) -> Result<CaptureReport, CaptureError> {
         self.refresh_kernel_stats();
         let mut interfaces = Vec::with_capacity(self.sources.len());
         let (mut drops, mut freezes) = (0, 0);

@@ -1,5 +1,6 @@
-//! The disk writer: a thread that puts a capture's bytes into its files, so the capture thread
-//! never waits for the disk.
+//! The disk writer: one thread for the whole process that puts every capture's bytes into its
+//! files, so a capture thread never waits for the disk, and a node capturing a hundred pods does
+//! not run a hundred writer threads that sleep while their pods are quiet.
 //!
 //! Why: the capture thread must get back to the ring quickly, and on a busy host a buffered
 //! write(2) can stall for tens of milliseconds (page allocation, dirty throttling) while costing
@@ -10,17 +11,18 @@
 //! length and is readable up to its last flushed record. Where O_DIRECT is refused (some
 //! filesystems), everything goes through the buffered descriptor instead.
 //!
-//! Buffers travel to this thread and come back through a bounded pool: when the disk is slower
-//! than the traffic, the capture thread waits for a buffer, the ring fills, and the kernel counts
-//! drops — memory stays bounded and the loss is reported.
+//! Each output stream has its own [`DiskWriter`]: its jobs carry its buffer pool's return path
+//! and its error slot, so one stream's full disk is reported to that stream, and its buffers
+//! come back to it alone. Buffers travel to the thread and come back through a bounded pool per
+//! stream: when the disk is slower than the traffic, the capture thread waits for a buffer, the
+//! ring fills, and the kernel counts drops — memory stays bounded and the loss is reported.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::OutputError;
 
@@ -65,6 +67,14 @@ impl FileHandles {
     }
 }
 
+/// What comes back from the writer thread to one output stream.
+struct Stream {
+    /// Buffers the thread is done with.
+    give_back: Sender<Vec<u8>>,
+    /// The first write error of this stream (e.g. the disk is full).
+    error: Mutex<Option<OutputError>>,
+}
+
 enum Job {
     /// Write `buffer[range]` at `offset`: page-aligned start, length and offset when direct.
     Chunk {
@@ -84,36 +94,52 @@ enum Job {
     Barrier(SyncSender<()>),
 }
 
-/// The capture thread's side of the writer.
+/// The process's writer thread, started by the first output stream.
+fn writer_thread() -> Result<&'static Mutex<Sender<(Arc<Stream>, Job)>>, OutputError> {
+    static JOBS: OnceLock<Mutex<Sender<(Arc<Stream>, Job)>>> = OnceLock::new();
+    if let Some(jobs) = JOBS.get() {
+        return Ok(jobs);
+    }
+    let (jobs, queue) = mpsc::channel();
+    let started = std::thread::Builder::new()
+        .name("podcap-disk".into())
+        .spawn(move || run_jobs(queue));
+    match started {
+        // A racing first caller may have won; its thread serves, and this one's queue closes
+        // (ending its thread at once).
+        Ok(_) => Ok(JOBS.get_or_init(|| Mutex::new(jobs))),
+        Err(source) => Err(OutputError::new(
+            "starting the disk writer for",
+            Path::new("capture files"),
+        )(source)),
+    }
+}
+
+/// One output stream's side of the writer.
 pub(super) struct DiskWriter {
-    jobs: Option<Sender<Job>>,
+    jobs: Sender<(Arc<Stream>, Job)>,
+    stream: Arc<Stream>,
     free: Receiver<Vec<u8>>,
     allocated: usize,
     buffer_capacity: usize,
-    error: Arc<Mutex<Option<OutputError>>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl DiskWriter {
     pub(super) fn spawn(buffer_capacity: usize) -> Result<DiskWriter, OutputError> {
-        let (jobs, job_queue) = mpsc::channel::<Job>();
+        let jobs = match writer_thread()?.lock() {
+            Ok(jobs) => jobs.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
         let (give_back, free) = mpsc::channel::<Vec<u8>>();
-        let error = Arc::new(Mutex::new(None));
-        let thread_error = error.clone();
-        let thread = std::thread::Builder::new()
-            .name("podcap-disk".into())
-            .spawn(move || run_jobs(job_queue, give_back, thread_error))
-            .map_err(OutputError::new(
-                "starting the disk writer for",
-                Path::new("capture files"),
-            ))?;
         Ok(DiskWriter {
-            jobs: Some(jobs),
+            jobs,
+            stream: Arc::new(Stream {
+                give_back,
+                error: Mutex::new(None),
+            }),
             free,
             allocated: 0,
             buffer_capacity,
-            error,
-            thread: Some(thread),
         })
     }
 
@@ -141,10 +167,9 @@ impl DiskWriter {
 
     fn send(&self, job: Job) -> Result<(), OutputError> {
         self.check()?;
-        match &self.jobs {
-            Some(jobs) => jobs.send(job).map_err(|_| self.writer_gone()),
-            None => Err(self.writer_gone()),
-        }
+        self.jobs
+            .send((self.stream.clone(), job))
+            .map_err(|_| self.writer_gone())
     }
 
     pub(super) fn write_chunk(
@@ -179,9 +204,9 @@ impl DiskWriter {
         self.send(Job::Remove(path))
     }
 
-    /// The first error the writer met, if any (e.g. the disk is full).
+    /// The first error the writer met on this stream, if any (e.g. the disk is full).
     pub(super) fn check(&self) -> Result<(), OutputError> {
-        match self.error.lock() {
+        match self.stream.error.lock() {
             Ok(mut slot) => slot.take().map_or(Ok(()), Err),
             Err(_) => Err(self.writer_gone()),
         }
@@ -198,10 +223,15 @@ impl DiskWriter {
 
 impl Drop for DiskWriter {
     fn drop(&mut self) {
-        // Closing the queue ends the thread after the last job.
-        self.jobs = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        // A stream dropped without `finish` (an error path) still leaves its files whole: its
+        // jobs are done before the drop returns, as when each stream had its own thread.
+        let (done, wait) = mpsc::sync_channel(1);
+        if self
+            .jobs
+            .send((self.stream.clone(), Job::Barrier(done)))
+            .is_ok()
+        {
+            let _ = wait.recv();
         }
     }
 }
@@ -213,20 +243,16 @@ pub(super) fn aligned_start(buffer: &[u8]) -> usize {
     (DIRECT_ALIGN - address % DIRECT_ALIGN) % DIRECT_ALIGN
 }
 
-fn run_jobs(
-    jobs: Receiver<Job>,
-    give_back: Sender<Vec<u8>>,
-    error: Arc<Mutex<Option<OutputError>>>,
-) {
-    let record = |result: Result<(), OutputError>| {
-        if let Err(failure) = result {
-            tracing::error!(error = %failure, "capture file write failed");
-            if let Ok(mut slot) = error.lock() {
-                slot.get_or_insert(failure);
+fn run_jobs(jobs: Receiver<(Arc<Stream>, Job)>) {
+    for (stream, job) in jobs {
+        let record = |result: Result<(), OutputError>| {
+            if let Err(failure) = result {
+                tracing::error!(error = %failure, "capture file write failed");
+                if let Ok(mut slot) = stream.error.lock() {
+                    slot.get_or_insert(failure);
+                }
             }
-        }
-    };
-    for job in jobs {
+        };
         match job {
             Job::Chunk {
                 file,
@@ -248,8 +274,8 @@ fn run_jobs(
                         .write_all_at(bytes, offset)
                         .map_err(OutputError::new("writing", &file.path)),
                 );
-                // The capture thread may have stopped waiting for buffers; that is fine.
-                let _ = give_back.send(buffer);
+                // The stream may have stopped waiting for buffers; that is fine.
+                let _ = stream.give_back.send(buffer);
             }
             Job::Tail {
                 file,

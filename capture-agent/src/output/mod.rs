@@ -305,6 +305,12 @@ impl OutputFiles {
         Ok(())
     }
 
+    /// When buffered records the file does not have yet are due to be written; `None` when
+    /// the file has them all.
+    pub fn flush_due(&self) -> Option<Instant> {
+        (self.buffer.len() - self.start > self.published).then(|| self.last_flush + FLUSH_INTERVAL)
+    }
+
     /// Writes buffered records if they have waited [`FLUSH_INTERVAL`]; reports a failed write.
     pub fn flush_if_due(&mut self, now: Instant) -> Result<(), OutputError> {
         if now.duration_since(self.last_flush) >= FLUSH_INTERVAL {
