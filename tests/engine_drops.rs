@@ -59,6 +59,7 @@ fn ring_overflow_is_counted_as_kernel_drops() {
             block_count: 2,
             ..RingConfig::default()
         },
+        rings: None,
     };
     let capture = Capture::open(config).unwrap();
 

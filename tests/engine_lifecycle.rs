@@ -44,6 +44,7 @@ fn deleted_interfaces_end_their_part_and_then_the_capture() {
             block_count: 4,
             ..RingConfig::default()
         },
+        rings: None,
     };
     let capture = Capture::open(config).unwrap();
     let (stop, handle) = StopSignal::new().unwrap();

@@ -23,6 +23,7 @@ use crate::bpf::{self, BpfError, ExpressionError};
 use crate::budget::Budget;
 use crate::format::{frame_len, Encoder, InterfaceInfo, PacketRecord};
 use crate::output::{FileSummary, OutputError, OutputFiles};
+use crate::rings::{RingBudget, RingShare};
 use crate::stop::StopSignal;
 use crate::tap::LiveTap;
 
@@ -92,7 +93,11 @@ pub struct CaptureConfig {
     pub duration: Option<Duration>,
     pub format: OutputFormat,
     pub output: OutputPlan,
+    /// Every interface's ring, unless `rings` is given.
     pub ring: RingConfig,
+    /// A budget the rings come out of instead: each interface starts with a base ring that
+    /// grows while it is busy (see [`crate::rings`]).
+    pub rings: Option<Arc<RingBudget>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +188,9 @@ pub struct CaptureReport {
 
 struct Source {
     ring: Ring,
+    /// The ring's bytes of the process's ring budget, if it came from one: held, not read, so
+    /// that they go back to the budget when the source is dropped.
+    _share: Option<RingShare>,
     spec: InterfaceSpec,
     output: usize,
     interface_id: u32,
@@ -303,10 +311,18 @@ impl Capture {
         }
         let mut sources = Vec::with_capacity(config.interfaces.len());
         for (spec, (output, interface_id)) in config.interfaces.into_iter().zip(routes) {
-            let mut ring = Ring::open_in(spec.netns.as_deref(), &spec.name, config.ring, &program)?;
+            let (geometry, share) = match &config.rings {
+                Some(budget) => {
+                    let (geometry, share) = budget.base_ring(snap_length)?;
+                    (geometry, Some(share))
+                }
+                None => (config.ring, None),
+            };
+            let mut ring = Ring::open_in(spec.netns.as_deref(), &spec.name, geometry, &program)?;
             ring.set_viewpoint(spec.viewpoint);
             sources.push(Source {
                 ring,
+                _share: share,
                 spec,
                 output,
                 interface_id,

@@ -1,5 +1,6 @@
-//! One target of a capture: one pod's interface, captured on its host-side interface by its own
-//! engine thread into its own file series `{namespace}_{pod}_{interface}_s{segment}.{ext}` in the
+//! One target of a capture: one pod's interface, captured on its host-side veth (or inside the
+//! pod's network namespace) by the process's engine thread ([`crate::hub`]) into its own file
+//! series `{namespace}_{pod}_{interface}_s{segment}.{ext}` in the
 //! capture's directory. A restart (of the standalone API or of a node agent), or a pod that comes
 //! back, starts a new segment, so earlier files are never overwritten; their files and counters
 //! are carried into the target's status. Shared by the standalone runner (capture-api) and the
@@ -8,21 +9,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use capture_spec::{CaptureSpec, FileStatus, TargetState, TargetStatus};
 use chrono::{DateTime, Utc};
 
 use crate::afpacket::{RingConfig, Viewpoint};
 use crate::budget::Budget;
+use crate::hub::{Hub, Running};
 use crate::output::FileSummary;
-use crate::{
-    Capture, CaptureConfig, CaptureError, CaptureReport, EndReason, InterfaceSpec, LiveView,
-    OutputPlan, StopHandle, StopSignal,
-};
-
-/// Ring per pod interface: pods are many and mostly quiet, so less than the CLI's 64 MiB.
-const TARGET_RING_BYTES: u64 = 16 << 20;
+use crate::{Capture, CaptureConfig, CaptureError, EndReason, InterfaceSpec, LiveView, OutputPlan};
 
 /// What earlier segments of a target captured.
 #[derive(Debug, Clone, Default)]
@@ -164,17 +159,15 @@ impl TargetIdentity {
 
 pub struct TargetRun {
     identity: TargetIdentity,
-    stop: StopHandle,
-    live: Arc<LiveView>,
-    thread: Option<JoinHandle<Result<CaptureReport, CaptureError>>>,
-    outcome: Option<Result<CaptureReport, String>>,
+    running: Running,
     earlier: Earlier,
 }
 
 impl TargetRun {
-    /// Opens the capture on the host interface (its ring is bound before this returns) and
-    /// starts its thread, in segment `earlier.segments + 1`.
+    /// Opens the capture on the target's interface (its ring is bound before this returns) and
+    /// runs it on `hub`, in segment `earlier.segments + 1`.
     pub fn start(
+        hub: &Hub,
         directory: &Path,
         identity: TargetIdentity,
         spec: &CaptureSpec,
@@ -189,11 +182,6 @@ impl TargetRun {
             file_safe(&identity.interface),
             spec.format.extension()
         ));
-        let ring = RingConfig::with_size(
-            TARGET_RING_BYTES,
-            RingConfig::DEFAULT_BLOCK_SIZE,
-            RingConfig::default().block_timeout,
-        )?;
         let capture = Capture::open(CaptureConfig {
             budget,
             interfaces: vec![identity.capture_interface()],
@@ -203,22 +191,15 @@ impl TargetRun {
             duration: None,
             format: spec.format,
             output: OutputPlan::SingleFile(base),
-            ring,
+            ring: RingConfig::default(),
+            rings: Some(hub.rings().clone()),
         })?;
-        let (signal, stop) = StopSignal::new().map_err(CaptureError::Poll)?;
-        let live = capture.live_view();
-        let thread = std::thread::Builder::new()
-            .name(format!("capture-{}", identity.pod))
-            .spawn(move || capture.run(&signal))
-            .map_err(CaptureError::Poll)?;
+        let running = hub.start(capture)?;
         tracing::info!(namespace = %identity.namespace, pod = %identity.pod,
             host_interface = %identity.host_interface, segment, "target capturing");
         Ok(TargetRun {
             identity,
-            stop,
-            live,
-            thread: Some(thread),
-            outcome: None,
+            running,
             earlier,
         })
     }
@@ -228,41 +209,36 @@ impl TargetRun {
     }
 
     pub fn live(&self) -> &Arc<LiveView> {
-        &self.live
+        self.running.live()
     }
 
     /// Asks the engine to drain and stop; [`TargetRun::finish`] waits for it.
     pub fn request_stop(&self) {
-        self.stop.stop();
+        self.running.request_stop();
     }
 
-    /// True once the engine ended by itself (limit reached, interface deleted, write failure).
+    /// True once the capture ended by itself (limit reached, interface deleted, write failure).
     pub fn has_ended(&self) -> bool {
-        self.outcome.is_some() || self.thread.as_ref().is_some_and(JoinHandle::is_finished)
+        self.running.has_ended()
     }
 
-    /// Waits for the engine thread and keeps its report.
+    /// Waits for the capture to end and keeps its report.
     pub fn finish(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            self.outcome = Some(match thread.join() {
-                Ok(Ok(report)) => Ok(report),
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(_) => Err("the capture thread panicked".into()),
-            });
-        }
+        self.running.finish();
     }
 
     /// The target's status now: earlier segments plus this one, live or final. A target that
     /// was asked to stop reports `stopping_state`.
     pub fn status(&self, stopping_state: TargetState) -> TargetStatus {
         let mut files = Vec::new();
-        let (packets, bytes, drops, state, error) = match &self.outcome {
+        let (packets, bytes, drops, state, error) = match self.running.report() {
             None => {
+                let live = self.running.live();
                 let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-                let (packets, bytes, drops) = self.live.interfaces.first().map_or((0, 0, 0), |c| {
+                let (packets, bytes, drops) = live.interfaces.first().map_or((0, 0, 0), |c| {
                     (load(&c.packets), load(&c.bytes), load(&c.drops))
                 });
-                if let Ok(current) = self.live.files.lock() {
+                if let Ok(current) = live.files.lock() {
                     files.extend(current.iter().map(file_status));
                 }
                 (packets, bytes, drops, TargetState::Capturing, None)
@@ -297,14 +273,6 @@ impl TargetRun {
             error,
             ..self.identity.entry(state)
         })
-    }
-}
-
-impl Drop for TargetRun {
-    fn drop(&mut self) {
-        // Never leave an engine running without an owner.
-        self.request_stop();
-        self.finish();
     }
 }
 

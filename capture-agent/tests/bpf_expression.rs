@@ -301,6 +301,7 @@ fn a_capture_whose_expression_libpcap_refuses_opens_nothing() {
         format: OutputFormat::Pcapng,
         output: OutputPlan::SingleFile(output.clone()),
         ring: RingConfig::default(),
+        rings: None,
     };
     match Capture::open(config) {
         Err(CaptureError::Expression(ExpressionError::Libpcap(message))) => {

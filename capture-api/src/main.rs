@@ -51,7 +51,8 @@ struct Args {
     /// its end before it is finished anyway.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     finish_grace: Duration,
-    /// Address to listen on. Packet data is sensitive: the default is loopback only.
+    /// Address to listen on. Packet data is sensitive: the default is loopback only. Port 0
+    /// lets the kernel pick one; the address bound is printed on stderr ("listening on http://").
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Where the store, the capture files and the first admin token live (standalone); scratch
@@ -67,6 +68,10 @@ struct Args {
     /// Captures also stop when the data directory's disk has less free space than this.
     #[arg(long, default_value = "512MiB")]
     min_free: bytesize::ByteSize,
+    /// Standalone: kernel memory the packet rings of all captures may take together. Each pod
+    /// interface starts with a 1 MiB ring; busy ones grow within this budget.
+    #[arg(long, default_value = "512MiB")]
+    ring_memory: bytesize::ByteSize,
     /// Pods' namespaces, names and labels (YAML; see the pods module), re-read at every discovery.
     #[arg(long)]
     inventory: Option<PathBuf>,
@@ -160,11 +165,13 @@ async fn run_kubernetes(args: Args) -> anyhow::Result<()> {
         }),
         tickets: Arc::default(),
     };
-    eprintln!(
-        "podcap API (Kubernetes mode) listening on http://{}",
-        args.listen
-    );
-    server::serve(state, args.listen, shutdown_signal()).await
+    server::serve(
+        state,
+        args.listen,
+        "podcap API (Kubernetes mode)",
+        shutdown_signal(),
+    )
+    .await
 }
 
 fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
@@ -253,7 +260,17 @@ async fn main() -> anyhow::Result<()> {
         min_free_bytes: args.min_free.as_u64(),
         retention: args.retention,
     };
-    let runner = Runner::new(store.clone(), args.data_dir.clone(), storage);
+    let hub = capture_agent::hub::Hub::new(capture_agent::rings::RingBudget::new(
+        args.ring_memory.as_u64(),
+    ))
+    .context("starting the capture engine")?;
+    let runner = Runner::new(store.clone(), args.data_dir.clone(), storage, hub);
+    // One pass before the API listens: captures that were running when it stopped resume first,
+    // so its first answer after a restart already tells of the gap.
+    let first = runner.clone();
+    if let Err(error) = tokio::task::spawn_blocking(move || first.pass()).await? {
+        tracing::error!(%error, "the first capture runner pass failed");
+    }
     tokio::spawn(runner.clone().run_forever());
     let backend = Standalone::new(store.clone(), runner);
     tokio::spawn(
@@ -268,6 +285,5 @@ async fn main() -> anyhow::Result<()> {
         }),
         tickets: Arc::default(),
     };
-    eprintln!("podcap API listening on http://{}", args.listen);
-    server::serve(state, args.listen, shutdown_signal()).await
+    server::serve(state, args.listen, "podcap API", shutdown_signal()).await
 }

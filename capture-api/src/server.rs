@@ -257,10 +257,15 @@ async fn body_limit_as_problem(response: Response) -> Response {
 pub async fn serve(
     state: AppState,
     listen: SocketAddr,
+    banner: &str,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(%listen, "listening");
+    // The address actually bound: with port 0 the kernel picks one, and this line is how a
+    // supervisor (or a test) learns it without racing for a "free" port.
+    let bound = listener.local_addr()?;
+    eprintln!("{banner} listening on http://{bound}");
+    tracing::info!(%bound, "listening");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -4,9 +4,10 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -80,12 +81,23 @@ impl Answer {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Forwards the server's stderr to ours line by line and returns the address it bound, from its
+/// "listening on http://ADDR" line (`None` if it exited first). The server listens on port 0, so
+/// no two servers of parallel tests can race for one port.
+fn bound_address(stderr: ChildStderr) -> Option<SocketAddr> {
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if let Some(address) = cluster::listening_address(&line) {
+                if let Some(found) = found.take() {
+                    let _ = found.send(address);
+                }
+            }
+        }
+    });
+    address.recv_timeout(Duration::from_secs(20)).ok()
 }
 
 impl Api {
@@ -112,16 +124,20 @@ impl Api {
     }
 
     fn launch(data_dir: &Path, flags: &[&str]) -> Api {
-        let port = free_port();
-        let child = Command::new(podcap_testkit::api_binary())
-            .args(["--standalone", "--listen", &format!("127.0.0.1:{port}")])
+        let mut child = Command::new(podcap_testkit::api_binary())
+            .args(["--standalone", "--listen", "127.0.0.1:0"])
             .args(flags)
             .arg("--data-dir")
             .arg(data_dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("starting capture-api");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let Some(address) = bound_address(stderr) else {
+            let _ = child.kill();
+            panic!("capture-api did not print the address it listens on");
+        };
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
@@ -129,7 +145,7 @@ impl Api {
             .into();
         let mut api = Api {
             child: Some(child),
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("http://{address}"),
             token: String::new(),
             data_dir: data_dir.to_path_buf(),
             agent,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use podcap_testkit::cluster::{eventually, free_port};
+use podcap_testkit::cluster::{eventually, listening_address};
 use serde_json::Value;
 
 pub struct Answer {
@@ -70,10 +70,9 @@ impl ApiProcess {
     /// Starts the API on a free loopback port with `kubeconfig`'s identity, its data and log in
     /// `scratch`, plus `args`; returns once `/readyz` answers.
     pub fn start(scratch: &Path, kubeconfig: &Path, args: &[String]) -> ApiProcess {
-        let listen = free_port();
         let log = scratch.join("api.log");
-        let child = Command::new(podcap_testkit::api_binary())
-            .args(["--kubernetes", "--listen", &listen.to_string()])
+        let mut child = Command::new(podcap_testkit::api_binary())
+            .args(["--kubernetes", "--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(scratch.join("api"))
             .args(args)
@@ -84,6 +83,16 @@ impl ApiProcess {
             .stderr(std::fs::File::create(&log).expect("creating the API log"))
             .spawn()
             .expect("starting capture-api --kubernetes");
+        let listen = eventually("the API to bind its port", 30, || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "capture-api exited ({status}): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            let text = std::fs::read_to_string(&log).ok()?;
+            text.lines().find_map(listening_address)
+        });
         let api = ApiProcess {
             child,
             base: format!("http://{listen}"),

@@ -66,6 +66,8 @@ export async function launch() {
 const openPages = new Set();
 // Uncaught exceptions of each page's scripts (see pageErrors).
 const errorsOf = new WeakMap();
+// The requests of each page not yet answered (for the failure report).
+const pendingOf = new WeakMap();
 
 // A page in a fresh browser context (its own cookies and sessionStorage, as a new browser would
 // have) with a viewport of `width` x `height`. Console errors and uncaught exceptions of the page
@@ -89,9 +91,15 @@ export async function newPage(browser, { width = 1280, height = 800, ...contextO
       log(`console ${message.type()}: ${message.text()}${where ? ` (${where})` : ''}`);
     }
   });
+  const pending = new Set();
+  pendingOf.set(page, pending);
+  page.on('request', (request) => pending.add(`${request.method()} ${request.url()}`));
+  page.on('requestfinished', (request) => pending.delete(`${request.method()} ${request.url()}`));
   page.on('requestfailed', (request) => {
+    pending.delete(`${request.method()} ${request.url()}`);
     log(`request failed: ${request.method()} ${request.url()}: ${request.failure()?.errorText}`);
   });
+  page.on('crash', () => log('the page crashed (renderer process gone)'));
   return page;
 }
 
@@ -141,15 +149,19 @@ export async function step(name, fn) {
     log(`FAILED ${name} (${Math.round(performance.now() - begun)} ms)`);
     failures += 1;
     let n = 0;
+    const states = [];
     for (const page of openPages) {
       const suffix = openPages.size > 1 ? `-${++n}` : '';
+      states.push(`page${suffix}: ${await pageState(page)}`);
       try {
-        log(`  page${suffix} at ${page.url()}`);
         await screenshot(page, `failure-${name}${suffix}`);
       } catch (shotError) {
         log(`  (no screenshot: ${shotError.message})`);
       }
     }
+    // What the pages showed goes into the error itself, so it is printed with the FAILED line that
+    // ends the script's output (CI excerpts often start there).
+    if (error instanceof Error && states.length) error.message += `\n${states.join('\n')}`;
     throw error;
   }
 }
@@ -171,6 +183,21 @@ export async function main(body) {
     await browser?.close().catch((error) => console.error(`[${script}] closing the browser: ${error}`));
   }
   if (failures > 0) process.exitCode = 1;
+}
+
+// One line on where a page is and what it shows: its URL, the document's readyState, the
+// requests still unanswered, and the start of <main>'s text.
+async function pageState(page) {
+  const pending = pendingOf.get(page) ?? new Set();
+  const shown = await page
+    .evaluate(() => ({
+      readyState: document.readyState,
+      main: (document.getElementById('main')?.innerText ?? '(no #main)').slice(0, 300),
+    }))
+    .then(({ readyState, main }) => `readyState ${readyState}, #main shows ${JSON.stringify(main)}`)
+    .catch((error) => `(page not readable: ${error.message.split('\n')[0]})`);
+  const waiting = pending.size ? `; unanswered: ${[...pending].join(', ')}` : '';
+  return `at ${page.url()}, ${shown}${waiting}`;
 }
 
 function describe(locator) {

@@ -175,6 +175,40 @@ fn open_error(op: &'static str, interface: &str, source: io::Error) -> RingError
     }
 }
 
+/// A ring to replace another one with (see [`Ring::successor`]).
+#[derive(Debug, Clone)]
+pub struct Successor {
+    netns: Option<PathBuf>,
+    interface: String,
+    ifindex: u32,
+    viewpoint: Viewpoint,
+    filter: Program,
+    config: RingConfig,
+}
+
+impl Successor {
+    /// The ring's geometry.
+    pub fn config(&self) -> &RingConfig {
+        &self.config
+    }
+
+    /// Opens the new ring, bound to the same interface (by index) and receiving nothing yet:
+    /// its filter drops everything until [`Ring::hand_over`].
+    pub fn open(self) -> Result<Ring, RingError> {
+        let by_index = format!("#{}", self.ifindex);
+        let mut ring = Ring::open_in(
+            self.netns.as_deref(),
+            &by_index,
+            self.config,
+            &Program::drop_all(),
+        )?;
+        ring.interface = self.interface;
+        ring.viewpoint = self.viewpoint;
+        ring.filter = self.filter;
+        Ok(ring)
+    }
+}
+
 /// One interface's packet socket and its mapped receive ring.
 pub struct Ring {
     socket: OwnedFd,
@@ -186,6 +220,12 @@ pub struct Ring {
     next_block: u32,
     totals: KernelStats,
     viewpoint: Viewpoint,
+    /// The namespace it was opened in (`None`: the process's), for a successor.
+    netns: Option<PathBuf>,
+    /// The filter, for a successor.
+    filter: Program,
+    /// The fanout group through which a successor takes over (see [`Ring::successor`]).
+    fanout: Option<u16>,
 }
 
 impl Ring {
@@ -207,6 +247,17 @@ impl Ring {
         let Some(netns) = netns else {
             return Ring::open_here(interface, config, filter);
         };
+        let mut ring = Ring::open_netns(netns, interface, config, filter)?;
+        ring.netns = Some(netns.to_path_buf());
+        Ok(ring)
+    }
+
+    fn open_netns(
+        netns: &Path,
+        interface: &str,
+        config: RingConfig,
+        filter: &Program,
+    ) -> Result<Ring, RingError> {
         let entered = |source| RingError::Namespace {
             path: netns.to_path_buf(),
             source,
@@ -224,6 +275,64 @@ impl Ring {
                 .join()
                 .unwrap_or_else(|_| Err(entered(io::Error::other("the opening thread panicked"))))
         })
+    }
+
+    /// Prepares the ring to be replaced by a larger or smaller one without losing or doubling a
+    /// packet: it becomes the only member of a fanout group of its own, whose program sends
+    /// every packet to it. Call it right after opening (the switch into the group may miss a
+    /// packet arriving at that instant, as opening itself would).
+    pub fn enable_successor(&mut self) -> Result<(), RingError> {
+        let id = sys::create_fanout_group(&self.socket)
+            .ok_or_else(|| self.sys_error("setsockopt(PACKET_FANOUT)"))?;
+        self.fanout = Some(id);
+        Ok(())
+    }
+
+    /// What it takes to open a successor of this ring with `config`: the same interface, namespace,
+    /// filter and viewpoint. Opening ([`Successor::open`]) allocates the new ring, which takes a
+    /// while for a large one, so it may run on another thread while this ring is still read.
+    pub fn successor(&self, config: RingConfig) -> Successor {
+        Successor {
+            netns: self.netns.clone(),
+            interface: self.interface.clone(),
+            ifindex: self.ifindex,
+            viewpoint: self.viewpoint,
+            filter: self.filter.clone(),
+            config,
+        }
+    }
+
+    /// Makes `next` (opened by [`Successor::open`]) receive every packet from now on, while this
+    /// ring receives none after the packets already on their way to it, without losing or
+    /// doubling one: both are in this ring's fanout group ([`Ring::enable_successor`]); `next`
+    /// joins it while its filter drops everything, gets the real filter, and then the group's
+    /// program switches from member 0 (this ring) to member 1 (`next`). The caller reads what is
+    /// left in this ring (its last block is handed over after the block timeout, see
+    /// [`Ring::is_drained`]) before `next`'s packets, and then drops it; `next` is member 0 from
+    /// then on.
+    pub fn hand_over(&self, next: &mut Ring) -> Result<(), RingError> {
+        let id = self.fanout.ok_or_else(|| {
+            RingError::BadGeometry("the ring was not opened for a successor".into())
+        })?;
+        sys::set_fanout_program(&self.socket, &Program::returning(0))
+            .ok_or_else(|| self.sys_error("setsockopt(PACKET_FANOUT_DATA)"))?;
+        sys::join_fanout_group(&next.socket, id)
+            .ok_or_else(|| next.sys_error("setsockopt(PACKET_FANOUT) joining the group"))?;
+        next.fanout = Some(id);
+        next.set_filter(&self.filter)?;
+        // The program's result picks the member: 1 is `next`.
+        sys::set_fanout_program(&self.socket, &Program::returning(1))
+            .ok_or_else(|| self.sys_error("setsockopt(PACKET_FANOUT_DATA)"))?;
+        Ok(())
+    }
+
+    fn sys_error(&self, op: &'static str) -> RingError {
+        RingError::Sys {
+            op,
+            interface: self.interface.clone(),
+            hint: "",
+            source: io::Error::last_os_error(),
+        }
     }
 
     /// Directions as `viewpoint` sees them from now on.
@@ -257,6 +366,9 @@ impl Ring {
             next_block: 0,
             totals: KernelStats::default(),
             viewpoint: Viewpoint::Interface,
+            netns: None,
+            filter: filter.clone(),
+            fanout: None,
         })
     }
 

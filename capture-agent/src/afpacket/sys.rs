@@ -64,7 +64,9 @@ pub(super) fn set_tpacket_v3(socket: &OwnedFd) -> Option<()> {
     set_option(socket, libc::SOL_PACKET, libc::PACKET_VERSION, &version)
 }
 
-pub(super) fn attach_filter(socket: &OwnedFd, program: &Program) -> Option<()> {
+/// `program` as the kernel's sock_fprog, handed to `set` (the kernel copies the program during
+/// the call, so the instructions may be freed afterwards).
+fn with_fprog(program: &Program, set: impl FnOnce(&libc::sock_fprog) -> Option<()>) -> Option<()> {
     let mut instructions: Vec<libc::sock_filter> = program
         .instructions()
         .iter()
@@ -79,8 +81,42 @@ pub(super) fn attach_filter(socket: &OwnedFd, program: &Program) -> Option<()> {
         len: u16::try_from(instructions.len()).ok()?,
         filter: instructions.as_mut_ptr(),
     };
-    // The kernel copies the program during the call, so `instructions` may be freed afterwards.
-    set_option(socket, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
+    set(&prog)
+}
+
+pub(super) fn attach_filter(socket: &OwnedFd, program: &Program) -> Option<()> {
+    with_fprog(program, |prog| {
+        set_option(socket, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, prog)
+    })
+}
+
+// linux/if_packet.h: fanout groups, where a classic BPF program picks the member socket.
+const PACKET_FANOUT: libc::c_int = 18;
+const PACKET_FANOUT_DATA: libc::c_int = 22;
+const PACKET_FANOUT_CBPF: u32 = 6;
+const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
+
+/// Makes a bound socket the first member of a new fanout group with an id the kernel picks
+/// (unique in the socket's network namespace); returns that id.
+pub(super) fn create_fanout_group(socket: &OwnedFd) -> Option<u16> {
+    let argument = ((PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID) << 16) as libc::c_int;
+    set_option(socket, libc::SOL_PACKET, PACKET_FANOUT, &argument)?;
+    let value = get_option::<libc::c_int>(socket, libc::SOL_PACKET, PACKET_FANOUT, 0)?;
+    Some((value & 0xffff) as u16)
+}
+
+/// Adds a bound socket to fanout group `id` (as its last member).
+pub(super) fn join_fanout_group(socket: &OwnedFd, id: u16) -> Option<()> {
+    let argument = (u32::from(id) | (PACKET_FANOUT_CBPF << 16)) as libc::c_int;
+    set_option(socket, libc::SOL_PACKET, PACKET_FANOUT, &argument)
+}
+
+/// Sets the program that picks the member (by index, modulo the member count) for each packet
+/// of the group `socket` belongs to.
+pub(super) fn set_fanout_program(socket: &OwnedFd, program: &Program) -> Option<()> {
+    with_fprog(program, |prog| {
+        set_option(socket, libc::SOL_PACKET, PACKET_FANOUT_DATA, prog)
+    })
 }
 
 pub(super) fn request_rx_ring(socket: &OwnedFd, config: &RingConfig) -> Option<()> {

@@ -340,6 +340,14 @@ impl Program {
         }
     }
 
+    /// Returns `value` for every packet: as a fanout group's program, sends every packet to
+    /// member `value` (see `afpacket::Ring::successor`).
+    pub fn returning(value: u32) -> Program {
+        Program {
+            instructions: vec![Instruction::stmt(BPF_RET | BPF_K, value)],
+        }
+    }
+
     /// Rejects every packet (used to drain a socket before stopping).
     pub fn drop_all() -> Program {
         Program {

@@ -165,6 +165,7 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         format: args.format,
         output: OutputPlan::SingleFile(args.output.clone()),
         ring,
+        rings: None,
     };
     let (stop, handle) = StopSignal::new().context("creating the stop signal")?;
     stop.stop_on_signals(&handle)

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use bytesize::ByteSize;
 use capture_agent::cluster::{self, AgentConfig};
 use clap::Args;
 
@@ -29,6 +30,12 @@ pub struct RunArgs {
     /// Window of a capture with neither endTime nor duration (e.g. 24h, 90m).
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     max_window: Duration,
+    /// Kernel memory the packet rings of all captures on this node may take together (e.g.
+    /// 512MiB). Rings are not charged to the pod's memory cgroup, so the DaemonSet's memory
+    /// request should include it. Each pod interface starts with a 1 MiB ring; busy ones grow
+    /// within this budget.
+    #[arg(long, default_value = "512MiB")]
+    ring_memory: ByteSize,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -45,8 +52,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         api_service_account: args.api_service_account,
         netns_fallback: args.netns_fallback,
         max_window: args.max_window,
+        ring_memory: args.ring_memory.as_u64(),
     };
+    // The agent's async work (watches, status writes, the file endpoint) is light; two workers
+    // serve it on any node, where one per core would be dozens of idle threads.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
         .enable_all()
         .build()
         .context("starting the async runtime")?;

@@ -84,10 +84,12 @@ pub struct Agent {
     /// This node's labels, for `spec.nodeSelector` (refreshed by the async loop).
     pub node_labels: Mutex<BTreeMap<String, String>>,
     last_sweep: Mutex<Option<Instant>>,
+    /// Starts targets on the process's engine thread.
+    opener: RingOpener,
 }
 
 impl Agent {
-    pub fn new(config: AgentConfig, watches: Watches) -> Agent {
+    pub fn new(config: AgentConfig, watches: Watches, opener: RingOpener) -> Agent {
         let strategies = Strategies {
             netns: config.netns_fallback,
             ..Strategies::default()
@@ -100,6 +102,7 @@ impl Agent {
             runs: Mutex::new(HashMap::new()),
             node_labels: Mutex::new(BTreeMap::new()),
             last_sweep: Mutex::new(None),
+            opener,
             config,
         }
     }
@@ -263,7 +266,7 @@ impl Agent {
         let run = &mut tracked.run;
         // The API stops a capture by setting endTime: the spec is re-read every pass.
         run.spec = spec.clone();
-        run.reconcile(WindowState::of(&window, now), pods, &RingOpener, now);
+        run.reconcile(WindowState::of(&window, now), pods, &self.opener, now);
         // The finalizer goes on as soon as this node holds files for the capture.
         let has_finalizer = capture
             .metadata

@@ -31,6 +31,9 @@ use k8s_openapi::api::core::v1::Node;
 use kube::{Api, Client};
 use tokio::sync::Notify;
 
+use crate::hub::Hub;
+use crate::reconcile::RingOpener;
+use crate::rings::RingBudget;
 use agent::{Action, Agent};
 
 /// How often the reconciler runs without being woken by a watch event (live counters, window
@@ -54,6 +57,8 @@ pub struct AgentConfig {
     pub netns_fallback: bool,
     /// The window of a capture without `endTime` or `duration`.
     pub max_window: Duration,
+    /// Bytes of kernel memory the packet rings may take together (see [`crate::rings`]).
+    pub ring_memory: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +81,8 @@ pub enum AgentError {
     },
     #[error("the file endpoint failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("cannot start the capture engine: {0}")]
+    Engine(#[source] std::io::Error),
 }
 
 /// Runs the agent until SIGTERM or SIGINT; then closes every file cleanly and reports once more.
@@ -99,7 +106,9 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         client.clone(),
         &config.api_service_account,
     ));
-    let agent = Arc::new(Agent::new(config.clone(), watches.clone()));
+    let hub = Hub::new(RingBudget::new(config.ring_memory)).map_err(AgentError::Engine)?;
+    let opener = RingOpener::new(Arc::new(hub));
+    let agent = Arc::new(Agent::new(config.clone(), watches.clone(), opener));
     let app = endpoint::router(endpoint::EndpointState {
         agent: agent.clone(),
         auth,

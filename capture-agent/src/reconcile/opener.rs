@@ -1,6 +1,6 @@
 //! What the reconciler starts and drives: a [`Target`] records one pod interface, and an
 //! [`Opener`] starts one. The real ones are [`crate::target::TargetRun`] (an AF_PACKET ring and
-//! an engine thread) and [`RingOpener`]; the reconciler's tests use fakes.
+//! its run on the process's engine thread) and [`RingOpener`]; the reconciler's tests use fakes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::sync::Arc;
 use capture_spec::{CaptureSpec, TargetState, TargetStatus};
 
 use crate::budget::Budget;
+use crate::hub::Hub;
 use crate::target::{Earlier, TargetIdentity, TargetRun};
 use crate::CaptureError;
 
@@ -55,9 +56,17 @@ pub trait Opener {
 }
 
 /// The real opener: the capture's directory is made if needed, and the target's ring is bound
-/// before [`Opener::open`] returns.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RingOpener;
+/// before [`Opener::open`] returns; every target runs on the process's one [`Hub`].
+#[derive(Clone)]
+pub struct RingOpener {
+    hub: Arc<Hub>,
+}
+
+impl RingOpener {
+    pub fn new(hub: Arc<Hub>) -> RingOpener {
+        RingOpener { hub }
+    }
+}
 
 impl Opener for RingOpener {
     type Target = TargetRun;
@@ -75,7 +84,7 @@ impl Opener for RingOpener {
             source,
         })?;
         Ok(TargetRun::start(
-            directory, identity, spec, earlier, budget,
+            &self.hub, directory, identity, spec, earlier, budget,
         )?)
     }
 }

@@ -18,6 +18,7 @@ use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use capture_agent::hub::Hub;
 use capture_agent::reconcile::{CaptureRun, Ended, RingOpener, WindowState};
 use capture_agent::tap::TapChunk;
 use capture_agent::EndReason;
@@ -47,10 +48,17 @@ pub struct Runner {
     last_retention: Mutex<Option<DateTime<Utc>>>,
     node: String,
     runs: Mutex<HashMap<String, CaptureRun>>,
+    /// Starts targets on the process's one engine thread.
+    opener: RingOpener,
 }
 
 impl Runner {
-    pub fn new(store: Arc<dyn Store>, data_dir: PathBuf, storage: StorageLimits) -> Arc<Runner> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        data_dir: PathBuf,
+        storage: StorageLimits,
+        hub: Hub,
+    ) -> Arc<Runner> {
         Arc::new(Runner {
             store,
             data_dir,
@@ -59,6 +67,7 @@ impl Runner {
             last_retention: Mutex::new(None),
             node: pods::node_name(),
             runs: Mutex::new(HashMap::new()),
+            opener: RingOpener::new(Arc::new(hub)),
         })
     }
 
@@ -215,7 +224,7 @@ impl Runner {
         let run = runs
             .entry(record.uid.clone())
             .or_insert_with(|| self.resume(record));
-        let ended = run.reconcile(WindowState::of(&stored, now), pods, &RingOpener, now);
+        let ended = run.reconcile(WindowState::of(&stored, now), pods, &self.opener, now);
         run.report_into(&mut status.targets);
         match ended {
             Some(ended) => {

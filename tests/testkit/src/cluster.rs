@@ -27,6 +27,13 @@ pub fn free_port() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
+/// The address in a server's "listening on http://ADDR" line (capture-api prints it on stderr
+/// once bound), so tests can start servers on port 0 instead of racing for a free port.
+pub fn listening_address(line: &str) -> Option<SocketAddr> {
+    let (_, rest) = line.split_once("listening on http://")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
 /// The first `Some` of `attempt`, polled every 300 ms for up to `seconds`; panics after that.
 pub fn eventually<T>(what: &str, seconds: u64, mut attempt: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(seconds);
