@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::capture_point::CapturePoint;
 use crate::duration::CaptureDuration;
 use crate::filter::Filter;
 use crate::limits::default_snap_length;
@@ -54,7 +55,7 @@ use crate::status::CaptureStatus;
 #[cfg_attr(
     feature = "kube",
     schemars(
-        description = "What to capture: which pods (podSelector, nodeSelector), which packets (filters), when (startTime, endTime or duration), how much (snapLength, maxBytes, maxPackets, rotation) and in which file format."
+        description = "What to capture: which pods (podSelector, nodeSelector), which packets (filters, bpfFilter), where (capturePoint), when (startTime, endTime or duration), how much (snapLength, maxBytes, maxPackets, rotation) and in which file format."
     )
 )]
 pub struct CaptureSpec {
@@ -80,6 +81,14 @@ pub struct CaptureSpec {
     )]
     #[cfg_attr(feature = "kube", schemars(length(max = 1024)))]
     pub bpf_filter: Option<String>,
+    /// Where the pods' packets are captured: `hostVeth` (default), the pod's host-side
+    /// interface, or `podNetns`, the pod's own interface inside its network namespace, which also
+    /// sees what eBPF datapaths (bpf_redirect_peer, netkit) deliver past the host side. In a
+    /// cluster `podNetns` needs the agent's netns-fallback overlay (hostPID, SYS_ADMIN,
+    /// SYS_PTRACE). Either way a packet the pod sends is recorded as outbound. Left out when
+    /// `hostVeth`.
+    #[serde(default, skip_serializing_if = "CapturePoint::is_default")]
+    pub capture_point: CapturePoint,
     /// When to start (RFC 3339); unset or past means now.
     #[serde(
         default,
@@ -126,6 +135,7 @@ impl Default for CaptureSpec {
             node_selector: None,
             filters: Filter::default(),
             bpf_filter: None,
+            capture_point: CapturePoint::default(),
             start_time: None,
             end_time: None,
             duration: None,

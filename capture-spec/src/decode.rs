@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::capture::CaptureSpec;
+use crate::capture_point::CapturePoint;
 use crate::duration::CaptureDuration;
 use crate::filter::{check_peer_count, FilterError, FilterRule, PortRange, Protocol};
 use crate::limits::{OutputFormat, Rotation};
@@ -25,6 +26,7 @@ const CAPTURE_FIELDS: &[&str] = &[
     "nodeSelector",
     "filters",
     "bpfFilter",
+    "capturePoint",
     "startTime",
     "endTime",
     "duration",
@@ -107,6 +109,7 @@ fn locate_capture(value: &Value, path: &str, errors: &mut Errors) {
                 errors,
                 "write a pcap-filter expression as a string, e.g. \"tcp port 443\"",
             ),
+            "capturePoint" => located::<CapturePoint>(v, at, errors),
             "startTime" | "endTime" => {
                 if let Err(e) = crate::time::deserialize_optional(v) {
                     let hint = if v.is_string() { None } else { Some(TIME_HINT) };
@@ -557,7 +560,7 @@ mod tests {
         let errors = capture_errors(r#"{"colour":"blue"}"#);
         assert_eq!(
             errors[0].1,
-            "unknown field \"colour\": remove it; the fields here are podSelector, nodeSelector, filters, bpfFilter, startTime, endTime, duration, snapLength, maxBytes, maxPackets, rotation, format"
+            "unknown field \"colour\": remove it; the fields here are podSelector, nodeSelector, filters, bpfFilter, capturePoint, startTime, endTime, duration, snapLength, maxBytes, maxPackets, rotation, format"
         );
         assert_eq!(
             capture_errors(r#"{"pod_selector":{}}"#)[0].1,
@@ -589,6 +592,27 @@ mod tests {
             capture_errors(r#"{"bpffilter":"tcp"}"#)[0].1,
             "unknown field \"bpffilter\": did you mean \"bpfFilter\"?"
         );
+    }
+
+    #[test]
+    fn capture_point_decodes_and_a_wrong_one_is_located() {
+        let value: Value = serde_json::from_str(r#"{"capturePoint":"podNetns"}"#).unwrap();
+        let spec = CaptureSpec::from_json_value(&value, "spec").unwrap();
+        assert_eq!(spec.capture_point, CapturePoint::PodNetns);
+        let errors = capture_errors(r#"{"capturePoint":"eth0"}"#);
+        assert_eq!(fields(&errors), ["spec.capturePoint"]);
+        assert!(
+            errors[0].1.contains("expected `hostVeth` or `podNetns`"),
+            "{errors:?}"
+        );
+        // The default is left out when written, so older readers see the spec they know.
+        let value: Value = serde_json::from_str(r#"{"capturePoint":"hostVeth"}"#).unwrap();
+        let spec = CaptureSpec::from_json_value(&value, "spec").unwrap();
+        assert_eq!(spec, CaptureSpec::default());
+        assert!(serde_json::to_value(&spec)
+            .unwrap()
+            .get("capturePoint")
+            .is_none());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod capture;
+pub mod capture_point;
 #[cfg(feature = "kube")]
 pub mod crd;
 pub mod decode;
@@ -29,6 +30,7 @@ pub mod validate;
 pub mod window;
 
 pub use capture::CaptureSpec;
+pub use capture_point::{CapturePoint, UnknownCapturePoint};
 #[cfg(feature = "kube")]
 pub use crd::{PacketCapture, PacketCaptureSchedule};
 pub use duration::{compact_duration, CaptureDuration, DurationError};
