@@ -10,7 +10,7 @@
 //! the rings first (swap in a drop-all filter, read until the kernel's partly filled block has
 //! been handed over), so a stop never loses a packet the kernel already accepted.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,9 +21,10 @@ use capture_spec::{CaptureLimits, Filter, LimitsError, OutputFormat};
 use crate::afpacket::{self, Ring, RingConfig, RingError, Viewpoint};
 use crate::bpf::{self, BpfError, ExpressionError};
 use crate::budget::Budget;
+use crate::elastic::ElasticRing;
 use crate::format::{frame_len, Encoder, InterfaceInfo, PacketRecord};
 use crate::output::{FileSummary, OutputError, OutputFiles};
-use crate::rings::{RingBudget, RingShare};
+use crate::rings::RingBudget;
 use crate::stop::StopSignal;
 use crate::tap::LiveTap;
 
@@ -43,6 +44,8 @@ fn local_limit(limits: &CaptureLimits, packets: u64, bytes: u64, len: u64) -> Op
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a draining capture looks at its rings.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
+/// How often a ring being resized is looked at (is its successor open, is the old one empty).
+const RESIZE_POLL: Duration = Duration::from_millis(5);
 
 /// One interface to capture on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +173,10 @@ pub struct InterfaceReport {
     pub freezes: u64,
     /// The interface was deleted during the capture; its part ended then.
     pub gone: bool,
+    /// Times its ring was replaced by a larger or smaller one (rings from a budget only).
+    pub ring_resizes: u32,
+    /// The size of its ring at the end, in bytes.
+    pub ring_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,10 +194,7 @@ pub struct CaptureReport {
 }
 
 struct Source {
-    ring: Ring,
-    /// The ring's bytes of the process's ring budget, if it came from one: held, not read, so
-    /// that they go back to the budget when the source is dropped.
-    _share: Option<RingShare>,
+    ring: ElasticRing,
     spec: InterfaceSpec,
     output: usize,
     interface_id: u32,
@@ -320,9 +324,14 @@ impl Capture {
             };
             let mut ring = Ring::open_in(spec.netns.as_deref(), &spec.name, geometry, &program)?;
             ring.set_viewpoint(spec.viewpoint);
+            let ring = match (share, &config.rings) {
+                (Some(share), Some(budget)) => {
+                    ElasticRing::from_budget(ring, share, budget.clone(), snap_length)?
+                }
+                _ => ElasticRing::fixed(ring),
+            };
             sources.push(Source {
                 ring,
-                _share: share,
                 spec,
                 output,
                 interface_id,
@@ -363,7 +372,7 @@ impl Capture {
     pub fn interface_names(&self) -> Vec<String> {
         self.sources
             .iter()
-            .map(|s| format!("{} (ifindex {})", s.spec.name, s.ring.ifindex()))
+            .map(|s| format!("{} (ifindex {})", s.spec.name, s.ring.ring().ifindex()))
             .collect()
     }
 
@@ -401,12 +410,9 @@ impl Capture {
 
     /// The sockets to wait on: every ring whose interface is still there.
     pub(crate) fn poll_fds<'a>(&'a self, fds: &mut Vec<BorrowedFd<'a>>) {
-        fds.extend(
-            self.sources
-                .iter()
-                .filter(|s| !s.gone)
-                .map(|s| s.ring.as_fd()),
-        );
+        for source in self.sources.iter().filter(|s| !s.gone) {
+            source.ring.poll_fds(fds);
+        }
     }
 
     /// Does whatever is due at `now`: writes the handed-over blocks, and once a second reads
@@ -417,7 +423,7 @@ impl Capture {
         if self.draining.is_none() && self.deadline.is_some_and(|d| now >= d) {
             self.begin_drain(EndReason::Duration, now);
         }
-        match self.read_ready_blocks() {
+        match self.read_ready_blocks(now) {
             Ok(Some(limit)) => return Some(limit),
             Ok(None) => {}
             Err(error) => return Some(EndReason::Failed(error.to_string())),
@@ -467,6 +473,9 @@ impl Capture {
         if let Some(deadline) = self.deadline {
             wake = wake.min(deadline);
         }
+        if self.sources.iter().any(|s| s.ring.is_changing()) {
+            wake = wake.min(now + RESIZE_POLL);
+        }
         wake
     }
 
@@ -499,7 +508,7 @@ impl Capture {
         if self.draining.is_some() {
             return;
         }
-        for source in self.sources.iter().filter(|s| !s.gone) {
+        for source in self.sources.iter_mut().filter(|s| !s.gone) {
             if let Err(error) = source.ring.detach_traffic() {
                 tracing::warn!(%error, "could not stop traffic before draining");
             }
@@ -507,7 +516,7 @@ impl Capture {
         let longest_timeout = self
             .sources
             .iter()
-            .map(|s| s.ring.config().block_timeout)
+            .map(|s| s.ring.block_timeout())
             .max()
             .unwrap_or_default();
         self.draining = Some(Drain {
@@ -521,7 +530,7 @@ impl Capture {
     }
 
     /// Writes every packet in every handed-over block; returns a limit if one was reached.
-    fn read_ready_blocks(&mut self) -> Result<Option<EndReason>, OutputError> {
+    fn read_ready_blocks(&mut self, now: Instant) -> Result<Option<EndReason>, OutputError> {
         let Capture {
             sources,
             outputs,
@@ -535,7 +544,8 @@ impl Capture {
         let live_encoder = Encoder::new(OutputFormat::Pcapng);
         for (index, source) in sources.iter_mut().enumerate() {
             let output = &mut outputs[source.output];
-            while let Some(block) = source.ring.next_block() {
+            let bytes_before = source.bytes;
+            while let Some(block) = source.ring.next_block(now) {
                 // Checked once per block: with no watcher, the per-packet path is unchanged.
                 let mut tapped = live.tap.is_active().then(Vec::new);
                 for packet in block.packets() {
@@ -567,6 +577,8 @@ impl Capture {
                 counters.packets.store(source.packets, Ordering::Relaxed);
                 counters.bytes.store(source.bytes, Ordering::Relaxed);
             }
+            source.ring.count(source.bytes - bytes_before);
+            source.ring.after_pass(now);
         }
         // Stop as soon as the last allowed packet is written, not when the next one arrives.
         match budget {
@@ -589,6 +601,7 @@ impl Capture {
         for (index, source) in self.sources.iter_mut().enumerate() {
             match source.ring.stats() {
                 Ok(stats) => {
+                    source.ring.note_drops(stats.drops);
                     self.live.interfaces[index]
                         .drops
                         .store(stats.drops, Ordering::Relaxed);
@@ -621,6 +634,8 @@ impl Capture {
                 drops: stats.drops,
                 freezes: stats.freezes,
                 gone: source.gone,
+                ring_resizes: source.ring.resizes(),
+                ring_bytes: source.ring.ring().config().ring_bytes(),
             });
         }
         let mut files = Vec::new();

@@ -12,6 +12,7 @@ pub mod afpacket;
 pub mod bpf;
 pub mod budget;
 pub mod cluster;
+mod elastic;
 pub mod engine;
 pub mod format;
 pub mod hub;

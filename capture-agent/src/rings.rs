@@ -6,7 +6,7 @@
 //! (`--ring-memory`, and the DaemonSet's memory request covers it) and every ring comes out of
 //! it. A pod interface starts with a small ring ([`BASE_RING_BYTES`]): most pods are quiet, and
 //! a hundred quiet pods then cost a hundred small rings. A ring that fills faster than it is
-//! emptied is replaced by a larger one while the budget allows (see `engine`), up to
+//! emptied is replaced by a larger one while the budget allows (see `elastic`), up to
 //! [`MAX_RING_BYTES`], and one that has been quiet for a while is given back.
 //!
 //! Base rings are always granted, even past the budget (a pod is never refused for memory; the
@@ -122,16 +122,19 @@ impl RingBudget {
         Ok((config, self.share(bytes)))
     }
 
-    /// A ring of twice `current`'s size (at least 4 blocks of the grown block size, at most
-    /// [`MAX_RING_BYTES`]) if the budget has room for it beside the current one (both exist
-    /// while the switch happens); `None` when it has not or the ring is at its maximum.
+    /// A ring of at least `wanted` bytes and twice `current`'s size (at least 4 blocks of the
+    /// grown block size, at most [`MAX_RING_BYTES`]) if the budget has room for it beside the
+    /// current one (both exist while the switch happens); `None` when it has not or the ring is
+    /// at its maximum.
     pub fn larger_ring(
         self: &Arc<Self>,
         current: &RingConfig,
         snap_length: u32,
+        wanted: u64,
     ) -> Option<(RingConfig, RingShare)> {
         let block = block_for(snap_length).max(GROWN_BLOCK_BYTES);
         let bytes = (current.ring_bytes() * 2)
+            .max(wanted.next_power_of_two())
             .max(4 * u64::from(block))
             .min(MAX_RING_BYTES.max(2 * u64::from(block)));
         if bytes <= current.ring_bytes() {
@@ -145,14 +148,6 @@ impl RingBudget {
             })
             .ok()?;
         Some((config, self.share(bytes)))
-    }
-
-    /// The base ring again, for a grown ring that has been quiet (always granted).
-    pub fn smaller_ring(
-        self: &Arc<Self>,
-        snap_length: u32,
-    ) -> Result<(RingConfig, RingShare), RingError> {
-        self.base_ring(snap_length)
     }
 
     fn share(self: &Arc<Self>, bytes: u64) -> RingShare {
@@ -193,18 +188,18 @@ mod tests {
     fn growth_doubles_within_the_budget_and_stops_at_the_maximum() {
         let budget = Arc::new(RingBudget::new(24 << 20));
         let (base, _base) = budget.base_ring(1500).unwrap();
-        let (grown, grown_share) = budget.larger_ring(&base, 1500).expect("room");
+        let (grown, grown_share) = budget.larger_ring(&base, 1500, 0).expect("room");
         assert_eq!(grown.ring_bytes(), 4 << 20, "at least four 1 MiB blocks");
-        let (again, _again) = budget.larger_ring(&grown, 1500).expect("room");
+        let (again, _again) = budget.larger_ring(&grown, 1500, 0).expect("room");
         assert_eq!(again.ring_bytes(), 8 << 20);
         assert!(
-            budget.larger_ring(&again, 1500).is_none(),
+            budget.larger_ring(&again, 1500, 0).is_none(),
             "16 MiB more would pass the 24 MiB budget"
         );
         drop(grown_share);
         let max = RingConfig::with_size(MAX_RING_BYTES, 1 << 20, BLOCK_TIMEOUT).unwrap();
         assert!(Arc::new(RingBudget::new(1 << 40))
-            .larger_ring(&max, 1500)
+            .larger_ring(&max, 1500, 0)
             .is_none());
     }
 }

@@ -94,9 +94,12 @@ enum Job {
     Barrier(SyncSender<()>),
 }
 
+/// The writer thread's queue: each job with the stream it is for.
+type JobQueue = Sender<(Arc<Stream>, Job)>;
+
 /// The process's writer thread, started by the first output stream.
-fn writer_thread() -> Result<&'static Mutex<Sender<(Arc<Stream>, Job)>>, OutputError> {
-    static JOBS: OnceLock<Mutex<Sender<(Arc<Stream>, Job)>>> = OnceLock::new();
+fn writer_thread() -> Result<&'static Mutex<JobQueue>, OutputError> {
+    static JOBS: OnceLock<Mutex<JobQueue>> = OnceLock::new();
     if let Some(jobs) = JOBS.get() {
         return Ok(jobs);
     }
@@ -117,7 +120,7 @@ fn writer_thread() -> Result<&'static Mutex<Sender<(Arc<Stream>, Job)>>, OutputE
 
 /// One output stream's side of the writer.
 pub(super) struct DiskWriter {
-    jobs: Sender<(Arc<Stream>, Job)>,
+    jobs: JobQueue,
     stream: Arc<Stream>,
     free: Receiver<Vec<u8>>,
     allocated: usize,

@@ -1,0 +1,350 @@
+//! A ring that grows with its interface's traffic and shrinks when it is quiet again.
+//!
+//! A pod interface's packet ring is kernel memory the process's cgroup does not see, so the
+//! service starts every ring small ([`crate::rings`]) and lets one grow only when its traffic
+//! needs the room: when the ring holds less than [`HEADROOM`] of the traffic measured over the
+//! last [`RATE_WINDOW`], when a pass finds half of its blocks waiting, or when the kernel drops.
+//! A ring cannot be resized, so growth opens a successor ring on the same interface (on a
+//! short-lived thread: allocating a large ring takes a while, and the engine keeps reading
+//! meanwhile), and the two swap through a fanout group without losing or doubling a packet
+//! ([`Ring::hand_over`]). The old ring is read to its end before the new one, so the file keeps
+//! the kernel's order; then it is closed and its memory goes back to the budget. A grown ring
+//! that has carried little for [`SHRINK_AFTER`] is swapped back to the base size the same way.
+//!
+//! Without a budget (the command line) the ring keeps the size it was opened with.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::afpacket::{Block, KernelStats, Ring, RingConfig, RingError};
+use crate::rings::{RingBudget, RingShare};
+
+/// A ring should hold this much of its interface's measured traffic: time for the engine to be
+/// late (a busy disk, a scheduler hiccup) without a drop.
+const HEADROOM: Duration = Duration::from_millis(250);
+/// The window over which the traffic rate is measured.
+const RATE_WINDOW: Duration = Duration::from_millis(100);
+/// A grown ring whose traffic would have fit the base ring this long is given back.
+const SHRINK_AFTER: Duration = Duration::from_secs(30);
+/// After a hand-over the old ring is read until it is empty, but not before this (a packet
+/// the fanout program sent it just before the switch may still be on its way in).
+const SETTLE: Duration = Duration::from_millis(5);
+
+/// An interface's ring, replaced by a larger or smaller one as its traffic changes.
+pub(crate) struct ElasticRing {
+    current: Ring,
+    /// The current ring's bytes of the budget (`None`: not from a budget, never resized).
+    share: Option<RingShare>,
+    budget: Option<Arc<RingBudget>>,
+    snap_length: u32,
+    /// The ring being replaced: read to its end before `current`.
+    retiring: Option<Retiring>,
+    /// A successor being opened on another thread.
+    opening: Option<Opening>,
+    /// Kernel counters of rings already closed.
+    carried: KernelStats,
+    /// Traffic read since `window_start`, for the rate.
+    window_bytes: u64,
+    window_start: Instant,
+    /// Blocks read from `current` in this pass of the engine.
+    blocks_this_pass: u32,
+    /// Drops seen at the last counters tick, to notice new ones.
+    drops_seen: u64,
+    /// The last time the traffic would not have fit the base ring.
+    last_busy: Instant,
+    /// Growth was refused (budget spent) or failed; not retried before this.
+    retry_after: Option<Instant>,
+    /// Hand-overs so far.
+    resizes: u32,
+}
+
+struct Retiring {
+    ring: Ring,
+    _share: Option<RingShare>,
+    settle: Instant,
+    give_up: Instant,
+}
+
+struct Opening {
+    thread: JoinHandle<Result<Ring, RingError>>,
+    share: RingShare,
+    config: RingConfig,
+}
+
+impl ElasticRing {
+    /// Wraps a ring of fixed size.
+    pub(crate) fn fixed(ring: Ring) -> ElasticRing {
+        ElasticRing::new(ring, None, None, 0)
+    }
+
+    /// Wraps a ring drawn from `budget` (its `share`); it is made ready for hand-overs.
+    pub(crate) fn from_budget(
+        mut ring: Ring,
+        share: RingShare,
+        budget: Arc<RingBudget>,
+        snap_length: u32,
+    ) -> Result<ElasticRing, RingError> {
+        ring.enable_successor()?;
+        Ok(ElasticRing::new(
+            ring,
+            Some(share),
+            Some(budget),
+            snap_length,
+        ))
+    }
+
+    fn new(
+        ring: Ring,
+        share: Option<RingShare>,
+        budget: Option<Arc<RingBudget>>,
+        snap_length: u32,
+    ) -> ElasticRing {
+        let now = Instant::now();
+        ElasticRing {
+            current: ring,
+            share,
+            budget,
+            snap_length,
+            retiring: None,
+            opening: None,
+            carried: KernelStats::default(),
+            window_bytes: 0,
+            window_start: now,
+            blocks_this_pass: 0,
+            drops_seen: 0,
+            last_busy: now,
+            retry_after: None,
+            resizes: 0,
+        }
+    }
+
+    /// The ring packets arrive in now (for its name, index and geometry).
+    pub(crate) fn ring(&self) -> &Ring {
+        &self.current
+    }
+
+    /// The sockets to wait on.
+    pub(crate) fn poll_fds<'a>(&'a self, fds: &mut Vec<BorrowedFd<'a>>) {
+        if let Some(retiring) = &self.retiring {
+            fds.push(retiring.ring.as_fd());
+        }
+        fds.push(self.current.as_fd());
+    }
+
+    /// The next handed-over block, in the kernel's order: the retiring ring's until it is
+    /// empty, then the current one's.
+    pub(crate) fn next_block(&mut self, now: Instant) -> Option<Block<'_>> {
+        if let Some(retiring) = &self.retiring {
+            let empty = now >= retiring.settle && retiring.ring.is_drained();
+            if empty || now >= retiring.give_up {
+                self.close_retiring();
+            }
+        }
+        if let Some(retiring) = self.retiring.as_mut() {
+            // Not empty yet: the current ring's packets are newer, they wait.
+            return retiring.ring.next_block();
+        }
+        let block = self.current.next_block();
+        if block.is_some() {
+            self.blocks_this_pass += 1;
+        }
+        block
+    }
+
+    /// Counts `bytes` of packets read, for the rate.
+    pub(crate) fn count(&mut self, bytes: u64) {
+        self.window_bytes += bytes;
+    }
+
+    /// How many times the ring was replaced.
+    pub(crate) fn resizes(&self) -> u32 {
+        self.resizes
+    }
+
+    /// Whether a ring is being replaced (the engine then looks again soon, to finish it).
+    pub(crate) fn is_changing(&self) -> bool {
+        self.retiring.is_some() || self.opening.is_some()
+    }
+
+    /// After the engine read what was ready: measures the traffic, starts a resize when the
+    /// ring does not suit it, and completes one whose successor is open.
+    pub(crate) fn after_pass(&mut self, now: Instant) {
+        let lagging = self.blocks_this_pass * 2 >= self.current.config().block_count;
+        self.blocks_this_pass = 0;
+        let Some(budget) = self.budget.clone() else {
+            return;
+        };
+        if let Some(opening) = self.opening.take_if(|o| o.thread.is_finished()) {
+            self.swap_in(opening, now);
+        }
+        let elapsed = now.saturating_duration_since(self.window_start);
+        let mut wanted = None;
+        if elapsed >= RATE_WINDOW || lagging {
+            let rate = self.window_bytes as f64 / elapsed.as_secs_f64().max(1e-3);
+            self.window_bytes = 0;
+            self.window_start = now;
+            let needed = (rate * HEADROOM.as_secs_f64()) as u64;
+            if needed > crate::rings::BASE_RING_BYTES / 2 {
+                self.last_busy = now;
+            }
+            let ring_bytes = self.current.config().ring_bytes();
+            if lagging || needed > ring_bytes {
+                wanted = Some(needed.max(ring_bytes * 2));
+            }
+        }
+        if self.is_changing() || self.retry_after.is_some_and(|t| now < t) {
+            return;
+        }
+        let grown = self.current.config().ring_bytes() > crate::rings::BASE_RING_BYTES;
+        if let Some(wanted) = wanted {
+            match budget.larger_ring(self.current.config(), self.snap_length, wanted) {
+                Some((config, share)) => self.open_successor(config, share, now),
+                // Spent: try again in a while rather than on every packet.
+                None => self.retry_after = Some(now + Duration::from_secs(1)),
+            }
+        } else if grown && now.saturating_duration_since(self.last_busy) >= SHRINK_AFTER {
+            match budget.base_ring(self.snap_length) {
+                Ok((config, share)) => self.open_successor(config, share, now),
+                Err(error) => {
+                    tracing::warn!(interface = %self.current.interface(), %error, "cannot size a smaller ring");
+                    self.retry_after = Some(now + SHRINK_AFTER);
+                }
+            }
+        }
+    }
+
+    /// Called on the counters tick with the kernel's drops: a new drop is a reason to grow.
+    pub(crate) fn note_drops(&mut self, drops: u64) {
+        if drops > self.drops_seen {
+            self.drops_seen = drops;
+            // Treated as lagging on the next pass.
+            self.blocks_this_pass = self.current.config().block_count;
+        }
+    }
+
+    fn open_successor(&mut self, config: RingConfig, share: RingShare, now: Instant) {
+        let successor = self.current.successor(config);
+        let opened = std::thread::Builder::new()
+            .name("podcap-ring".into())
+            .spawn(move || successor.open());
+        match opened {
+            Ok(thread) => {
+                tracing::debug!(
+                    interface = %self.current.interface(),
+                    from = self.current.config().ring_bytes(),
+                    to = config.ring_bytes(),
+                    "resizing the ring"
+                );
+                self.opening = Some(Opening {
+                    thread,
+                    share,
+                    config,
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot start a thread to open a larger ring");
+                self.retry_after = Some(now + Duration::from_secs(1));
+            }
+        }
+    }
+
+    fn swap_in(&mut self, opening: Opening, now: Instant) {
+        let Opening {
+            thread,
+            share,
+            config,
+        } = opening;
+        let opened = thread.join().unwrap_or_else(|_| {
+            Err(RingError::BadGeometry(
+                "the thread opening the ring panicked".into(),
+            ))
+        });
+        let mut next = match opened {
+            Ok(next) => next,
+            Err(error) => {
+                tracing::warn!(interface = %self.current.interface(), bytes = config.ring_bytes(), %error, "cannot open a resized ring; keeping the current one");
+                self.retry_after = Some(now + Duration::from_secs(5));
+                return;
+            }
+        };
+        if let Err(error) = self.current.hand_over(&mut next) {
+            tracing::warn!(interface = %self.current.interface(), %error, "cannot hand the traffic to a resized ring; keeping the current one");
+            self.retry_after = Some(now + Duration::from_secs(5));
+            return;
+        }
+        self.resizes += 1;
+        let old = std::mem::replace(&mut self.current, next);
+        let old_share = self.share.replace(share);
+        let block_timeout = old.config().block_timeout;
+        self.retiring = Some(Retiring {
+            ring: old,
+            _share: old_share,
+            settle: now + SETTLE,
+            // The kernel hands over a partly filled block after its timeout; allow two.
+            give_up: now + 2 * block_timeout + Duration::from_millis(100),
+        });
+    }
+
+    fn close_retiring(&mut self) {
+        if let Some(mut retiring) = self.retiring.take() {
+            match retiring.ring.stats() {
+                Ok(stats) => self.carried = add(self.carried, stats),
+                Err(error) => tracing::warn!(%error, "reading a retired ring's counters"),
+            }
+        }
+    }
+
+    /// Kernel counters of every ring this interface has had.
+    pub(crate) fn stats(&mut self) -> Result<KernelStats, RingError> {
+        let mut total = add(self.carried, self.current.stats()?);
+        if let Some(retiring) = self.retiring.as_mut() {
+            total = add(total, retiring.ring.stats()?);
+        }
+        Ok(total)
+    }
+
+    /// Whether every packet the kernel accepted has been read.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.retiring.as_ref().is_none_or(|r| r.ring.is_drained()) && self.current.is_drained()
+    }
+
+    /// Stops new packets (for a drain): the current ring's filter drops everything, and a
+    /// successor still opening is abandoned.
+    pub(crate) fn detach_traffic(&mut self) -> Result<(), RingError> {
+        self.opening = None;
+        self.budget = None;
+        if let Some(retiring) = &self.retiring {
+            retiring.ring.detach_traffic()?;
+        }
+        self.current.detach_traffic()
+    }
+
+    /// The longest block timeout of the rings open now.
+    pub(crate) fn block_timeout(&self) -> Duration {
+        let current = self.current.config().block_timeout;
+        self.retiring
+            .as_ref()
+            .map_or(current, |r| r.ring.config().block_timeout.max(current))
+    }
+
+    pub(crate) fn interface_exists(&self) -> bool {
+        self.current.interface_exists()
+    }
+
+    pub(crate) fn take_error(&self) -> Option<std::io::Error> {
+        if let Some(retiring) = &self.retiring {
+            let _ = retiring.ring.take_error();
+        }
+        self.current.take_error()
+    }
+}
+
+fn add(a: KernelStats, b: KernelStats) -> KernelStats {
+    KernelStats {
+        received: a.received + b.received,
+        drops: a.drops + b.drops,
+        freezes: a.freezes + b.freezes,
+    }
+}
