@@ -44,6 +44,18 @@ fn local_limit(limits: &CaptureLimits, packets: u64, bytes: u64, len: u64) -> Op
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a draining capture looks at its rings.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
+/// The first counters tick after `now`, on a grid of [`STATS_INTERVAL`] shared by every capture
+/// of the process: a thread serving a hundred quiet captures then wakes once a second for all
+/// of them, not a hundred times at scattered moments.
+fn next_stats_tick(now: Instant) -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    let since = now.saturating_duration_since(epoch).as_nanos();
+    let interval = STATS_INTERVAL.as_nanos();
+    let ticks = u64::try_from(since / interval + 1).unwrap_or(u64::MAX);
+    epoch + STATS_INTERVAL.saturating_mul(u32::try_from(ticks).unwrap_or(u32::MAX))
+}
+
 /// How often a ring being resized is looked at (is its successor open, is the old one empty).
 const RESIZE_POLL: Duration = Duration::from_millis(5);
 
@@ -358,7 +370,7 @@ impl Capture {
             live,
             packets: 0,
             bytes: 0,
-            next_stats: Instant::now() + STATS_INTERVAL,
+            next_stats: next_stats_tick(Instant::now()),
             draining: None,
         })
     }
@@ -444,7 +456,7 @@ impl Capture {
             return Some(EndReason::InterfacesGone);
         }
         if now >= self.next_stats {
-            self.next_stats = now + STATS_INTERVAL;
+            self.next_stats = next_stats_tick(now);
             self.refresh_kernel_stats();
             self.mark_deleted_interfaces();
             self.publish_files();
