@@ -14,7 +14,10 @@
 //! ```
 //!
 //! An entry with `netns` renames that namespace's pod (it keeps its `podcap.io/netns` label);
-//! an entry with `interface` adds a pod on that host interface. The file is read at every
+//! an entry with `interface` adds a pod on that host interface, which has no network namespace
+//! podcap knows, so it can only be captured with `capturePoint: hostVeth`. A namespace's pod
+//! captured with `capturePoint: podNetns` is recorded on its own end of the veth, inside the
+//! namespace, and its target is named after that interface (`eth0`) rather than the host end. The file is read at every
 //! discovery, so edits apply without a restart; a broken file is reported and ignored.
 
 use std::collections::BTreeMap;
@@ -46,6 +49,18 @@ pub struct Pod {
 pub struct LocatedPod {
     pub pod: Pod,
     pub host: HostInterface,
+    /// Its network namespace and its own end of the veth there (capturePoint podNetns); None
+    /// for an inventory pod named by its host interface.
+    pub netns: Option<PodNamespace>,
+}
+
+/// A standalone pod's network namespace and the interface it calls its own there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodNamespace {
+    /// /var/run/netns/NAME.
+    pub path: PathBuf,
+    /// The pod's end of its veth, inside the namespace (often `eth0`).
+    pub interface: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +178,7 @@ fn apply_inventory(pods: &mut Vec<LocatedPod>, node: &str) {
                             interface,
                         },
                         host,
+                        netns: None,
                     });
                 }
             }
@@ -195,9 +211,11 @@ pub fn locate_all() -> Result<Vec<LocatedPod>, DiscoveryError> {
         .filter_map(Result::ok)
         .filter_map(|entry| {
             let netns = entry.file_name().into_string().ok()?;
-            let host = podnet::namespace_host_end(&entry.path())
+            let path = entry.path();
+            let ends = podnet::namespace_ends(&path)
                 .inspect_err(|error| tracing::debug!(netns, %error, "no pod in this namespace"))
                 .ok()?;
+            let host = ends.host;
             let labels = BTreeMap::from([(NETNS_LABEL.to_string(), netns.clone())]);
             Some(LocatedPod {
                 pod: Pod {
@@ -208,6 +226,10 @@ pub fn locate_all() -> Result<Vec<LocatedPod>, DiscoveryError> {
                     interface: host.name.clone(),
                 },
                 host,
+                netns: Some(PodNamespace {
+                    path,
+                    interface: ends.pod_interface,
+                }),
             })
         })
         .collect();

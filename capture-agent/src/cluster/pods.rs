@@ -7,15 +7,21 @@
 //! A hostNetwork pod is wanted like any other, so the capture's status shows it, but it lives
 //! in the node's network namespace and has no interface of its own: locating it fails at once
 //! with a permanent error, and its target is `Failed` with what to do instead.
+//!
+//! A capture inside the pods (`capturePoint: podNetns`) takes a pod's network namespace from a
+//! process of the pod, as the netns strategy does, so it needs that strategy's privileges
+//! (`--netns-fallback`: hostPID, SYS_ADMIN, SYS_PTRACE). An agent without them fails such a
+//! target at once, saying which overlay grants them.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use capture_spec::{CaptureSpec, TargetKey};
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::podnet::{self, HostInterface, PodNetError, PodNetwork, Strategies};
+use crate::podnet::{self, HostInterface, PodNetError, PodNetwork, Strategies, StrategyError};
 use crate::reconcile::{LocateError, PodSource, Wanted};
 
 /// This node's pods as of one pass.
@@ -58,6 +64,15 @@ pub enum NodePodError {
     HostNetwork { pod: String },
     #[error(transparent)]
     NotFound(#[from] PodNetError),
+    #[error(
+        "capturePoint podNetns needs the node agent to enter pod network namespaces, \
+         which this agent may not (it runs without --netns-fallback): deploy it with the \
+         netns-fallback overlay (kubectl apply -k deploy/overlays/netns-fallback: hostPID, \
+         SYS_ADMIN and SYS_PTRACE), or capture with capturePoint hostVeth"
+    )]
+    PodNetnsNotAllowed,
+    #[error("cannot find the pod's network namespace for capturePoint podNetns: {0}")]
+    PodNetns(#[source] StrategyError),
 }
 
 impl LocateError for NodePodError {
@@ -68,6 +83,9 @@ impl LocateError for NodePodError {
             // Routes, bridge ports and veths are the kernel's state, which the CNI may still be
             // setting up for a pod that has just started.
             NodePodError::NotFound(_) => false,
+            // The agent's privileges are its pod's, which do not change while it runs.
+            NodePodError::PodNetnsNotAllowed => true,
+            NodePodError::PodNetns(source) => matches!(source, StrategyError::Permission { .. }),
         }
     }
 }
@@ -117,6 +135,17 @@ impl PodSource for NodePods<'_> {
 
     fn still_carries(&self, _pod: &NodePod, host: &HostInterface) -> bool {
         podnet::still_valid(host)
+    }
+
+    fn netns(&self, pod: &NodePod) -> Result<PathBuf, NodePodError> {
+        match pod {
+            NodePod::Own(_) if !self.strategies.netns => Err(NodePodError::PodNetnsNotAllowed),
+            NodePod::Own(network) => {
+                podnet::pod_namespace(network, self.strategies).map_err(NodePodError::PodNetns)
+            }
+            // Never asked (locate refuses first); the same answer if it were.
+            NodePod::HostNetwork { pod, .. } => Err(NodePodError::HostNetwork { pod: pod.clone() }),
+        }
     }
 }
 
@@ -271,6 +300,53 @@ mod tests {
              no interface of its own to capture: capture the node's interfaces instead, or leave \
              it out with the podSelector"
         );
+    }
+
+    #[test]
+    fn pod_netns_needs_the_netns_fallback_and_says_which_overlay_grants_it() {
+        let pods = [pod("web-1", "web", "Running")];
+        let labels = BTreeMap::new();
+        let without = Strategies {
+            netns: false,
+            ..Strategies::default()
+        };
+        let source = NodePods {
+            node: "node-a",
+            labels: &labels,
+            pods: &pods,
+            strategies: &without,
+        };
+        let web = spec(json!({"capturePoint": "podNetns"}));
+        let wanted = source.wanted("shop", &web).unwrap();
+        let error = source.netns(&wanted[0].pod).unwrap_err();
+        assert!(error.is_permanent(), "{error}");
+        let message = error.to_string();
+        for needed in [
+            "deploy/overlays/netns-fallback",
+            "hostPID",
+            "SYS_ADMIN",
+            "SYS_PTRACE",
+            "hostVeth",
+        ] {
+            assert!(message.contains(needed), "{needed} in {message}");
+        }
+
+        // With the fallback, a pod none of whose processes is visible yet waits.
+        let empty_proc = std::env::temp_dir().join(format!("podcap-proc-{}", std::process::id()));
+        std::fs::create_dir_all(&empty_proc).unwrap();
+        let with = Strategies {
+            netns: true,
+            proc_root: empty_proc.clone(),
+            ..Strategies::default()
+        };
+        let source = NodePods {
+            strategies: &with,
+            ..source
+        };
+        let error = source.netns(&wanted[0].pod).unwrap_err();
+        std::fs::remove_dir_all(&empty_proc).unwrap();
+        assert!(!error.is_permanent(), "{error}");
+        assert!(error.to_string().contains("hostPID"), "{error}");
     }
 
     #[test]

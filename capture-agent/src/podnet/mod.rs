@@ -18,6 +18,11 @@
 //! Standalone mode's pods are simpler: a named network namespace (`ip netns add`) is a pod, and
 //! [`namespace_host_end`] names its host end with the netns strategy's two-sided check; an
 //! interface the operator names outright is taken as it is ([`named_interface`]).
+//!
+//! A capture inside the pod (capturePoint podNetns) needs the pod's namespace itself: a
+//! standalone pod's is its /var/run/netns file ([`namespace_ends`] also names the pod's end of
+//! the veth), a Kubernetes pod's is found through a process of the pod like the netns strategy
+//! ([`pod_namespace`]), with the same privileges.
 
 mod bridge;
 pub mod cgroup;
@@ -172,16 +177,41 @@ pub fn resolve(pod: &PodNetwork, strategies: &Strategies) -> Result<HostInterfac
     })
 }
 
+/// Both ends of a standalone pod's veth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceEnds {
+    /// The end in the host's namespace.
+    pub host: HostInterface,
+    /// The name of the end inside the pod's namespace (capturePoint podNetns binds it there).
+    pub pod_interface: String,
+}
+
 /// The host end of the veth of the network namespace at `path` (standalone mode's pods live in
 /// /var/run/netns), checked from both sides like the netns strategy. Needs CAP_SYS_ADMIN.
 pub fn namespace_host_end(path: &Path) -> Result<HostInterface, StrategyError> {
+    Ok(namespace_ends(path)?.host)
+}
+
+/// [`namespace_host_end`], with the name the namespace gives its own end.
+pub fn namespace_ends(path: &Path) -> Result<NamespaceEnds, StrategyError> {
     let mut netlink = Netlink::open()?;
-    let link = netns::find_for_namespace(&mut netlink, path)?;
-    Ok(HostInterface {
-        ifindex: link.index,
-        name: link.name,
-        method: Method::Netns,
+    let (link, pod_interface) = netns::find_for_namespace(&mut netlink, path)?;
+    Ok(NamespaceEnds {
+        host: HostInterface {
+            ifindex: link.index,
+            name: link.name,
+            method: Method::Netns,
+        },
+        pod_interface,
     })
+}
+
+/// The network namespace of a Kubernetes pod, as a file a capture socket can be opened in
+/// (`/proc/<pid>/ns/net` of a process in the pod's cgroup; capturePoint podNetns). Needs what
+/// the netns strategy needs: the host's /proc (hostPID) at `strategies.proc_root`, and
+/// CAP_SYS_PTRACE for processes of other users; entering it then needs CAP_SYS_ADMIN.
+pub fn pod_namespace(pod: &PodNetwork, strategies: &Strategies) -> Result<PathBuf, StrategyError> {
+    netns::pod_namespace(&strategies.proc_root, &pod.uid)
 }
 
 /// The host interface called `name`, if there is one now.

@@ -24,7 +24,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::sched::{setns, CloneFlags};
@@ -102,7 +102,7 @@ pub(super) fn find(
         }
         seen.push(id);
         match host_end(netlink, &pod_ns, &host_ns, PodSide::Named(pod_interface)) {
-            Ok(link) => {
+            Ok((link, _)) => {
                 tracing::debug!(pid, interface = %link.name, "pod namespace names its host veth");
                 return Ok(link);
             }
@@ -129,11 +129,11 @@ pub(super) fn find(
 
 /// The host end of the veth of the network namespace at `path` (a standalone pod), whatever
 /// the namespace calls its end: the one veth whose peer is in the host's namespace and peers
-/// back.
+/// back. Returns the host end and the name of the namespace's end.
 pub(super) fn find_for_namespace(
     netlink: &mut Netlink,
     path: &Path,
-) -> Result<Link, StrategyError> {
+) -> Result<(Link, String), StrategyError> {
     let (host_ns, host_id) = host_namespace()?;
     let pod_ns = File::open(path).map_err(|source| match source.kind() {
         io::ErrorKind::PermissionDenied => StrategyError::Permission {
@@ -156,7 +156,7 @@ pub(super) fn find_for_namespace(
         });
     }
     match host_end(netlink, &pod_ns, &host_ns, PodSide::AnyVeth) {
-        Ok(link) => Ok(link),
+        Ok(ends) => Ok(ends),
         Err(Miss::Denied(detail)) => Err(StrategyError::Permission {
             detail,
             hint: HINT_PERMISSION,
@@ -167,6 +167,57 @@ pub(super) fn find_for_namespace(
         }),
         Err(Miss::Failed(error)) => Err(error),
     }
+}
+
+/// The network namespace of the pod with this uid, as the file of a process in the pod's
+/// cgroup (`PROC/<pid>/ns/net`, lowest pid first: usually the sandbox's pause process, which
+/// lives as long as the pod), for opening a capture socket inside it (capturePoint podNetns).
+/// A process in the agent's own namespace is never taken: that would capture the node.
+pub(super) fn pod_namespace(proc_root: &Path, uid: &str) -> Result<PathBuf, StrategyError> {
+    let pids = cgroup::pids_in_pod(proc_root, uid).map_err(|source| StrategyError::Io {
+        what: format!("listing processes in {}", proc_root.display()),
+        source,
+    })?;
+    if pids.is_empty() {
+        return Err(StrategyError::NotFound {
+            detail: format!(
+                "no process in {} is in a cgroup of pod {uid}",
+                proc_root.display()
+            ),
+            hint: HINT_PROCESSES,
+        });
+    }
+    let (_, host_id) = host_namespace()?;
+    let mut notes = Vec::new();
+    let mut denied = false;
+    for pid in pids {
+        let path = proc_root.join(pid.to_string()).join("ns/net");
+        match File::open(&path).and_then(|file| namespace_id(&file)) {
+            Ok(id) if id == host_id => {
+                notes.push(format!(
+                    "process {pid} is in the host's network namespace (a hostNetwork pod has none of its own)"
+                ));
+                break;
+            }
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                denied |= e.kind() == io::ErrorKind::PermissionDenied;
+                notes.push(format!("opening {}: {e}", path.display()));
+            }
+        }
+    }
+    let detail = notes.join(", ");
+    if denied {
+        return Err(StrategyError::Permission {
+            detail,
+            hint: HINT_PERMISSION,
+        });
+    }
+    Err(StrategyError::NotFound {
+        detail: format!("pod {uid}: {detail}"),
+        hint: HINT_PROCESSES,
+    })
 }
 
 /// The namespace of this thread — the one a netlink socket it opens answers for — and its id.
@@ -211,17 +262,18 @@ struct PodEnds {
     host_nsid: Option<i32>,
 }
 
+/// The host end of the pod's veth, and the name of the pod's end.
 fn host_end(
     netlink: &mut Netlink,
     pod_ns: &File,
     host_ns: &File,
     side: PodSide<'_>,
-) -> Result<Link, Miss> {
+) -> Result<(Link, String), Miss> {
     let pod_ends = inside(pod_ns, host_ns, side)?;
     let mut notes = Vec::new();
     for pod_link in &pod_ends.links {
         match peer_on_host(netlink, pod_ns, pod_link, pod_ends.host_nsid) {
-            Ok(link) => return Ok(link),
+            Ok(link) => return Ok((link, pod_link.name.clone())),
             Err(Miss::Note(note)) => notes.push(note),
             Err(other) => return Err(other),
         }

@@ -1,11 +1,12 @@
 //! The decisions of one pass over one capture (see the module doc of [`super`]): end every
 //! target when the window is over or a limit is reached; otherwise bring the targets in line
 //! with the pods the [`PodSource`] wants — start, re-map, end as `Gone` — and take every
-//! running target's live counters into its entry.
+//! running target's live counters into its entry. A capture with `capturePoint: podNetns` binds
+//! each target inside its pod's network namespace, which the source names.
 
 use std::collections::BTreeMap;
 
-use capture_spec::{CaptureWindow, TargetKey, TargetState, TargetStatus};
+use capture_spec::{CapturePoint, CaptureWindow, TargetKey, TargetState, TargetStatus};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::target::{Earlier, TargetIdentity};
@@ -193,14 +194,31 @@ impl<T: Target> CaptureRun<T> {
             }
         };
         tracing::debug!(pod = %pod.key.pod, interface = %host.name, method = %host.method, "pod mapped");
+        let pod_netns = match self.spec.capture_point {
+            CapturePoint::HostVeth => None,
+            CapturePoint::PodNetns => match pods.netns(&pod.pod) {
+                Ok(path) => Some(path),
+                Err(error) => {
+                    entry.state = if error.is_permanent() {
+                        tracing::error!(namespace = %pod.namespace, pod = %pod.key.pod, %error, "cannot capture inside the pod");
+                        TargetState::Failed
+                    } else {
+                        tracing::warn!(namespace = %pod.namespace, pod = %pod.key.pod, %error, "cannot find the pod's network namespace yet");
+                        TargetState::Waiting
+                    };
+                    entry.error = Some(error.to_string());
+                    self.entries.insert(pod.key, entry);
+                    return;
+                }
+            },
+        };
         let identity = TargetIdentity {
             namespace: pod.namespace.clone(),
             pod: pod.key.pod.clone(),
             interface: pod.key.interface.clone(),
             node: pod.key.node.clone(),
             host_interface: host.name.clone(),
-            // capturePoint podNetns sets the pod's namespace here.
-            pod_netns: None,
+            pod_netns,
         };
         match opener.open(
             &self.directory,

@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -61,6 +61,10 @@ pub struct FakePod {
     pub host: Option<HostInterface>,
     /// Some(why): its interface can never be found (as a hostNetwork pod's), whatever `host`.
     pub never: Option<String>,
+    /// Its network namespace (capturePoint podNetns); None: not found (yet).
+    pub netns: Option<PathBuf>,
+    /// Some(why): its namespace can never be entered (an agent without the privileges).
+    pub netns_never: Option<String>,
 }
 
 /// The pods of the fake node; `unknown` makes a pass that cannot list them.
@@ -101,6 +105,8 @@ impl FakePods {
             uid: format!("uid-{name}-1"),
             host: Some(host(&format!("veth-{name}"), ifindex)),
             never: None,
+            netns: Some(PathBuf::from(format!("/proc/{ifindex}/ns/net"))),
+            netns_never: None,
         });
     }
 
@@ -158,6 +164,22 @@ impl PodSource for FakePods {
 
     fn still_carries(&self, pod: &String, host: &HostInterface) -> bool {
         self.current(pod).and_then(|p| p.host.as_ref()) == Some(host)
+    }
+
+    fn netns(&self, pod: &String) -> Result<PathBuf, FakeLocateError> {
+        let current = self.current(pod);
+        if let Some(why) = current.and_then(|p| p.netns_never.clone()) {
+            return Err(FakeLocateError {
+                message: why,
+                never: true,
+            });
+        }
+        current
+            .and_then(|p| p.netns.clone())
+            .ok_or_else(|| FakeLocateError {
+                message: format!("no process of {pod} yet"),
+                never: false,
+            })
     }
 }
 
@@ -245,6 +267,8 @@ impl Target for FakeTarget {
 pub struct Opened {
     pub pod: String,
     pub host_interface: String,
+    /// The pod namespace the target was opened in (capturePoint podNetns).
+    pub pod_netns: Option<PathBuf>,
     pub segment: u32,
     pub engine: Arc<FakeEngine>,
 }
@@ -302,6 +326,7 @@ impl Opener for FakeOpener {
         self.opened.borrow_mut().push(Opened {
             pod: identity.pod.clone(),
             host_interface: identity.host_interface.clone(),
+            pod_netns: identity.pod_netns.clone(),
             segment,
             engine: engine.clone(),
         });

@@ -2,7 +2,11 @@
 //! snapshot of the pods of this node (or machine) for one pass, which selects a capture's pods,
 //! finds the host interface that carries a pod's traffic, and says whether an earlier answer
 //! still holds. When it cannot find one, its [`LocateError`] says whether the interface may
-//! still appear (the target waits) or never will (the target fails).
+//! still appear (the target waits) or never will (the target fails). For a capture inside the
+//! pods (`capturePoint: podNetns`) it also names each pod's network namespace, or says why it
+//! cannot (a pod with no namespace of its own, an agent without the privileges to enter one).
+
+use std::path::PathBuf;
 
 use capture_spec::{CaptureSpec, TargetKey};
 
@@ -26,7 +30,8 @@ pub struct Wanted<P> {
 pub trait PodSource {
     /// What the source needs to locate one pod.
     type Pod;
-    /// Why a pod's host interface cannot be found, and whether it ever can be.
+    /// Why a pod's host interface or network namespace cannot be found, and whether it ever can
+    /// be.
     type Error: LocateError;
 
     /// The pod interfaces that capture `spec` of namespace `namespace` selects here now, or
@@ -38,6 +43,11 @@ pub trait PodSource {
 
     /// Whether `host`, found for `pod` earlier, still carries its traffic.
     fn still_carries(&self, pod: &Self::Pod, host: &HostInterface) -> bool;
+
+    /// The network namespace of `pod` (a file such as /var/run/netns/NAME or
+    /// /proc/PID/ns/net), in which a capture with `capturePoint: podNetns` binds the interface
+    /// its target key names. Asked after [`PodSource::locate`] found the host end.
+    fn netns(&self, pod: &Self::Pod) -> Result<PathBuf, Self::Error>;
 }
 
 /// Why [`PodSource::locate`] found no host interface for a pod.

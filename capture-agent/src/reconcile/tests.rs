@@ -1,6 +1,7 @@
 //! The reconciler's decisions, checked against fake pods and fake targets in milliseconds:
 //! start, re-map, end as Gone, wait for an interface, fail one that can never be found, refuse
-//! a retry, close with the window and with the capture's limits, resume after a restart.
+//! a retry, close with the window and with the capture's limits, resume after a restart, and
+//! open `capturePoint: podNetns` targets inside their pod's namespace.
 
 use std::time::Duration;
 
@@ -214,6 +215,63 @@ fn a_pod_whose_interface_can_never_be_found_fails_alone_and_is_not_tried_again()
     assert_eq!(scene.pass(Over, 600), Some(Ended::Window));
     assert_eq!(scene.entry("on-host").state, TargetState::Failed);
     assert_eq!(scene.entry("web-1").state, TargetState::Completed);
+}
+
+#[test]
+fn pod_netns_targets_open_inside_the_pods_namespace_and_host_veth_ones_on_the_host() {
+    let mut on_host = Scene::new(&web_spec(), &[("web-1", "web", 11)]);
+    on_host.pass(Open, 0);
+    assert_eq!(on_host.opener.opened.borrow()[0].pod_netns, None);
+
+    let inside =
+        spec(r#"{"podSelector": {"matchLabels": {"app": "web"}}, "capturePoint": "podNetns"}"#);
+    let mut scene = Scene::new(&inside, &[("web-1", "web", 11), ("web-2", "web", 12)]);
+    scene.pass(Open, 0);
+    let opened = scene.opener.opened.borrow().clone();
+    assert_eq!(opened.len(), 2);
+    assert_eq!(
+        opened[0].pod_netns.as_deref(),
+        Some(std::path::Path::new("/proc/11/ns/net"))
+    );
+    // The host end is still found: it names the target's interface when it goes away.
+    assert_eq!(opened[0].host_interface, "veth-web-1");
+    assert_eq!(scene.entry("web-2").state, TargetState::Capturing);
+}
+
+#[test]
+fn a_pod_netns_target_waits_for_the_namespace_and_fails_when_it_can_never_enter() {
+    const NO_PRIVILEGES: &str = "capturePoint podNetns needs the netns-fallback overlay";
+    let inside =
+        spec(r#"{"podSelector": {"matchLabels": {"app": "web"}}, "capturePoint": "podNetns"}"#);
+    let mut scene = Scene::new(&inside, &[("web-1", "web", 11), ("web-2", "web", 12)]);
+    let found = scene.pods.get_mut("web-1").netns.take();
+    scene.pods.get_mut("web-2").netns_never = Some(NO_PRIVILEGES.into());
+
+    scene.pass(Open, 0);
+    let waiting = scene.entry("web-1");
+    assert_eq!(waiting.state, TargetState::Waiting);
+    assert!(
+        error_of(waiting).contains("no process of web-1"),
+        "{waiting:?}"
+    );
+    let failed = scene.entry("web-2");
+    assert_eq!(failed.state, TargetState::Failed);
+    assert_eq!(error_of(failed), NO_PRIVILEGES);
+    assert!(scene.opened().is_empty());
+
+    scene.pods.get_mut("web-1").netns = found;
+    for seconds in [3, 10] {
+        scene.pass(Open, seconds);
+    }
+    assert_eq!(scene.entry("web-1").state, TargetState::Capturing);
+    assert_eq!(scene.entry("web-1").error, None);
+    assert_eq!(scene.entry("web-2").state, TargetState::Failed);
+    assert_eq!(
+        scene.lookups("web-2"),
+        1,
+        "a permanent refusal is not tried again"
+    );
+    assert_eq!(scene.opened(), segments(&[("web-1", 1)]));
 }
 
 #[test]
