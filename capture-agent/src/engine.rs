@@ -655,13 +655,10 @@ impl Capture {
         let mut end = end;
         for output in self.outputs {
             deleted_files += output.deleted_files();
-            let on_disk = output.files();
-            match output.finish() {
-                Ok(finished) => files.extend(finished),
-                Err(error) => {
-                    files.extend(on_disk);
-                    end = EndReason::Failed(error.to_string());
-                }
+            let (finished, error) = output.finish();
+            files.extend(finished);
+            if let Some(error) = error {
+                end = EndReason::Failed(error.to_string());
             }
         }
         Ok(CaptureReport {

@@ -123,6 +123,11 @@ impl Api {
         Api::launch(data_dir, &[])
     }
 
+    /// Starts a server with extra flags on a data directory the test made (e.g. a small disk).
+    pub fn start_on_disk(data_dir: &Path, flags: &[&str]) -> Api {
+        Api::launch(data_dir, flags)
+    }
+
     fn launch(data_dir: &Path, flags: &[&str]) -> Api {
         let mut child = Command::new(podcap_testkit::api_binary())
             .args(["--standalone", "--listen", "127.0.0.1:0"])

@@ -21,6 +21,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -73,6 +74,9 @@ struct Stream {
     give_back: Sender<Vec<u8>>,
     /// The first write error of this stream (e.g. the disk is full).
     error: Mutex<Option<OutputError>>,
+    /// A write of this stream failed: its later writes are skipped, so nothing lands after a
+    /// gap (the file is then cut to its whole records, see `repair`).
+    failed: AtomicBool,
 }
 
 enum Job {
@@ -139,6 +143,7 @@ impl DiskWriter {
             stream: Arc::new(Stream {
                 give_back,
                 error: Mutex::new(None),
+                failed: AtomicBool::new(false),
             }),
             free,
             allocated: 0,
@@ -215,12 +220,20 @@ impl DiskWriter {
         }
     }
 
-    /// Waits until everything sent so far is written, and reports the first error.
+    /// Waits until everything sent so far is written (or skipped after a failure), and reports
+    /// the first error not yet reported.
     pub(super) fn wait(&self) -> Result<(), OutputError> {
         let (done, wait) = mpsc::sync_channel(1);
-        self.send(Job::Barrier(done))?;
+        self.jobs
+            .send((self.stream.clone(), Job::Barrier(done)))
+            .map_err(|_| self.writer_gone())?;
         wait.recv().map_err(|_| self.writer_gone())?;
         self.check()
+    }
+
+    /// Whether a write of this stream ever failed (reported or not).
+    pub(super) fn has_failed(&self) -> bool {
+        self.stream.failed.load(Ordering::Acquire)
     }
 }
 
@@ -248,8 +261,10 @@ pub(super) fn aligned_start(buffer: &[u8]) -> usize {
 
 fn run_jobs(jobs: Receiver<(Arc<Stream>, Job)>) {
     for (stream, job) in jobs {
+        let skip = stream.failed.load(Ordering::Acquire);
         let record = |result: Result<(), OutputError>| {
             if let Err(failure) = result {
+                stream.failed.store(true, Ordering::Release);
                 tracing::error!(error = %failure, "capture file write failed");
                 if let Ok(mut slot) = stream.error.lock() {
                     slot.get_or_insert(failure);
@@ -257,6 +272,10 @@ fn run_jobs(jobs: Receiver<(Arc<Stream>, Job)>) {
             }
         };
         match job {
+            Job::Chunk { buffer, .. } if skip => {
+                let _ = stream.give_back.send(buffer);
+            }
+            Job::Tail { .. } if skip => {}
             Job::Chunk {
                 file,
                 offset,

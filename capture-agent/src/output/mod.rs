@@ -11,6 +11,7 @@
 //! that does not fsync.
 
 mod disk;
+mod repair;
 
 use std::collections::VecDeque;
 use std::io;
@@ -338,13 +339,40 @@ impl OutputFiles {
         self.deleted_files
     }
 
-    /// Closes the last file with its statistics footer and returns every file still on disk.
-    pub fn finish(mut self) -> Result<Vec<FileSummary>, OutputError> {
-        let last = self.seal_current()?;
-        self.writer.wait()?;
+    /// Closes the last file with its statistics footer and returns every file still on disk,
+    /// with the first write error not yet reported. After a failed write (the disk is full) the
+    /// files written last are cut to their whole records, so they read cleanly up to their last
+    /// whole packet, and their summaries say what they hold.
+    pub fn finish(mut self) -> (Vec<FileSummary>, Option<OutputError>) {
+        let sealed = self.seal_current();
+        let waited = self.writer.wait();
+        let failed = self.writer.has_failed();
         let mut files: Vec<FileSummary> = self.closed.drain(..).collect();
-        files.push(last);
-        Ok(files)
+        let error = match sealed {
+            Ok(last) => {
+                files.push(last);
+                waited.err()
+            }
+            Err(error) => {
+                files.push(self.current.summary.clone());
+                Some(error)
+            }
+        };
+        if failed || error.is_some() {
+            // The failure hit the current file or, just after a rotation, the one before it.
+            for summary in files.iter_mut().rev().take(2) {
+                match repair::cut_to_whole_records(&summary.path, self.encoder.format()) {
+                    Ok(whole) => {
+                        summary.bytes = whole.bytes;
+                        summary.packets = whole.packets;
+                    }
+                    Err(error) => {
+                        tracing::error!(path = %summary.path.display(), %error, "cannot cut a capture file to its whole records");
+                    }
+                }
+            }
+        }
+        (files, error)
     }
 }
 

@@ -29,6 +29,7 @@ use crate::pods;
 use crate::store::{CaptureRecord, Store, StoreError};
 use machine::MachinePods;
 pub use storage::StorageLimits;
+use storage::StoreReserve;
 
 /// How often the runner reconciles.
 const PASS_INTERVAL: Duration = Duration::from_secs(1);
@@ -45,6 +46,8 @@ pub struct Runner {
     storage: StorageLimits,
     /// Why the data directory takes no more packets, as of the last pass.
     storage_full: Mutex<Option<String>>,
+    /// Space kept aside so the store can record that captures ended on a full disk.
+    reserve: StoreReserve,
     last_retention: Mutex<Option<DateTime<Utc>>>,
     node: String,
     runs: Mutex<HashMap<String, CaptureRun>>,
@@ -59,11 +62,14 @@ impl Runner {
         storage: StorageLimits,
         hub: Hub,
     ) -> Arc<Runner> {
+        let reserve = StoreReserve::new(&data_dir);
+        reserve.ensure();
         Arc::new(Runner {
             store,
             data_dir,
             storage,
             storage_full: Mutex::new(None),
+            reserve,
             last_retention: Mutex::new(None),
             node: pods::node_name(),
             runs: Mutex::new(HashMap::new()),
@@ -72,8 +78,20 @@ impl Runner {
     }
 
     /// Why new captures cannot start now (quota reached, disk nearly full), if that is so.
+    /// The last pass's verdict, looked at again when it says full: space freed since (a
+    /// capture deleted) counts at once.
     pub fn storage_full(&self) -> Option<String> {
-        self.storage_full.lock().ok().and_then(|full| full.clone())
+        self.storage_full
+            .lock()
+            .ok()
+            .and_then(|full| full.clone())?;
+        let full = self
+            .storage
+            .exceeded(&self.data_dir.join("captures"), &self.data_dir);
+        if let Ok(mut slot) = self.storage_full.lock() {
+            slot.clone_from(&full);
+        }
+        full
     }
 
     pub fn node(&self) -> &str {
@@ -113,6 +131,11 @@ impl Runner {
         let full = self
             .storage
             .exceeded(&self.data_dir.join("captures"), &self.data_dir);
+        if full.is_some() {
+            self.reserve.release();
+        } else {
+            self.reserve.ensure();
+        }
         if let Ok(mut slot) = self.storage_full.lock() {
             slot.clone_from(&full);
         }
@@ -341,10 +364,27 @@ impl Runner {
             .fold((0, 0), |(sent, skipped), (s, k)| (sent + s, skipped + k))
     }
 
+    /// Writes a capture's status; on a full disk, gives up the store's reserve and tries again.
     fn save(&self, record: &CaptureRecord, status: &CaptureStatus) -> Result<(), RunnerError> {
-        self.store.update_capture_status(&record.uid, status)?;
+        match self.store.update_capture_status(&record.uid, status) {
+            Err(error) if is_disk_full(&error) && self.reserve.release() => {
+                self.store.update_capture_status(&record.uid, status)?;
+            }
+            other => {
+                other?;
+            }
+        }
         Ok(())
     }
+}
+
+/// Whether the store failed because its disk is full.
+fn is_disk_full(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::Database(rusqlite::Error::SqliteFailure(failure, _))
+            if failure.code == rusqlite::ErrorCode::DiskFull
+    )
 }
 
 /// The window of a capture by the rule the whole product shares. A standalone capture stores the

@@ -1,9 +1,18 @@
 //! Storage limits of the data directory: a quota on what the capture files use, and a floor
 //! of free space on the filesystem, so captures can never fill the disk; and retention, after
 //! which a finished capture's files are deleted. Checked by the runner on every pass.
+//!
+//! The disk can still fill (something else writes to it, or `--min-free 0`). Then the store
+//! must still be able to record that the captures ended and why, so a little space is kept
+//! aside for it ([`StoreReserve`]) and given up when the disk is full.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Below this much free space the disk counts as full, whatever `--min-free` says.
+const FULL_BELOW: u64 = 64 << 10;
+/// The space kept aside for the store: room for many status updates.
+const RESERVE_BYTES: usize = 1 << 20;
 
 /// What the operator allows the captures to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +67,11 @@ impl StorageLimits {
             ));
         }
         match free_bytes(data_dir) {
+            Some(free) if free < FULL_BELOW && self.min_free_bytes <= FULL_BELOW => Some(format!(
+                "the disk of the data directory {} is full ({} free); free space or move --data-dir",
+                data_dir.display(),
+                bytesize::ByteSize::b(free),
+            )),
             Some(free) if free < self.min_free_bytes => Some(format!(
                 "the disk of the data directory has only {} free (the floor is {}); free space or move --data-dir",
                 bytesize::ByteSize::b(free),
@@ -65,6 +79,48 @@ impl StorageLimits {
             )),
             _ => None,
         }
+    }
+}
+
+/// A file of [`RESERVE_BYTES`] in the data directory, deleted when the disk is full so that the
+/// store can record the captures' end, and put back once there is room again.
+#[derive(Debug)]
+pub struct StoreReserve {
+    path: PathBuf,
+}
+
+impl StoreReserve {
+    pub fn new(data_dir: &Path) -> StoreReserve {
+        StoreReserve {
+            path: data_dir.join("store-reserve"),
+        }
+    }
+
+    /// Puts the reserve in place if it is missing and the disk has room for it and more.
+    pub fn ensure(&self) {
+        if self.path.exists() {
+            return;
+        }
+        let room = free_bytes(self.path.parent().unwrap_or(Path::new("/")))
+            .is_some_and(|free| free > 4 * RESERVE_BYTES as u64 + FULL_BELOW);
+        if !room {
+            return;
+        }
+        let written = std::fs::write(&self.path, vec![0u8; RESERVE_BYTES])
+            .and_then(|()| std::fs::File::open(&self.path)?.sync_all());
+        if let Err(error) = written {
+            tracing::warn!(path = %self.path.display(), %error, "cannot keep space aside for the store");
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+
+    /// Gives the reserve up; true if there was one.
+    pub fn release(&self) -> bool {
+        let released = std::fs::remove_file(&self.path).is_ok();
+        if released {
+            tracing::warn!(path = %self.path.display(), "the disk is full: released the space kept for the store");
+        }
+        released
     }
 }
 
