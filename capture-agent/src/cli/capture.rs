@@ -1,5 +1,6 @@
 //! `capture-agent capture`: turns command-line flags into a capture, runs it until Ctrl-C,
-//! SIGTERM, the duration or a limit, and prints what was captured.
+//! SIGTERM, the duration or a limit, and prints what was captured. With `--netns PATH` the
+//! interfaces are those of another network namespace (a pod's), captured from inside it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +24,11 @@ pub struct CaptureArgs {
     /// Interface to capture on (repeat for several; all go into one file).
     #[arg(short, long = "interface", value_name = "IF", required = true)]
     interfaces: Vec<String>,
+    /// Capture inside the network namespace at PATH (e.g. /run/netns/NAME, /proc/PID/ns/net):
+    /// every --interface is one of that namespace's, and directions are as it sees them (on a
+    /// pod's eth0, what the pod sends is outbound). Needs CAP_SYS_ADMIN to enter it.
+    #[arg(long, value_name = "PATH")]
+    netns: Option<PathBuf>,
     /// Keep only matching packets: PROTO[:PORTS][@PEERS], e.g. tcp:80,443,8000-8100, udp:53, icmp,
     /// icmpv6, sctp:9, udplite:5000, 47, any:53. PEERS are IPv4/IPv6 addresses or CIDRs that the
     /// source or destination must be in: udp:53@10.96.0.10, tcp:443,8443@10.0.0.0/8,fd00::/8, or
@@ -82,7 +88,10 @@ fn interface_specs(args: &CaptureArgs) -> anyhow::Result<Vec<InterfaceSpec>> {
     let mut specs: Vec<InterfaceSpec> = args
         .interfaces
         .iter()
-        .map(|name| InterfaceSpec::local(name.clone(), String::new()))
+        .map(|name| InterfaceSpec {
+            netns: args.netns.clone(),
+            ..InterfaceSpec::local(name.clone(), String::new())
+        })
         .collect();
     for text in &args.descriptions {
         let Some((name, description)) = text.split_once('=') else {
@@ -129,6 +138,16 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         .is_some_and(|d| d < Duration::from_secs(1))
     {
         bail!("--rotate-every must be at least 1s: files are rotated in whole seconds");
+    }
+    if let Some(netns) = &args.netns {
+        // Checked here so that the message names the flag; the ring opens it again.
+        std::fs::File::open(netns).with_context(|| {
+            format!(
+                "--netns {}: cannot open the network namespace (ip netns list shows the names \
+                 under /run/netns; a process's is /proc/PID/ns/net)",
+                netns.display()
+            )
+        })?;
     }
     let filter = Filter::parse_cli(&args.filters).context("bad --filter")?;
     let limits = CaptureLimits {
