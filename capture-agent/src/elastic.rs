@@ -137,8 +137,11 @@ impl ElasticRing {
     /// empty, then the current one's.
     pub(crate) fn next_block(&mut self, now: Instant) -> Option<Block<'_>> {
         if let Some(retiring) = &self.retiring {
+            // What the old ring holds is read first, even past `give_up`; it is closed once
+            // nothing more can come (settled and empty) or the kernel never handed its last
+            // block over.
             let empty = now >= retiring.settle && retiring.ring.is_drained();
-            if empty || now >= retiring.give_up {
+            if !retiring.ring.has_ready_block() && (empty || now >= retiring.give_up) {
                 self.close_retiring();
             }
         }

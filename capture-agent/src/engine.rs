@@ -228,6 +228,8 @@ pub struct Capture {
     packets: u64,
     bytes: u64,
     next_stats: Instant,
+    /// When a drain or a ring resize in progress wants the next look (set by `step`).
+    look_again: Option<Instant>,
     draining: Option<Drain>,
 }
 
@@ -371,6 +373,7 @@ impl Capture {
             packets: 0,
             bytes: 0,
             next_stats: next_stats_tick(Instant::now()),
+            look_again: None,
             draining: None,
         })
     }
@@ -440,7 +443,14 @@ impl Capture {
             Ok(None) => {}
             Err(error) => return Some(EndReason::Failed(error.to_string())),
         }
+        // A drain or a ring resize in progress is looked at again shortly, packets or not.
+        self.look_again = self
+            .sources
+            .iter()
+            .any(|s| s.ring.is_changing())
+            .then_some(now + RESIZE_POLL);
         if let Some(drain) = &self.draining {
+            self.look_again = Some(now + DRAIN_POLL);
             let drained = self.sources.iter().all(|s| s.gone || s.ring.is_drained());
             if now >= drain.settle && drained {
                 return Some(drain.reason.clone());
@@ -476,7 +486,7 @@ impl Capture {
     /// next look at the rings. A quiet capture wakes once a second.
     pub(crate) fn next_wake(&self, now: Instant) -> Instant {
         if self.draining.is_some() {
-            return now + DRAIN_POLL;
+            return self.look_again.unwrap_or(now);
         }
         let mut wake = self.next_stats;
         if let Some(flush) = self.outputs.iter().filter_map(OutputFiles::flush_due).min() {
@@ -485,8 +495,8 @@ impl Capture {
         if let Some(deadline) = self.deadline {
             wake = wake.min(deadline);
         }
-        if self.sources.iter().any(|s| s.ring.is_changing()) {
-            wake = wake.min(now + RESIZE_POLL);
+        if let Some(again) = self.look_again {
+            wake = wake.min(again);
         }
         wake
     }

@@ -217,24 +217,40 @@ impl Drop for Hub {
 /// until the earliest of their next wakes or a ring's block.
 fn run(shared: &Shared) {
     let mut captures: Vec<Attached> = Vec::new();
+    // Which captures to step this round: those whose sockets are ready, whose next wake has
+    // come, that were just attached, or (after a wake-up) that may have been asked to stop.
+    // The others are left alone, so a busy capture's rounds do not cost every quiet one's.
+    let mut due: Vec<bool> = Vec::new();
+    let mut woken = true;
     loop {
-        captures.append(&mut shared.incoming());
+        let incoming = std::mem::take(&mut *shared.incoming());
+        due.resize(captures.len(), false);
+        due.extend(std::iter::repeat_n(true, incoming.len()));
+        captures.extend(incoming);
         let shutdown = shared.shutdown.load(Ordering::SeqCst);
         let now = Instant::now();
         let mut index = 0;
         while index < captures.len() {
             let attached = &mut captures[index];
-            if shutdown || attached.state.stop.load(Ordering::SeqCst) {
+            let stop = shutdown || (woken && attached.state.stop.load(Ordering::SeqCst));
+            if stop {
                 attached.capture.begin_drain(EndReason::Stopped, now);
+            }
+            if !(due[index] || stop || attached.capture.next_wake(now) <= now) {
+                index += 1;
+                continue;
             }
             match attached.capture.step(now) {
                 None => index += 1,
                 Some(end) => {
                     let Attached { capture, state } = captures.swap_remove(index);
+                    due.swap_remove(index);
                     state.end(capture.finish(end).map_err(|error| error.to_string()));
                 }
             }
         }
+        due.clear();
+        due.resize(captures.len(), false);
         if shutdown && captures.is_empty() {
             return;
         }
@@ -254,18 +270,20 @@ fn run(shared: &Shared) {
         match afpacket::wait(&fds, timeout) {
             Ok(readiness) => {
                 drop(fds);
-                let mut with_errors: Vec<usize> = readiness
-                    .iter()
-                    .skip(1)
-                    .zip(&owners)
-                    .filter(|(ready, _)| ready.error)
-                    .map(|(_, &owner)| owner)
-                    .collect();
-                with_errors.dedup();
+                let mut with_errors: Vec<usize> = Vec::new();
+                for (ready, &owner) in readiness.iter().skip(1).zip(&owners) {
+                    if ready.readable || ready.error {
+                        due[owner] = true;
+                    }
+                    if ready.error && with_errors.last() != Some(&owner) {
+                        with_errors.push(owner);
+                    }
+                }
                 for owner in with_errors {
                     captures[owner].capture.take_socket_errors();
                 }
-                if readiness.first().is_some_and(|ready| ready.readable) {
+                woken = readiness.first().is_some_and(|ready| ready.readable);
+                if woken {
                     let mut sink = [0u8; 64];
                     while matches!((&shared.wake_receiver).read(&mut sink), Ok(n) if n > 0) {}
                 }

@@ -393,6 +393,11 @@ impl Ring {
     }
 
     /// Replaces the filter; packets already in the ring stay.
+    /// Whether [`Ring::next_block`] would return a block now.
+    pub fn has_ready_block(&self) -> bool {
+        self.map.is_ready(self.next_block, self.config.block_size)
+    }
+
     pub fn set_filter(&self, program: &Program) -> Result<(), RingError> {
         sys::attach_filter(&self.socket, program).ok_or_else(|| RingError::Sys {
             op: "setsockopt(SO_ATTACH_FILTER)",

@@ -323,6 +323,12 @@ impl RingMap {
 
     /// How many packets the kernel has put in block `index` so far (meaningful for the block
     /// it is filling, once no new packets can arrive).
+    /// Whether block `index` is handed over to us (without taking it).
+    pub(super) fn is_ready(&self, index: u32, block_size: u32) -> bool {
+        self.status_word(index, block_size, BLOCK_STATUS_OFFSET)
+            .is_some_and(|status| status.load(Ordering::Acquire) & libc::TP_STATUS_USER != 0)
+    }
+
     pub(super) fn pending_packets(&self, index: u32, block_size: u32) -> u32 {
         match self.status_word(index, block_size, BLOCK_STATUS_OFFSET) {
             Some(status) if status.load(Ordering::Acquire) & libc::TP_STATUS_USER != 0 => 1,
