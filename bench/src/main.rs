@@ -4,11 +4,18 @@
 //! every scenario and writes the report; `send` is the traffic generator that
 //! `run` starts as a separate, CPU-pinned process inside the pod's namespace.
 //! `merge` benchmarks merging capture files against mergecap (no root), with
-//! `merge-worker` and `merge-measure` as its child processes.
+//! `merge-worker` and `merge-measure` as its child processes. `density`
+//! measures `capture-api --standalone` with one capture over 10 to 110 pods
+//! against one tcpdump per pod, quiet and busy, and writes bench/DENSITY.md.
 
 #![forbid(unsafe_code)]
 
 mod capturer;
+mod density;
+mod density_api;
+mod density_pods;
+mod density_report;
+mod density_tcpdump;
 mod interrupt;
 mod measure;
 mod merge;
@@ -47,6 +54,9 @@ enum Command {
     Run(RunArgs),
     /// Send UDP traffic from inside a network namespace (started by `run`).
     Send(sender::SendArgs),
+    /// One capture over N pods (capture-api --standalone) against one tcpdump
+    /// per pod, quiet and busy, and one pod at max rate; writes bench/DENSITY.md.
+    Density(density::DensityArgs),
     /// Benchmark merging capture files against mergecap and write bench/MERGE.md.
     Merge(merge::MergeArgs),
     /// Merge files with podcap's library (started by `merge`).
@@ -93,6 +103,7 @@ fn main() -> Result<()> {
         // the process, so it is dispatched before any set-up of `run`.
         Some(Command::Send(args)) => sender::run(&args),
         Some(Command::Run(args)) => measure::run_benchmark(&args),
+        Some(Command::Density(args)) => density::run(&args),
         Some(Command::Merge(args)) => merge::run_merge_benchmark(&args),
         Some(Command::MergeWorker(args)) => merge_worker::run_worker(&args),
         Some(Command::MergeMeasure(args)) => merge_worker::run_measure(&args),

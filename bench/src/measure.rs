@@ -201,7 +201,7 @@ pub fn run_benchmark(args: &RunArgs) -> Result<()> {
 
     let sender_example = sender::command(
         &context.own_binary,
-        &pod.netns,
+        &[pod.netns.as_str()],
         netns::HOST_ADDR.parse()?,
         MATCH_PORT,
         &Scenario {
@@ -258,7 +258,7 @@ fn run_once(
     );
     let sender_cmd = sender::command(
         &context.own_binary,
-        &context.pod.netns,
+        &[context.pod.netns.as_str()],
         netns::HOST_ADDR.parse()?,
         MATCH_PORT,
         scenario,
@@ -319,7 +319,7 @@ fn run_once(
 
 /// Runs the sender to completion (it stops itself after its duration) and
 /// reads its JSON report.
-fn run_sender(command_line: &[String], duration: Duration) -> Result<SenderReport> {
+pub(crate) fn run_sender(command_line: &[String], duration: Duration) -> Result<SenderReport> {
     let child = sender::to_command(command_line)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -372,7 +372,7 @@ impl Drop for KillOnDrop {
 /// Waits until the whole machine is nearly idle, so the run does not compete
 /// with unrelated work; gives up after `max_wait`. Returns the busy percentage
 /// of the last sample.
-fn wait_for_quiet(max_wait: Duration) -> Result<f64> {
+pub(crate) fn wait_for_quiet(max_wait: Duration) -> Result<f64> {
     let give_up = Instant::now() + max_wait;
     let mut announced = false;
     loop {
@@ -393,7 +393,7 @@ fn wait_for_quiet(max_wait: Duration) -> Result<f64> {
     }
 }
 
-fn sleep_interruptibly(duration: Duration) -> Result<()> {
+pub(crate) fn sleep_interruptibly(duration: Duration) -> Result<()> {
     let end = Instant::now() + duration;
     while let Some(left) = end
         .checked_duration_since(Instant::now())
@@ -407,12 +407,12 @@ fn sleep_interruptibly(duration: Duration) -> Result<()> {
 
 /// A fresh directory under /tmp for one run's capture file, removed on drop so
 /// gigabytes of capture never pile up.
-struct TempDir {
-    path: PathBuf,
+pub(crate) struct TempDir {
+    pub(crate) path: PathBuf,
 }
 
 impl TempDir {
-    fn create(run_number: u32) -> Result<TempDir> {
+    pub(crate) fn create(run_number: u32) -> Result<TempDir> {
         let path = PathBuf::from(format!(
             "/tmp/{TEMP_DIR_PREFIX}{}-{run_number}",
             std::process::id()
@@ -436,7 +436,7 @@ impl Drop for TempDir {
 }
 
 /// Removes `/tmp/podcap-bench-<pid>-<n>` directories of dead benchmark processes.
-fn remove_leftover_temp_dirs() {
+pub(crate) fn remove_leftover_temp_dirs() {
     let Ok(entries) = fs::read_dir("/tmp") else {
         return;
     };

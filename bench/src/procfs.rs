@@ -148,3 +148,164 @@ pub fn writes_with_o_direct(pid: u32, dir: &Path) -> Option<bool> {
     }
     found
 }
+
+/// Memory, threads and CPU time of a live process at one moment, as the
+/// density benchmark reports them.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessSample {
+    /// VmRSS: every page mapped into the process, packet rings included.
+    pub rss_kib: u64,
+    /// Proportional set size (smaps_rollup): shared pages (libraries) split
+    /// among the processes sharing them, so a set of processes is not
+    /// charged once per process for the same library.
+    pub pss_kib: u64,
+    /// Threads of the process.
+    pub threads: u64,
+    /// user + system CPU time over the process's life so far.
+    pub cpu: Duration,
+    /// Packet rings mapped into the process: the size of its `socket:[...]`
+    /// mappings (a TPACKET ring is the only socket one can mmap).
+    pub ring_mapped_kib: u64,
+    /// Resident pages of those mappings (the kernel inserts every page of a
+    /// ring at mmap time, so this equals `ring_mapped_kib`).
+    pub ring_rss_kib: u64,
+    /// How many rings are mapped.
+    pub rings: u64,
+}
+
+impl ProcessSample {
+    /// Adds another process's sample (for a set of processes, e.g. one
+    /// tcpdump per pod).
+    pub fn add(&mut self, other: &ProcessSample) {
+        self.rss_kib += other.rss_kib;
+        self.pss_kib += other.pss_kib;
+        self.threads += other.threads;
+        self.cpu += other.cpu;
+        self.ring_mapped_kib += other.ring_mapped_kib;
+        self.ring_rss_kib += other.ring_rss_kib;
+        self.rings += other.rings;
+    }
+}
+
+/// Samples a live process from /proc/PID/{status,stat,smaps}.
+pub fn sample_process(pid: u32) -> Result<ProcessSample> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))
+    };
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps"))
+        .with_context(|| format!("reading /proc/{pid}/smaps"))?;
+    let rings = ring_mappings(&smaps);
+    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .with_context(|| format!("reading /proc/{pid}/smaps_rollup"))?;
+    let pss_kib = rollup
+        .lines()
+        .find_map(|line| line.strip_prefix("Pss:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no Pss in /proc/{pid}/smaps_rollup"))?;
+    Ok(ProcessSample {
+        rss_kib: field("VmRSS:")?,
+        pss_kib,
+        threads: field("Threads:")?,
+        cpu: process_cpu(pid)?,
+        ring_mapped_kib: rings.mapped_kib,
+        ring_rss_kib: rings.rss_kib,
+        rings: rings.count,
+    })
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct RingMappings {
+    count: u64,
+    mapped_kib: u64,
+    rss_kib: u64,
+}
+
+/// Sums the `socket:[...]` mappings of an smaps text.
+fn ring_mappings(smaps: &str) -> RingMappings {
+    let mut found = RingMappings::default();
+    let mut in_ring = false;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && first.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+            // A mapping's header line: range perms offset dev inode [path].
+            in_ring = line
+                .split_whitespace()
+                .nth(5)
+                .is_some_and(|path| path.starts_with("socket:["));
+            if in_ring {
+                found.count += 1;
+            }
+            continue;
+        }
+        if !in_ring {
+            continue;
+        }
+        let mut value = || {
+            words
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        match first {
+            "Size:" => found.mapped_kib += value(),
+            "Rss:" => found.rss_kib += value(),
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Names of a process's threads (from /proc/PID/task/*/comm) with how many
+/// threads carry each, most frequent first.
+pub fn thread_names(pid: u32) -> Vec<(String, u64)> {
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let name = fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            *counts.entry(name.trim().to_string()).or_default() += 1;
+        }
+    }
+    let mut names: Vec<(String, u64)> = counts.into_iter().collect();
+    names.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ring_mappings;
+
+    #[test]
+    fn sums_socket_mappings_only() {
+        let smaps = "\
+55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0                          [heap]
+Size:                132 kB
+Rss:                  12 kB
+7efecd6dc000-7efecd7dc000 rw-s 00000000 00:09 161977                     socket:[161977]
+Size:               1024 kB
+KernelPageSize:        4 kB
+Rss:                1024 kB
+7efecd7dc000-7efecd7dd000 r--p 00000000 fd:00 1234                       /usr/lib/x.so
+Size:                  4 kB
+Rss:                   4 kB
+";
+        let found = ring_mappings(smaps);
+        assert_eq!(
+            (found.count, found.mapped_kib, found.rss_kib),
+            (1, 1024, 1024)
+        );
+    }
+}

@@ -1,9 +1,11 @@
 //! The traffic generator (`podcap-bench send`): enters a pod's network
-//! namespace, then sends UDP datagrams of a given Ethernet frame size at a
-//! given rate for a bounded time, batched with `sendmmsg` on connected UDP
-//! sockets, and prints `{"sent":..,"matched":..,"seconds":..}` as JSON. The
-//! benchmark runs it as its own process pinned to CPU 0, so its cost never
-//! lands on the capturer's core.
+//! namespace (or several, one after the other, opening its sockets in each),
+//! then sends UDP datagrams of a given Ethernet frame size at a given combined
+//! rate for a bounded time, batched with `sendmmsg` on connected UDP sockets
+//! (with several pods, batch by batch in turn), and prints
+//! `{"sent":..,"matched":..,"seconds":..}` as JSON. The benchmark runs it as
+//! its own process pinned to CPU 0, so its cost never lands on the capturer's
+//! core.
 
 use std::fs::File;
 use std::io::IoSlice;
@@ -39,9 +41,10 @@ const OVERRUN_LIMIT: Duration = Duration::from_secs(5);
 
 #[derive(Args, Debug, Clone)]
 pub struct SendArgs {
-    /// Network namespace to send from (a name under /var/run/netns).
-    #[arg(long)]
-    pub netns: String,
+    /// Network namespace to send from (a name under /var/run/netns); repeat
+    /// it to send from several pods, which share the rate.
+    #[arg(long, required = true)]
+    pub netns: Vec<String>,
     /// Destination address (must be the benchmark's own host-side veth).
     #[arg(long)]
     pub dst: Ipv4Addr,
@@ -63,7 +66,7 @@ pub struct SendArgs {
 }
 
 /// What the sender prints when it is done.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SenderReport {
     /// Datagrams the kernel accepted.
     pub sent: u64,
@@ -75,10 +78,11 @@ pub struct SenderReport {
     pub seconds: f64,
 }
 
-/// The command line that starts a sender for `scenario`, pinned to CPU 0.
+/// The command line that starts a sender for `scenario` from the pods of
+/// `netns` (combined rate), pinned to CPU 0.
 pub fn command(
     own_binary: &Path,
-    netns: &str,
+    netns: &[&str],
     dst: Ipv4Addr,
     port: u16,
     scenario: &Scenario,
@@ -90,8 +94,12 @@ pub fn command(
         "0".to_string(),
         own_binary.display().to_string(),
         "send".to_string(),
-        "--netns".to_string(),
-        netns.to_string(),
+    ];
+    for name in netns {
+        args.push("--netns".to_string());
+        args.push(name.to_string());
+    }
+    args.extend([
         "--dst".to_string(),
         dst.to_string(),
         "--port".to_string(),
@@ -102,7 +110,7 @@ pub fn command(
         scenario.rate.to_string(),
         "--duration".to_string(),
         format!("{}", duration.as_secs_f64()),
-    ];
+    ]);
     if let Some(n) = scenario.match_every {
         args.push("--match-every".to_string());
         args.push(n.to_string());
@@ -119,10 +127,9 @@ pub fn to_command(args: &[String]) -> Command {
 
 /// `podcap-bench send`.
 pub fn run(args: &SendArgs) -> Result<()> {
-    // First thing: setns only moves the calling thread, and this process has
-    // no other thread yet, so the whole sender lives in the pod from here on.
-    enter_netns(&args.netns)?;
-
+    // setns only moves the calling thread, and this process has no other
+    // thread: each pod's sockets are opened while the process is in that pod,
+    // and a socket stays in the namespace it was created in.
     ensure!(
         args.size >= HEADER_BYTES && args.size <= 1514,
         "--size must be between {HEADER_BYTES} and 1514 bytes (an untagged Ethernet frame)"
@@ -140,12 +147,18 @@ pub fn run(args: &SendArgs) -> Result<()> {
     }
 
     let payload = vec![0x5a_u8; args.size - HEADER_BYTES];
-    // Source ports differ from both destination ports, so a `port P` filter
-    // only ever matches on the destination.
-    let matching = connected_udp_socket(args.port + 2, args.dst, args.port)?;
-    let other = connected_udp_socket(args.port + 3, args.dst, args.port + 1)?;
+    let mut pods = Vec::with_capacity(args.netns.len());
+    for name in &args.netns {
+        enter_netns(name)?;
+        // Source ports differ from both destination ports, so a `port P`
+        // filter only ever matches on the destination.
+        pods.push(PodSockets {
+            matching: connected_udp_socket(args.port + 2, args.dst, args.port)?,
+            other: connected_udp_socket(args.port + 3, args.dst, args.port + 1)?,
+        });
+    }
 
-    let report = send_loop(args, &payload, &matching, &other)?;
+    let report = send_loop(args, &payload, &pods)?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
@@ -182,14 +195,15 @@ fn connected_udp_socket(src_port: u16, dst: Ipv4Addr, dst_port: u16) -> Result<O
     Ok(socket)
 }
 
+/// The two sockets of one pod: to the matching port and to the other one.
+struct PodSockets {
+    matching: OwnedFd,
+    other: OwnedFd,
+}
+
 /// Sends until the duration is over: token bucket refilled from the clock,
-/// drained in batches of at most `BATCH`.
-fn send_loop(
-    args: &SendArgs,
-    payload: &[u8],
-    matching: &OwnedFd,
-    other: &OwnedFd,
-) -> Result<SenderReport> {
+/// drained in batches of at most `BATCH`, each batch from the next pod.
+fn send_loop(args: &SendArgs, payload: &[u8], pods: &[PodSockets]) -> Result<SenderReport> {
     let iovecs: Vec<[IoSlice<'_>; 1]> = (0..BATCH).map(|_| [IoSlice::new(payload)]).collect();
     // Connected sockets: no per-message address.
     let no_addresses: Vec<Option<()>> = vec![None; BATCH];
@@ -201,6 +215,7 @@ fn send_loop(
     let (mut sent, mut matched, mut refused) = (0_u64, 0_u64, 0_u64);
     // Sequence number of the next datagram, which decides its port.
     let mut sequence = 0_u64;
+    let mut next_pod = 0_usize;
 
     loop {
         let now = Instant::now();
@@ -233,10 +248,12 @@ fn send_loop(
         };
         let other_in_batch = batch - matching_in_batch;
         sequence += batch;
+        let pod = &pods[next_pod % pods.len()];
+        next_pod = next_pod.wrapping_add(1);
 
         for (socket, count, is_match) in [
-            (matching, matching_in_batch, true),
-            (other, other_in_batch, false),
+            (&pod.matching, matching_in_batch, true),
+            (&pod.other, other_in_batch, false),
         ] {
             if count == 0 {
                 continue;
