@@ -162,6 +162,10 @@ fn capture_wait_tables_download_share_delete() {
         described.contains(&format!("Filters:    udp:{PORT}\n")),
         "{described}"
     );
+    assert!(
+        described.contains("Captured:   on each pod's host-side veth (hostVeth)\n"),
+        "{described}"
+    );
     let targets = described.split("Targets:\n").nth(1).unwrap();
     let target_lines: Vec<&str> = targets.lines().collect();
     assert_eq!(
@@ -368,6 +372,9 @@ fn live_streams_pcapng_into_tshark_and_deletes_the_capture() {
             &format!("udp:{}", PORT + 1),
             "--for",
             "4s",
+            // Inside the pod's network namespace: the stream is the same.
+            "--capture-point",
+            "pod-netns",
         ])
         .args(["--server", &api.base])
         .env("PODCAP_TOKEN", &api.token)
@@ -387,12 +394,13 @@ fn live_streams_pcapng_into_tshark_and_deletes_the_capture() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let list = api.get("/api/v1/namespaces/default/captures").json();
-        if list["items"]
+        if let Some(live) = list["items"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|c| c["status"]["phase"] == "Capturing")
+            .find(|c| c["status"]["phase"] == "Capturing")
         {
+            assert_eq!(live["spec"]["capturePoint"], "podNetns", "{live}");
             break;
         }
         assert!(

@@ -314,6 +314,9 @@ fn spec_of(selection: &Selection) -> Result<Value> {
     if let Some(bpf) = &selection.bpf {
         spec["bpfFilter"] = json!(bpf);
     }
+    if let Some(point) = selection.capture_point {
+        spec["capturePoint"] = json!(capture_spec::CapturePoint::from(point).api_name());
+    }
     if let Some(size) = &selection.max_size {
         let bytes: bytesize::ByteSize = size
             .parse()

@@ -81,6 +81,27 @@ pub struct Selection {
     /// Stop after this many bytes of packet data, e.g. `1GiB`.
     #[arg(long)]
     pub max_size: Option<String>,
+    /// Where to capture: `host-veth` (default), the pod's host-side interface, or `pod-netns`,
+    /// its own eth0 inside its network namespace, which also sees what eBPF datapaths deliver
+    /// straight to the pod (in a cluster the agent needs the netns-fallback overlay).
+    #[arg(long, value_enum)]
+    pub capture_point: Option<CapturePointArg>,
+}
+
+/// `--capture-point`, as `spec.capturePoint`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapturePointArg {
+    HostVeth,
+    PodNetns,
+}
+
+impl From<CapturePointArg> for capture_spec::CapturePoint {
+    fn from(arg: CapturePointArg) -> Self {
+        match arg {
+            CapturePointArg::HostVeth => capture_spec::CapturePoint::HostVeth,
+            CapturePointArg::PodNetns => capture_spec::CapturePoint::PodNetns,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

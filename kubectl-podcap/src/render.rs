@@ -178,6 +178,14 @@ pub fn describe_capture(
     field("Selector", selector(&spec["podSelector"]));
     field("Filters", filters(&spec["filters"]));
     field("BPF filter", text(&spec["bpfFilter"]));
+    field(
+        "Captured",
+        match spec["capturePoint"].as_str() {
+            Some("podNetns") => "inside each pod's network namespace (podNetns)".into(),
+            Some(other) => other.to_string(),
+            None => "on each pod's host-side veth (hostVeth)".into(),
+        },
+    );
     let window = [
         ("start", &spec["startTime"]),
         ("end", &spec["endTime"]),
