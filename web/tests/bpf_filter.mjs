@@ -1,5 +1,5 @@
-// The new capture form's pcap-filter expression (spec.bpfFilter) and a rule's peers
-// (spec.filters[i].peers) against `capture-api --standalone`: an expression libpcap refuses comes
+// The new capture form's pcap-filter expression (spec.bpfFilter), a rule's peers
+// (spec.filters[i].peers) and the capture point (spec.capturePoint) against `capture-api --standalone`: an expression libpcap refuses comes
 // back as libpcap's message at the expression field, a bad peer as the server's message at the
 // rule's peers field, and valid ones round-trip: stored as typed, and shown on the capture's page.
 // The capture selects no pod, so nothing is captured. Run by tests/web_ui.rs.
@@ -62,6 +62,7 @@ await main(async (browser) => {
 
   await step('a valid expression and peers round-trip to the capture and its page', async () => {
     await field('f-filter-0-peers').fill('10.96.0.10, fd00::/8');
+    await field('f-capture-point').selectOption('podNetns');
     await page.getByRole('button', { name: 'Start capture' }).click();
     await expectVisible(page.getByRole('heading', { name: new RegExp(`^${CAPTURE}`) }));
     await expectText(page.locator('code.bpf-filter'), EXPRESSION);
@@ -70,6 +71,8 @@ await main(async (browser) => {
     assert.equal(stored.status, 200);
     assert.equal(stored.body.spec.bpfFilter, EXPRESSION);
     assert.deepEqual(stored.body.spec.filters, [{ protocol: 'TCP', peers: ['10.96.0.10', 'fd00::/8'] }]);
+    assert.equal(stored.body.spec.capturePoint, 'podNetns');
+    await expectText(page.locator('.facts'), "inside each pod's network namespace (podNetns)");
     await screenshot(page, 'bpf-capture');
     expectNoPageErrors(page);
   });

@@ -141,6 +141,9 @@ export default async function captureDetail({ main, params, navigate, isCurrent 
     const facts = [
       ['Pods', describeSelector(spec.podSelector)],
       ['Packets', describePackets(spec)],
+      ['Captured', spec.capturePoint === 'podNetns'
+        ? "inside each pod's network namespace (podNetns)"
+        : "on each pod's host-side veth (hostVeth)"],
       ['Window', [timeElement(spec.startTime), ' → ', timeElement(spec.endTime)]],
       ['Started', timeElement(status.startedAt)],
       ['Finished', timeElement(status.finishedAt)],

@@ -108,6 +108,9 @@ export default async function newCapture({ main, query, navigate }) {
   const maxBytesInput = h('input', { type: 'text', autocomplete: 'off', placeholder: 'no limit; e.g. 500 MiB' });
   const maxPacketsInput = h('input', { type: 'number', min: 1, inputmode: 'numeric', placeholder: 'no limit' });
   const formatSelect = h('select', {}, h('option', { value: 'pcapng' }, 'pcapng (pod names, drops, directions)'), h('option', { value: 'pcap' }, 'pcap (classic)'));
+  const capturePointSelect = h('select', {},
+    h('option', { value: 'hostVeth' }, "Host side: the pod's veth on the node (default)"),
+    h('option', { value: 'podNetns' }, "Inside the pod: its eth0, in its network namespace"));
 
   const formStatus = h('div', { class: 'form-status' });
   const submit = h('button', { type: 'submit', class: 'button button-primary' }, 'Start capture');
@@ -127,7 +130,8 @@ export default async function newCapture({ main, query, navigate }) {
       filterRows,
       h('button', { type: 'button', class: 'button button-small', onclick: () => { const row = addFilter('TCP', ''); row.querySelector('select').focus(); } }, 'Add filter rule'),
       h('div', { class: 'grid filter-expression' },
-        field({ id: 'f-bpf', label: 'pcap-filter expression (optional)', control: bpfInput, wide: true, hint: 'As tcpdump takes it, e.g. tcp[tcpflags] & tcp-syn != 0 or net 10.96.0.0/12; ANDed with the rules above. Compiled by libpcap on the server, at most 1024 characters on one line.' }))),
+        field({ id: 'f-bpf', label: 'pcap-filter expression (optional)', control: bpfInput, wide: true, hint: 'As tcpdump takes it, e.g. tcp[tcpflags] & tcp-syn != 0 or net 10.96.0.0/12; ANDed with the rules above. Compiled by libpcap on the server, at most 1024 characters on one line.' }),
+        field({ id: 'f-capture-point', label: 'Capture point', control: capturePointSelect, wide: true, hint: 'Inside the pod also sees what eBPF datapaths (Cilium, Calico eBPF) deliver straight to the pod past the host side; in a cluster the node agent needs the netns-fallback overlay for it. Either way, what the pod sends is "out".' }))),
     h('fieldset', { class: 'when' },
       h('legend', {}, 'When'),
       h('div', { class: 'radios', role: 'radiogroup', 'aria-label': 'When to capture' },
@@ -302,6 +306,8 @@ export default async function newCapture({ main, query, navigate }) {
     if (filters.length) spec.filters = filters;
     const expression = bpfInput.value.trim();
     if (expression) spec.bpfFilter = expression;
+    // Left out for the default, as the server writes it.
+    if (capturePointSelect.value !== 'hostVeth') spec.capturePoint = capturePointSelect.value;
     const duration = durationInput.value.trim();
     if (duration) spec.duration = duration;
     if (when() === 'at') {
@@ -332,6 +338,7 @@ export default async function newCapture({ main, query, navigate }) {
       [/^metadata\.name/, 'f-name'],
       [/^spec\.podSelector/, 'f-selector'],
       [/^spec\.bpfFilter/, 'f-bpf'],
+      [/^spec\.capturePoint/, 'f-capture-point'],
       [/^spec\.(duration|endTime)/, 'f-duration'],
       [/^spec\.startTime/, 'f-start'],
       [/^spec\.snapLength/, 'f-snaplen'],
