@@ -9,7 +9,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// `spec.capturePoint`.
+/// `spec.capturePoint`: where a capture sees a pod's packets, `hostVeth` (the pod's host-side
+/// veth, the default) or `podNetns` (the pod's own interface inside its network namespace).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
