@@ -11,6 +11,9 @@
 //!   file tshark reads (API token), serves a Range, refuses alice (403), no token (401), an
 //!   unknown file (404) and a live stream of a finished capture (409); deleting the capture
 //!   removes the files on both nodes and both finalizers, so the object disappears.
+//! - `pod_netns_without_the_fallback_fails_naming_the_overlay`: a capture with `capturePoint:
+//!   podNetns` on agents without `--netns-fallback` fails on both nodes at once, naming the
+//!   netns-fallback overlay and its privileges.
 //! - `restart_resumes_in_a_new_segment_and_late_pods_join`: SIGKILL one agent mid-capture and
 //!   start it again → its target continues in segment s2 and status keeps s1's file (still
 //!   downloadable); a pod started after the capture began is captured too; a live stream of
@@ -165,10 +168,14 @@ fn capture_agents_in_a_cluster() {
     cluster.start_pod("web-b", "node-b", 1);
     let mut failed = Vec::new();
     type Case = fn(&mut Cluster);
-    let cases: [(&str, Case); 2] = [
+    let cases: [(&str, Case); 3] = [
         (
             "both_nodes_capture_and_serve_files",
             both_nodes_capture_and_serve_files,
+        ),
+        (
+            "pod_netns_without_the_fallback_fails_naming_the_overlay",
+            pod_netns_without_the_fallback_fails_naming_the_overlay,
         ),
         (
             "restart_resumes_in_a_new_segment_and_late_pods_join",
@@ -353,6 +360,40 @@ fn both_nodes_capture_and_serve_files(c: &mut Cluster) {
             "{node} kept its files"
         );
     }
+}
+
+/// The agents run without `--netns-fallback`: a capture inside the pods (capturePoint podNetns)
+/// fails on every node at once, saying which overlay grants the privileges, instead of waiting.
+fn pod_netns_without_the_fallback_fails_naming_the_overlay(c: &mut Cluster) {
+    let name = "inside";
+    let yaml = capture_yaml(name, "30s") + "  capturePoint: podNetns\n";
+    c.server
+        .kubectl_stdin(&["apply", "-n", NAMESPACE, "-f", "-"], Some(&yaml));
+    let (a, b) = eventually("both targets failed", 20, || {
+        let failed = |t: &TargetStatus| t.state == TargetState::Failed;
+        let a = c.target(name, "node-a", "web-a").filter(failed)?;
+        let b = c.target(name, "node-b", "web-b").filter(failed)?;
+        Some((a, b))
+    });
+    for target in [&a, &b] {
+        let error = target.error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains("deploy/overlays/netns-fallback") && error.contains("hostPID"),
+            "{target:?}"
+        );
+        assert!(target.files.is_empty(), "{target:?}");
+    }
+    c.server.kubectl(&[
+        "delete",
+        "packetcaptures",
+        name,
+        "-n",
+        NAMESPACE,
+        "--wait=false",
+    ]);
+    eventually("the capture to be gone", 30, || {
+        c.capture(name).is_none().then_some(())
+    });
 }
 
 fn restart_resumes_in_a_new_segment_and_late_pods_join(c: &mut Cluster) {
