@@ -2,7 +2,8 @@
 //! namespace and in a real cgroup named like the kubelet names pod cgroups (cgroupfs driver in the
 //! cgroup v2 hierarchy, systemd driver in a v1 one where the host has it); resolving the pod UID
 //! finds the process, enters its namespace and names the pod's host veth. The same check maps
-//! standalone mode's pods (named namespaces in /var/run/netns) to their host veths. Needs root
+//! standalone mode's pods (named namespaces in /var/run/netns) to their host veths, and names
+//! the pod's namespace file and its own end of the veth (capturePoint podNetns). Needs root
 //! (CAP_SYS_ADMIN for setns).
 
 use std::os::unix::fs::MetadataExt;
@@ -11,7 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use capture_agent::podnet::{
-    namespace_host_end, resolve, Method, PodNetwork, Strategies, StrategyError,
+    namespace_ends, namespace_host_end, pod_namespace, resolve, Method, PodNetwork, Strategies,
+    StrategyError,
 };
 use podcap_testkit::netlab::{cgroup_mounts, Undo};
 use podcap_testkit::Pod;
@@ -117,6 +119,15 @@ fn cgroupfs_named_pod_resolves_through_its_namespace() {
         (found.name.as_str(), found.method),
         (pod.host_if.as_str(), Method::Netns)
     );
+
+    // capturePoint podNetns: the pod's namespace, as the file of its process.
+    let netns = pod_namespace(&network(&uid, &pod), &Strategies::only(Method::Netns)).unwrap();
+    assert_eq!(netns, PathBuf::from(format!("/proc/{pid}/ns/net")));
+    let inode = |path: &Path| std::fs::metadata(path).unwrap().ino();
+    assert_eq!(
+        inode(&netns),
+        inode(Path::new(&format!("/var/run/netns/{}", pod.netns)))
+    );
 }
 
 #[test]
@@ -219,6 +230,12 @@ fn a_named_namespace_names_its_host_veth() {
             nix::net::if_::if_nametoindex(pod.host_if.as_str()).unwrap(),
             Method::Netns
         )
+    );
+    let ends = namespace_ends(&path).unwrap();
+    assert_eq!(ends.host, found);
+    assert_eq!(
+        ends.pod_interface, "eth0",
+        "the pod's own end, inside the namespace"
     );
 }
 
