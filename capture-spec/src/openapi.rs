@@ -270,6 +270,7 @@ mod tests {
             names,
             [
                 "bpfFilter",
+                "capturePoint",
                 "duration",
                 "endTime",
                 "filters",
