@@ -228,10 +228,17 @@ impl ElasticRing {
     }
 
     fn open_successor(&mut self, config: RingConfig, share: RingShare, now: Instant) {
-        let successor = self.current.successor(config);
+        let successor = match self.current.successor(config) {
+            Ok(successor) => successor,
+            Err(error) => {
+                tracing::warn!(%error, "cannot prepare a resized ring");
+                self.retry_after = Some(now + Duration::from_secs(5));
+                return;
+            }
+        };
         let opened = std::thread::Builder::new()
             .name("podcap-ring".into())
-            .spawn(move || successor.open());
+            .spawn(move || successor.take_over());
         match opened {
             Ok(thread) => {
                 tracing::debug!(
@@ -264,19 +271,16 @@ impl ElasticRing {
                 "the thread opening the ring panicked".into(),
             ))
         });
-        let mut next = match opened {
+        // Already receiving: the traffic moved to it on the opening thread.
+        let next = match opened {
             Ok(next) => next,
             Err(error) => {
+                // Failed before the program's switch: the current ring still gets everything.
                 tracing::warn!(interface = %self.current.interface(), bytes = config.ring_bytes(), %error, "cannot open a resized ring; keeping the current one");
                 self.retry_after = Some(now + Duration::from_secs(5));
                 return;
             }
         };
-        if let Err(error) = self.current.hand_over(&mut next) {
-            tracing::warn!(interface = %self.current.interface(), %error, "cannot hand the traffic to a resized ring; keeping the current one");
-            self.retry_after = Some(now + Duration::from_secs(5));
-            return;
-        }
         self.resizes += 1;
         let old = std::mem::replace(&mut self.current, next);
         let old_share = self.share.replace(share);
@@ -295,6 +299,15 @@ impl ElasticRing {
             match retiring.ring.stats() {
                 Ok(stats) => self.carried = add(self.carried, stats),
                 Err(error) => tracing::warn!(%error, "reading a retired ring's counters"),
+            }
+            // Closing a packet socket waits for an RCU grace period (tens of milliseconds),
+            // during which the engine would read no ring at all: it closes on a thread of its
+            // own, and its memory goes back to the budget once it is closed.
+            let closed = std::thread::Builder::new()
+                .name("podcap-ring".into())
+                .spawn(move || drop(retiring));
+            if let Err(error) = closed {
+                tracing::debug!(%error, "closing a retired ring here");
             }
         }
     }

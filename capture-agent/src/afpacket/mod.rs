@@ -176,7 +176,7 @@ fn open_error(op: &'static str, interface: &str, source: io::Error) -> RingError
 }
 
 /// A ring to replace another one with (see [`Ring::successor`]).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Successor {
     netns: Option<PathBuf>,
     interface: String,
@@ -184,6 +184,9 @@ pub struct Successor {
     viewpoint: Viewpoint,
     filter: Program,
     config: RingConfig,
+    /// The ring it replaces: its socket (a duplicate) and its fanout group.
+    predecessor: OwnedFd,
+    fanout: u16,
 }
 
 impl Successor {
@@ -192,9 +195,20 @@ impl Successor {
         &self.config
     }
 
-    /// Opens the new ring, bound to the same interface (by index) and receiving nothing yet:
-    /// its filter drops everything until [`Ring::hand_over`].
-    pub fn open(self) -> Result<Ring, RingError> {
+    /// Opens the new ring and makes it receive every packet from now on, while the predecessor
+    /// receives none after the packets already on their way to it, without losing or doubling
+    /// one. Both are in the predecessor's fanout group ([`Ring::enable_successor`]): the new
+    /// ring is opened on the same interface (by index) with a filter that drops everything,
+    /// joins the group while the group's program sends every packet to member 0 (the
+    /// predecessor), gets the real filter, and then the program switches to member 1 (the new
+    /// ring). The caller reads what is left in the predecessor (its last block is handed over
+    /// after the block timeout, see [`Ring::is_drained`]) before the new ring's packets, then
+    /// drops it; the new ring is member 0 from then on.
+    ///
+    /// Allocating a large ring and replacing a fanout program (which waits for an RCU grace
+    /// period) take milliseconds, so this runs on a thread of its own while the predecessor is
+    /// still read.
+    pub fn take_over(self) -> Result<Ring, RingError> {
         let by_index = format!("#{}", self.ifindex);
         let mut ring = Ring::open_in(
             self.netns.as_deref(),
@@ -204,7 +218,22 @@ impl Successor {
         )?;
         ring.interface = self.interface;
         ring.viewpoint = self.viewpoint;
+        let fanout_data = |source| RingError::Sys {
+            op: "setsockopt(PACKET_FANOUT_DATA)",
+            interface: ring.interface.clone(),
+            hint: "",
+            source,
+        };
+        sys::set_fanout_program(&self.predecessor, &Program::returning(0))
+            .ok_or_else(|| fanout_data(io::Error::last_os_error()))?;
+        sys::join_fanout_group(&ring.socket, self.fanout)
+            .ok_or_else(|| ring.sys_error("setsockopt(PACKET_FANOUT) joining the group"))?;
+        ring.fanout = Some(self.fanout);
+        ring.set_filter(&self.filter)?;
         ring.filter = self.filter;
+        // The program's result picks the member: 1 is the new ring.
+        sys::set_fanout_program(&self.predecessor, &Program::returning(1))
+            .ok_or_else(|| fanout_data(io::Error::last_os_error()))?;
         Ok(ring)
     }
 }
@@ -288,42 +317,29 @@ impl Ring {
         Ok(())
     }
 
-    /// What it takes to open a successor of this ring with `config`: the same interface, namespace,
-    /// filter and viewpoint. Opening ([`Successor::open`]) allocates the new ring, which takes a
-    /// while for a large one, so it may run on another thread while this ring is still read.
-    pub fn successor(&self, config: RingConfig) -> Successor {
-        Successor {
+    /// What it takes to replace this ring by one of `config` on the same interface, namespace,
+    /// filter and viewpoint ([`Successor::take_over`], on another thread). The ring must have
+    /// been made ready with [`Ring::enable_successor`].
+    pub fn successor(&self, config: RingConfig) -> Result<Successor, RingError> {
+        let fanout = self.fanout.ok_or_else(|| {
+            RingError::BadGeometry("the ring was not opened for a successor".into())
+        })?;
+        let predecessor = self.socket.try_clone().map_err(|source| RingError::Sys {
+            op: "dup(socket)",
+            interface: self.interface.clone(),
+            hint: "",
+            source,
+        })?;
+        Ok(Successor {
             netns: self.netns.clone(),
             interface: self.interface.clone(),
             ifindex: self.ifindex,
             viewpoint: self.viewpoint,
             filter: self.filter.clone(),
             config,
-        }
-    }
-
-    /// Makes `next` (opened by [`Successor::open`]) receive every packet from now on, while this
-    /// ring receives none after the packets already on their way to it, without losing or
-    /// doubling one: both are in this ring's fanout group ([`Ring::enable_successor`]); `next`
-    /// joins it while its filter drops everything, gets the real filter, and then the group's
-    /// program switches from member 0 (this ring) to member 1 (`next`). The caller reads what is
-    /// left in this ring (its last block is handed over after the block timeout, see
-    /// [`Ring::is_drained`]) before `next`'s packets, and then drops it; `next` is member 0 from
-    /// then on.
-    pub fn hand_over(&self, next: &mut Ring) -> Result<(), RingError> {
-        let id = self.fanout.ok_or_else(|| {
-            RingError::BadGeometry("the ring was not opened for a successor".into())
-        })?;
-        sys::set_fanout_program(&self.socket, &Program::returning(0))
-            .ok_or_else(|| self.sys_error("setsockopt(PACKET_FANOUT_DATA)"))?;
-        sys::join_fanout_group(&next.socket, id)
-            .ok_or_else(|| next.sys_error("setsockopt(PACKET_FANOUT) joining the group"))?;
-        next.fanout = Some(id);
-        next.set_filter(&self.filter)?;
-        // The program's result picks the member: 1 is `next`.
-        sys::set_fanout_program(&self.socket, &Program::returning(1))
-            .ok_or_else(|| self.sys_error("setsockopt(PACKET_FANOUT_DATA)"))?;
-        Ok(())
+            predecessor,
+            fanout,
+        })
     }
 
     fn sys_error(&self, op: &'static str) -> RingError {

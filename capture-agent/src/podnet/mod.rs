@@ -193,7 +193,44 @@ pub fn namespace_host_end(path: &Path) -> Result<HostInterface, StrategyError> {
 }
 
 /// [`namespace_host_end`], with the name the namespace gives its own end.
+///
+/// Answers are remembered per namespace (its nsfs device and inode) and reused while the host
+/// end still has its name and index ([`still_valid`], one ioctl): looking inside a namespace
+/// takes a thread that enters it and a netlink dump, and the standalone runner asks about every
+/// namespace each second, which for a hundred pods was most of the service's CPU while idle.
 pub fn namespace_ends(path: &Path) -> Result<NamespaceEnds, StrategyError> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::{Mutex, OnceLock};
+    /// Namespaces on a machine are few; past this, something churns: start over.
+    const REMEMBERED: usize = 4096;
+    static KNOWN: OnceLock<Mutex<HashMap<(u64, u64), NamespaceEnds>>> = OnceLock::new();
+    let known = KNOWN.get_or_init(Mutex::default);
+    let key = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    if let Some(key) = key {
+        let remembered = known
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(ends) = remembered.filter(|ends| still_valid(&ends.host)) {
+            return Ok(ends);
+        }
+    }
+    let ends = look_inside_namespace(path)?;
+    if let Some(key) = key {
+        let mut known = known
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if known.len() >= REMEMBERED {
+            known.clear();
+        }
+        known.insert(key, ends.clone());
+    }
+    Ok(ends)
+}
+
+fn look_inside_namespace(path: &Path) -> Result<NamespaceEnds, StrategyError> {
     let mut netlink = Netlink::open()?;
     let (link, pod_interface) = netns::find_for_namespace(&mut netlink, path)?;
     Ok(NamespaceEnds {
