@@ -47,14 +47,8 @@ const HINT_PEER: &str = "`nsenter -t <pid> -n ip -d link show <pod interface>` s
 const HINT_NAMED_PEER: &str = "`ip -n <namespace> -d link show` shows the namespace's veth and \
     its peer (`@ifN`); the peer must be in the host's network namespace";
 
-/// The host end of the veth whose pod end is `pod_interface` in the namespace of a process in
-/// the pod's cgroup.
-pub(super) fn find(
-    netlink: &mut Netlink,
-    proc_root: &Path,
-    uid: &str,
-    pod_interface: &str,
-) -> Result<Link, StrategyError> {
+/// The processes in a cgroup of the pod with this uid (at least one, or an error saying none).
+fn pod_processes(proc_root: &Path, uid: &str) -> Result<Vec<u32>, StrategyError> {
     let pids = cgroup::pids_in_pod(proc_root, uid).map_err(|source| StrategyError::Io {
         what: format!("listing processes in {}", proc_root.display()),
         source,
@@ -68,6 +62,18 @@ pub(super) fn find(
             hint: HINT_PROCESSES,
         });
     }
+    Ok(pids)
+}
+
+/// The host end of the veth whose pod end is `pod_interface` in the namespace of a process in
+/// the pod's cgroup.
+pub(super) fn find(
+    netlink: &mut Netlink,
+    proc_root: &Path,
+    uid: &str,
+    pod_interface: &str,
+) -> Result<Link, StrategyError> {
+    let pids = pod_processes(proc_root, uid)?;
     let (host_ns, host_id) = host_namespace()?;
 
     let mut seen = Vec::new();
@@ -174,19 +180,7 @@ pub(super) fn find_for_namespace(
 /// lives as long as the pod), for opening a capture socket inside it (capturePoint podNetns).
 /// A process in the agent's own namespace is never taken: that would capture the node.
 pub(super) fn pod_namespace(proc_root: &Path, uid: &str) -> Result<PathBuf, StrategyError> {
-    let pids = cgroup::pids_in_pod(proc_root, uid).map_err(|source| StrategyError::Io {
-        what: format!("listing processes in {}", proc_root.display()),
-        source,
-    })?;
-    if pids.is_empty() {
-        return Err(StrategyError::NotFound {
-            detail: format!(
-                "no process in {} is in a cgroup of pod {uid}",
-                proc_root.display()
-            ),
-            hint: HINT_PROCESSES,
-        });
-    }
+    let pids = pod_processes(proc_root, uid)?;
     let (_, host_id) = host_namespace()?;
     let mut notes = Vec::new();
     let mut denied = false;
