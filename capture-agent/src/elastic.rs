@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::afpacket::{Block, KernelStats, Ring, RingConfig, RingError};
+use crate::afpacket::{self, Block, KernelStats, Ring, RingConfig, RingError};
 use crate::rings::{RingBudget, RingShare};
 
 /// A ring should hold this much of its interface's measured traffic: time for the engine to be
@@ -28,9 +28,6 @@ const HEADROOM: Duration = Duration::from_millis(250);
 const RATE_WINDOW: Duration = Duration::from_millis(100);
 /// A grown ring whose traffic would have fit the base ring this long is given back.
 const SHRINK_AFTER: Duration = Duration::from_secs(30);
-/// After a hand-over the old ring is read until it is empty, but not before this (a packet
-/// the fanout program sent it just before the switch may still be on its way in).
-const SETTLE: Duration = Duration::from_millis(5);
 
 /// An interface's ring, replaced by a larger or smaller one as its traffic changes.
 pub(crate) struct ElasticRing {
@@ -288,9 +285,10 @@ impl ElasticRing {
         self.retiring = Some(Retiring {
             ring: old,
             _share: old_share,
-            settle: now + SETTLE,
-            // The kernel hands over a partly filled block after its timeout; allow two.
-            give_up: now + 2 * block_timeout + Duration::from_millis(100),
+            // A packet the fanout program sent it just before the switch may still be on its
+            // way in.
+            settle: now + afpacket::IN_FLIGHT_SETTLE,
+            give_up: now + afpacket::last_block_wait(block_timeout),
         });
     }
 

@@ -329,20 +329,18 @@ impl Capture {
         }
         let mut sources = Vec::with_capacity(config.interfaces.len());
         for (spec, (output, interface_id)) in config.interfaces.into_iter().zip(routes) {
-            let (geometry, share) = match &config.rings {
+            let open = |geometry| -> Result<Ring, RingError> {
+                let mut ring =
+                    Ring::open_in(spec.netns.as_deref(), &spec.name, geometry, &program)?;
+                ring.set_viewpoint(spec.viewpoint);
+                Ok(ring)
+            };
+            let ring = match &config.rings {
                 Some(budget) => {
                     let (geometry, share) = budget.base_ring(snap_length)?;
-                    (geometry, Some(share))
+                    ElasticRing::from_budget(open(geometry)?, share, budget.clone(), snap_length)?
                 }
-                None => (config.ring, None),
-            };
-            let mut ring = Ring::open_in(spec.netns.as_deref(), &spec.name, geometry, &program)?;
-            ring.set_viewpoint(spec.viewpoint);
-            let ring = match (share, &config.rings) {
-                (Some(share), Some(budget)) => {
-                    ElasticRing::from_budget(ring, share, budget.clone(), snap_length)?
-                }
-                _ => ElasticRing::fixed(ring),
+                None => ElasticRing::fixed(open(config.ring)?),
             };
             sources.push(Source {
                 ring,
@@ -543,11 +541,8 @@ impl Capture {
             .unwrap_or_default();
         self.draining = Some(Drain {
             reason,
-            // A packet that passed the old filter on another CPU may still be on its way in.
-            settle: now + Duration::from_millis(5),
-            // The kernel hands over a partly filled block after its timeout; allow two, plus
-            // slack.
-            give_up: now + 2 * longest_timeout + Duration::from_millis(100),
+            settle: now + afpacket::IN_FLIGHT_SETTLE,
+            give_up: now + afpacket::last_block_wait(longest_timeout),
         });
     }
 

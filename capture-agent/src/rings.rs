@@ -50,12 +50,6 @@ pub struct RingShare {
     budget: Arc<RingBudget>,
 }
 
-impl RingShare {
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-}
-
 impl Drop for RingShare {
     fn drop(&mut self) {
         self.budget.reserved.fetch_sub(self.bytes, Ordering::AcqRel);
@@ -91,10 +85,6 @@ impl RingBudget {
             reserved: AtomicU64::new(0),
             overrun_logged: AtomicBool::new(false),
         }
-    }
-
-    pub fn limit(&self) -> u64 {
-        self.limit
     }
 
     /// Bytes held by open rings now.

@@ -175,6 +175,17 @@ fn open_error(op: &'static str, interface: &str, source: io::Error) -> RingError
     }
 }
 
+/// After a ring stops receiving (a drain's drop-all filter, or a hand-over to a successor), a
+/// packet that got past the switch on another CPU may still be on its way in: the ring is not
+/// taken for empty before this.
+pub const IN_FLIGHT_SETTLE: Duration = Duration::from_millis(5);
+
+/// How long a ring that stopped receiving may take to hand over its last, partly filled block:
+/// the kernel does so after the block timeout; two of them, plus slack.
+pub fn last_block_wait(block_timeout: Duration) -> Duration {
+    2 * block_timeout + Duration::from_millis(100)
+}
+
 /// A ring to replace another one with (see [`Ring::successor`]).
 #[derive(Debug)]
 pub struct Successor {
