@@ -85,6 +85,11 @@ impl Runner {
             .lock()
             .ok()
             .and_then(|full| full.clone())?;
+        self.check_storage()
+    }
+
+    /// Looks at the storage limits now and remembers the verdict for [`Runner::storage_full`].
+    fn check_storage(&self) -> Option<String> {
         let full = self
             .storage
             .exceeded(&self.data_dir.join("captures"), &self.data_dir);
@@ -128,16 +133,11 @@ impl Runner {
             .ok();
         let pods = MachinePods::new(&self.node, found);
         let now = Utc::now();
-        let full = self
-            .storage
-            .exceeded(&self.data_dir.join("captures"), &self.data_dir);
+        let full = self.check_storage();
         if full.is_some() {
             self.reserve.release();
         } else {
             self.reserve.ensure();
-        }
-        if let Ok(mut slot) = self.storage_full.lock() {
-            slot.clone_from(&full);
         }
         // Only unfinished captures need a look every second.
         let mut active = self.store.captures(None, Some(Phase::Scheduled))?;
