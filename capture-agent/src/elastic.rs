@@ -29,6 +29,9 @@ const RATE_WINDOW: Duration = Duration::from_millis(100);
 /// A grown ring whose traffic would have fit the base ring this long is given back.
 const SHRINK_AFTER: Duration = Duration::from_secs(30);
 
+/// Held while a successor ring is allocated: see [`ElasticRing::open_successor`].
+static OPENING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// An interface's ring, replaced by a larger or smaller one as its traffic changes.
 pub(crate) struct ElasticRing {
     current: Ring,
@@ -235,7 +238,13 @@ impl ElasticRing {
         };
         let opened = std::thread::Builder::new()
             .name("podcap-ring".into())
-            .spawn(move || successor.take_over());
+            .spawn(move || {
+                // One ring is allocated at a time, process-wide: allocating a ring is kernel
+                // work that is not preempted, and ten at once starve the engine that must read
+                // the rings still in use (see `OPENING`).
+                let _one_at_a_time = OPENING.lock();
+                successor.take_over()
+            });
         match opened {
             Ok(thread) => {
                 tracing::debug!(
@@ -279,6 +288,12 @@ impl ElasticRing {
             }
         };
         self.resizes += 1;
+        // Drops counted until now happened while the smaller ring was still in use: they led
+        // to this resize and must not lead to another one for the ring that replaces it.
+        match self.stats() {
+            Ok(stats) => self.drops_seen = stats.drops,
+            Err(error) => tracing::debug!(%error, "reading the ring's counters at a resize"),
+        }
         let old = std::mem::replace(&mut self.current, next);
         let old_share = self.share.replace(share);
         let block_timeout = old.config().block_timeout;
