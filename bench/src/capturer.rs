@@ -381,9 +381,14 @@ pub fn packets_in_file(file: &Path) -> Result<u64> {
         .with_context(|| format!("parsing capinfos line {line:?}"))
 }
 
-/// Finds capture-agent: next to this binary (same cargo profile), else in the
-/// workspace's target/release.
+/// Finds capture-agent (see [`find_binary`]).
 pub fn find_capture_agent(explicit: Option<&Path>) -> Result<PathBuf> {
+    find_binary("capture-agent", explicit).context("or pass --tools tcpdump")
+}
+
+/// Finds one of the workspace's binaries: the explicit path, else next to this binary (same
+/// cargo profile), else in the workspace's target/release.
+pub fn find_binary(name: &str, explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(path) = explicit {
         return Ok(path.to_path_buf());
     }
@@ -392,17 +397,21 @@ pub fn find_capture_agent(explicit: Option<&Path>) -> Result<PathBuf> {
         .ok()
         .and_then(|exe| exe.parent().map(Path::to_path_buf))
     {
-        candidates.push(dir.join("capture-agent"));
+        candidates.push(dir.join(name));
     }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/capture-agent"));
+    candidates.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/release")
+            .join(name),
+    );
     candidates
         .iter()
         .find(|path| path.is_file())
         .cloned()
         .ok_or_else(|| {
             anyhow!(
-                "capture-agent not found (looked at {candidates:?}); build it with \
-                 `cargo build --release -p capture-agent`, or pass --tools tcpdump"
+                "{name} not found (looked at {candidates:?}); build it with \
+                 `cargo build --release -p {name}`"
             )
         })
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use clap::Args;
 use nix::sched::{sched_setaffinity, CpuSet};
 use nix::unistd::{Pid, Uid};
@@ -164,7 +164,7 @@ pub fn run(args: &DensityArgs) -> Result<()> {
     let mut context = Setup {
         args: args.clone(),
         own_binary: std::env::current_exe().context("locating own binary")?,
-        capture_api: find_binary("capture-api", args.capture_api.as_deref())?,
+        capture_api: capturer::find_binary("capture-api", args.capture_api.as_deref())?,
         capture_agent: if scenarios.contains(&DensityScenario::Max) {
             Some(capturer::find_capture_agent(args.capture_agent.as_deref())?)
         } else {
@@ -225,35 +225,6 @@ pub fn run(args: &DensityArgs) -> Result<()> {
     println!("{markdown}");
     eprintln!("report written to {}", args.out.display());
     Ok(())
-}
-
-/// capture-api: explicit path, next to this binary, or the workspace's target/release.
-fn find_binary(name: &str, explicit: Option<&Path>) -> Result<PathBuf> {
-    if let Some(path) = explicit {
-        return Ok(path.to_path_buf());
-    }
-    let mut candidates = Vec::new();
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(Path::to_path_buf))
-    {
-        candidates.push(dir.join(name));
-    }
-    candidates.push(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/release")
-            .join(name),
-    );
-    candidates
-        .iter()
-        .find(|path| path.is_file())
-        .cloned()
-        .ok_or_else(|| {
-            anyhow!(
-                "{name} not found (looked at {candidates:?}); build it with \
-                 `cargo build --release -p {name}`"
-            )
-        })
 }
 
 impl Setup {

@@ -16,12 +16,10 @@
 //! of killed benchmark processes are deleted at start by name.
 
 use std::fs;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::netns;
 
@@ -185,30 +183,7 @@ fn batch_command(program: &str, commands: &str, force: bool) -> Result<()> {
     if force {
         args.insert(0, "-force");
     }
-    let mut child = Command::new(program)
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {program}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(commands.as_bytes())
-            .with_context(|| format!("writing to {program} -batch"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .with_context(|| format!("waiting for {program}"))?;
-    if !out.status.success() {
-        bail!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    netns::run_with_input(program, &args, commands)
 }
 
 #[cfg(test)]

@@ -106,7 +106,6 @@ pub struct Report {
 
 impl Report {
     pub fn start(context: &Setup) -> Result<Report> {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let built = |path: &std::path::Path| {
             let when = netns::output(
                 "date",
@@ -128,11 +127,7 @@ impl Report {
             command: std::env::args().collect::<Vec<_>>().join(" "),
             started: now(),
             finished: String::new(),
-            cpu_model: cpuinfo
-                .lines()
-                .find_map(|line| line.strip_prefix("model name"))
-                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
-                .unwrap_or_else(|| "unknown".to_string()),
+            cpu_model: procfs::cpu_model(),
             nproc: procfs::online_cpus()?,
             kernel: first_line(std::fs::read_to_string("/proc/sys/kernel/osrelease")?),
             tcpdump: first_line(netns::output("tcpdump", &["--version"])?),

@@ -31,14 +31,9 @@ use crate::report::first_line;
 
 impl Facts {
     pub fn collect(work_dir: &Path) -> Result<Facts> {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let dir = work_dir.display().to_string();
         Ok(Facts {
-            cpu_model: cpuinfo
-                .lines()
-                .find_map(|line| line.strip_prefix("model name"))
-                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
-                .unwrap_or_else(|| "unknown".to_string()),
+            cpu_model: procfs::cpu_model(),
             nproc: procfs::online_cpus()?,
             kernel: first_line(
                 std::fs::read_to_string("/proc/sys/kernel/osrelease")

@@ -7,8 +7,9 @@
 //! earlier, killed benchmark processes are removed at start by name prefix.
 
 use std::fs;
+use std::io::Write;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 
 use anyhow::{bail, Context, Result};
 
@@ -232,6 +233,33 @@ pub fn output(program: &str, args: &[&str]) -> Result<String> {
         .args(args)
         .output()
         .with_context(|| format!("starting {program}"))?;
+    succeeded(program, args, &out)?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs a command with `input` on its stdin (e.g. `ip -batch -`), its stdout discarded, and
+/// fails with its stderr if it fails.
+pub fn run_with_input(program: &str, args: &[&str], input: &str) -> Result<()> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {program}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .with_context(|| format!("writing to {program}'s stdin"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .with_context(|| format!("waiting for {program}"))?;
+    succeeded(program, args, &out)
+}
+
+/// The one rule for a failed set-up command: its command line, exit status and stderr.
+fn succeeded(program: &str, args: &[&str], out: &Output) -> Result<()> {
     if !out.status.success() {
         bail!(
             "`{program} {}` failed ({}): {}",
@@ -240,5 +268,5 @@ pub fn output(program: &str, args: &[&str]) -> Result<String> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(())
 }

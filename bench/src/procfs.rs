@@ -67,6 +67,16 @@ pub fn online_cpus() -> Result<usize> {
     Ok(cpus as usize)
 }
 
+/// The CPU's model name from /proc/cpuinfo ("unknown" when it has none).
+pub fn cpu_model() -> String {
+    fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
 /// The 1-minute load average.
 pub fn load_average() -> Result<f64> {
     let text = fs::read_to_string("/proc/loadavg").context("reading /proc/loadavg")?;

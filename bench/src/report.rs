@@ -29,7 +29,6 @@ pub struct MachineFacts {
 
 impl MachineFacts {
     pub fn collect(tools: &[Tool], capture_agent: &Path) -> Result<MachineFacts> {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let capture_agent = if tools.contains(&Tool::Podcap) {
             // The binary's build time and the workspace revision it was built from.
             let modified = netns::output(
@@ -53,11 +52,7 @@ impl MachineFacts {
         };
         Ok(MachineFacts {
             nproc: procfs::online_cpus()?,
-            cpu_model: cpuinfo
-                .lines()
-                .find_map(|line| line.strip_prefix("model name"))
-                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
-                .unwrap_or_else(|| "unknown".to_string()),
+            cpu_model: procfs::cpu_model(),
             kernel: first_line(
                 std::fs::read_to_string("/proc/sys/kernel/osrelease")
                     .context("reading kernel release")?,
