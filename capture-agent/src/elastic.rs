@@ -14,6 +14,7 @@
 //! Without a budget (the command line) the ring keeps the size it was opened with.
 
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,6 +32,17 @@ const SHRINK_AFTER: Duration = Duration::from_secs(30);
 
 /// Held while a successor ring is allocated: see [`ElasticRing::open_successor`].
 static OPENING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// What allocating a ring cost per MiB, as last measured (nanoseconds). It starts at what a
+/// cold allocation cost on the 2-core VM of bench/DENSITY.md (`strace -T` on
+/// `setsockopt(PACKET_RX_RING)`: 151 ms for 64 MiB of memory the guest had not touched yet;
+/// 26 ms warm), so the first growth steps are cautious; every resize then measures it again.
+static ALLOCATION_NS_PER_MIB: AtomicU64 = AtomicU64::new(2_400_000);
+
+/// Growth steps keep the successor's allocation within this share of the time the current
+/// ring holds the traffic: the kernel allocates a ring without being preempted, and on a busy
+/// CPU the engine waits for it while every ring fills (see [`growth_step`]).
+const ALLOCATION_SHARE_OF_HOLD: f64 = 0.5;
 
 /// An interface's ring, replaced by a larger or smaller one as its traffic changes.
 pub(crate) struct ElasticRing {
@@ -194,7 +206,13 @@ impl ElasticRing {
             }
             let ring_bytes = self.current.config().ring_bytes();
             if lagging || needed > ring_bytes {
-                wanted = Some(needed.max(ring_bytes * 2));
+                let cost = Duration::from_nanos(ALLOCATION_NS_PER_MIB.load(Ordering::Relaxed));
+                wanted = Some(growth_step(
+                    ring_bytes,
+                    needed.max(ring_bytes * 2),
+                    rate,
+                    cost,
+                ));
             }
         }
         if self.is_changing() || self.retry_after.is_some_and(|t| now < t) {
@@ -243,7 +261,14 @@ impl ElasticRing {
                 // work that is not preempted, and ten at once starve the engine that must read
                 // the rings still in use (see `OPENING`).
                 let _one_at_a_time = OPENING.lock();
-                successor.take_over()
+                let (ring, opened_in) = successor.take_over()?;
+                let mib = (ring.config().ring_bytes() >> 20).max(1);
+                let per_mib = opened_in.as_nanos() / u128::from(mib);
+                ALLOCATION_NS_PER_MIB.store(
+                    u64::try_from(per_mib).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                Ok(ring)
             });
         match opened {
             Ok(thread) => {
@@ -370,10 +395,64 @@ impl ElasticRing {
     }
 }
 
+/// The size to grow a ring of `current` bytes to, on the way to `wanted`, at `rate` bytes per
+/// second when allocating costs `cost_per_mib`. The largest power of two whose allocation fits
+/// in [`ALLOCATION_SHARE_OF_HOLD`] of the time the current ring holds the traffic: the engine
+/// cannot read while the kernel allocates (on a busy CPU), so a step the current ring cannot
+/// cover drops packets, and a few covered steps (1 → 4 → 16 MiB) lose none where one large step
+/// (1 → 16 MiB) would. When not even doubling fits (at line rate any allocation outlasts a small
+/// ring), one step straight to `wanted`: one stall costs less than several.
+fn growth_step(current: u64, wanted: u64, rate: f64, cost_per_mib: Duration) -> u64 {
+    let hold = current as f64 / rate.max(1.0);
+    let affordable_mib = hold * ALLOCATION_SHARE_OF_HOLD / cost_per_mib.as_secs_f64().max(1e-9);
+    let affordable = (affordable_mib * f64::from(1 << 20)) as u64;
+    let step = if affordable >= 2 * current {
+        1_u64 << (63 - affordable.leading_zeros())
+    } else {
+        return wanted;
+    };
+    step.min(wanted)
+}
+
 fn add(a: KernelStats, b: KernelStats) -> KernelStats {
     KernelStats {
         received: a.received + b.received,
         drops: a.drops + b.drops,
         freezes: a.freezes + b.freezes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+    /// 30k pps of 1400-byte frames, one busy pod of the density benchmark.
+    const BUSY: f64 = 42e6;
+    /// One pod at the sender's maximum.
+    const LINE_RATE: f64 = 1.2e9;
+    const COLD: Duration = Duration::from_micros(2_400);
+    const WARM: Duration = Duration::from_micros(400);
+
+    #[test]
+    fn a_busy_ring_grows_in_steps_its_current_ring_can_cover() {
+        // 1 MiB holds 25 ms at 42 MB/s: a 16 MiB allocation (38 ms cold) would outlast it.
+        assert_eq!(growth_step(MIB, 16 * MIB, BUSY, COLD), 4 * MIB);
+        // 4 MiB holds 100 ms: the rest of the way at once.
+        assert_eq!(growth_step(4 * MIB, 16 * MIB, BUSY, COLD), 16 * MIB);
+        // Warm memory allocates fast enough for one step.
+        assert_eq!(growth_step(MIB, 16 * MIB, BUSY, WARM), 16 * MIB);
+    }
+
+    #[test]
+    fn when_no_step_fits_one_step_goes_all_the_way() {
+        assert_eq!(growth_step(MIB, 64 * MIB, LINE_RATE, COLD), 64 * MIB);
+        assert_eq!(growth_step(MIB, 64 * MIB, LINE_RATE, WARM), 64 * MIB);
+    }
+
+    #[test]
+    fn a_step_never_passes_what_is_wanted() {
+        assert_eq!(growth_step(MIB, 2 * MIB, 1e3, COLD), 2 * MIB);
+        assert_eq!(growth_step(MIB, 3 * MIB, 1e3, COLD), 3 * MIB);
     }
 }

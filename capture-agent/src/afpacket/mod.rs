@@ -24,7 +24,7 @@ mod sys;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use block::{Block, Direction, Packet, Viewpoint, VlanTag};
 
@@ -218,15 +218,17 @@ impl Successor {
     ///
     /// Allocating a large ring and replacing a fanout program (which waits for an RCU grace
     /// period) take milliseconds, so this runs on a thread of its own while the predecessor is
-    /// still read.
-    pub fn take_over(self) -> Result<Ring, RingError> {
+    /// still read. Returns the ring and how long opening it (the allocation) took.
+    pub fn take_over(self) -> Result<(Ring, Duration), RingError> {
         let by_index = format!("#{}", self.ifindex);
+        let opening = Instant::now();
         let mut ring = Ring::open_in(
             self.netns.as_deref(),
             &by_index,
             self.config,
             &Program::drop_all(),
         )?;
+        let opened_in = opening.elapsed();
         ring.interface = self.interface;
         ring.viewpoint = self.viewpoint;
         let fanout_data = |source| RingError::Sys {
@@ -245,7 +247,7 @@ impl Successor {
         // The program's result picks the member: 1 is the new ring.
         sys::set_fanout_program(&self.predecessor, &Program::returning(1))
             .ok_or_else(|| fanout_data(io::Error::last_os_error()))?;
-        Ok(ring)
+        Ok((ring, opened_in))
     }
 }
 
