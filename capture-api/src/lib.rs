@@ -27,4 +27,5 @@ pub mod state;
 pub mod store;
 pub mod stream;
 pub mod tickets;
+pub mod tls;
 pub mod web;

@@ -51,8 +51,9 @@ struct Args {
     /// its end before it is finished anyway.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     finish_grace: Duration,
-    /// Address to listen on. Packet data is sensitive: the default is loopback only. Port 0
-    /// lets the kernel pick one; the address bound is printed on stderr ("listening on http://").
+    /// Address to listen on. Packet data is sensitive: the default is loopback only, and any
+    /// other address wants --tls-cert. Port 0 lets the kernel pick one; the address bound is
+    /// printed on stderr ("listening on http://ADDR", or https://).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Where the store, the capture files and the first admin token live (standalone); scratch
@@ -75,6 +76,13 @@ struct Args {
     /// Pods' namespaces, names and labels (YAML; see the pods module), re-read at every discovery.
     #[arg(long)]
     inventory: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM; with --tls-key). The files are read again
+    /// when they change, so a renewed certificate is served without a restart.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM, unencrypted).
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// Finished captures' files are deleted this long after they finished.
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
     retention: Duration,
@@ -169,6 +177,7 @@ async fn run_kubernetes(args: Args) -> anyhow::Result<()> {
         state,
         args.listen,
         "podcap API (Kubernetes mode)",
+        tls_files(&args),
         shutdown_signal(),
     )
     .await
@@ -285,5 +294,20 @@ async fn main() -> anyhow::Result<()> {
         }),
         tickets: Arc::default(),
     };
-    server::serve(state, args.listen, "podcap API", shutdown_signal()).await
+    server::serve(
+        state,
+        args.listen,
+        "podcap API",
+        tls_files(&args),
+        shutdown_signal(),
+    )
+    .await
+}
+
+/// `--tls-cert` and `--tls-key` (clap makes sure they come together).
+fn tls_files(args: &Args) -> Option<capture_api::tls::TlsFiles> {
+    Some(capture_api::tls::TlsFiles {
+        cert: args.tls_cert.clone()?,
+        key: args.tls_key.clone()?,
+    })
 }

@@ -25,6 +25,7 @@ use crate::metrics;
 use crate::problem::Problem;
 use crate::routes::{openapi, shares, tickets};
 use crate::state::AppState;
+use crate::tls::TlsFiles;
 
 /// Largest request body accepted: specs are small; anything bigger is a mistake or an attack.
 const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -253,22 +254,50 @@ async fn body_limit_as_problem(response: Response) -> Response {
     response
 }
 
-/// Serves until `shutdown` resolves.
+/// How long connections still open at shutdown (a download, a live stream) may go on.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves until `shutdown` resolves: HTTPS with `tls` (see [`crate::tls`]), else plain HTTP.
 pub async fn serve(
     state: AppState,
     listen: SocketAddr,
     banner: &str,
+    tls: Option<TlsFiles>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    // The certificate is loaded before the port is bound: a bad one fails the start.
+    let tls = match tls {
+        Some(files) => Some(files.load_and_watch().await?),
+        None => None,
+    };
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
     // The address actually bound: with port 0 the kernel picks one, and this line is how a
     // supervisor (or a test) learns it without racing for a "free" port.
     let bound = listener.local_addr()?;
-    eprintln!("{banner} listening on http://{bound}");
-    tracing::info!(%bound, "listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!("{banner} listening on {scheme}://{bound}");
+    tracing::info!(%bound, scheme, "listening");
+    let app = router(state);
+    match tls {
+        None => {
+            axum::serve(tokio::net::TcpListener::from_std(listener)?, app)
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+        Some(config) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
+            });
+            axum_server::tls_rustls::from_tcp_rustls(listener, config)?
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await?
+        }
+    }
     Ok(())
 }
 
