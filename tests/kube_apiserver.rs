@@ -532,7 +532,7 @@ fn deploy_passes_server_dry_run(c: &Cluster) {
     // CRDs are already installed (crds_become_established).
     c.server
         .kubectl(&["apply", "-f", &deploy("base/namespace.yaml")]);
-    for kustomization in ["", "overlays/netns-fallback"] {
+    for kustomization in ["", "overlays/netns-fallback", "overlays/api-tls"] {
         let out = c
             .server
             .kubectl(&["apply", "--dry-run=server", "-k", &deploy(kustomization)]);
@@ -773,6 +773,31 @@ fn deploy_renders() {
     assert_eq!(
         api["spec"]["template"]["spec"]["containers"][0]["args"][0],
         "--kubernetes"
+    );
+
+    let tls = render(&kubectl, "overlays/api-tls");
+    let api = &find(&tls, "Deployment", "capture-api")["spec"]["template"]["spec"];
+    let args = &api["containers"][0]["args"];
+    assert_eq!(args[0], "--kubernetes", "{args}");
+    assert!(
+        args.as_array()
+            .is_some_and(|a| a.iter().any(|v| v == "--tls-cert")),
+        "{args}"
+    );
+    assert_eq!(
+        api["containers"][0]["readinessProbe"]["httpGet"]["scheme"],
+        "HTTPS"
+    );
+    let tls_volume = api["volumes"]
+        .as_array()
+        .and_then(|volumes| volumes.iter().find(|v| v["name"] == "api-tls"))
+        .unwrap_or_else(|| panic!("an api-tls volume: {api}"));
+    assert_eq!(tls_volume["secret"]["secretName"], "podcap-api-tls");
+    assert!(
+        api["volumes"]
+            .as_array()
+            .is_some_and(|volumes| volumes.iter().any(|v| v["name"] == "scratch")),
+        "the base's volumes are kept: {api}"
     );
 
     let fallback = render(&kubectl, "overlays/netns-fallback");

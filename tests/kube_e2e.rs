@@ -18,6 +18,9 @@
 //!   both agents removed their files, and the agents' data directories no longer have them.
 //! - `alice_is_403_in_another_namespace`: a capture the admin created in `bank` cannot be read or
 //!   downloaded by alice.
+//! - `apiserver_outage_loses_nothing`: the kube-apiserver stopped for 60 s mid-capture (etcd
+//!   keeps running): the agents keep capturing, the API answers 503 problem+json meanwhile, and
+//!   after the restart the status catches up and the merged download has every packet.
 //!
 //! Needs root (netns pods, routes, packet sockets) and the apiserver build (skips without it
 //! unless PODCAP_REQUIRE_KUBE=1). The agent binary is built (or found up to date) with cargo.
@@ -213,7 +216,7 @@ fn podcap_in_a_cluster_end_to_end() {
     eprintln!("setup ... {:.1?}", started.elapsed());
 
     type Case = fn(&Cluster);
-    let cases: [(&str, Case); 4] = [
+    let cases: [(&str, Case); 5] = [
         (
             "kubectl_apply_captures_on_both_nodes",
             kubectl_apply_captures_on_both_nodes,
@@ -230,9 +233,21 @@ fn podcap_in_a_cluster_end_to_end() {
             "alice_is_403_in_another_namespace",
             alice_is_403_in_another_namespace,
         ),
+        // Last: it stops and restarts the apiserver.
+        (
+            "apiserver_outage_loses_nothing",
+            apiserver_outage_loses_nothing,
+        ),
     ];
     let mut failed = Vec::new();
     for (name, case) in cases {
+        if name == "apiserver_outage_loses_nothing" {
+            // A refused status apply is a bug until the outage; a restarting apiserver refuses
+            // (403) until its authorizer has loaded the RBAC objects, which the agents retry.
+            for agent in &cluster.agents {
+                agent.assert_clean_log();
+            }
+        }
         let at = Instant::now();
         let outcome = catch_unwind(AssertUnwindSafe(|| case(&cluster)));
         eprintln!(
@@ -248,7 +263,8 @@ fn podcap_in_a_cluster_end_to_end() {
         cluster.dump_logs();
     }
     for agent in &cluster.agents {
-        agent.assert_clean_log();
+        let log = agent.log();
+        assert!(!log.contains("panicked"), "{}:\n{log}", agent.node);
     }
     let api_log = cluster.api.log();
     assert!(!api_log.contains("panicked"), "capture-api:\n{api_log}");
@@ -539,4 +555,108 @@ fn alice_is_403_in_another_namespace(c: &Cluster) {
     eventually("vault to be gone", 30, || {
         (c.api.call("GET", base, Some(admin), None).status == 404).then_some(())
     });
+}
+
+/// Bytes of capture files `uid` has on `node` (0 before it has any).
+fn bytes_on_node(c: &Cluster, node: &str, uid: &str) -> u64 {
+    let Ok(entries) = std::fs::read_dir(c.agent(node).capture_dir(uid)) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.metadata().ok())
+        .filter(|meta| meta.is_file())
+        .map(|meta| meta.len())
+        .sum()
+}
+
+/// The kube-apiserver down for 60 s in the middle of a capture (etcd keeps the objects): the
+/// agents keep capturing into their files, the API answers 503 problem+json saying the
+/// Kubernetes API is unreachable (promptly, never a hang), and once the apiserver is back the
+/// status catches up with every packet sent meanwhile and the merged download holds them all.
+fn apiserver_outage_loses_nothing(c: &Cluster) {
+    const OUTAGE: std::time::Duration = std::time::Duration::from_secs(60);
+    let name = "outage";
+    let body = json!({"metadata": {"name": name}, "spec": {
+        "podSelector": {"matchLabels": {"app": "web"}},
+        "filters": [{"protocol": "UDP", "ports": [PORT]}],
+        "duration": "10m",
+    }});
+    let captures = format!("/api/v1/namespaces/{NAMESPACE}/captures");
+    c.api
+        .call("POST", &captures, Some(c.alice()), Some(&body))
+        .ok(201);
+    c.wait_both_capturing(name);
+    c.send(0, 20);
+    c.send(1, 25);
+    eventually("the packets before the outage in status", 20, || {
+        let a = c.target(name, "node-a", "web-a")?;
+        let b = c.target(name, "node-b", "web-b")?;
+        (a.packets == 20 && b.packets == 25).then_some(())
+    });
+    let uid = c.uid(name);
+    let before: Vec<u64> = ["node-a", "node-b"]
+        .iter()
+        .map(|node| bytes_on_node(c, node, &uid))
+        .collect();
+
+    let stopped = c.server.stop_apiserver();
+    let down_since = Instant::now();
+    c.send(0, 30);
+    c.send(1, 35);
+    let mut answers = 0;
+    while down_since.elapsed() < OUTAGE {
+        for path in [format!("{captures}/{name}"), captures.clone()] {
+            let asked = Instant::now();
+            let answer = c.api.call("GET", &path, Some(c.alice()), None);
+            assert!(
+                asked.elapsed() < std::time::Duration::from_secs(15),
+                "GET {path} took {:.1?} while the apiserver was down",
+                asked.elapsed()
+            );
+            let problem = answer.problem(503);
+            let detail = problem["detail"].as_str().unwrap_or_default();
+            assert!(
+                detail.contains("Kubernetes API") || detail.contains("API server"),
+                "the 503 says what is unreachable: {detail}"
+            );
+            answers += 1;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(5));
+    }
+    // The agents kept capturing while nothing could be written to the apiserver.
+    for (node, before) in ["node-a", "node-b"].iter().zip(before) {
+        let now = bytes_on_node(c, node, &uid);
+        assert!(
+            now > before,
+            "{node}'s files grew during the outage ({before} -> {now} bytes)"
+        );
+    }
+    c.server.restart_apiserver(stopped);
+    eprintln!(
+        "apiserver down {:.1?}; the API answered 503 problem+json {answers} times",
+        down_since.elapsed()
+    );
+
+    eventually("the status to catch up after the outage", 60, || {
+        let a = c.target(name, "node-a", "web-a")?;
+        let b = c.target(name, "node-b", "web-b")?;
+        (a.packets == 50 && b.packets == 60).then_some(())
+    });
+    c.api
+        .call(
+            "POST",
+            &format!("{captures}/{name}/stop"),
+            Some(c.alice()),
+            None,
+        )
+        .ok(200);
+    let status = eventually("phase Stopped after the outage", 45, || {
+        let status = c.status(name);
+        status.phase.is_finished().then_some(status)
+    });
+    assert_eq!(status.phase, Phase::Stopped, "{status:?}");
+    assert_eq!(status.packets, Some(110));
+    let (merged, _) = c.download(&format!("{captures}/{name}/pcap"), "outage.pcapng");
+    assert_eq!(assert_tshark_reads_cleanly(&merged), 110);
 }

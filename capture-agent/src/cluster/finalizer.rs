@@ -4,9 +4,10 @@
 //! When the agent first writes files for a capture it adds `podcap.io/node-NODE` to
 //! `metadata.finalizers`; deleting the capture then waits until every node that holds files has
 //! stopped, deleted them and removed its own finalizer. The patches are JSON patches that touch
-//! one entry and test what they rely on, so two nodes adding or removing theirs at the same time
-//! never drop each other's: a patch whose test fails is refused (422) and the next pass tries
-//! again with the object as it is then.
+//! only this node's entry and test what they rely on (the list as seen when adding, the entry's
+//! index when removing), so two nodes adding or removing theirs at the same time never drop each
+//! other's, and a stale view never adds ours twice: a patch whose test fails is refused (422)
+//! and the next pass tries again with the object as it is then.
 //!
 //! A finalizer is a qualified name: at most 63 characters after `podcap.io/`. Node names may be
 //! up to 253, so a longer `node-NODE` keeps its first 47 characters and appends `-` and 10 hex
@@ -55,8 +56,12 @@ pub fn field_manager(node: &str) -> String {
 /// The JSON patch that adds `ours` to `current` (the object's finalizers as last seen).
 pub fn add_patch(current: Option<&[String]>, ours: &str) -> serde_json::Value {
     match current {
-        // Appending cannot drop another node's entry.
+        // Appending cannot drop another node's entry; the test makes sure the list is still
+        // the one seen, so a stale view (a watch that has not caught up after an API server
+        // outage) cannot append ours a second time: duplicate entries make the object
+        // unwritable by server-side apply ("duplicate entries for key"), status included.
         Some(list) if !list.is_empty() => json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": list},
             {"op": "add", "path": "/metadata/finalizers/-", "value": ours}
         ]),
         // Creating the list would replace one created meanwhile: only if there still is none.
@@ -67,14 +72,24 @@ pub fn add_patch(current: Option<&[String]>, ours: &str) -> serde_json::Value {
     }
 }
 
-/// The JSON patch that removes `ours` from `current`, testing that it is still at that index.
+/// The JSON patch that removes `ours` from `current`, every copy of it (an older agent could
+/// append it twice), testing that each is still at its index; last index first, so removing
+/// one does not move the others.
 pub fn remove_patch(current: &[String], ours: &str) -> Option<serde_json::Value> {
-    let index = current.iter().position(|f| f == ours)?;
-    let path = format!("/metadata/finalizers/{index}");
-    Some(json!([
-        {"op": "test", "path": path, "value": ours},
-        {"op": "remove", "path": path}
-    ]))
+    let operations: Vec<serde_json::Value> = current
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, finalizer)| *finalizer == ours)
+        .flat_map(|(index, _)| {
+            let path = format!("/metadata/finalizers/{index}");
+            [
+                json!({"op": "test", "path": path, "value": ours}),
+                json!({"op": "remove", "path": path}),
+            ]
+        })
+        .collect();
+    (!operations.is_empty()).then_some(serde_json::Value::Array(operations))
 }
 
 /// Sends one of the patches above.
@@ -123,13 +138,30 @@ mod tests {
         let current = vec!["podcap.io/node-a".to_string(), ours.to_string()];
         assert_eq!(
             add_patch(Some(&current[..1]), ours),
-            json!([{"op":"add","path":"/metadata/finalizers/-","value":ours}])
+            json!([
+                {"op":"test","path":"/metadata/finalizers","value":["podcap.io/node-a"]},
+                {"op":"add","path":"/metadata/finalizers/-","value":ours}
+            ])
         );
         assert_eq!(
             remove_patch(&current, ours).unwrap(),
             json!([{"op":"test","path":"/metadata/finalizers/1","value":ours},{"op":"remove","path":"/metadata/finalizers/1"}])
         );
         assert_eq!(remove_patch(&current[..1], ours), None);
+        let twice = vec![
+            ours.to_string(),
+            "podcap.io/node-a".to_string(),
+            ours.to_string(),
+        ];
+        assert_eq!(
+            remove_patch(&twice, ours).unwrap(),
+            json!([
+                {"op":"test","path":"/metadata/finalizers/2","value":ours},
+                {"op":"remove","path":"/metadata/finalizers/2"},
+                {"op":"test","path":"/metadata/finalizers/0","value":ours},
+                {"op":"remove","path":"/metadata/finalizers/0"}
+            ])
+        );
         // Each is a valid JSON patch.
         for patch in [add_patch(None, ours), remove_patch(&current, ours).unwrap()] {
             serde_json::from_value::<json_patch::Patch>(patch).unwrap();

@@ -207,8 +207,14 @@ async fn perform(client: &Client, agent: &Agent, actions: Vec<Action>) {
                 match status::apply(&api, &name, &agent.manager, &targets).await {
                     Ok(()) => agent.applied(&uid, targets, std::time::Instant::now()),
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(error) => {
+                    // The API server answered and refused: a bug or a permission missing.
+                    Err(error @ kube::Error::Api(_)) => {
                         tracing::warn!(%namespace, %name, %error, "cannot apply this node's status")
+                    }
+                    // Not reached (down, restarting, the network): the capture goes on, and
+                    // the throttle applies the status again at the next pass.
+                    Err(error) => {
+                        tracing::warn!(%namespace, %name, %error, "the API server is unreachable; this node's status waits for the next pass")
                     }
                 }
             }

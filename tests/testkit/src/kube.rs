@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -58,6 +59,8 @@ pub struct KubeApiServer {
     pub kubeconfig: PathBuf,
     /// Debian's kubectl v1.20.2 (see `scripts/kube-apiserver/kubectl.sh`).
     pub kubectl: PathBuf,
+    /// kube-apiservers started again by [`KubeApiServer::restart_apiserver`], reaped on drop.
+    restarted: std::sync::Mutex<Vec<std::process::Child>>,
 }
 
 /// `scripts/kube-apiserver/` of this checkout.
@@ -139,6 +142,7 @@ impl KubeApiServer {
             api_token: String::new(),
             kubeconfig: PathBuf::new(),
             kubectl,
+            restarted: std::sync::Mutex::default(),
         };
         let env = read_env(Path::new(&env_file)).map_err(KubeError::Failed)?;
         let get = |key: &str| {
@@ -167,6 +171,88 @@ impl KubeApiServer {
                 None
             }
             Err(e) => panic!("{test}: {e}"),
+        }
+    }
+
+    /// Kills the kube-apiserver process alone, as an outage: etcd (with every object) and the
+    /// controller manager keep running, and clients get "connection refused" until
+    /// [`KubeApiServer::restart_apiserver`] starts it again with the same command line.
+    pub fn stop_apiserver(&self) -> StoppedApiServer {
+        let pids = std::fs::read_to_string(self.dir.join("pids")).expect("the instance's pids");
+        let pid: u32 = pids
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .find(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim() == "kube-apiserver")
+            })
+            .expect("a running kube-apiserver among the instance's pids");
+        let command: Vec<std::ffi::OsString> = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .expect("the kube-apiserver's command line")
+            .split(|b| *b == 0)
+            .filter(|arg| !arg.is_empty())
+            .map(|arg| std::ffi::OsStr::from_bytes(arg).to_os_string())
+            .collect();
+        // By its PID: the process this instance started. SIGKILL, as a crash: a SIGTERMed
+        // kube-apiserver drains its watches for longer than an outage test wants to wait.
+        let status = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {pid}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the kube-apiserver ({pid}) did not stop"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        StoppedApiServer { pid, command }
+    }
+
+    /// Starts the kube-apiserver that [`KubeApiServer::stop_apiserver`] stopped, on the same
+    /// port with the same certificates and etcd, and waits until it is ready (`/readyz`).
+    pub fn restart_apiserver(&self, stopped: StoppedApiServer) {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("kube-apiserver.log"))
+            .expect("the kube-apiserver log");
+        let (program, args) = stopped.command.split_first().expect("a command line");
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("the log"))
+            .stderr(log)
+            .spawn()
+            .expect("restarting the kube-apiserver");
+        // stop.sh stops what `pids` lists: the new process instead of the old one.
+        let pids_file = self.dir.join("pids");
+        let pids = std::fs::read_to_string(&pids_file).expect("the instance's pids");
+        let pids: String = pids
+            .lines()
+            .map(|line| {
+                if line.trim() == stopped.pid.to_string() {
+                    format!("{}\n", child.id())
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&pids_file, pids).expect("writing the instance's pids");
+        self.restarted.lock().expect("restarted").push(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        while !self
+            .kubectl_output(&["get", "--raw", "/readyz"], None)
+            .status
+            .success()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the restarted kube-apiserver did not become ready:\n{}",
+                self.apiserver_log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
         }
     }
 
@@ -234,9 +320,30 @@ impl Drop for KubeApiServer {
         if let Err(e) = run_script("stop.sh", &[&self.dir], &[]) {
             eprintln!("stopping the kube-apiserver in {}: {e}", self.dir.display());
         }
+        // A restarted kube-apiserver is this process's child: stop.sh ended it, reap it.
+        if let Ok(restarted) = self.restarted.get_mut() {
+            for mut child in restarted.drain(..) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
         // stop.sh leaves files it did not write; the owner file is ours.
         owned::release(&self.dir);
     }
+}
+
+/// What [`KubeApiServer::restart_apiserver`] needs of a stopped kube-apiserver.
+pub struct StoppedApiServer {
+    pid: u32,
+    command: Vec<std::ffi::OsString>,
+}
+
+/// True when `pid` has exited but is not reaped yet.
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+    })
 }
 
 /// kubectl's stdout after it succeeded; panics with all it printed when it failed.
