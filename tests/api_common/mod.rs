@@ -316,6 +316,11 @@ impl Api {
     }
 
     /// Stops the server the hard way (as an OOM kill would), keeping the data directory.
+    /// The server's PID while it runs (for /proc measurements).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|child| child.id())
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
