@@ -580,7 +580,11 @@ fn targets(w: &mut String, report: &Report, args: &density::DensityArgs) {
             let _ = writeln!(w, "| One pod at max | not measured in this run | |");
         }
     }
-    let _ = writeln!(w);
+    let _ = writeln!(
+        w,
+        "\nWhere a busy or max-rate target is missed, bench/DENSITY-NOTES.md says where the drops \
+         happen and why (measured apart from this report, with the commands to repeat it).\n"
+    );
 }
 
 fn warnings(w: &mut String, report: &Report) {
