@@ -65,6 +65,8 @@ pub enum Access {
     Schedules(Verb),
     /// Which pods a selector matches.
     Pods,
+    /// The audit trail: admins only.
+    Audit,
 }
 
 impl Access {
@@ -78,6 +80,7 @@ impl Access {
             Access::Packets(_) => Action::Share,
             Access::Captures(verb) | Access::Schedules(verb) if verb.reads() => Action::Read,
             Access::Captures(_) | Access::Schedules(_) => Action::Write,
+            Access::Audit => Action::Audit,
         }
     }
 }
@@ -91,6 +94,7 @@ impl fmt::Display for Access {
             Access::Packets(verb) => write!(f, "{} capture packets", verb.as_str()),
             Access::Schedules(verb) => write!(f, "{} schedules", verb.as_str()),
             Access::Pods => write!(f, "list pods"),
+            Access::Audit => write!(f, "read the audit trail"),
         }
     }
 }
@@ -107,6 +111,7 @@ pub fn access_of(method: &Method, path: &str) -> Option<Access> {
         // The document describes the API and holds nobody's data.
         ("GET", "/openapi.json") => return Some(Access::Public),
         ("GET", "/namespaces" | "/captures") => return Some(Access::Authenticated),
+        ("GET", "/audit") => return Some(Access::Audit),
         _ => api.strip_prefix("/namespaces/{namespace}")?,
     };
     Some(match (method.as_str(), rest) {

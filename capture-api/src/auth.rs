@@ -62,6 +62,8 @@ pub enum Action {
     Read,
     Write,
     Share,
+    /// Reading the audit trail.
+    Audit,
 }
 
 impl Action {
@@ -69,6 +71,7 @@ impl Action {
         match self {
             Action::Read => Role::Viewer,
             Action::Write | Action::Share => Role::Operator,
+            Action::Audit => Role::Admin,
         }
     }
 
@@ -77,6 +80,7 @@ impl Action {
             Action::Read => "read",
             Action::Write => "create, stop or delete",
             Action::Share => "share",
+            Action::Audit => "read the audit trail of",
         }
     }
 }

@@ -172,6 +172,8 @@ async fn run_kubernetes(args: Args) -> anyhow::Result<()> {
             max_window: args.max_window,
         }),
         tickets: Arc::default(),
+        // The JSON lines on stdout are this mode's durable record; the API keeps the last ones.
+        audit: Arc::new(capture_api::audit::AuditTrail::in_memory()),
     };
     server::serve(
         state,
@@ -258,11 +260,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let store = open_store(&args.data_dir)?;
     if let Some(token) = capture_api::auth::bootstrap_admin(store.as_ref(), &args.data_dir)? {
-        println!(
+        // On stderr: stdout carries only the audit trail's JSON lines.
+        eprintln!(
             "podcap: first start; admin token (also in {}/admin-token):",
             args.data_dir.display()
         );
-        println!("{token}");
+        eprintln!("{token}");
     }
     let storage = capture_api::runner::StorageLimits {
         quota_bytes: args.quota.as_u64(),
@@ -293,6 +296,10 @@ async fn main() -> anyhow::Result<()> {
             max_window: args.max_window,
         }),
         tickets: Arc::default(),
+        audit: Arc::new(
+            capture_api::audit::AuditTrail::in_dir(&args.data_dir)
+                .context("opening the audit trail")?,
+        ),
     };
     server::serve(
         state,

@@ -40,6 +40,7 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
     let store = state.store.clone();
     let backend = state.backend.clone();
+    let audit = state.audit.clone();
     let text = tokio::task::spawn_blocking(move || -> Result<String, Problem> {
         let captures = store.captures(None, None).map_err(Problem::internal)?;
         let mut by_phase: BTreeMap<&str, u64> = Phase::ALL.iter().map(|p| (p.as_str(), 0)).collect();
@@ -53,6 +54,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             }
         }
         let skipped = backend.live_chunks_skipped();
+        let audited = audit.counts();
         let downloads = store.share_downloads_total().map_err(Problem::internal)?;
         let mut out = String::new();
         let phases: Vec<(String, u64)> = by_phase
@@ -87,6 +89,20 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             "gauge",
             "Packets the kernel dropped for the stored captures because a ring was full.",
             &one(drops),
+        );
+        let audit_kinds: Vec<(String, u64)> = crate::audit::KINDS
+            .iter()
+            .map(|kind| {
+                let count = audited.get(*kind).copied().unwrap_or(0);
+                (format!("{{kind=\"{kind}\"}}"), count)
+            })
+            .collect();
+        metric(
+            &mut out,
+            "podcap_audit_events_total",
+            "counter",
+            "Audit events recorded by this process, by kind.",
+            &audit_kinds,
         );
         metric(
             &mut out,

@@ -21,6 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::access::{access_of, Access};
+use crate::audit::{self, AuditEvent, Counted};
 use crate::metrics;
 use crate::problem::Problem;
 use crate::routes::{openapi, shares, tickets};
@@ -140,45 +141,99 @@ fn is_served(method: &Method, path: &str) -> bool {
 }
 
 /// The route layer of every route: authenticates and authorizes each request by
-/// [`access_of`] before its handler runs.
+/// [`access_of`] before its handler runs, and records the audited ones ([`crate::audit`]) once
+/// their answer has been sent.
 pub async fn guard(
     State(state): State<AppState>,
     matched: Option<MatchedPath>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
-    let path = matched.as_ref().map_or("", |m| m.as_str());
+    let template = matched.as_ref().map_or("", |m| m.as_str()).to_string();
+    let Some(kind) = audit::kind_of(request.method(), &template) else {
+        return admit(&state, &template, request, next).await.1;
+    };
+    let uri_path = request.uri().path().to_string();
+    let public = access_of(request.method(), &template) == Some(Access::Public);
+    let event = AuditEvent {
+        id: 0,
+        at: chrono::Utc::now(),
+        kind: kind.to_string(),
+        who: String::new(),
+        from: audit::peer(request.extensions()),
+        method: request.method().to_string(),
+        // A share link's or ticket's path is its secret.
+        path: if public {
+            template.clone()
+        } else {
+            uri_path.clone()
+        },
+        namespace: path_namespace(&uri_path).to_string(),
+        name: audit::named(&uri_path),
+        status: 0,
+        bytes: 0,
+        complete: false,
+    };
+    let (who, response) = admit(&state, &template, request, next).await;
+    let who = match kind {
+        "share.use" => audit::share_caller(uri_path.rsplit('/').next().unwrap_or_default()),
+        "ticket.use" => "ticket".to_string(),
+        _ => who.unwrap_or_else(|| "anonymous".to_string()),
+    };
+    let (parts, body) = response.into_parts();
+    let name = match parts.extensions.get::<audit::Named>() {
+        Some(created) => created.0.clone(),
+        None => event.name.clone(),
+    };
+    let event = AuditEvent {
+        who,
+        name,
+        status: parts.status.as_u16(),
+        ..event
+    };
+    Response::from_parts(parts, Counted::wrap(body, state.audit.clone(), event))
+}
+
+/// [`guard`]'s decision: the handler's answer or the refusal, and who the caller was (when
+/// known).
+async fn admit(
+    state: &AppState,
+    path: &str,
+    mut request: Request,
+    next: Next,
+) -> (Option<String>, Response) {
     let Some(access) = access_of(request.method(), path) else {
         if !is_served(request.method(), path) {
             // No handler for this method here: the router answers 405 with what is allowed.
-            return next.run(request).await;
+            return (None, next.run(request).await);
         }
         tracing::error!(method = %request.method(), path, "route without an access rule");
-        return Problem::forbidden(format!(
+        let refused = Problem::forbidden(format!(
             "{} {path} has no access rule, so it is refused",
             request.method()
-        ))
-        .into_response();
+        ));
+        return (None, refused.into_response());
     };
     if access == Access::Public {
-        return next.run(request).await;
+        return (None, next.run(request).await);
     }
     let header = match credentials(request.headers()) {
         Ok(header) => header,
-        Err(problem) => return problem.into_response(),
+        Err(problem) => return (None, problem.into_response()),
     };
     let caller = match state.backend.authenticate(header).await {
         Ok(caller) => caller,
-        Err(problem) => return problem.into_response(),
+        Err(problem) => return (None, problem.into_response()),
     };
+    let who = Some(caller.name().to_string());
     if access != Access::Authenticated {
         let namespace = path_namespace(request.uri().path()).to_string();
         if let Err(problem) = state.backend.authorize(&caller, access, &namespace).await {
-            return problem.into_response();
+            return (who, problem.into_response());
         }
     }
     request.extensions_mut().insert(caller);
-    next.run(request).await
+    (who, next.run(request).await)
 }
 
 /// The second header a caller may put its bearer token in: `X-Podcap-Authorization: Bearer
@@ -281,9 +336,13 @@ pub async fn serve(
     let app = router(state);
     match tls {
         None => {
-            axum::serve(tokio::net::TcpListener::from_std(listener)?, app)
-                .with_graceful_shutdown(shutdown)
-                .await?
+            axum::serve(
+                tokio::net::TcpListener::from_std(listener)?,
+                // The peer address, for the audit trail.
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await?
         }
         Some(config) => {
             let handle = axum_server::Handle::new();
@@ -294,7 +353,7 @@ pub async fn serve(
             });
             axum_server::tls_rustls::from_tcp_rustls(listener, config)?
                 .handle(handle)
-                .serve(app.into_make_service())
+                .serve(app.into_make_service_with_connect_info::<SocketAddr>())
                 .await?
         }
     }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::AuditTrail;
 use crate::backend::Backend;
 use crate::store::Store;
 use crate::tickets::DownloadTickets;
@@ -24,4 +25,6 @@ pub struct AppState {
     pub backend: Arc<dyn Backend>,
     pub settings: Arc<Settings>,
     pub tickets: Arc<DownloadTickets>,
+    /// Who accessed packet data or changed something (see [`crate::audit`]).
+    pub audit: Arc<AuditTrail>,
 }

@@ -96,6 +96,7 @@ fn apiserver_errors_and_conflicts_become_problems() {
                 max_window: Duration::from_secs(3600),
             }),
             tickets: Arc::default(),
+            audit: Arc::new(capture_api::audit::AuditTrail::in_memory()),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

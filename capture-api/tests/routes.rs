@@ -220,6 +220,7 @@ fn api_with(full: Option<&str>) -> Api {
             max_window: Duration::from_secs(3600),
         }),
         tickets: Arc::default(),
+        audit: Arc::new(capture_api::audit::AuditTrail::in_memory()),
     };
     Api {
         router: capture_api::server::router(state),

@@ -16,6 +16,9 @@ use serde_json::Value;
 
 pub use podcap_testkit::*;
 
+/// Where a test server's stdout (the audit trail's JSON lines) goes, in its data directory.
+pub const AUDIT_LINES: &str = "api-stdout.jsonl";
+
 /// A running API server; stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Api {
     child: Option<Child>,
@@ -134,7 +137,14 @@ impl Api {
             .args(flags)
             .arg("--data-dir")
             .arg(data_dir)
-            .stdout(Stdio::null())
+            // stdout carries the audit trail's JSON lines (see `Api::audit_lines`).
+            .stdout(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(data_dir.join(AUDIT_LINES))
+                    .expect("the API's stdout file"),
+            )
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting capture-api");
@@ -316,6 +326,18 @@ impl Api {
     }
 
     /// Stops the server the hard way (as an OOM kill would), keeping the data directory.
+    /// The audit events the server printed on stdout so far, one JSON object per line.
+    pub fn audit_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.data_dir.join(AUDIT_LINES))
+            .unwrap_or_default()
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+            })
+            .collect()
+    }
+
     /// The server's PID while it runs (for /proc measurements).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|child| child.id())

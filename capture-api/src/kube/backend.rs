@@ -33,6 +33,8 @@ fn attributes_of(access: Access, namespace: &str) -> Option<Attributes> {
         Access::Packets(_) => ("get", "packetcaptures", Some("files"), "podcap.io"),
         Access::Schedules(verb) => (verb.as_str(), "packetcaptureschedules", None, "podcap.io"),
         Access::Pods => ("list", "pods", None, ""),
+        // Cluster-wide: whoever may get the `audit` subresource of every capture.
+        Access::Audit => ("get", "packetcaptures", Some("audit"), "podcap.io"),
     };
     Some(Attributes {
         verb,

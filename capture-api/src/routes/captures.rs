@@ -8,7 +8,7 @@ use axum::extract::State;
 use super::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use capture_spec::{CaptureSpec, Phase};
 use chrono::Utc;
 use serde::Deserialize;
@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use std::fmt::Write as _;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::audit::Named;
 use crate::backend::Backend;
 use crate::captures::{prepare_capture, CreateError};
 use crate::problem::{InvalidParam, Problem};
@@ -254,7 +255,7 @@ pub async fn create(
     Path(namespace): Path<String>,
     Query(dry_run): Query<DryRunQuery>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), Problem> {
+) -> Result<(StatusCode, Extension<Named>, Json<Value>), Problem> {
     check_namespace(&namespace)?;
     let dry_run = dry_run.is_dry_run()?;
     let example =
@@ -283,7 +284,11 @@ pub async fn create(
         return Err(problem);
     }
     if dry_run {
-        return Ok((StatusCode::OK, Json(resource(&record))));
+        return Ok((
+            StatusCode::OK,
+            Extension(Named(record.name.clone())),
+            Json(resource(&record)),
+        ));
     }
     if let Some(reason) = state.backend.refuses_new() {
         return Err(Problem::insufficient_storage(format!(
@@ -300,7 +305,11 @@ pub async fn create(
         tracing::warn!(%error, "starting a new capture at once failed; the next pass retries");
     }
     let stored = find(&state, &namespace, &record.name)?;
-    Ok((StatusCode::CREATED, Json(resource(&stored))))
+    Ok((
+        StatusCode::CREATED,
+        Extension(Named(stored.name.clone())),
+        Json(resource(&stored)),
+    ))
 }
 
 #[utoipa::path(

@@ -8,6 +8,7 @@
 //! same list and cannot drift apart. (`routes!` with handlers of different paths would mount all
 //! of them on every path, hence one call per path.)
 
+mod audit;
 mod captures;
 mod download;
 mod extract;
@@ -53,4 +54,5 @@ pub fn api() -> OpenApiRouter<AppState> {
             schedules::delete
         ))
         .routes(routes!(pods::list))
+        .routes(routes!(audit::list))
 }

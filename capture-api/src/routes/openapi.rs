@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use capture_spec::{CaptureSpec, CaptureStatus, FileStatus, ScheduleSpec, ScheduleStatus};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -295,6 +296,13 @@ impl ToSchema for PcapBytes {}
 fn shared_problems() -> BTreeMap<&'static str, (&'static str, &'static str)> {
     BTreeMap::from([
         (
+            "400",
+            (
+                "BadRequest",
+                "A malformed query string, path segment or body; `invalidParams` names the field.",
+            ),
+        ),
+        (
             "401",
             (
                 "Unauthorized",
@@ -374,6 +382,11 @@ pub fn finish(mut document: OpenApi) -> OpenApi {
                         .or_insert_with(|| RefOr::Ref(Ref::from_response_name(*name)));
                 }
             };
+            if !operation.parameters.as_ref().is_none_or(Vec::is_empty)
+                || operation.request_body.is_some()
+            {
+                add("400");
+            }
             if secured {
                 add("401");
                 add("403");
@@ -383,7 +396,117 @@ pub fn finish(mut document: OpenApi) -> OpenApi {
             }
         }
     }
+    add_links(&mut document);
     document
+}
+
+/// Where a link's parameter value comes from, as an OpenAPI runtime expression.
+const REQUEST_NAMESPACE: &str = "$request.path.namespace";
+const REQUEST_NAME: &str = "$request.path.name";
+const RESPONSE_NAME: &str = "$response.body#/metadata/name";
+
+/// The links between operations: from the answer of one operation (its id and status) to the
+/// operations that take what it returned, with each path parameter's runtime expression. They
+/// let clients and stateful fuzzers follow a new capture to its files, shares and downloads,
+/// a new share to its revocation, a new schedule to its reads and changes, a file list to a file.
+#[allow(clippy::type_complexity)]
+fn links() -> Vec<(
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+)> {
+    let capture = vec![("namespace", REQUEST_NAMESPACE), ("name", RESPONSE_NAME)];
+    let mut links = Vec::new();
+    for target in [
+        "getCapture",
+        "stopCapture",
+        "deleteCapture",
+        "listCaptureFiles",
+        "previewCapturePackets",
+        "captureTimeline",
+        "downloadMergedCapture",
+        "createShare",
+        "listShares",
+    ] {
+        links.push(("createCapture", "201", target, capture.clone()));
+    }
+    let share = vec![
+        ("namespace", REQUEST_NAMESPACE),
+        ("name", REQUEST_NAME),
+        ("id", "$response.body#/id"),
+    ];
+    links.push(("createShare", "201", "revokeShare", share));
+    links.push((
+        "createShare",
+        "201",
+        "downloadShared",
+        vec![("token", "$response.body#/token")],
+    ));
+    for target in ["getSchedule", "replaceSchedule", "deleteSchedule"] {
+        links.push(("createSchedule", "201", target, capture.clone()));
+    }
+    links.push((
+        "listCaptureFiles",
+        "200",
+        "downloadCaptureFile",
+        vec![
+            ("namespace", REQUEST_NAMESPACE),
+            ("name", REQUEST_NAME),
+            ("id", "$response.body#/items/0/id"),
+        ],
+    ));
+    links
+}
+
+/// Adds [`links`] to the answers they start from; a link whose operation or answer is missing
+/// is left out (the table names operations; the routes decide which exist).
+fn add_links(document: &mut OpenApi) {
+    let mut operation_ids = std::collections::BTreeSet::new();
+    for item in document.paths.paths.values() {
+        for operation in [&item.get, &item.put, &item.post, &item.delete, &item.patch]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(id) = &operation.operation_id {
+                operation_ids.insert(id.clone());
+            }
+        }
+    }
+    let links = links();
+    for item in document.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let Some(from) = operation.operation_id.clone() else {
+                continue;
+            };
+            for (source, status, target, parameters) in &links {
+                if *source != from || !operation_ids.contains(*target) {
+                    continue;
+                }
+                let Some(RefOr::T(response)) = operation.responses.responses.get_mut(*status)
+                else {
+                    continue;
+                };
+                let link = parameters
+                    .iter()
+                    .fold(
+                        LinkBuilder::new().operation_id(*target),
+                        |link, (name, value)| link.parameter(*name, *value),
+                    )
+                    .build();
+                response.links.insert((*target).to_string(), RefOr::T(link));
+            }
+        }
+    }
 }
 
 /// The finished document as JSON, built once: the routes never change while the server runs.

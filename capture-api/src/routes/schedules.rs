@@ -11,13 +11,14 @@ use axum::extract::State;
 
 use super::extract::{Path, Query};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use capture_spec::{ScheduleSpec, ScheduleStatus, ValidationErrors};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
+use crate::audit::Named;
 use crate::auth::new_id;
 use crate::captures::expression_errors;
 use crate::problem::Problem;
@@ -217,7 +218,7 @@ pub async fn create(
     Path(namespace): Path<String>,
     Query(dry_run): Query<DryRunQuery>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), Problem> {
+) -> Result<(StatusCode, Extension<Named>, Json<Value>), Problem> {
     check_namespace(&namespace)?;
     let dry_run = dry_run.is_dry_run()?;
     let (metadata, spec) = parse_body(&body, &namespace)?;
@@ -236,7 +237,11 @@ pub async fn create(
         created_at: Utc::now(),
     };
     if dry_run {
-        return Ok((StatusCode::OK, Json(resource(&record))));
+        return Ok((
+            StatusCode::OK,
+            Extension(Named(record.name.clone())),
+            Json(resource(&record)),
+        ));
     }
     state
         .store
@@ -246,7 +251,11 @@ pub async fn create(
             other => Problem::internal(other),
         })?;
     tracing::info!(namespace = %record.namespace, schedule = %record.name, cron = %record.spec.schedule, "schedule created");
-    Ok((StatusCode::CREATED, Json(resource(&record))))
+    Ok((
+        StatusCode::CREATED,
+        Extension(Named(record.name.clone())),
+        Json(resource(&record)),
+    ))
 }
 
 #[utoipa::path(
