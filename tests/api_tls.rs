@@ -37,28 +37,31 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// A new P-256 key `name.key` and, with `self_signed`, a certificate `name.pem` valid for a day
+/// (a CA), else a request `name.csr`; subject CN=`cn`.
+fn new_key(dir: &Path, name: &str, cn: &str, self_signed: bool) {
+    let (key, out, subject) = (
+        format!("{name}.key"),
+        format!("{name}.{}", if self_signed { "pem" } else { "csr" }),
+        format!("/CN={cn}"),
+    );
+    let mut args = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+    ];
+    args.extend(["-nodes", "-keyout", &key, "-out", &out, "-subj", &subject]);
+    if self_signed {
+        args.extend(["-x509", "-days", "1"]);
+    }
+    openssl(dir, &args);
+}
+
 /// A CA `name.pem` / `name.key` in `dir`.
 fn make_ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "1",
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-    );
+    new_key(dir, name, name, true);
 }
 
 /// A server certificate for 127.0.0.1 with common name `cn`, signed by CA `ca`, written as
@@ -69,23 +72,7 @@ fn issue(dir: &Path, ca: &str, cn: &str, out: &str) {
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{out}.key"),
-            "-out",
-            &format!("{out}.csr"),
-            "-subj",
-            &format!("/CN={cn}"),
-        ],
-    );
+    new_key(dir, out, cn, false);
     openssl(
         dir,
         &[
