@@ -686,3 +686,74 @@ fn real_answers_match_their_documented_schemas() {
     }
     check_with_validator(&document, &answers);
 }
+
+/// The links a client or a stateful fuzzer follows from what an operation created: each names
+/// an operation of the document and gives exactly that operation's path parameters.
+#[test]
+fn links_lead_from_created_objects_to_the_operations_that_take_them() {
+    let api = Api::start();
+    let document = document(&api);
+    let mut by_id: BTreeMap<String, Value> = BTreeMap::new();
+    for item in document["paths"].as_object().expect("paths").values() {
+        for operation in item.as_object().expect("path item").values() {
+            if let Some(id) = operation["operationId"].as_str() {
+                by_id.insert(id.to_string(), operation.clone());
+            }
+        }
+    }
+    let expected: [(&str, &str, &[&str]); 4] = [
+        (
+            "createCapture",
+            "201",
+            &[
+                "getCapture",
+                "stopCapture",
+                "deleteCapture",
+                "listCaptureFiles",
+                "previewCapturePackets",
+                "captureTimeline",
+                "downloadMergedCapture",
+                "createShare",
+                "listShares",
+            ],
+        ),
+        ("createShare", "201", &["revokeShare", "downloadShared"]),
+        (
+            "createSchedule",
+            "201",
+            &["getSchedule", "replaceSchedule", "deleteSchedule"],
+        ),
+        ("listCaptureFiles", "200", &["downloadCaptureFile"]),
+    ];
+    for (source, status, targets) in expected {
+        let links = by_id[source]["responses"][status]["links"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{source} {status} has no links"));
+        let named: BTreeSet<&str> = links.keys().map(String::as_str).collect();
+        assert_eq!(
+            named,
+            targets.iter().copied().collect(),
+            "links of {source}"
+        );
+        for (name, link) in links {
+            let target = link["operationId"].as_str().expect("operationId");
+            let path_parameters: BTreeSet<String> = by_id[target]["parameters"]
+                .as_array()
+                .map(|parameters| {
+                    parameters
+                        .iter()
+                        .filter(|p| p["in"] == "path")
+                        .map(|p| p["name"].as_str().expect("name").to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let given: BTreeSet<String> = link["parameters"]
+                .as_object()
+                .expect("link parameters")
+                .keys()
+                .cloned()
+                .collect();
+            assert_eq!(given, path_parameters, "link {name} of {source}");
+        }
+    }
+}
