@@ -113,10 +113,12 @@ pub struct CaptureSpec {
     pub snap_length: u32,
     /// Stop after this many bytes of packet data, over all targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     #[cfg_attr(feature = "kube", schemars(range(min = 1)))]
     pub max_bytes: Option<u64>,
     /// Stop after this many packets, over all targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     #[cfg_attr(feature = "kube", schemars(range(min = 1)))]
     pub max_packets: Option<u64>,
     /// When to start a new file, and how many to keep.

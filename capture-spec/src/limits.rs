@@ -64,10 +64,12 @@ pub struct Rotation {
     pub max_file_bytes: Option<u64>,
     /// Start a new file when the current one has been open this many seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     #[cfg_attr(feature = "kube", schemars(range(min = 1)))]
     pub max_file_seconds: Option<u64>,
     /// Keep at most this many files, deleting the oldest (a ring of files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     #[cfg_attr(feature = "kube", schemars(range(min = 1)))]
     pub max_files: Option<u32>,
 }
