@@ -382,6 +382,7 @@ pub fn finish(mut document: OpenApi) -> OpenApi {
                         .or_insert_with(|| RefOr::Ref(Ref::from_response_name(*name)));
                 }
             };
+            constrain_name_parameters(operation.parameters.as_deref_mut().unwrap_or_default());
             if !operation.parameters.as_ref().is_none_or(Vec::is_empty)
                 || operation.request_body.is_some()
             {
@@ -398,6 +399,32 @@ pub fn finish(mut document: OpenApi) -> OpenApi {
     }
     add_links(&mut document);
     document
+}
+
+/// A DNS-1123 label, what `capture_spec::names::validate_name` and `validate_namespace` accept
+/// (their length limit is [`capture_spec::names::MAX_NAME_LENGTH`]).
+const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// Documents the `{namespace}` and `{name}` path segments as the server checks them, so
+/// clients and fuzzers do not send names the server can only refuse.
+fn constrain_name_parameters(parameters: &mut [RefOr<utoipa::openapi::path::Parameter>]) {
+    for parameter in parameters {
+        let RefOr::T(parameter) = parameter else {
+            continue;
+        };
+        let is_path = matches!(
+            parameter.parameter_in,
+            utoipa::openapi::path::ParameterIn::Path
+        );
+        if !is_path || !matches!(parameter.name.as_str(), "namespace" | "name") {
+            continue;
+        }
+        if let Some(RefOr::T(Schema::Object(object))) = parameter.schema.as_mut() {
+            object.pattern = Some(DNS_LABEL_PATTERN.to_string());
+            object.min_length = Some(1);
+            object.max_length = Some(capture_spec::names::MAX_NAME_LENGTH);
+        }
+    }
 }
 
 /// Where a link's parameter value comes from, as an OpenAPI runtime expression.
