@@ -143,6 +143,8 @@ fn every_access_to_packets_and_every_change_is_one_audit_event() {
 
     let files = events_of(&api, "file.download", 2);
     assert_eq!(files[0]["bytes"], file.body.len() as u64);
+    // A single file goes out with Content-Length; sent whole, it says so.
+    assert_eq!(files[0]["complete"], true, "{}", files[0]);
     assert_eq!(files[0]["who"], admin.as_str());
     let viewer_who = files[1]["who"].as_str().unwrap();
     assert!(

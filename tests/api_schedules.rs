@@ -429,12 +429,13 @@ fn bad_input_gets_a_problem_naming_each_field() {
         api.get(&format!("{path}/{name}")).json()["spec"]["schedule"],
         "@daily"
     );
-    put(
+    let renamed = put(
         &api,
         &format!("{path}/{name}"),
         &json!({"metadata": {"name": "other"}, "spec": {"schedule": "@daily", "template": idle_template("1m")}}),
     )
-    .problem(400);
+    .problem(422);
+    assert_eq!(renamed["invalidParams"][0]["name"], "metadata.name");
 
     api.get(&format!("{path}/nothing-here")).problem(404);
     api.delete(&format!("{path}/nothing-here")).problem(404);

@@ -254,6 +254,47 @@ fn the_api_serves_https_to_clients_that_trust_its_ca_and_reloads_its_certificate
         "CN=podcap-first"
     );
 
+    // A share link made over HTTPS is an https:// link to this server.
+    let created = run(
+        "curl",
+        &[
+            "-sS",
+            "--cacert",
+            "ca.pem",
+            "-H",
+            &bearer,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"metadata": {"name": "tls-share"}, "spec": {"duration": "1m"}}"#,
+            &format!("{base}/api/v1/namespaces/default/captures"),
+        ],
+        dir,
+    );
+    assert!(created.status.success(), "{created:?}");
+    let shared = run(
+        "curl",
+        &[
+            "-sS",
+            "--cacert",
+            "ca.pem",
+            "-H",
+            &bearer,
+            "-X",
+            "POST",
+            &format!("{base}/api/v1/namespaces/default/captures/tls-share/shares"),
+        ],
+        dir,
+    );
+    let share: serde_json::Value = serde_json::from_slice(&shared.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&shared.stdout)));
+    assert!(
+        share["url"]
+            .as_str()
+            .is_some_and(|url| url.starts_with(&format!("{base}/share/pcs_"))),
+        "{share}"
+    );
+
     // Plain HTTP to the same port gets no HTTP answer at all.
     let plain = format!("http://{}/healthz", api.address);
     let (code, status, stderr) = curl(dir, &["-H", &bearer, &plain]);

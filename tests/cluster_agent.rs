@@ -24,12 +24,15 @@
 //! unless PODCAP_REQUIRE_KUBE=1).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use capture_spec::{PacketCapture, TargetState, TargetStatus};
-use podcap_testkit::cluster::{deploy, eventually, http_get, write_kubeconfig, Agent, Kubelet};
+use podcap_testkit::cluster::{
+    agent_connection, deploy, eventually, http_get, provision_agent_ca, write_kubeconfig, Agent,
+    Kubelet,
+};
 use podcap_testkit::kube::KubeApiServer;
 use podcap_testkit::traffic::{burst_from_pod, UdpSink};
 use podcap_testkit::tshark::assert_tshark_reads_cleanly;
@@ -147,6 +150,7 @@ fn capture_agents_in_a_cluster() {
         &deploy("base/agent-rbac.yaml"),
     ]);
     server.kubectl(&["create", "namespace", NAMESPACE]);
+    provision_agent_ca(&server);
     let scratch = tempfile::tempdir().unwrap();
     let kubeconfig = scratch.path().join("agent.kubeconfig");
     write_kubeconfig(&server, &server.agent_token, &kubeconfig);
@@ -215,6 +219,70 @@ fn uid_of(c: &Cluster, name: &str) -> String {
 
 fn capturing(t: &TargetStatus) -> bool {
     t.state == TargetState::Capturing && !t.files.is_empty()
+}
+
+/// curl against the file endpoint's /healthz: the exit code and the HTTP status it saw
+/// ("000" when none).
+fn curl_healthz(args: &[&str], url: &str) -> (i32, String) {
+    let output = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("running curl");
+    eprintln!(
+        "curl {} {url}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// The endpoint speaks TLS only, with a certificate from the podcap agent CA that names the
+/// address: curl trusting that CA gets 200; plain HTTP gets no HTTP answer at all; another CA,
+/// or another name for the same address, is refused by the client (curl's 60).
+fn endpoint_is_https_from_the_agent_ca_only(c: &Cluster, listen: std::net::SocketAddr) {
+    let ca_file = c.scratch.path().join("agent-ca.pem");
+    std::fs::write(&ca_file, podcap_testkit::cluster::agent_ca().cert_pem()).unwrap();
+    let other_file = c.scratch.path().join("other-ca.pem");
+    let other = capture_agent::cluster::tls::AgentCa::generate().unwrap();
+    std::fs::write(&other_file, other.cert_pem()).unwrap();
+    let (ca, other_ca) = (
+        ca_file.to_str().unwrap().to_string(),
+        other_file.to_str().unwrap().to_string(),
+    );
+    let https = format!("https://{listen}/healthz");
+    assert_eq!(curl_healthz(&["--cacert", &ca], &https), (0, "200".into()));
+    let (code, status) = curl_healthz(&[], &format!("http://{listen}/healthz"));
+    assert!(
+        code != 0 && status == "000",
+        "plain HTTP got an HTTP answer: curl {code}, status {status}"
+    );
+    assert_eq!(
+        curl_healthz(&["--cacert", &other_ca], &https),
+        (60, "000".into()),
+        "a certificate from another CA"
+    );
+    let resolve = format!("not-this-agent.test:{}:{}", listen.port(), listen.ip());
+    assert_eq!(
+        curl_healthz(
+            &["--cacert", &ca, "--resolve", &resolve],
+            &format!("https://not-this-agent.test:{}/healthz", listen.port())
+        ),
+        (60, "000".into()),
+        "a name the certificate does not have"
+    );
 }
 
 fn both_nodes_capture_and_serve_files(c: &mut Cluster) {
@@ -312,6 +380,7 @@ fn both_nodes_capture_and_serve_files(c: &mut Cluster) {
             .status,
         401
     );
+    endpoint_is_https_from_the_agent_ca_only(c, listen);
     // Files are addressed by capture UID and file id only.
     for missing in [
         format!("/v1/captures/{uid}/files/nothing_s1.pcapng"),
@@ -445,10 +514,7 @@ fn restart_resumes_in_a_new_segment_and_late_pods_join(c: &mut Cluster) {
     let live_uid = uid.clone();
     let live = std::thread::spawn(move || {
         let uid = live_uid;
-        let mut stream = TcpStream::connect(listen).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        let mut stream = agent_connection(listen, Duration::from_secs(10)).unwrap();
         write!(
             stream,
             "GET /v1/captures/{uid}/live HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"

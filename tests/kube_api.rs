@@ -22,11 +22,15 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use capture_agent::cluster::tls::{AgentCa, DEFAULT_CA_SECRET};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use podcap_testkit::cluster::{client_for, deploy, eventually, write_kubeconfig};
+use podcap_testkit::cluster::{
+    client_for, deploy, eventually, tls_server_config, write_kubeconfig,
+};
 use podcap_testkit::kube::KubeApiServer;
 use serde_json::{json, Value};
 
@@ -48,6 +52,9 @@ struct Cluster {
     runtime: tokio::runtime::Runtime,
     /// Authorization headers the fake agent saw.
     agent_calls: Arc<Mutex<Vec<String>>>,
+    /// Authorization headers node-b's impostor agent saw (none, if the API checks its
+    /// certificate before it sends its token).
+    impostor_calls: Arc<Mutex<Vec<String>>>,
     _scratch: tempfile::TempDir,
 }
 
@@ -91,15 +98,31 @@ fn pcapng(packets: u32) -> Vec<u8> {
 
 /// FAKE agent: the file endpoint of the agent contract for one file (`f1` of any capture),
 /// answering 401 without the expected token and 404 problem+json for anything else.
-fn start_fake_agent(expected_token: String, calls: Arc<Mutex<Vec<String>>>) -> u16 {
+/// The TLS configuration of a fake agent, set once the test knows it (node-a's comes from the
+/// CA capture-api makes at its start, after the fake agent is listening).
+type FakeAgentTls = Arc<OnceLock<Arc<rustls::ServerConfig>>>;
+
+fn start_fake_agent(
+    expected_token: String,
+    calls: Arc<Mutex<Vec<String>>>,
+    tls: FakeAgentTls,
+) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let file = pcapng(3);
     std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
+        for tcp in listener.incoming().flatten() {
+            let config = eventually("the fake agent's certificate", 30, || tls.get().cloned());
+            let Ok(connection) = rustls::ServerConnection::new(config) else {
+                continue;
+            };
+            let mut stream = rustls::StreamOwned::new(connection, tcp);
+            let mut reader = BufReader::new(&mut stream);
             let mut first = String::new();
-            let _ = reader.read_line(&mut first);
+            // A client that refuses the certificate ends here: no request, nothing recorded.
+            if reader.read_line(&mut first).unwrap_or(0) == 0 {
+                continue;
+            }
             let mut auth = String::new();
             loop {
                 let mut line = String::new();
@@ -133,16 +156,32 @@ fn start_fake_agent(expected_token: String, calls: Arc<Mutex<Vec<String>>>) -> u
                     br#"{"status":404}"#.to_vec(),
                 )
             };
-            let mut stream = stream;
             let _ = write!(
                 stream,
                 "HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
             let _ = stream.write_all(&body);
+            stream.conn.send_close_notify();
+            let _ = stream.flush();
         }
     });
     port
+}
+
+/// The podcap agent CA capture-api made at its start (read from its Secret).
+fn agent_ca_of(server: &KubeApiServer) -> AgentCa {
+    let json = server.kubectl(&[
+        "get",
+        "secret",
+        "-n",
+        "podcap-system",
+        DEFAULT_CA_SECRET,
+        "-o",
+        "json",
+    ]);
+    let secret: Secret = serde_json::from_str(&json).expect("the CA Secret");
+    AgentCa::from_secret(&secret, DEFAULT_CA_SECRET).expect("a whole CA Secret")
 }
 
 #[test]
@@ -187,13 +226,32 @@ fn capture_api_in_kubernetes_mode() {
     let kubeconfig = scratch.path().join("api.kubeconfig");
     write_kubeconfig(&server, &server.api_token, &kubeconfig);
     let agent_calls = Arc::new(Mutex::new(Vec::new()));
-    let agent_port = start_fake_agent(server.api_token.clone(), agent_calls.clone());
+    let agent_tls = FakeAgentTls::default();
+    let agent_port = start_fake_agent(
+        server.api_token.clone(),
+        agent_calls.clone(),
+        agent_tls.clone(),
+    );
+    // node-b's agent is an impostor: its certificate comes from another CA.
+    let impostor_calls = Arc::new(Mutex::new(Vec::new()));
+    let impostor_tls = FakeAgentTls::default();
+    let impostor_port = start_fake_agent(
+        server.api_token.clone(),
+        impostor_calls.clone(),
+        impostor_tls.clone(),
+    );
+    let foreign = AgentCa::generate().unwrap();
+    let _ = impostor_tls.set(tls_server_config(
+        &foreign.issue(&["127.0.0.1".to_string()]).unwrap(),
+    ));
     let api = ApiProcess::start(
         scratch.path(),
         &kubeconfig,
         &[
             "--agent".into(),
-            format!("node-a=http://127.0.0.1:{agent_port}"),
+            format!("node-a=https://127.0.0.1:{agent_port}"),
+            "--agent".into(),
+            format!("node-b=https://127.0.0.1:{impostor_port}"),
             // The status controller is tested with a fake agent that reports when told.
             "--report-timeout".into(),
             "1h".into(),
@@ -201,11 +259,17 @@ fn capture_api_in_kubernetes_mode() {
             "1h".into(),
         ],
     );
+    // capture-api made the podcap agent CA at its start; node-a's agent issues from it.
+    let ca = agent_ca_of(&server);
+    let _ = agent_tls.set(tls_server_config(
+        &ca.issue(&["127.0.0.1".to_string()]).unwrap(),
+    ));
     let cluster = Cluster {
         api,
         server,
         runtime: tokio::runtime::Runtime::new().unwrap(),
         agent_calls,
+        impostor_calls,
         _scratch: scratch,
     };
     eprintln!("setup ... {:.1?}", started.elapsed());
@@ -234,6 +298,10 @@ fn capture_api_in_kubernetes_mode() {
         (
             "a_capture_selecting_no_pod_says_so",
             a_capture_selecting_no_pod_says_so,
+        ),
+        (
+            "an_agent_with_another_ca_gets_no_token_and_no_download",
+            an_agent_with_another_ca_gets_no_token_and_no_download,
         ),
     ];
     let mut failed = Vec::new();
@@ -446,6 +514,74 @@ fn apply_as_agent(c: &Cluster, name: &str, targets: Value) {
             .await
             .expect("the agent applies its targets");
     });
+}
+
+/// node-b's agent answers on its address with a certificate from another CA: the API refuses
+/// it before sending its token, and says why.
+fn an_agent_with_another_ca_gets_no_token_and_no_download(c: &Cluster) {
+    let alice = Some(c.server.alice_token.as_str());
+    let body = json!({"metadata": {"name": "impostor"}, "spec": {"duration": "1h"}});
+    let created = c.api.call(
+        "POST",
+        "/api/v1/namespaces/shop/captures",
+        alice,
+        Some(&body),
+    );
+    assert_eq!(created.status, 201);
+    let file = pcapng(3);
+    apply_as_agent(
+        c,
+        "impostor",
+        json!([{
+            "node": "node-b", "namespace": "shop", "pod": "web-2", "interface": "eth0",
+            "state": "Capturing", "packets": 3, "bytes": 180, "drops": 0,
+            "files": [{"id": FILE_ID, "name": "web-2-eth0-000001.pcapng", "size": file.len(), "packets": 3}],
+        }]),
+    );
+    eventually("node-b's file in the status", 20, || {
+        let got = c
+            .api
+            .call(
+                "GET",
+                "/api/v1/namespaces/shop/captures/impostor",
+                alice,
+                None,
+            )
+            .json();
+        (got["status"]["targets"][0]["files"][0]["id"] == FILE_ID).then_some(())
+    });
+    let single = c.api.call(
+        "GET",
+        &format!("/api/v1/namespaces/shop/captures/impostor/files/{FILE_ID}"),
+        alice,
+        None,
+    );
+    let problem = single.problem(503);
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("node-b") && detail.contains("not trusted"),
+        "{problem}"
+    );
+    // The merged download fetches as it goes: it breaks off rather than end as if whole.
+    match c.api.try_call(
+        "GET",
+        "/api/v1/namespaces/shop/captures/impostor/pcap",
+        alice,
+        None,
+    ) {
+        Err(_) => {}
+        Ok(merged) => assert!(merged.status >= 500, "merged: {}", merged.status),
+    }
+    assert!(
+        c.impostor_calls.lock().unwrap().is_empty(),
+        "the impostor saw a request (and the API's token)"
+    );
+    let _ = c.api.call(
+        "DELETE",
+        "/api/v1/namespaces/shop/captures/impostor",
+        alice,
+        None,
+    );
 }
 
 fn phase(c: &Cluster, name: &str) -> String {

@@ -607,6 +607,16 @@ fn rbac_is_least_privilege(c: &Cluster) {
         ),
         (false, &["list", "packetcaptureschedules", "-n", "shop"]),
         (false, &["get", "secrets", "-n", "podcap-system"]),
+        // The podcap agent CA, by name, and nothing else.
+        (
+            true,
+            &["get", "secrets/podcap-agent-ca", "-n", "podcap-system"],
+        ),
+        (
+            false,
+            &["get", "secrets/podcap-api-tls", "-n", "podcap-system"],
+        ),
+        (false, &["create", "secrets", "-n", "podcap-system"]),
         (
             false,
             &["create", "subjectaccessreviews.authorization.k8s.io"],
@@ -759,9 +769,16 @@ fn deploy_renders() {
         json!({"drop": ["ALL"], "add": ["NET_RAW", "NET_ADMIN"]})
     );
     assert_eq!(container["securityContext"]["privileged"], false);
-    for probe in ["readinessProbe", "livenessProbe"] {
-        assert_eq!(container[probe]["httpGet"]["path"], "/healthz");
-    }
+    // Ready once the endpoint serves HTTPS (after the podcap agent CA exists); alive while it
+    // holds its port, so an agent waiting for capture-api is not restarted.
+    assert_eq!(
+        container["readinessProbe"]["httpGet"],
+        json!({"scheme": "HTTPS", "path": "/healthz", "port": "files"})
+    );
+    assert_eq!(
+        container["livenessProbe"]["tcpSocket"],
+        json!({"port": "files"})
+    );
     for bound in ["requests", "limits"] {
         assert!(
             container["resources"][bound]["memory"].is_string(),

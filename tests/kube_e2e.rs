@@ -35,7 +35,9 @@ mod kube_common;
 
 use capture_spec::{CaptureStatus, Phase, TargetState, TargetStatus};
 use kube_common::ApiProcess;
-use podcap_testkit::cluster::{deploy, eventually, write_kubeconfig, Agent, Kubelet};
+use podcap_testkit::cluster::{
+    deploy, eventually, provision_agent_ca, write_kubeconfig, Agent, Kubelet,
+};
 use podcap_testkit::kube::KubeApiServer;
 use podcap_testkit::traffic::{burst_from_pod, UdpSink};
 use podcap_testkit::tshark::{assert_tshark_reads_cleanly, fields, LiveTshark};
@@ -183,6 +185,8 @@ fn podcap_in_a_cluster_end_to_end() {
         .prefix("podcap-kube-e2e-")
         .tempdir()
         .unwrap();
+    // The CA capture-api would make at its first start, there before the agents start.
+    provision_agent_ca(&server);
     let agent_kubeconfig = scratch.path().join("agent.kubeconfig");
     write_kubeconfig(&server, &server.agent_token, &agent_kubeconfig);
     let api_kubeconfig = scratch.path().join("api.kubeconfig");
@@ -197,7 +201,7 @@ fn podcap_in_a_cluster_end_to_end() {
         .flat_map(|agent| {
             [
                 "--agent".to_string(),
-                format!("{}=http://{}", agent.node, agent.listen),
+                format!("{}=https://{}", agent.node, agent.listen),
             ]
         })
         .collect();

@@ -11,8 +11,9 @@
 //! Events go to a writer thread, so a request never waits for them: it prints each as one JSON
 //! line on stdout (collect stdout to keep them: `capture-api ... > audit.jsonl`, or the
 //! container log in a cluster) and keeps it queryable for `GET /api/v1/audit` — in standalone
-//! mode in `DATA_DIR/audit.sqlite` (events older than [`RETENTION`] are pruned), in Kubernetes
-//! mode in memory, the last [`MEMORY_EVENTS`] (the JSON lines are the durable record there).
+//! mode in `DATA_DIR/audit.sqlite` (events older than [`RETENTION`] are pruned at start and
+//! hourly), in Kubernetes mode in memory, the last [`MEMORY_EVENTS`] (the JSON lines are the
+//! durable record there).
 //! `/metrics` counts them per kind (`podcap_audit_events_total`).
 
 use std::collections::{BTreeMap, VecDeque};
@@ -188,17 +189,25 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS audit_events (
 );
 CREATE INDEX IF NOT EXISTS audit_events_at ON audit_events (at);";
 
+/// How often the writer deletes events older than [`RETENTION`] (and once at start).
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes the kept events older than [`RETENTION`].
+fn prune(connection: &Connection) -> rusqlite::Result<usize> {
+    let oldest = Utc::now() - chrono::Duration::from_std(RETENTION).unwrap_or_default();
+    connection.execute(
+        "DELETE FROM audit_events WHERE at < ?1",
+        params![oldest.to_rfc3339()],
+    )
+}
+
 impl AuditTrail {
     /// Standalone mode: events kept in `DATA_DIR/audit.sqlite`.
     pub fn in_dir(data_dir: &Path) -> Result<AuditTrail, AuditError> {
         let connection = Connection::open(data_dir.join("audit.sqlite"))?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.execute_batch(SCHEMA)?;
-        let oldest = Utc::now() - chrono::Duration::from_std(RETENTION).unwrap_or_default();
-        connection.execute(
-            "DELETE FROM audit_events WHERE at < ?1",
-            params![oldest.to_rfc3339()],
-        )?;
+        prune(&connection)?;
         let last: Option<u64> = connection
             .query_row("SELECT MAX(id) FROM audit_events", [], |row| row.get(0))
             .optional()?
@@ -222,8 +231,25 @@ impl AuditTrail {
         let spawned = std::thread::Builder::new()
             .name("podcap-audit".into())
             .spawn(move || {
-                for event in events {
-                    write(&writer_keep, &writer_counts, &event);
+                let mut pruned = std::time::Instant::now();
+                loop {
+                    match events.recv_timeout(PRUNE_EVERY) {
+                        Ok(event) => write(&writer_keep, &writer_counts, &event),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                    if pruned.elapsed() >= PRUNE_EVERY {
+                        if let Keep::Sqlite(connection) = writer_keep.as_ref() {
+                            let result = connection
+                                .lock()
+                                .map_err(|_| AuditError::Poisoned)
+                                .and_then(|c| prune(&c).map_err(AuditError::from));
+                            if let Err(error) = result {
+                                tracing::error!(%error, "old audit events could not be pruned");
+                            }
+                        }
+                        pruned = std::time::Instant::now();
+                    }
                 }
             });
         if let Err(error) = spawned {
@@ -360,14 +386,24 @@ pub struct Counted {
     inner: Body,
     pending: Option<(Arc<AuditTrail>, AuditEvent)>,
     bytes: u64,
+    /// The answer's `Content-Length`, when it has one: hyper stops polling a body once that
+    /// many bytes are out, so the body's own end is never seen and this is what says it was
+    /// sent whole.
+    length: Option<u64>,
 }
 
 impl Counted {
-    pub fn wrap(inner: Body, trail: Arc<AuditTrail>, event: AuditEvent) -> Body {
+    pub fn wrap(
+        inner: Body,
+        trail: Arc<AuditTrail>,
+        event: AuditEvent,
+        length: Option<u64>,
+    ) -> Body {
         Body::new(Counted {
             inner,
             pending: Some((trail, event)),
             bytes: 0,
+            length,
         })
     }
 
@@ -395,6 +431,9 @@ impl http_body::Body for Counted {
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
                 }
+                if this.length == Some(this.bytes) {
+                    this.finish(true);
+                }
             }
             Poll::Ready(None) => this.finish(true),
             Poll::Ready(Some(Err(_))) => this.finish(false),
@@ -415,7 +454,8 @@ impl http_body::Body for Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         // An empty body may never be polled; one dropped before its end was cut off.
-        let complete = http_body::Body::is_end_stream(&self.inner);
+        let complete =
+            http_body::Body::is_end_stream(&self.inner) || self.length == Some(self.bytes);
         self.finish(complete);
     }
 }

@@ -34,13 +34,19 @@ struct Args {
     #[arg(long, conflicts_with = "standalone")]
     kubernetes: bool,
     /// Kubernetes mode: the capture agent of NODE is at URL (repeat), e.g.
-    /// `--agent node-a=http://10.0.0.5:9090`; other nodes' agents are found at their
-    /// InternalIP and --agent-port.
+    /// `--agent node-a=https://10.0.0.5:9090`; other nodes' agents are found at their
+    /// InternalIP and --agent-port. Agents serve HTTPS only, with a certificate from the podcap
+    /// agent CA (--agent-ca-secret) that names the URL's host.
     #[arg(long = "agent", value_name = "NODE=URL", value_parser = parse_agent)]
     agents: Vec<(String, String)>,
     /// Kubernetes mode: the port of the agents' file endpoint on each node.
     #[arg(long, default_value_t = 9090)]
     agent_port: u16,
+    /// Kubernetes mode: the Secret (NAMESPACE/NAME) of the podcap agent CA, made at the first
+    /// start. The agents' endpoint certificates are issued from it, and the API trusts no
+    /// other certificate when it fetches from an agent.
+    #[arg(long, default_value = "podcap-system/podcap-agent-ca", value_parser = capture_agent::cluster::tls::parse_secret_ref)]
+    agent_ca_secret: (String, String),
     /// Kubernetes mode: where share links are kept (as Secrets): the API's own namespace.
     #[arg(long, default_value = "podcap-system")]
     shares_namespace: String,
@@ -113,10 +119,10 @@ enum TokenCommand {
 fn parse_agent(text: &str) -> Result<(String, String), String> {
     let (node, url) = text
         .split_once('=')
-        .ok_or_else(|| format!("{text:?} is not NODE=URL, e.g. node-a=http://10.0.0.5:9090"))?;
-    if node.is_empty() || !(url.starts_with("http://") || url.starts_with("https://")) {
+        .ok_or_else(|| format!("{text:?} is not NODE=URL, e.g. node-a=https://10.0.0.5:9090"))?;
+    if node.is_empty() || !url.starts_with("https://") {
         return Err(format!(
-            "{text:?} is not NODE=URL with an http:// or https:// URL"
+            "{text:?} is not NODE=URL with an https:// URL: agents serve packets over HTTPS only"
         ));
     }
     Ok((node.to_string(), url.to_string()))
@@ -143,12 +149,18 @@ async fn run_kubernetes(args: Args) -> anyhow::Result<()> {
         }
     };
     let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+    let (ca_namespace, ca_name) = &args.agent_ca_secret;
+    let agent_ca = capture_agent::cluster::tls::AgentCa::ensure(&client, ca_namespace, ca_name)
+        .await
+        .context("the podcap agent CA")?;
     let agents = Agents::new(
         client.clone(),
         args.agents.iter().cloned().collect(),
         args.agent_port,
         credentials,
-    );
+        agent_ca.cert_pem(),
+    )
+    .context("trusting the podcap agent CA")?;
     let cluster = Cluster::new(
         client,
         agents,
@@ -170,6 +182,7 @@ async fn run_kubernetes(args: Args) -> anyhow::Result<()> {
         backend: cluster,
         settings: Arc::new(Settings {
             max_window: args.max_window,
+            tls: args.tls_cert.is_some(),
         }),
         tickets: Arc::default(),
         // The JSON lines on stdout are this mode's durable record; the API keeps the last ones.
@@ -294,6 +307,7 @@ async fn main() -> anyhow::Result<()> {
         backend,
         settings: Arc::new(Settings {
             max_window: args.max_window,
+            tls: args.tls_cert.is_some(),
         }),
         tickets: Arc::default(),
         audit: Arc::new(

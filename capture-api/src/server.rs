@@ -191,7 +191,14 @@ pub async fn guard(
         status: parts.status.as_u16(),
         ..event
     };
-    Response::from_parts(parts, Counted::wrap(body, state.audit.clone(), event))
+    let length = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse().ok());
+    Response::from_parts(
+        parts,
+        Counted::wrap(body, state.audit.clone(), event, length),
+    )
 }
 
 /// [`guard`]'s decision: the handler's answer or the refusal, and who the caller was (when
@@ -226,8 +233,22 @@ async fn admit(
         Err(problem) => return (None, problem.into_response()),
     };
     let who = Some(caller.name().to_string());
+    let namespace = path_namespace(request.uri().path()).to_string();
+    // One check of the `{namespace}` segment for every route under it, before any handler or
+    // store sees it (the OpenAPI document gives its pattern): a name Kubernetes would refuse
+    // is refused here too, never answered as an empty namespace.
+    if !namespace.is_empty() {
+        if let Err(problem) = crate::routes::object::check_namespace(&namespace) {
+            // A malformed path segment, as the document's shared 400 says.
+            let problem = Problem {
+                status: axum::http::StatusCode::BAD_REQUEST,
+                title: "Bad request",
+                ..problem
+            };
+            return (who, problem.into_response());
+        }
+    }
     if access != Access::Authenticated {
-        let namespace = path_namespace(request.uri().path()).to_string();
         if let Err(problem) = state.backend.authorize(&caller, access, &namespace).await {
             return (who, problem.into_response());
         }

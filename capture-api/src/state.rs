@@ -15,6 +15,9 @@ use crate::tickets::DownloadTickets;
 pub struct Settings {
     /// Longest capture window accepted (and the window of a capture with no end).
     pub max_window: Duration,
+    /// Whether this server serves HTTPS itself (`--tls-cert`): the scheme of the links it hands
+    /// out (share links).
+    pub tls: bool,
 }
 
 #[derive(Clone)]

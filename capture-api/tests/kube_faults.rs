@@ -77,7 +77,15 @@ fn apiserver_errors_and_conflicts_become_problems() {
             }
         });
         let client = kube::Client::new(service, "default");
-        let agents = Agents::new(client.clone(), Default::default(), 9090, Credentials::None);
+        let ca = capture_agent::cluster::tls::AgentCa::generate().unwrap();
+        let agents = Agents::new(
+            client.clone(),
+            Default::default(),
+            9090,
+            Credentials::None,
+            ca.cert_pem(),
+        )
+        .unwrap();
         let cluster = Cluster::new(
             client,
             agents,
@@ -94,6 +102,7 @@ fn apiserver_errors_and_conflicts_become_problems() {
             backend: cluster,
             settings: Arc::new(Settings {
                 max_window: Duration::from_secs(3600),
+                tls: false,
             }),
             tickets: Arc::default(),
             audit: Arc::new(capture_api::audit::AuditTrail::in_memory()),

@@ -218,6 +218,7 @@ fn api_with(full: Option<&str>) -> Api {
         backend: fixture.clone(),
         settings: Arc::new(Settings {
             max_window: Duration::from_secs(3600),
+            tls: false,
         }),
         tickets: Arc::default(),
         audit: Arc::new(capture_api::audit::AuditTrail::in_memory()),

@@ -2,9 +2,10 @@
 //! out of range: ports are 0-65535` instead of serde's first error with a line and column.
 //!
 //! The API and the CLI decode request bodies with [`CaptureSpec::from_json_value`] and
-//! [`ScheduleSpec::from_json_value`], then call `validate` on the result. When serde refuses the
-//! whole value, the decoder walks it field by field to find every bad field, unknown field (with
-//! the known field it is probably a typo of) and missing required field.
+//! [`ScheduleSpec::from_json_value`], then call `validate` on the result. The decoder walks the
+//! value field by field to find every bad field, unknown field (with the known field it is
+//! probably a typo of), missing required field and array where an object belongs, then
+//! deserializes it.
 
 use std::collections::BTreeMap;
 
@@ -77,17 +78,16 @@ fn decode<T: DeserializeOwned>(
     path: &str,
     locate: fn(&Value, &str, &mut Errors),
 ) -> Result<T, ValidationErrors> {
-    match T::deserialize(value) {
-        Ok(decoded) => Ok(decoded),
-        Err(whole) => {
-            let mut errors = Vec::new();
-            locate(value, path, &mut errors);
-            if errors.is_empty() {
-                errors.push(FieldError::new(path, whole.to_string()));
-            }
-            Err(ValidationErrors(errors))
-        }
+    // The walk first, even for a value serde would take: serde's derived structs also take an
+    // array of their fields in order (`"rotation": [4096]`), which no one means and the
+    // CRD and OpenAPI schemas refuse; the walk wants an object wherever a struct goes.
+    let mut errors = Vec::new();
+    locate(value, path, &mut errors);
+    if !errors.is_empty() {
+        return Err(ValidationErrors(errors));
     }
+    T::deserialize(value)
+        .map_err(|whole| ValidationErrors(vec![FieldError::new(path, whole.to_string())]))
 }
 
 fn locate_capture(value: &Value, path: &str, errors: &mut Errors) {
@@ -436,6 +436,21 @@ mod tests {
             .into_iter()
             .map(|e| (e.field, e.message))
             .collect()
+    }
+
+    #[test]
+    fn an_array_where_an_object_belongs_is_refused_though_serde_would_take_it() {
+        // serde's derived structs take their fields as an array in order; the spec must not.
+        let rotation = capture_errors(r#"{"duration": "1m", "rotation": [4096, null, null]}"#);
+        assert_eq!(rotation.len(), 1, "{rotation:?}");
+        assert_eq!(rotation[0].0, "spec.rotation");
+        assert!(rotation[0].1.contains("expected an object"), "{rotation:?}");
+        let selector = capture_errors(r#"{"duration": "1m", "podSelector": [{"app": "web"}]}"#);
+        assert_eq!(selector[0].0, "spec.podSelector", "{selector:?}");
+        let rule = capture_errors(r#"{"duration": "1m", "filters": [["UDP", [53]]]}"#);
+        assert_eq!(rule[0].0, "spec.filters[0]", "{rule:?}");
+        let whole = capture_errors(r#"[null, null, null, null, null, null, null, "1m"]"#);
+        assert_eq!(whole[0].0, "spec", "{whole:?}");
     }
 
     fn fields(errors: &[(String, String)]) -> Vec<&str> {

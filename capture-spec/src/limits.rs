@@ -60,6 +60,8 @@ impl fmt::Display for OutputFormat {
 pub struct Rotation {
     /// Start a new file before one would grow past this many bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    // `MIN_FILE_BYTES`; utoipa takes only a literal here (a test checks they agree).
+    #[cfg_attr(feature = "openapi", schema(minimum = 4096))]
     #[cfg_attr(feature = "kube", schemars(range(min = MIN_FILE_BYTES)))]
     pub max_file_bytes: Option<u64>,
     /// Start a new file when the current one has been open this many seconds.

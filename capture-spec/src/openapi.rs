@@ -218,6 +218,17 @@ mod tests {
     }
 
     #[test]
+    fn rotation_documents_the_smallest_file_the_validator_takes() {
+        let rotation = json::<crate::Rotation>();
+        assert_eq!(
+            rotation["properties"]["maxFileBytes"]["minimum"].as_f64(),
+            Some(crate::limits::MIN_FILE_BYTES as f64),
+            "{rotation}"
+        );
+        assert_eq!(rotation["additionalProperties"], false);
+    }
+
+    #[test]
     fn ports_are_numbers_or_range_strings() {
         let schema = json::<PortRange>();
         let options = schema["oneOf"].as_array().unwrap();

@@ -123,6 +123,18 @@ impl ApiProcess {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> Answer {
+        self.try_call(method, path, token, body)
+            .unwrap_or_else(|error| panic!("{method} {path}: the body broke off: {error}"))
+    }
+
+    /// [`ApiProcess::call`], with a body that breaks off (a download cut short) as an error.
+    pub fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Answer, ureq::Error> {
         let url = format!("{}{path}", self.base);
         let auth = token.map(|t| format!("Bearer {t}"));
         let result = match method {
@@ -159,12 +171,12 @@ impl ApiProcess {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let body = response.body_mut().read_to_vec().expect("reading the body");
-        Answer {
+        let body = response.body_mut().read_to_vec()?;
+        Ok(Answer {
             status: response.status().as_u16(),
             content_type,
             body,
-        }
+        })
     }
 
     pub fn log(&self) -> String {

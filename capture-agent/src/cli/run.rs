@@ -18,9 +18,18 @@ pub struct RunArgs {
     /// Capture files go to DATA_DIR/captures/{capture uid}/.
     #[arg(long, default_value = "/var/lib/podcap")]
     data_dir: PathBuf,
-    /// Address of the file endpoint (for the API only; plain HTTP).
+    /// Address of the file endpoint (for the API only; HTTPS with a certificate from the podcap
+    /// agent CA, see --ca-secret).
     #[arg(long, default_value = "0.0.0.0:9090")]
     listen: SocketAddr,
+    /// The Secret (NAMESPACE/NAME) holding the podcap agent CA, which capture-api makes at its
+    /// first start; the agent issues its endpoint's certificate from it.
+    #[arg(long, default_value = "podcap-system/podcap-agent-ca", value_parser = cluster::tls::parse_secret_ref)]
+    ca_secret: (String, String),
+    /// Another name for this agent's certificate (repeat): an IP address or DNS name the API
+    /// may dial. The node's name and its addresses from the Node object are always in it.
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_names: Vec<String>,
     /// The service account (namespace:name) whose token may download files.
     #[arg(long, default_value = "podcap-system:capture-api")]
     api_service_account: String,
@@ -49,6 +58,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         node: args.node,
         data_dir: args.data_dir,
         listen: args.listen,
+        ca_secret: args.ca_secret,
+        tls_names: args.tls_names,
         api_service_account: args.api_service_account,
         netns_fallback: args.netns_fallback,
         max_window: args.max_window,

@@ -3,8 +3,8 @@
 //! every matching Running pod while a capture's window (`window`) is open (`agent`, `pods`,
 //! with the target rule both modes share, [`crate::reconcile`]), reports this node's
 //! `status.targets` entries with server-side apply (`status`), guards its files with a
-//! per-node finalizer (`finalizer`), and serves the files and live streams to the API only
-//! (`endpoint`, `auth`).
+//! per-node finalizer (`finalizer`), and serves the files and live streams to the API only,
+//! over HTTPS with a certificate from the podcap agent CA (`endpoint`, `auth`, `tls`).
 //!
 //! The Kubernetes client comes from `kube::Config::infer()`: `KUBECONFIG` (or `~/.kube/config`)
 //! when set, else the pod's service account. The agent needs only the permissions of
@@ -16,6 +16,7 @@ pub mod endpoint;
 pub mod finalizer;
 pub mod pods;
 pub mod status;
+pub mod tls;
 pub mod watch;
 pub mod window;
 
@@ -51,6 +52,10 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// The file endpoint's address.
     pub listen: SocketAddr,
+    /// `(namespace, name)` of the podcap agent CA's Secret.
+    pub ca_secret: (String, String),
+    /// Names for the endpoint's certificate besides the node's name and addresses.
+    pub tls_names: Vec<String>,
     /// `namespace:name` of the service account allowed to use the file endpoint.
     pub api_service_account: String,
     /// Also map pods to interfaces through their network namespace (needs SYS_ADMIN, hostPID).
@@ -81,6 +86,8 @@ pub enum AgentError {
     },
     #[error("the file endpoint failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("the file endpoint has no certificate: {0}")]
+    Tls(#[source] tls::TlsError),
     #[error("cannot start the capture engine: {0}")]
     Engine(#[source] std::io::Error),
 }
@@ -94,12 +101,12 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         path: captures_dir.clone(),
         source,
     })?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| AgentError::Listen {
-            address: config.listen,
-            source,
-        })?;
+    let listen_failed = |source| AgentError::Listen {
+        address: config.listen,
+        source,
+    };
+    let listener = std::net::TcpListener::bind(config.listen).map_err(listen_failed)?;
+    listener.set_nonblocking(true).map_err(listen_failed)?;
     let changed = Arc::new(Notify::new());
     let watches = watch::Watches::start(&client, &config.node, changed.clone());
     let auth = Arc::new(auth::Authenticator::new(
@@ -113,7 +120,12 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         agent: agent.clone(),
         auth,
     });
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = tokio::spawn(serve_endpoint(
+        listener,
+        app,
+        client.clone(),
+        config.clone(),
+    ));
     tracing::info!(node = %config.node, listen = %config.listen, data_dir = %config.data_dir.display(), "capture agent started");
 
     let shutdown = shutdown_signal();
@@ -137,7 +149,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         if server.is_finished() {
             return match server.await {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(AgentError::Serve(error)),
+                Ok(Err(error)) => Err(error),
                 Err(error) => Err(AgentError::Serve(std::io::Error::other(error))),
             };
         }
@@ -157,6 +169,105 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         Err(error) => tracing::error!(%error, "shutdown panicked"),
     }
     Ok(())
+}
+
+/// How long the agent waits between two reads of a CA Secret that is not there yet.
+const CA_RETRY: Duration = Duration::from_secs(2);
+
+/// Serves the file endpoint over HTTPS: waits for the podcap agent CA (capture-api makes it),
+/// issues this node's certificate, serves, and issues a new one every [`tls::RENEW_EVERY`].
+/// Capturing does not wait for any of this; only downloads from this node do.
+async fn serve_endpoint(
+    listener: std::net::TcpListener,
+    app: axum::Router,
+    client: Client,
+    config: AgentConfig,
+) -> Result<(), AgentError> {
+    let (namespace, name) = &config.ca_secret;
+    let mut waited = 0u32;
+    let ca = loop {
+        match tls::AgentCa::fetch(&client, namespace, name).await {
+            Ok(ca) => break ca,
+            Err(error) => {
+                // At once, then once a minute: the API may simply not have started yet.
+                if waited.is_multiple_of(30) {
+                    tracing::warn!(%error, "the file endpoint waits for the podcap agent CA");
+                }
+                waited += 1;
+                tokio::time::sleep(CA_RETRY).await;
+            }
+        }
+    };
+    let names = certificate_names(&client, &config).await;
+    let issued = ca.issue(&names).map_err(AgentError::Tls)?;
+    let rustls = axum_server::tls_rustls::RustlsConfig::from_pem(
+        issued.cert_pem.into_bytes(),
+        issued.key_pem.into_bytes(),
+    )
+    .await
+    .map_err(|e| AgentError::Tls(tls::TlsError::Config(e)))?;
+    tracing::info!(?names, listen = %config.listen, "the file endpoint serves HTTPS with a certificate from the podcap agent CA");
+    tokio::spawn(renew_certificate(client, config, ca, names, rustls.clone()));
+    axum_server::tls_rustls::from_tcp_rustls(listener, rustls)
+        .map_err(AgentError::Serve)?
+        .serve(app.into_make_service())
+        .await
+        .map_err(AgentError::Serve)
+}
+
+/// Every [`tls::RENEW_EVERY`]: a new certificate from the CA as the Secret holds it then (the
+/// last one read when it cannot be read), served from the next connection on.
+async fn renew_certificate(
+    client: Client,
+    config: AgentConfig,
+    mut ca: tls::AgentCa,
+    names: Vec<String>,
+    rustls: axum_server::tls_rustls::RustlsConfig,
+) {
+    let (namespace, name) = &config.ca_secret;
+    loop {
+        tokio::time::sleep(tls::RENEW_EVERY).await;
+        match tls::AgentCa::fetch(&client, namespace, name).await {
+            Ok(current) => ca = current,
+            Err(error) => tracing::warn!(%error, "renewing with the CA read before"),
+        }
+        let renewed = match ca.issue(&names) {
+            Ok(issued) => {
+                rustls
+                    .reload_from_pem(issued.cert_pem.into_bytes(), issued.key_pem.into_bytes())
+                    .await
+            }
+            Err(error) => Err(std::io::Error::other(error)),
+        };
+        match renewed {
+            Ok(()) => tracing::info!("the file endpoint's certificate was renewed"),
+            Err(error) => {
+                tracing::error!(%error, "cannot renew the file endpoint's certificate; the current one stays until it expires")
+            }
+        }
+    }
+}
+
+/// What the endpoint's certificate names: the node's name, its addresses from the Node object
+/// (the API dials the InternalIP) and `--tls-san`.
+async fn certificate_names(client: &Client, config: &AgentConfig) -> Vec<String> {
+    let mut names = vec![config.node.clone()];
+    match Api::<Node>::all(client.clone()).get(&config.node).await {
+        Ok(node) => names.extend(
+            node.status
+                .and_then(|status| status.addresses)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|address| address.address),
+        ),
+        Err(error) => {
+            tracing::warn!(node = %config.node, %error, "cannot read this node's addresses for the endpoint's certificate; it names only the node and --tls-san")
+        }
+    }
+    names.extend(config.tls_names.iter().cloned());
+    let mut seen = std::collections::BTreeSet::new();
+    names.retain(|name| seen.insert(name.clone()));
+    names
 }
 
 async fn shutdown_signal() {

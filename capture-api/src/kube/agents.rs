@@ -3,7 +3,10 @@
 //! (`GET /v1/captures/{uid}/live`) to the API's service account only, which proves itself
 //! with its own bearer token (the in-cluster token file, re-read on every request because it
 //! rotates; or the kubeconfig's token). An agent's address is `--agent NODE=URL` when given,
-//! otherwise `http://<the Node's InternalIP>:<--agent-port>`.
+//! otherwise `https://<the Node's InternalIP>:<--agent-port>`. The connection is TLS, and the
+//! only certificates trusted are those of the podcap agent CA
+//! (`capture_agent::cluster::tls`) that name the host dialled: packets never cross the node
+//! network in clear, and never go to something that merely answers on an agent's address.
 //!
 //! Downloads are built here: the merge inputs of a capture (one per pod interface, its files
 //! fetched one after the other as the merge reaches them, named "namespace/pod on node"), a
@@ -43,6 +46,27 @@ pub struct Agents {
     http: ureq::Agent,
 }
 
+/// Why an agent's answer was not read, in words: an agent whose certificate the API does not
+/// trust is told apart from one that did not answer, since the fix differs (the agent's CA or
+/// address, not its health).
+fn unreached(error: &ureq::Error) -> String {
+    // ureq reports a refused certificate as its own Rustls error or as an I/O error around
+    // rustls's (from inside the handshake).
+    let tls = match error {
+        ureq::Error::Rustls(tls) => Some(tls),
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    match tls {
+        Some(tls) => format!(
+            "is not trusted ({tls}): its certificate must come from the podcap agent CA and name the address dialled; restart that agent, or fix --agent"
+        ),
+        None => format!("did not answer ({error})"),
+    }
+}
+
 /// One file of a target as the merge fetches it.
 struct Fetch {
     url: String,
@@ -55,18 +79,28 @@ impl Agents {
         overrides: BTreeMap<String, String>,
         port: u16,
         credentials: Credentials,
-    ) -> Agents {
+        agent_ca_pem: &str,
+    ) -> Result<Agents, ureq::Error> {
+        let ca = ureq::tls::Certificate::from_pem(agent_ca_pem.as_bytes())?;
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
+                ca,
+            ])))
+            .build();
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(5)))
+            .tls_config(tls)
+            .https_only(true)
             .build();
-        Agents {
+        Ok(Agents {
             client,
             overrides,
             port,
             credentials,
             http: ureq::Agent::new_with_config(config),
-        }
+        })
     }
 
     fn bearer(&self) -> Option<String> {
@@ -89,7 +123,7 @@ impl Agents {
             .await
             .map_err(|e| {
                 Problem::unavailable(format!(
-                    "cannot find node {node:?} to reach its capture agent ({e}): pass --agent {node}=http://ADDRESS:PORT to capture-api if the node is gone or unreachable by name"
+                    "cannot find node {node:?} to reach its capture agent ({e}): pass --agent {node}=https://ADDRESS:PORT to capture-api if the node is gone or unreachable by name"
                 ))
             })?;
         let address = found
@@ -101,7 +135,7 @@ impl Agents {
             .map(|a| a.address)
             .ok_or_else(|| {
                 Problem::unavailable(format!(
-                    "node {node:?} has no InternalIP address: pass --agent {node}=http://ADDRESS:PORT to capture-api"
+                    "node {node:?} has no InternalIP address: pass --agent {node}=https://ADDRESS:PORT to capture-api"
                 ))
             })?;
         let host = if address.contains(':') {
@@ -109,7 +143,7 @@ impl Agents {
         } else {
             address
         };
-        Ok(format!("http://{host}:{}", self.port))
+        Ok(format!("https://{host}:{}", self.port))
     }
 
     async fn urls_of<'a>(
@@ -171,9 +205,9 @@ impl Agents {
                 if let Some(bearer) = &bearer {
                     request = request.header("Authorization", bearer);
                 }
-                let response = request
-                    .call()
-                    .map_err(|e| io::Error::other(format!("fetching {}: {e}", fetch.label)))?;
+                let response = request.call().map_err(|e| {
+                    io::Error::other(format!("fetching {}: {}", fetch.label, unreached(&e)))
+                })?;
                 if response.status() != StatusCode::OK {
                     return Err(io::Error::other(format!(
                         "fetching {}: the agent answered {}",
@@ -215,7 +249,8 @@ impl Agents {
             .map_err(Problem::internal)?
             .map_err(|e| {
                 Problem::unavailable(format!(
-                    "the capture agent on node {node:?} did not answer ({e}): check `kubectl -n podcap-system get pods -o wide` for the agent on that node"
+                    "the capture agent on node {node:?} {}: check `kubectl -n podcap-system get pods -o wide` for the agent on that node",
+                    unreached(&e)
                 ))
             })?;
         let code = fetched.status();
@@ -293,7 +328,7 @@ impl Agents {
                     // It finished between the status and this request: nothing to stream.
                     Ok(response) if response.status() == StatusCode::CONFLICT => {}
                     Ok(response) => refusals.push(format!("{node} answered {}", response.status())),
-                    Err(e) => refusals.push(format!("{node} did not answer ({e})")),
+                    Err(e) => refusals.push(format!("{node} {}", unreached(&e))),
                 }
             }
             (inputs, refusals)

@@ -26,11 +26,22 @@ pub struct AuditListQuery {
     #[param(rename = "continue")]
     continue_token: Option<String>,
     /// Only events of this kind, e.g. `capture.download` or `share.use`.
+    #[param(schema_with = kind_schema)]
     kind: Option<String>,
     /// Only events in this namespace.
+    #[param(schema_with = super::openapi::dns_label_schema)]
     namespace: Option<String>,
     /// Only events at or after this time (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     since: Option<String>,
+}
+
+/// `kind`: one of [`KINDS`].
+fn kind_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(KINDS.iter().copied()))
+        .build()
 }
 
 #[derive(Serialize, ToSchema)]
@@ -73,7 +84,7 @@ fn invalid(name: &str, reason: String) -> Problem {
         (status = 200, description = "A page of events.", body = AuditList),
         (status = 401, description = "No or an unknown token.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad `limit`, `continue`, `kind` or `since`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad `limit`, `continue`, `kind`, `namespace` or `since`.", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list(
@@ -106,6 +117,10 @@ pub async fn list(
                 ),
             ));
         }
+    }
+    if let Some(namespace) = query.namespace.as_deref() {
+        capture_spec::names::validate_namespace(namespace)
+            .map_err(|e| invalid("namespace", e.to_string()))?;
     }
     let since = match query.since.as_deref() {
         None => None,

@@ -25,10 +25,9 @@ use crate::state::AppState;
 use crate::store::{CaptureRecord, RawCaptureRecord, Store, StoreError};
 
 use super::object::{
-    check_name, check_namespace, invalid_spec, parse_object, requested_name, selector_from_text,
-    DryRunQuery,
+    check_name, invalid_spec, parse_object, requested_name, selector_from_text, DryRunQuery,
 };
-use super::openapi::{CapturePath, NamespacePath, PacketCapture, PacketCaptureList};
+use super::openapi::{self, CapturePath, NamespacePath, PacketCapture, PacketCaptureList};
 
 pub const API_VERSION: &str = "podcap.io/v1alpha1";
 
@@ -136,8 +135,8 @@ fn parse_continue(token: &str) -> Result<(String, String), Problem> {
     params(NamespacePath, ListQuery),
     responses(
         (status = 200, description = "The captures.", body = PacketCaptureList),
-        (status = 400, description = "A malformed query string or path segment (a parameter given twice or not of its type, a segment not UTF-8 once percent-decoded); the detail names the parameter and what to give instead.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad namespace or `phase`.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed query string or path segment (a parameter given twice or not of its type, a namespace that is not a DNS-1123 label, a segment not UTF-8 once percent-decoded); the detail names the parameter and what to give instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad `phase`, `limit` or `continue`.", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list(
@@ -145,7 +144,6 @@ pub async fn list(
     Path(namespace): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, Problem> {
-    check_namespace(&namespace)?;
     let phase = phase_filter(query.phase.as_deref())?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -197,39 +195,45 @@ pub async fn list(
         .into_response())
 }
 
-/// The `metadata` of a new capture: both fields are optional.
+/// The `metadata` of a new capture: every field is optional.
 // Describes the request for the OpenAPI document; bodies are read by `object::parse_object`.
 #[allow(dead_code)]
 #[derive(Deserialize, ToSchema)]
 #[schema(as = CaptureRequestMetadata)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateMetadata {
     /// The capture's name; generated (`capture-xxxxx`) when left out.
     name: Option<String>,
     /// When given, the namespace of the path.
     #[serde(default)]
     namespace: Option<String>,
+    /// Set by the server; accepted and ignored so a capture's manifest can be sent again.
+    uid: Option<String>,
+    /// Set by the server; accepted and ignored so a capture's manifest can be sent again.
+    #[schema(value_type = Option<Value>)]
+    creation_timestamp: Option<Value>,
 }
 
 /// A capture to create, in the shape of the `PacketCapture` CRD object (`kubectl apply` YAML as
-/// JSON); `apiVersion`, `kind` and `metadata` may be left out.
+/// JSON); `apiVersion`, `kind`, `metadata` and `status` may be left out.
 #[allow(dead_code)]
 #[derive(Deserialize, ToSchema)]
 #[schema(as = PacketCaptureRequest)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateBody {
-    /// When given, `podcap.io/v1alpha1`.
     #[serde(default)]
-    #[schema(example = "podcap.io/v1alpha1")]
+    #[schema(schema_with = openapi::api_version_field)]
     api_version: Option<String>,
-    /// When given, `PacketCapture`.
     #[serde(default)]
-    #[schema(example = "PacketCapture")]
+    #[schema(schema_with = openapi::capture_kind_field)]
     kind: Option<String>,
     #[serde(default)]
     metadata: Option<CreateMetadata>,
     #[schema(value_type = CaptureSpec)]
     spec: Value,
+    /// Owned by the server; accepted and ignored so a GET answer can be sent back.
+    #[schema(value_type = Option<Value>)]
+    status: Option<Value>,
 }
 
 #[utoipa::path(
@@ -244,9 +248,9 @@ struct CreateBody {
     responses(
         (status = 201, description = "Created; the answer has the name and the first status.", body = PacketCapture),
         (status = 200, description = "`dryRun=All`: valid; the capture that would be created (nothing is stored).", body = PacketCapture),
-        (status = 400, description = "The body is not a capture object, or its `kind`, `apiVersion` or `metadata.namespace` do not fit this route; or a malformed query string or path segment (a parameter given twice or not of its type, a segment not UTF-8 once percent-decoded); the detail names the parameter and what to give instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The body is not a capture object, or its `kind` or `apiVersion` do not fit this route; or a malformed query string or path segment (a parameter given twice or not of its type, a namespace that is not a DNS-1123 label, a segment not UTF-8 once percent-decoded); the detail names the parameter and what to give instead.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A capture of that name exists in the namespace.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The spec or name is invalid; `invalidParams` lists every field to fix.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The spec or name is invalid, or `metadata.namespace` is not the path's; `invalidParams` lists every field to fix.", body = Problem, content_type = "application/problem+json"),
         (status = 507, description = "The data directory takes no more captures (quota or free-space floor).", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -256,7 +260,6 @@ pub async fn create(
     Query(dry_run): Query<DryRunQuery>,
     body: Bytes,
 ) -> Result<(StatusCode, Extension<Named>, Json<Value>), Problem> {
-    check_namespace(&namespace)?;
     let dry_run = dry_run.is_dry_run()?;
     let example =
         r#"{"metadata": {"name": "web"}, "spec": {"podSelector": ..., "duration": "10m"}}"#;
@@ -321,7 +324,7 @@ pub async fn create(
     params(CapturePath),
     responses(
         (status = 200, description = "The capture.", body = PacketCapture),
-        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path segment (a namespace that is not a DNS-1123 label, or not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -342,7 +345,7 @@ pub async fn get(
     params(CapturePath),
     responses(
         (status = 200, description = "Stopped (or already finished); the capture as it is now.", body = PacketCapture),
-        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path segment (a namespace that is not a DNS-1123 label, or not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -365,7 +368,7 @@ pub async fn stop(
     params(CapturePath),
     responses(
         (status = 204, description = "Deleted, files included. In Kubernetes mode: the deletion is accepted; the object goes once every node's agent has removed its files (their finalizers)."),
-        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path segment (a namespace that is not a DNS-1123 label, or not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
     )
 )]

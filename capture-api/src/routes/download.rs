@@ -305,7 +305,7 @@ pub async fn merged_response(
                 ("ETag" = String, description = "Strong validator of the whole download."),
                 ("Accept-Ranges" = String, description = "`bytes`"),
             )),
-        (status = 400, description = "A malformed query string or path segment (a parameter given twice or not of its type, a segment not UTF-8 once percent-decoded); the detail names the parameter and what to give instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed query string or path segment (a parameter given twice or not of its type, a namespace that is not a DNS-1123 label, a segment not UTF-8 once percent-decoded); the detail names the parameter and what to give instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
         (status = 416, description = "The range does not fit the merged download of a finished capture.", body = Problem, content_type = "application/problem+json",
             headers(("Content-Range" = String, description = "`bytes */LENGTH`"))),

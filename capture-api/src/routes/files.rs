@@ -26,7 +26,7 @@ use super::openapi::{CaptureFileList, CaptureFilePath, CapturePath, PcapBytes, P
     params(CapturePath),
     responses(
         (status = 200, description = "Every file of every target, with the pod it came from.", body = CaptureFileList),
-        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path segment (a namespace that is not a DNS-1123 label, or not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -71,7 +71,7 @@ pub async fn list(
                 ("Content-Disposition" = String, description = "`attachment; filename=\"...\"`"),
                 ("Content-Length" = u64, description = "The range's length."),
             )),
-        (status = 400, description = "More than one range; or a malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "More than one range; or a malformed path segment (a namespace that is not a DNS-1123 label, or not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture, or no such file in it (or it was rotated out).", body = Problem, content_type = "application/problem+json"),
         (status = 416, description = "The range does not fit the file.", body = Problem, content_type = "application/problem+json"),
     )

@@ -45,7 +45,7 @@ pub struct PacketPreview {
     params(CapturePath, PacketsQuery),
     responses(
         (status = 200, description = "The first packets.", body = PacketPreview),
-        (status = 400, description = "A malformed query string or path segment (a parameter given twice or not of its type, a segment not UTF-8 once percent-decoded); the detail names the parameter and what to give instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed query string or path segment (a parameter given twice or not of its type, a namespace that is not a DNS-1123 label, a segment not UTF-8 once percent-decoded); the detail names the parameter and what to give instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad `limit`.", body = Problem, content_type = "application/problem+json"),
     )
@@ -85,7 +85,7 @@ pub async fn packets(
     params(CapturePath),
     responses(
         (status = 200, description = "The counts; empty before the capture starts.", body = Timeline),
-        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path segment (a namespace that is not a DNS-1123 label, or not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
     )
 )]

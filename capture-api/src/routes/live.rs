@@ -29,7 +29,7 @@ use super::openapi::{CapturePath, PcapngBytes};
     responses(
         (status = 200, description = "pcapng, streamed until the capture ends or the client leaves.", content((PcapngBytes = "application/x-pcapng")),
             headers(("Cache-Control" = String, description = "`no-store`"))),
-        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path segment (a namespace that is not a DNS-1123 label, or not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The capture is not `Capturing`, or no pod is capturing right now.", body = Problem, content_type = "application/problem+json"),
     )

@@ -17,7 +17,7 @@ mod files;
 mod inspect;
 mod live;
 mod namespaces;
-mod object;
+pub(crate) mod object;
 pub mod openapi;
 mod pods;
 mod schedules;

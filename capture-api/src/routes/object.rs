@@ -74,9 +74,22 @@ pub fn parse_object(
     kind: &str,
     example: &str,
 ) -> Result<(ObjectMetadata, Value), Problem> {
-    let body: ObjectBody = serde_json::from_slice(body).map_err(|e| {
-        Problem::bad_request(format!("the body is not a {kind}: {e}. Send {example}"))
-    })?;
+    let not_a = |reason: String| {
+        Problem::bad_request(format!(
+            "the body is not a {kind}: {reason}. Send {example}"
+        ))
+    };
+    let object = json_object(body)
+        .and_then(|object| object.ok_or_else(|| "it is null".to_string()))
+        .map_err(not_a)?;
+    let body: ObjectBody =
+        serde_json::from_value(Value::Object(object)).map_err(|e| not_a(e.to_string()))?;
+    if !body.spec.is_object() {
+        return Err(not_a(format!(
+            "its spec is a JSON {}, not an object",
+            json_type(&body.spec)
+        )));
+    }
     if body.kind.as_deref().is_some_and(|k| k != kind)
         || body
             .api_version
@@ -93,11 +106,56 @@ pub fn parse_object(
         .as_deref()
         .is_some_and(|n| n != namespace)
     {
-        return Err(Problem::bad_request(
-            "metadata.namespace differs from the namespace in the path: leave it out",
+        return Err(field_problem(
+            "metadata.namespace differs from the namespace in the path",
+            "metadata.namespace",
+            format!("the path says {namespace:?}: leave metadata.namespace out or make it {namespace:?}"),
         ));
     }
     Ok((metadata, body.spec))
+}
+
+/// A body that may be left out: empty or JSON `null` mean `T::default()`, anything else must be
+/// a `T` (a 400 that shows what to send, `example`, when it is not). The OpenAPI document
+/// describes such bodies as optional and nullable, so this is the one reading of them.
+pub fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    example: &str,
+) -> Result<T, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let bad =
+        |reason: String| Problem::bad_request(format!("the body must be {example}: {reason}"));
+    match json_object(body).map_err(bad)? {
+        None => Ok(T::default()),
+        Some(object) => {
+            serde_json::from_value(Value::Object(object)).map_err(|e| bad(e.to_string()))
+        }
+    }
+}
+
+/// A body that must be a JSON object (or `null`, which is `None`). serde's derived structs also
+/// take an array of their fields in order (`[null, "1h"]`), which no client means and the
+/// OpenAPI document does not allow; this is where such bodies are refused.
+fn json_object(body: &[u8]) -> Result<Option<serde_json::Map<String, Value>>, String> {
+    match serde_json::from_slice::<Value>(body).map_err(|e| e.to_string())? {
+        Value::Null => Ok(None),
+        Value::Object(object) => Ok(Some(object)),
+        other => Err(format!("it is a JSON {}, not an object", json_type(&other))),
+    }
+}
+
+/// The JSON type of `value`, as a client would name it.
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
 }
 
 /// `?dryRun=All`, as in Kubernetes: validate and answer with the object that would be

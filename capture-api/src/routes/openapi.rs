@@ -17,11 +17,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
+use super::captures::API_VERSION;
 use crate::access::{access_of, Access};
 use crate::problem::Problem;
 
@@ -262,6 +263,36 @@ pub struct ShareList {
     items: Vec<Share>,
 }
 
+/// A field of a request body that, when given, must be `value`: that one string, or null.
+fn constant_or_null(value: &str, description: &str) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .enum_values(Some([
+            serde_json::Value::from(value),
+            serde_json::Value::Null,
+        ]))
+        .description(Some(description))
+        .into()
+}
+
+/// `apiVersion` of a create or replace body.
+pub fn api_version_field() -> Schema {
+    constant_or_null(API_VERSION, "When given, `podcap.io/v1alpha1`.")
+}
+
+/// `kind` of a capture's create body.
+pub fn capture_kind_field() -> Schema {
+    constant_or_null("PacketCapture", "When given, `PacketCapture`.")
+}
+
+/// `kind` of a schedule's create or replace body.
+pub fn schedule_kind_field() -> Schema {
+    constant_or_null(
+        "PacketCaptureSchedule",
+        "When given, `PacketCaptureSchedule`.",
+    )
+}
+
 /// A pcapng file (`application/x-pcapng`): one interface per pod interface.
 pub struct PcapngBytes;
 
@@ -404,6 +435,16 @@ pub fn finish(mut document: OpenApi) -> OpenApi {
 /// A DNS-1123 label, what `capture_spec::names::validate_name` and `validate_namespace` accept
 /// (their length limit is [`capture_spec::names::MAX_NAME_LENGTH`]).
 const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// A DNS-1123 label as a schema, for query parameters that name a namespace.
+pub fn dns_label_schema() -> utoipa::openapi::schema::Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(DNS_LABEL_PATTERN))
+        .min_length(Some(1))
+        .max_length(Some(capture_spec::names::MAX_NAME_LENGTH))
+        .build()
+}
 
 /// Documents the `{namespace}` and `{name}` path segments as the server checks them, so
 /// clients and fuzzers do not send names the server can only refuse.

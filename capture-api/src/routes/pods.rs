@@ -51,7 +51,7 @@ pub struct PodSchema {
     params(NamespacePath, PodQuery),
     responses(
         (status = 200, description = "The pods of the namespace the selector matches.", body = Vec<PodSchema>),
-        (status = 400, description = "A malformed query string or path segment (a parameter given twice or not of its type, a segment not UTF-8 once percent-decoded); the detail names the parameter and what to give instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed query string or path segment (a parameter given twice or not of its type, a namespace that is not a DNS-1123 label, a segment not UTF-8 once percent-decoded); the detail names the parameter and what to give instead.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad selector; the reason says where.", body = Problem, content_type = "application/problem+json"),
     )
 )]

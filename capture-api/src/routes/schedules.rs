@@ -28,11 +28,11 @@ use crate::store::{ScheduleRecord, StoreError};
 
 use super::captures::API_VERSION;
 use super::object::{
-    check_name, check_namespace, field_problem, invalid_spec, parse_object, requested_name,
-    selector_from_text, DryRunQuery, ObjectMetadata,
+    check_name, field_problem, invalid_spec, parse_object, requested_name, selector_from_text,
+    DryRunQuery, ObjectMetadata,
 };
 use super::openapi::{
-    NamespacePath, PacketCaptureSchedule, PacketCaptureScheduleList, SchedulePath,
+    self, NamespacePath, PacketCaptureSchedule, PacketCaptureScheduleList, SchedulePath,
 };
 
 const KIND: &str = "PacketCaptureSchedule";
@@ -103,11 +103,9 @@ struct BodyMetadata {
 #[schema(as = PacketCaptureScheduleRequest)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ScheduleBody {
-    /// When given, `podcap.io/v1alpha1`.
-    #[schema(example = "podcap.io/v1alpha1")]
+    #[schema(schema_with = openapi::api_version_field)]
     api_version: Option<String>,
-    /// When given, `PacketCaptureSchedule`.
-    #[schema(example = "PacketCaptureSchedule")]
+    #[schema(schema_with = openapi::schedule_kind_field)]
     kind: Option<String>,
     metadata: Option<BodyMetadata>,
     #[schema(value_type = ScheduleSpec)]
@@ -179,15 +177,13 @@ async fn with_schedules_locked<T: Send + 'static>(
     params(NamespacePath),
     responses(
         (status = 200, description = "The schedules.", body = PacketCaptureScheduleList),
-        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad namespace.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path segment (a namespace that is not a DNS-1123 label, or not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list(
     State(state): State<AppState>,
     Path(namespace): Path<String>,
 ) -> Result<Json<Value>, Problem> {
-    check_namespace(&namespace)?;
     let records = state
         .store
         .schedules(Some(&namespace))
@@ -208,9 +204,9 @@ pub async fn list(
     responses(
         (status = 201, description = "Created, with its coming run times in the status.", body = PacketCaptureSchedule),
         (status = 200, description = "`dryRun=All`: valid; the schedule that would be created, with its next run times (nothing is stored).", body = PacketCaptureSchedule),
-        (status = 400, description = "The body is not a schedule object, or its `kind`, `apiVersion` or `metadata.namespace` do not fit this route; or a malformed query string or path segment (a parameter given twice or not of its type, a segment not UTF-8 once percent-decoded); the detail names the parameter and what to give instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The body is not a schedule object, or its `kind` or `apiVersion` do not fit this route; or a malformed query string or path segment (a parameter given twice or not of its type, a namespace that is not a DNS-1123 label, a segment not UTF-8 once percent-decoded); the detail names the parameter and what to give instead.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A schedule of that name exists in the namespace.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The spec or name is invalid; `invalidParams` lists every field to fix.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The spec or name is invalid, or `metadata.namespace` is not the path's; `invalidParams` lists every field to fix.", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create(
@@ -219,7 +215,6 @@ pub async fn create(
     Query(dry_run): Query<DryRunQuery>,
     body: Bytes,
 ) -> Result<(StatusCode, Extension<Named>, Json<Value>), Problem> {
-    check_namespace(&namespace)?;
     let dry_run = dry_run.is_dry_run()?;
     let (metadata, spec) = parse_body(&body, &namespace)?;
     let (name, bad_name) = requested_name(metadata.name, "schedule", check_schedule_name);
@@ -267,7 +262,7 @@ pub async fn create(
     params(SchedulePath),
     responses(
         (status = 200, description = "The schedule.", body = PacketCaptureSchedule),
-        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path segment (a namespace that is not a DNS-1123 label, or not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such schedule.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -297,10 +292,10 @@ pub async fn get(
     request_body(content = ScheduleBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The schedule with its new spec.", body = PacketCaptureSchedule),
-        (status = 400, description = "The body is not a schedule object, or it renames the schedule; or a malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The body is not a schedule object; or a malformed path segment (a namespace that is not a DNS-1123 label, or not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such schedule.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`metadata.uid` is not this schedule's: it was deleted and created again since it was read.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The spec is invalid; `invalidParams` lists every field to fix.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The spec is invalid, or `metadata` names another schedule or namespace; `invalidParams` lists every field to fix.", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn replace(
@@ -308,11 +303,12 @@ pub async fn replace(
     Path((namespace, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, Problem> {
-    check_namespace(&namespace)?;
     let (metadata, spec) = parse_body(&body, &namespace)?;
     if metadata.name.as_deref().is_some_and(|n| n != name) {
-        return Err(Problem::bad_request(
-            "metadata.name differs from the name in the path: a schedule cannot be renamed; create a new one and delete this one",
+        return Err(field_problem(
+            "metadata.name differs from the name in the path",
+            "metadata.name",
+            format!("the path says {name:?}, and a schedule cannot be renamed: leave metadata.name out or make it {name:?}; to rename, create a new schedule and delete this one"),
         ));
     }
     let updated = with_schedules_locked(move || {
@@ -353,7 +349,7 @@ pub async fn replace(
     params(SchedulePath),
     responses(
         (status = 204, description = "Deleted, with every capture it created and their files."),
-        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path segment (a namespace that is not a DNS-1123 label, or not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such schedule.", body = Problem, content_type = "application/problem+json"),
     )
 )]

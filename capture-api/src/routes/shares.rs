@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 
 use super::captures::find;
 use super::download::{merged_response, parse_format, FormatQuery};
+use super::object::optional_body;
 use crate::auth::{hash_secret, new_id, new_secret};
 use crate::problem::{InvalidParam, Problem};
 use crate::state::AppState;
@@ -44,13 +45,7 @@ struct CreateShare {
 }
 
 fn expiry(body: &Bytes) -> Result<Duration, Problem> {
-    let request: CreateShare = if body.is_empty() {
-        CreateShare::default()
-    } else {
-        serde_json::from_slice(body).map_err(|e| {
-            Problem::bad_request(format!("the body must be {{\"expiresIn\": \"1h\"}}: {e}"))
-        })?
-    };
+    let request: CreateShare = optional_body(body, r#"{"expiresIn": "1h"} or nothing"#)?;
     let Some(text) = request.expires_in else {
         return Ok(DEFAULT_EXPIRY);
     };
@@ -106,7 +101,7 @@ fn share_json(share: &ShareRecord, now: DateTime<Utc>) -> Value {
     request_body(content = Option<CreateShare>, content_type = "application/json", description = "Optional; an empty body means `{\"expiresIn\": \"24h\"}`."),
     responses(
         (status = 201, description = "The new link, with its URL and token.", body = NewShare),
-        (status = 400, description = "The body is not `{\"expiresIn\": \"1h\"}`; or a malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The body is not `{\"expiresIn\": \"1h\"}`; or a malformed path segment (a namespace that is not a DNS-1123 label, or not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad or out-of-range `expiresIn`.", body = Problem, content_type = "application/problem+json"),
     )
@@ -114,6 +109,7 @@ fn share_json(share: &ShareRecord, now: DateTime<Utc>) -> Value {
 pub async fn create(
     State(state): State<AppState>,
     Path((namespace, name)): Path<(String, String)>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
@@ -135,12 +131,25 @@ pub async fn create(
         .store
         .insert_share(&share)
         .map_err(Problem::internal)?;
+    // HTTP/1.1 names the server in Host; HTTP/2 (what HTTPS clients negotiate) in the
+    // request's authority.
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
         .unwrap_or("localhost");
     let mut answer = share_json(&share, now);
-    answer["url"] = json!(format!("http://{host}/share/{token}"));
+    // Behind a proxy that terminates TLS the scheme is the proxy's; without one, ours.
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+    {
+        Some("https") => "https",
+        Some("http") => "http",
+        _ if state.settings.tls => "https",
+        _ => "http",
+    };
+    answer["url"] = json!(format!("{scheme}://{host}/share/{token}"));
     answer["token"] = json!(token);
     Ok((StatusCode::CREATED, Json(answer)))
 }
@@ -154,7 +163,7 @@ pub async fn create(
     params(CapturePath),
     responses(
         (status = 200, description = "Every link of the capture, with its state and download count; never the tokens.", body = ShareList),
-        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path segment (a namespace that is not a DNS-1123 label, or not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -182,7 +191,7 @@ pub async fn list(
     params(SharePath),
     responses(
         (status = 204, description = "Revoked: the link answers 410 from now on."),
-        (status = 400, description = "A malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path segment (a namespace that is not a DNS-1123 label, or not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture, or no such link of it.", body = Problem, content_type = "application/problem+json"),
     )
 )]

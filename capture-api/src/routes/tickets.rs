@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 
 use super::captures::find;
 use super::download::{format_named, merged_response};
+use super::object::optional_body;
 use super::openapi::{CapturePath, PcapBytes, PcapngBytes};
 use crate::files::find_file;
 use crate::problem::Problem;
@@ -55,7 +56,7 @@ pub struct TicketAnswer {
     request_body(content = Option<TicketRequest>, content_type = "application/json", description = "Optional; an empty body means the merged pcapng."),
     responses(
         (status = 201, description = "The ticket.", body = TicketAnswer),
-        (status = 400, description = "The body is not a ticket request; or a malformed path segment (not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The body is not a ticket request; or a malformed path segment (a namespace that is not a DNS-1123 label, or not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such capture or file.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad `format`.", body = Problem, content_type = "application/problem+json"),
     )
@@ -65,15 +66,10 @@ pub async fn create(
     Path((namespace, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<TicketAnswer>), Problem> {
-    let request: TicketRequest = if body.is_empty() {
-        TicketRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            Problem::bad_request(format!(
-                "the body must be {{\"format\": \"pcapng\"}} or {{\"file\": \"<id>\"}}: {e}"
-            ))
-        })?
-    };
+    let request: TicketRequest = optional_body(
+        &body,
+        r#"{"format": "pcapng"}, {"file": "<id>"} or nothing"#,
+    )?;
     let record = find(&state, &namespace, &name)?;
     let download = match (request.file, request.format) {
         (Some(id), _) => {

@@ -1,7 +1,8 @@
 //! Pieces of a small "cluster" around a real kube-apiserver ([`crate::kube`]), shared by the tests
 //! that run podcap's own processes against it: node agents (`capture-agent run`) as child
 //! processes, kubeconfigs for podcap's service-account tokens, a fake kubelet that binds Pods to
-//! nodes and starts them on testkit netns [`Pod`]s, and a bounded poll and a minimal HTTP client.
+//! nodes and starts them on testkit netns [`Pod`]s, the podcap agent CA of the test clusters,
+//! and a bounded poll and a minimal HTTPS client for the agents' file endpoints.
 //!
 //! Everything started here is undone on drop, also when a test panics: agents are SIGKILLed by
 //! their own PID, host routes are deleted.
@@ -10,7 +11,12 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use capture_agent::cluster::tls::{AgentCa, ServerCert, DEFAULT_CA_SECRET};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use k8s_openapi::api::core::v1::Pod as KubePod;
 use kube::api::{Api, Patch, PatchParams};
@@ -32,6 +38,65 @@ pub fn free_port() -> SocketAddr {
 pub fn listening_address(line: &str) -> Option<SocketAddr> {
     let (_, rest) = line.split_once("listening on http://")?;
     rest.split_whitespace().next()?.parse().ok()
+}
+
+/// The podcap agent CA of this test process's clusters, made once.
+pub fn agent_ca() -> &'static AgentCa {
+    static CA: OnceLock<AgentCa> = OnceLock::new();
+    CA.get_or_init(|| AgentCa::generate().expect("a test agent CA"))
+}
+
+/// Stores [`agent_ca`] in `server` as the Secret capture-api would make at its first start
+/// (`podcap-system/podcap-agent-ca`), so agents started before the API get their certificate
+/// at once, and the API finds and keeps it.
+pub fn provision_agent_ca(server: &KubeApiServer) {
+    server.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "podcap-system"}}"#),
+    );
+    let mut secret = serde_json::to_value(agent_ca().secret("podcap-system", DEFAULT_CA_SECRET))
+        .expect("the CA Secret as JSON");
+    secret["apiVersion"] = json!("v1");
+    secret["kind"] = json!("Secret");
+    server.kubectl_stdin(&["apply", "-f", "-"], Some(&secret.to_string()));
+}
+
+/// A TLS server configuration serving `cert` (for fake agents).
+pub fn tls_server_config(cert: &ServerCert) -> Arc<rustls::ServerConfig> {
+    let chain = CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("the certificate's PEM");
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("the key's PEM");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("a server certificate");
+    Arc::new(config)
+}
+
+/// A TLS client configuration trusting [`agent_ca`] only.
+fn agent_client_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(agent_ca().cert_pem().as_bytes()) {
+                roots.add(cert.expect("the CA's PEM")).expect("the CA");
+            }
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
 }
 
 /// The first `Some` of `attempt`, polled every 300 ms for up to `seconds`; panics after that.
@@ -121,6 +186,8 @@ impl Agent {
             .args(["run", "--node", &self.node, "--data-dir"])
             .arg(&self.data_dir)
             .args(["--listen", &self.listen.to_string()])
+            // The API reaches test agents on loopback; the certificate must name it.
+            .args(["--tls-san", "127.0.0.1"])
             .env("KUBECONFIG", &self.kubeconfig)
             .env("PODCAP_LOG", "info,kube=warn,hyper=warn,tower=warn")
             .stdin(Stdio::null())
@@ -265,15 +332,30 @@ impl Answer {
     }
 }
 
-/// GET `path` with an optional bearer token and Range, reading to the end (Connection: close).
+/// A TLS connection to an agent's file endpoint at `address`, trusting [`agent_ca`] only and
+/// checking that the certificate names `address`; reads time out after `read_timeout`.
+pub fn agent_connection(
+    address: SocketAddr,
+    read_timeout: Duration,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let tcp = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+    tcp.set_read_timeout(Some(read_timeout))?;
+    let connection =
+        rustls::ClientConnection::new(agent_client_config(), ServerName::from(address.ip()))
+            .map_err(std::io::Error::other)?;
+    Ok(rustls::StreamOwned::new(connection, tcp))
+}
+
+/// GET `path` from an agent's file endpoint over HTTPS (trusting [`agent_ca`] only, the
+/// certificate checked against `address`), with an optional bearer token and Range, reading to
+/// the end (Connection: close).
 pub fn http_get(
     address: SocketAddr,
     path: &str,
     token: Option<&str>,
     range: Option<&str>,
 ) -> std::io::Result<Answer> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut stream = agent_connection(address, Duration::from_secs(20))?;
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
     if let Some(token) = token {
         request.push_str(&format!("Authorization: Bearer {token}\r\n"));
@@ -284,7 +366,14 @@ pub fn http_get(
     request.push_str("\r\n");
     stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    match stream.read_to_end(&mut raw) {
+        // A server that closes without TLS's close_notify: the HTTP framing below still says
+        // whether the body is whole.
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        other => {
+            other?;
+        }
+    }
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
