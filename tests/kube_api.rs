@@ -303,6 +303,10 @@ fn capture_api_in_kubernetes_mode() {
             "an_agent_with_another_ca_gets_no_token_and_no_download",
             an_agent_with_another_ca_gets_no_token_and_no_download,
         ),
+        (
+            "lists_page_through_the_apiserver",
+            lists_page_through_the_apiserver,
+        ),
     ];
     let mut failed = Vec::new();
     for (name, case) in cases {
@@ -582,6 +586,104 @@ fn an_agent_with_another_ca_gets_no_token_and_no_download(c: &Cluster) {
         alice,
         None,
     );
+}
+
+/// A namespace's captures page a page at a time from the API server (by name): the pages,
+/// followed by their continue tokens, hold exactly what one whole list holds, none is larger
+/// than asked, and a token the API server did not give out is a 422 at `continue`.
+fn lists_page_through_the_apiserver(c: &Cluster) {
+    let alice = Some(c.server.alice_token.as_str());
+    for index in 0..5 {
+        let body =
+            json!({"metadata": {"name": format!("paged-{index}")}, "spec": {"duration": "1h"}});
+        let created = c.api.call(
+            "POST",
+            "/api/v1/namespaces/shop/captures",
+            alice,
+            Some(&body),
+        );
+        assert_eq!(created.status, 201);
+    }
+    let names = |answer: &Value| -> Vec<String> {
+        answer["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let whole = c
+        .api
+        .call(
+            "GET",
+            "/api/v1/namespaces/shop/captures?limit=1000",
+            alice,
+            None,
+        )
+        .json();
+    assert!(whole["metadata"]["continue"].is_null(), "{whole}");
+    let whole = names(&whole);
+    assert!(whole.len() >= 5, "{whole:?}");
+    let mut paged = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..whole.len() {
+        let path = match &token {
+            None => "/api/v1/namespaces/shop/captures?limit=2".to_string(),
+            Some(token) => format!("/api/v1/namespaces/shop/captures?limit=2&continue={token}"),
+        };
+        let page = c.api.call("GET", &path, alice, None).json();
+        let items = names(&page);
+        assert!(items.len() <= 2, "{page}");
+        paged.extend(items);
+        token = page["metadata"]["continue"].as_str().map(str::to_string);
+        let Some(token) = &token else {
+            break;
+        };
+        // The API server's own continue token (base64 of {"v", "rv", "start"}), handed
+        // through: the page came from a limited list request, not from one whole list.
+        let decoded = std::process::Command::new("base64")
+            .arg("-d")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write as _;
+                let padding = "=".repeat((4 - token.len() % 4) % 4);
+                let standard = token.replace('-', "+").replace('_', "/") + &padding;
+                child.stdin.take().unwrap().write_all(standard.as_bytes())?;
+                child.wait_with_output()
+            })
+            .expect("base64 -d");
+        let decoded: Value = serde_json::from_slice(&decoded.stdout)
+            .unwrap_or_else(|e| panic!("{e}: the token {token} is not the API server's"));
+        assert!(
+            decoded["rv"].is_number() && decoded["start"].is_string(),
+            "{decoded}"
+        );
+    }
+    assert!(token.is_none(), "the pages end");
+    assert_eq!(
+        paged, whole,
+        "the pages hold what one list holds, in its order"
+    );
+    let bad = c
+        .api
+        .call(
+            "GET",
+            "/api/v1/namespaces/shop/captures?limit=2&continue=not-a-token",
+            alice,
+            None,
+        )
+        .problem(422);
+    assert_eq!(bad["invalidParams"][0]["name"], "continue", "{bad}");
+    for index in 0..5 {
+        let _ = c.api.call(
+            "DELETE",
+            &format!("/api/v1/namespaces/shop/captures/paged-{index}"),
+            alice,
+            None,
+        );
+    }
 }
 
 fn phase(c: &Cluster, name: &str) -> String {

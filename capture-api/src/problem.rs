@@ -145,6 +145,13 @@ impl Problem {
             e @ (StoreError::Conflict(_) | StoreError::AlreadyExists { .. }) => {
                 Problem::conflict(e.to_string())
             }
+            StoreError::BadContinue(reason) => Problem::invalid(
+                "bad continue token",
+                vec![InvalidParam {
+                    name: "continue".into(),
+                    reason,
+                }],
+            ),
             e @ StoreError::Undecodable { .. } => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Unreadable object",

@@ -115,13 +115,21 @@ impl ShareSecrets {
         Ok(())
     }
 
-    pub async fn by_hash(&self, token_hash: &str) -> Result<Option<ShareRecord>, StoreError> {
+    /// The share link of `token_hash`, and the (namespace, name) of its capture when the
+    /// Secret says (links made before that was kept do not).
+    pub async fn by_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(ShareRecord, Option<(String, String)>)>, StoreError> {
         // Only a hash that looks like one becomes a name: a path segment is not an object name.
         if token_hash.len() != 64 || !token_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(None);
         }
         match self.api.get(&secret_name(token_hash)).await {
-            Ok(secret) => Ok(record_of(&secret)),
+            Ok(secret) => Ok(record_of(&secret).map(|record| {
+                let capture = text(&secret, "captureNamespace").zip(text(&secret, "captureName"));
+                (record, capture)
+            })),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(store_error("reading a share link", e)),
         }

@@ -20,7 +20,8 @@ use serde_json::{json, Value};
 use super::shares::ShareSecrets;
 use super::{block_on, chrono_time, is_not_found, store_error, FIELD_MANAGER, SCHEDULE_LABEL};
 use crate::store::{
-    CaptureRecord, RawCaptureRecord, ScheduleRecord, ShareRecord, Store, StoreError, TokenRecord,
+    CaptureRecord, Page, RawCaptureRecord, ScheduleRecord, ShareRecord, Store, StoreError,
+    TokenRecord,
 };
 use capture_spec::crd::{PacketCapture, PacketCaptureSchedule};
 use capture_spec::{CaptureStatus, Phase, ScheduleSpec, ScheduleStatus};
@@ -146,6 +147,61 @@ impl KubeStore {
         Ok(records)
     }
 
+    /// One page of a namespace's captures as the API server pages them (by name), reading at
+    /// most `limit` objects per request and never the whole namespace: each request asks for
+    /// as many as the page still lacks, so a phase filter that drops some never overfills it,
+    /// and the page ends where a request did, at that request's continue token.
+    async fn page_captures(
+        &self,
+        namespace: &str,
+        phase: Option<Phase>,
+        continue_token: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RawCaptureRecord>, StoreError> {
+        let api = self.capture_api(Some(namespace));
+        let mut items = Vec::new();
+        let mut next = continue_token.map(str::to_string);
+        loop {
+            let wanted = u32::try_from(limit - items.len()).unwrap_or(u32::MAX);
+            let mut params = ListParams::default().limit(wanted);
+            if let Some(token) = &next {
+                params = params.continue_token(token);
+            }
+            let list = match api.list(&params).await {
+                Ok(list) => list,
+                Err(kube::Error::Api(status))
+                    if next.is_some() && matches!(status.code, 400 | 410) =>
+                {
+                    return Err(StoreError::BadContinue(format!(
+                        "the Kubernetes API server refused it ({}): it was not given out by this API, or it is too old (a few minutes); list again from the first page",
+                        status.message
+                    )));
+                }
+                Err(error) => return Err(store_error("listing PacketCaptures", error)),
+            };
+            for object in &list.items {
+                let Some(record) = readable(self.capture_record(object)) else {
+                    continue;
+                };
+                if phase.is_some_and(|phase| record.phase() != phase) {
+                    continue;
+                }
+                items.push(RawCaptureRecord {
+                    spec: serde_json::to_string(&record.spec)?,
+                    status: serde_json::to_string(&record.status)?,
+                    created_at: page_time(record.created_at),
+                    namespace: record.namespace,
+                    name: record.name,
+                    uid: record.uid,
+                });
+            }
+            next = list.metadata.continue_.filter(|token| !token.is_empty());
+            if items.len() >= limit || next.is_none() {
+                return Ok(Page { items, next });
+            }
+        }
+    }
+
     pub async fn get_capture(
         &self,
         namespace: &str,
@@ -158,6 +214,9 @@ impl KubeStore {
         }
     }
 
+    /// The capture of `uid`: one GET when its name is known (every capture this process read
+    /// or made, and a share link's capture), else a list of every capture in the cluster — left
+    /// for links made by an older version, which did not keep their capture's name.
     pub async fn get_capture_by_uid(&self, uid: &str) -> Result<Option<CaptureRecord>, StoreError> {
         if let Some((namespace, name)) = self.known(uid) {
             if let Some(record) = self.get_capture(&namespace, &name).await? {
@@ -428,33 +487,10 @@ impl Store for KubeStore {
         &self,
         namespace: &str,
         phase: Option<Phase>,
-        after: Option<(&str, &str)>,
+        continue_token: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<RawCaptureRecord>, StoreError> {
-        let records = self.captures(Some(namespace), phase)?;
-        let mut raw: Vec<RawCaptureRecord> = records
-            .into_iter()
-            .map(|r| -> Result<RawCaptureRecord, StoreError> {
-                Ok(RawCaptureRecord {
-                    spec: serde_json::to_string(&r.spec)?,
-                    status: serde_json::to_string(&r.status)?,
-                    created_at: page_time(r.created_at),
-                    namespace: r.namespace,
-                    name: r.name,
-                    uid: r.uid,
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        raw.sort_by(|a, b| (&a.created_at, &a.name).cmp(&(&b.created_at, &b.name)));
-        Ok(raw
-            .into_iter()
-            .filter(|r| {
-                after.is_none_or(|(time, name)| {
-                    (r.created_at.as_str(), r.name.as_str()) > (time, name)
-                })
-            })
-            .take(limit)
-            .collect())
+    ) -> Result<Page<RawCaptureRecord>, StoreError> {
+        block_on(self.page_captures(namespace, phase, continue_token, limit))?
     }
 
     fn update_capture_status(&self, uid: &str, status: &CaptureStatus) -> Result<bool, StoreError> {
@@ -522,7 +558,15 @@ impl Store for KubeStore {
     }
 
     fn share_by_hash(&self, token_hash: &str) -> Result<Option<ShareRecord>, StoreError> {
-        block_on(self.shares.by_hash(token_hash))?
+        let found = block_on(self.shares.by_hash(token_hash))??;
+        Ok(found.map(|(share, capture)| {
+            // The capture is read by uid next: with its name known, that is one GET, not a
+            // list of every capture in the cluster (the cache is empty after a restart).
+            if let Some((namespace, name)) = capture {
+                self.remember(&share.capture_uid, &namespace, &name);
+            }
+            share
+        }))
     }
 
     fn shares_of(&self, capture_uid: &str) -> Result<Vec<ShareRecord>, StoreError> {

@@ -65,7 +65,7 @@ pub struct ListQuery {
     /// At most this many captures per page (default 100, at most 1000).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
-    /// Where the previous page ended: its `metadata.continue`.
+    /// Where the previous page ended: its `metadata.continue`, unchanged.
     #[serde(rename = "continue")]
     #[param(rename = "continue")]
     continue_token: Option<String>,
@@ -73,11 +73,6 @@ pub struct ListQuery {
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
-
-/// The page token: where a page ended, opaque to clients.
-fn continue_token(record: &RawCaptureRecord) -> String {
-    hex::encode(format!("{}\n{}", record.created_at, record.name))
-}
 
 /// Appends `record` as [`resource`] renders it, splicing the stored spec and status text
 /// instead of parsing and re-encoding them: lists are the API's hottest answers.
@@ -111,27 +106,15 @@ pub fn phase_filter(phase: Option<&str>) -> Result<Option<Phase>, Problem> {
     })
 }
 
-fn parse_continue(token: &str) -> Result<(String, String), Problem> {
-    let bad = || {
-        Problem::invalid(
-            "bad continue token",
-            vec![InvalidParam {
-                name: "continue".into(),
-                reason: "not a token this API gave out: pass metadata.continue of the previous page unchanged".into(),
-            }],
-        )
-    };
-    let text = String::from_utf8(hex::decode(token).map_err(|_| bad())?).map_err(|_| bad())?;
-    let (time, name) = text.split_once('\n').ok_or_else(bad)?;
-    Ok((time.to_string(), name.to_string()))
-}
-
 #[utoipa::path(
     get,
     path = "/namespaces/{namespace}/captures",
     tag = "captures",
     operation_id = "listCaptures",
     summary = "List the captures of a namespace",
+    description = "Paged: `metadata.continue` is present when more follow. Standalone lists \
+        oldest first; Kubernetes mode by name, a page at a time from the Kubernetes API server \
+        (its continue tokens expire after a few minutes: then list again from the start).",
     params(NamespacePath, ListQuery),
     responses(
         (status = 200, description = "The captures.", body = PacketCaptureList),
@@ -155,21 +138,11 @@ pub async fn list(
             }],
         ));
     }
-    let after = query
-        .continue_token
-        .as_deref()
-        .map(parse_continue)
-        .transpose()?;
-    let after = after
-        .as_ref()
-        .map(|(time, name)| (time.as_str(), name.as_str()));
-    // One more than asked, to know whether another page follows.
-    let mut records = state
+    let page = state
         .store
-        .captures_page_raw(&namespace, phase, after, limit + 1)
+        .captures_page_raw(&namespace, phase, query.continue_token.as_deref(), limit)
         .map_err(Problem::store)?;
-    let more = records.len() > limit;
-    records.truncate(limit);
+    let records = page.items;
     let mut body = String::with_capacity(
         records
             .iter()
@@ -184,8 +157,12 @@ pub async fn list(
         push_resource(&mut body, record);
     }
     body.push_str("],\"metadata\":{");
-    if let (true, Some(last)) = (more, records.last()) {
-        let _ = write!(body, "\"continue\":\"{}\"", continue_token(last));
+    if let Some(next) = &page.next {
+        let _ = write!(
+            body,
+            "\"continue\":{}",
+            serde_json::to_string(next).map_err(Problem::internal)?
+        );
     }
     body.push_str("}}");
     Ok((

@@ -38,6 +38,10 @@ pub enum StoreError {
         name: String,
         reason: String,
     },
+    /// A list's continue token that this store did not give out, or that is too old to use
+    /// (the reason says which and what to do).
+    #[error("{0}")]
+    BadContinue(String),
     /// An operation this store does not have (e.g. API tokens in Kubernetes mode).
     #[error("{0}")]
     Unsupported(&'static str),
@@ -83,6 +87,13 @@ impl CaptureRecord {
             schedule: Some(schedule.into()),
         }
     }
+}
+
+/// One page of a list and where the next one starts (`None`: this was the last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
 }
 
 /// A capture as stored, with spec and status left as JSON text.
@@ -142,17 +153,20 @@ pub trait Store: Send + Sync + 'static {
         namespace: Option<&str>,
         phase: Option<Phase>,
     ) -> Result<Vec<CaptureRecord>, StoreError>;
-    /// One page of a namespace's captures, ordered by creation time then name, starting after
-    /// `after` = (creation time as stored, name) of the previous page's last item; spec and
-    /// status stay the stored JSON text, so a list answer passes them through unchanged (the
-    /// one place records are not decoded: a page of large statuses is copied, not parsed).
+    /// One page of at most `limit` of a namespace's captures, in the store's own order
+    /// (SQLite: creation time, then name; Kubernetes: name, as the API server lists them),
+    /// starting where `continue_token` (the previous page's [`Page::next`]) says, and the token
+    /// of the page after it. Spec and status stay the stored JSON text, so a list answer passes
+    /// them through unchanged (the one place records are not decoded: a page of large statuses
+    /// is copied, not parsed). A token this store did not give out, or one too old to use, is
+    /// [`StoreError::BadContinue`].
     fn captures_page_raw(
         &self,
         namespace: &str,
         phase: Option<Phase>,
-        after: Option<(&str, &str)>,
+        continue_token: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<RawCaptureRecord>, StoreError>;
+    ) -> Result<Page<RawCaptureRecord>, StoreError>;
     /// Replaces a capture's status; false if the capture no longer exists.
     fn update_capture_status(&self, uid: &str, status: &CaptureStatus) -> Result<bool, StoreError>;
     fn delete_capture(&self, namespace: &str, name: &str) -> Result<bool, StoreError>;

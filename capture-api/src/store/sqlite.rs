@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    CaptureRecord, RawCaptureRecord, ScheduleRecord, ShareRecord, Store, StoreError, TokenRecord,
+    CaptureRecord, Page, RawCaptureRecord, ScheduleRecord, ShareRecord, Store, StoreError,
+    TokenRecord,
 };
 
 /// Every migration, in order; the index + 1 is the schema version it brings.
@@ -174,6 +175,24 @@ fn is_unique_violation(error: &rusqlite::Error) -> bool {
     matches!(error, rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::ConstraintViolation)
 }
 
+/// The continue token after `record`: where it sorts (creation time, name), hex-encoded.
+fn page_token(record: &RawCaptureRecord) -> String {
+    hex::encode(format!("{}\n{}", record.created_at, record.name))
+}
+
+/// The (creation time, name) a [`page_token`] holds.
+fn parse_page_token(token: &str) -> Result<(String, String), StoreError> {
+    let bad = || {
+        StoreError::BadContinue(
+            "not a token this API gave out: pass metadata.continue of the previous page unchanged"
+                .into(),
+        )
+    };
+    let text = String::from_utf8(hex::decode(token).map_err(|_| bad())?).map_err(|_| bad())?;
+    let (time, name) = text.split_once('\n').ok_or_else(bad)?;
+    Ok((time.to_string(), name.to_string()))
+}
+
 impl Store for SqliteStore {
     fn insert_capture(&self, capture: &CaptureRecord) -> Result<(), StoreError> {
         let result = self.lock()?.execute(
@@ -246,9 +265,10 @@ impl Store for SqliteStore {
         &self,
         namespace: &str,
         phase: Option<Phase>,
-        after: Option<(&str, &str)>,
+        continue_token: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<RawCaptureRecord>, StoreError> {
+    ) -> Result<Page<RawCaptureRecord>, StoreError> {
+        let after = continue_token.map(parse_page_token).transpose()?;
         let phase = phase.map(Phase::as_str);
         let connection = self.read()?;
         let mut statement = connection.prepare_cached(
@@ -258,9 +278,10 @@ impl Store for SqliteStore {
              ORDER BY created_at, name LIMIT ?5",
         )?;
         let (after_time, after_name) = after.unzip();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // One more than asked, to know whether another page follows.
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
         let rows = statement.query_map(
-            params![namespace, phase, after_time, after_name, limit],
+            params![namespace, phase, after_time, after_name, fetch],
             |row| {
                 Ok(RawCaptureRecord {
                     namespace: row.get(0)?,
@@ -272,7 +293,14 @@ impl Store for SqliteStore {
                 })
             },
         )?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        let mut items = rows.collect::<Result<Vec<_>, _>>()?;
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next = match (more, items.last()) {
+            (true, Some(last)) => Some(page_token(last)),
+            _ => None,
+        };
+        Ok(Page { items, next })
     }
 
     fn update_capture_status(&self, uid: &str, status: &CaptureStatus) -> Result<bool, StoreError> {
