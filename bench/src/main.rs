@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod capturer;
+mod cluster;
 mod density;
 mod density_api;
 mod density_pods;
@@ -57,6 +58,9 @@ enum Command {
     /// One capture over N pods (capture-api --standalone) against one tcpdump
     /// per pod, quiet and busy, and one pod at max rate; writes bench/DENSITY.md.
     Density(density::DensityArgs),
+    /// One capture across N simulated nodes against the real test kube-apiserver: object
+    /// size, writes, failed writes and the API's GET latency (see bench/CLUSTER.md).
+    Cluster(cluster::ClusterArgs),
     /// Benchmark merging capture files against mergecap and write bench/MERGE.md.
     Merge(merge::MergeArgs),
     /// Merge files with podcap's library (started by `merge`).
@@ -104,6 +108,7 @@ fn main() -> Result<()> {
         Some(Command::Send(args)) => sender::run(&args),
         Some(Command::Run(args)) => measure::run_benchmark(&args),
         Some(Command::Density(args)) => density::run(&args),
+        Some(Command::Cluster(args)) => cluster::run(&args),
         Some(Command::Merge(args)) => merge::run_merge_benchmark(&args),
         Some(Command::MergeWorker(args)) => merge_worker::run_worker(&args),
         Some(Command::MergeMeasure(args)) => merge_worker::run_measure(&args),
