@@ -239,12 +239,6 @@ async fn admit(
     // is refused here too, never answered as an empty namespace.
     if !namespace.is_empty() {
         if let Err(problem) = crate::routes::object::check_namespace(&namespace) {
-            // A malformed path segment, as the document's shared 400 says.
-            let problem = Problem {
-                status: axum::http::StatusCode::BAD_REQUEST,
-                title: "Bad request",
-                ..problem
-            };
             return (who, problem.into_response());
         }
     }

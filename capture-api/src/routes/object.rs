@@ -33,9 +33,15 @@ pub fn invalid_spec(errors: ValidationErrors, what: &str) -> Problem {
     Problem::invalid(format!("the {what} spec is invalid"), params)
 }
 
+/// The `{namespace}` path segment, checked once for every route under it (by the route
+/// guard): one Kubernetes would refuse is a malformed path segment, the 400 the OpenAPI
+/// document shares, naming the parameter.
 pub fn check_namespace(namespace: &str) -> Result<(), Problem> {
-    names::validate_namespace(namespace)
-        .map_err(|e| field_problem("bad namespace in the path", "namespace", e.to_string()))
+    names::validate_namespace(namespace).map_err(|e| Problem {
+        status: axum::http::StatusCode::BAD_REQUEST,
+        title: "Bad request",
+        ..field_problem("bad namespace in the path", "namespace", e.to_string())
+    })
 }
 
 pub fn check_name(name: &str) -> Result<(), Problem> {
