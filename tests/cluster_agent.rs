@@ -6,11 +6,11 @@
 //!
 //! Cases, in order, against one apiserver:
 //! - `both_nodes_capture_and_serve_files`: a PacketCapture applied with kubectl (app=web, UDP
-//!   port filter, short duration) → both agents capture their pod's traffic → status.targets has
-//!   one entry per node with packets and files, and both finalizers; the file endpoint streams a
+//!   port filter, short duration) → both agents capture their pod's traffic → each node's
+//!   PacketCaptureSlice holds its target with packets and files, and both finalizers are on; the file endpoint streams a
 //!   file tshark reads (API token), serves a Range, refuses alice (403), no token (401), an
 //!   unknown file (404) and a live stream of a finished capture (409); deleting the capture
-//!   removes the files on both nodes and both finalizers, so the object disappears.
+//!   removes the files, the slices and the finalizers of both nodes, so the object disappears.
 //! - `pod_netns_without_the_fallback_fails_naming_the_overlay`: a capture with `capturePoint:
 //!   podNetns` on agents without `--netns-fallback` fails on both nodes at once, naming the
 //!   netns-fallback overlay and its privileges.
@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use capture_spec::{PacketCapture, TargetState, TargetStatus};
 use podcap_testkit::cluster::{
-    agent_connection, deploy, eventually, http_get, provision_agent_ca, write_kubeconfig, Agent,
-    Kubelet,
+    agent_connection, deploy, eventually, http_get, install_crds, provision_agent_ca,
+    write_kubeconfig, Agent, Kubelet,
 };
 use podcap_testkit::kube::KubeApiServer;
 use podcap_testkit::traffic::{burst_from_pod, UdpSink};
@@ -68,11 +68,31 @@ impl Cluster {
             .then(|| serde_json::from_slice(&output.stdout).unwrap())
     }
 
+    /// The capture's targets: those of every node's slices of it.
     fn targets(&self, name: &str) -> Vec<TargetStatus> {
-        self.capture(name)
-            .and_then(|c| c.status)
-            .map(|s| s.targets)
-            .unwrap_or_default()
+        let Some(uid) = self.capture(name).and_then(|c| c.metadata.uid) else {
+            return Vec::new();
+        };
+        let listed = self.server.kubectl(&[
+            "get",
+            "packetcaptureslices",
+            "-n",
+            NAMESPACE,
+            "-l",
+            &format!("podcap.io/capture-uid={uid}"),
+            "-o",
+            "json",
+        ]);
+        let list: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|slice| {
+                serde_json::from_value::<Vec<TargetStatus>>(slice["spec"]["targets"].clone())
+                    .unwrap()
+            })
+            .collect()
     }
 
     fn target(&self, capture: &str, node: &str, pod: &str) -> Option<TargetStatus> {
@@ -135,13 +155,7 @@ fn capture_agents_in_a_cluster() {
     let Some(server) = KubeApiServer::start_or_skip("capture_agents_in_a_cluster") else {
         return;
     };
-    server.kubectl(&["apply", "-k", &deploy("crds")]);
-    server.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/packetcaptures.podcap.io",
-    ]);
+    install_crds(&server);
     server.kubectl(&[
         "apply",
         "-f",
@@ -429,6 +443,18 @@ fn both_nodes_capture_and_serve_files(c: &mut Cluster) {
             "{node} kept its files"
         );
     }
+    // Each agent deleted its slices before its finalizer (no garbage collector runs here).
+    let left = c.server.kubectl(&[
+        "get",
+        "packetcaptureslices",
+        "-n",
+        NAMESPACE,
+        "-l",
+        &format!("podcap.io/capture-uid={uid}"),
+        "-o",
+        "name",
+    ]);
+    assert_eq!(left.trim(), "", "slices left behind");
 }
 
 /// The agents run without `--netns-fallback`: a capture inside the pods (capturePoint podNetns)

@@ -25,11 +25,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use capture_agent::cluster::slices::{self, Owner};
 use capture_agent::cluster::tls::{AgentCa, DEFAULT_CA_SECRET};
+use capture_spec::PacketCaptureSlice;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use podcap_testkit::cluster::{
-    client_for, deploy, eventually, tls_server_config, write_kubeconfig,
+    client_for, deploy, eventually, install_crds, tls_server_config, write_kubeconfig,
 };
 use podcap_testkit::kube::KubeApiServer;
 use serde_json::{json, Value};
@@ -190,19 +192,7 @@ fn capture_api_in_kubernetes_mode() {
         return;
     };
     let started = Instant::now();
-    server.kubectl(&["apply", "-f", &deploy("crds/packetcaptures.podcap.io.yaml")]);
-    server.kubectl(&[
-        "apply",
-        "-f",
-        &deploy("crds/packetcaptureschedules.podcap.io.yaml"),
-    ]);
-    server.kubectl(&[
-        "wait",
-        "--for=condition=established",
-        "--timeout=60s",
-        "crd/packetcaptures.podcap.io",
-        "crd/packetcaptureschedules.podcap.io",
-    ]);
+    install_crds(&server);
     // kubectl knows the short names once discovery has them.
     eventually("kubectl to know pcap", 60, || {
         server
@@ -306,6 +296,10 @@ fn capture_api_in_kubernetes_mode() {
         (
             "lists_page_through_the_apiserver",
             lists_page_through_the_apiserver,
+        ),
+        (
+            "a_capture_from_before_slices_reads_and_downloads",
+            a_capture_from_before_slices_reads_and_downloads,
         ),
     ];
     let mut failed = Vec::new();
@@ -506,9 +500,41 @@ fn alice_is_403_in_another_namespace(c: &Cluster) {
 }
 
 /// Applies `targets` to a capture's status as node-a's agent would.
+/// What a node's agent writes for capture `name` in namespace shop: its slices (the node is
+/// the first target's), with the agents' own writer, as the agent's service account.
 fn apply_as_agent(c: &Cluster, name: &str, targets: Value) {
+    let targets: Vec<capture_spec::TargetStatus> = serde_json::from_value(targets).unwrap();
+    let node = targets[0].node.clone();
+    let owner = Owner {
+        namespace: "shop".into(),
+        name: name.into(),
+        uid: c.server.kubectl(&[
+            "get",
+            "pcap",
+            "-n",
+            "shop",
+            name,
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ]),
+    };
     let kubeconfig = c._scratch.path().join("agent.kubeconfig");
     write_kubeconfig(&c.server, &c.server.agent_token, &kubeconfig);
+    c.runtime.block_on(async {
+        let client = client_for(&kubeconfig).await;
+        let api: Api<PacketCaptureSlice> = Api::namespaced(client, "shop");
+        let manager = format!("podcap-agent/{node}");
+        slices::apply(&api, &owner, &node, &manager, &targets, &[])
+            .await
+            .expect("the agent writes its slice");
+    });
+}
+
+/// What an agent of the version before slices wrote: its entries in the capture's own
+/// `status.targets` (written here as admin, since agents may no longer write there).
+fn apply_as_old_agent(c: &Cluster, name: &str, targets: Value) {
+    let kubeconfig = c._scratch.path().join("admin.kubeconfig");
+    write_kubeconfig(&c.server, &c.server.admin_token, &kubeconfig);
     c.runtime.block_on(async {
         let client = client_for(&kubeconfig).await;
         let resource = kube::api::ApiResource::erase::<capture_spec::PacketCapture>(&());
@@ -516,8 +542,110 @@ fn apply_as_agent(c: &Cluster, name: &str, targets: Value) {
         let patch = json!({"apiVersion": "podcap.io/v1alpha1", "kind": "PacketCapture", "status": {"targets": targets}});
         api.patch_status(name, &PatchParams::apply("podcap-agent/node-a"), &Patch::Apply(&patch))
             .await
-            .expect("the agent applies its targets");
+            .expect("the old agent applies its targets");
     });
+}
+
+/// Upgrade: a capture whose targets an agent of the previous version wrote into its status
+/// still shows them, sums them and downloads them; a node's slice written after the upgrade
+/// replaces that node's old entry, and the others stay.
+fn a_capture_from_before_slices_reads_and_downloads(c: &Cluster) {
+    let alice = Some(c.server.alice_token.as_str());
+    let body = json!({"metadata": {"name": "old"}, "spec": {"duration": "1h"}});
+    let created = c.api.call(
+        "POST",
+        "/api/v1/namespaces/shop/captures",
+        alice,
+        Some(&body),
+    );
+    assert_eq!(created.status, 201);
+    let file = pcapng(3);
+    let entry = |pod: &str, packets: u64| {
+        json!({
+            "node": "node-a", "namespace": "shop", "pod": pod, "interface": "eth0",
+            "state": "Capturing", "packets": packets, "bytes": 180, "drops": 0,
+            "files": [{"id": FILE_ID, "name": format!("{pod}-eth0-000001.pcapng"), "size": file.len(), "packets": 3}],
+        })
+    };
+    apply_as_old_agent(c, "old", json!([entry("web-1", 3), entry("web-2", 3)]));
+    let got = eventually("the old entries totalled", 30, || {
+        let got = c
+            .api
+            .call("GET", "/api/v1/namespaces/shop/captures/old", alice, None)
+            .json();
+        (got["status"]["packets"] == 6).then_some(got)
+    });
+    assert_eq!(
+        got["status"]["targets"].as_array().unwrap().len(),
+        2,
+        "{got}"
+    );
+    let single = c.api.call(
+        "GET",
+        &format!("/api/v1/namespaces/shop/captures/old/files/{FILE_ID}"),
+        alice,
+        None,
+    );
+    assert_eq!(single.status, 200);
+    assert_eq!(single.body, file);
+    let merged = c.api.call(
+        "GET",
+        "/api/v1/namespaces/shop/captures/old/pcap",
+        alice,
+        None,
+    );
+    assert_eq!(merged.status, 200);
+    // The upgraded agent of node-a writes web-1 again, now with 10 packets, in a slice.
+    apply_as_agent(c, "old", json!([entry("web-1", 10)]));
+    eventually("the slice's entry to replace the old one", 30, || {
+        let got = c
+            .api
+            .call("GET", "/api/v1/namespaces/shop/captures/old", alice, None)
+            .json();
+        let pods: Vec<(String, u64)> = got["status"]["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["pod"].as_str().unwrap().to_string(),
+                    t["packets"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        (pods == [("web-1".to_string(), 10), ("web-2".to_string(), 3)]).then_some(())
+    });
+    // The targets route pages through both, one at a time.
+    let first = c
+        .api
+        .call(
+            "GET",
+            "/api/v1/namespaces/shop/captures/old/targets?limit=1",
+            alice,
+            None,
+        )
+        .json();
+    assert_eq!(first["kind"], "TargetList");
+    assert_eq!(first["items"][0]["pod"], "web-1", "{first}");
+    let token = first["metadata"]["continue"].as_str().expect("a next page");
+    let second = c
+        .api
+        .call(
+            "GET",
+            &format!("/api/v1/namespaces/shop/captures/old/targets?limit=1&continue={token}"),
+            alice,
+            None,
+        )
+        .json();
+    assert_eq!(second["items"][0]["pod"], "web-2", "{second}");
+    assert!(second["metadata"].get("continue").is_none(), "{second}");
+    let deleted = c.api.call(
+        "DELETE",
+        "/api/v1/namespaces/shop/captures/old",
+        alice,
+        None,
+    );
+    assert!(deleted.status < 300, "{}", deleted.status);
 }
 
 /// node-b's agent answers on its address with a certificate from another CA: the API refuses
@@ -739,6 +867,7 @@ fn status_follows_the_window_and_the_agent(c: &Cluster) {
         got["status"]["targets"][0]["node"], "node-a",
         "the agent's entry stays"
     );
+    // The capture's status is the API's alone; node-a's targets are in node-a's slice.
     let managers = c.server.kubectl(&[
         "get",
         "pcap",
@@ -749,9 +878,20 @@ fn status_follows_the_window_and_the_agent(c: &Cluster) {
         "jsonpath={.metadata.managedFields[*].manager}",
     ]);
     assert!(
-        managers.contains("podcap-api") && managers.contains("podcap-agent/node-a"),
+        managers.contains("podcap-api") && !managers.contains("podcap-agent"),
         "{managers}"
     );
+    let slice_managers = c.server.kubectl(&[
+        "get",
+        "pcapslice",
+        "-n",
+        "shop",
+        "-l",
+        "podcap.io/capture=timed",
+        "-o",
+        "jsonpath={.items[*].metadata.managedFields[*].manager}",
+    ]);
+    assert_eq!(slice_managers, "podcap-agent/node-a");
 
     // Downloads come from the (fake) agent of node-a, called with the API's own token.
     let merged = c.api.call(

@@ -98,10 +98,12 @@ fn crds_become_established(c: &Cluster) {
         "--timeout=60s",
         "crd/packetcaptures.podcap.io",
         "crd/packetcaptureschedules.podcap.io",
+        "crd/packetcaptureslices.podcap.io",
     ]);
     for crd in [
         "packetcaptures.podcap.io",
         "packetcaptureschedules.podcap.io",
+        "packetcaptureslices.podcap.io",
     ] {
         let json: Value =
             serde_json::from_str(&c.server.kubectl(&["get", "crd", crd, "-o", "json"])).unwrap();
@@ -571,8 +573,12 @@ fn rbac_is_least_privilege(c: &Cluster) {
     let agent = "system:serviceaccount:podcap-system:capture-agent";
     for (allowed, args) in [
         (true, &["watch", "packetcaptures", "--all-namespaces"][..]),
+        (true, &["watch", "packetcaptureslices", "--all-namespaces"]),
+        (true, &["patch", "packetcaptureslices", "-n", "shop"]),
+        (true, &["delete", "packetcaptureslices", "-n", "shop"]),
+        // The capture's own status is the API's now.
         (
-            true,
+            false,
             &[
                 "patch",
                 "packetcaptures",
@@ -646,6 +652,8 @@ fn rbac_is_least_privilege(c: &Cluster) {
         ),
         (true, &["list", "pods", "--all-namespaces"]),
         (true, &["get", "nodes"]),
+        (true, &["watch", "packetcaptureslices", "--all-namespaces"]),
+        (false, &["patch", "packetcaptureslices", "-n", "shop"]),
         (true, &["create", "secrets", "-n", "podcap-system"]),
         (false, &["get", "secrets", "-n", "shop"]),
         (false, &["get", "secrets", "-n", "kube-system"]),

@@ -36,7 +36,7 @@ mod kube_common;
 use capture_spec::{CaptureStatus, Phase, TargetState, TargetStatus};
 use kube_common::ApiProcess;
 use podcap_testkit::cluster::{
-    deploy, eventually, provision_agent_ca, write_kubeconfig, Agent, Kubelet,
+    deploy, eventually, install_crds, provision_agent_ca, write_kubeconfig, Agent, Kubelet,
 };
 use podcap_testkit::kube::KubeApiServer;
 use podcap_testkit::traffic::{burst_from_pod, UdpSink};
@@ -152,14 +152,7 @@ fn podcap_in_a_cluster_end_to_end() {
         return;
     };
     let started = Instant::now();
-    server.kubectl(&["apply", "-k", &deploy("crds")]);
-    server.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/packetcaptures.podcap.io",
-        "crd/packetcaptureschedules.podcap.io",
-    ]);
+    install_crds(&server);
     eventually("kubectl to know pcap", 60, || {
         server
             .kubectl_output(&["get", "pcap", "--all-namespaces"], None)

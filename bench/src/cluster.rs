@@ -3,15 +3,18 @@
 //!
 //! N simulated node agents (tasks in this process, each with the agents' service-account token
 //! and its own field manager `podcap-agent/NODE`) write exactly what real agents write, with the
-//! agents' own code (`capture_agent::cluster::status::apply`): this node's `status.targets`
-//! entries, P pods x F files each. First every node reports at once (a capture starting on every
-//! node), then counters change and every node applies again once per `--interval` (the agents'
-//! throttle) for `--rounds` rounds, the writes of a round spread evenly over it.
-//! `capture-api --kubernetes` runs against the same server; its REST GET of the capture is timed.
+//! agents' own code (`capture_agent::cluster::slices::apply`): this node's PacketCaptureSlices,
+//! P pods x F files. First every node reports at once (a capture starting on every node), then
+//! counters change and every node writes again once per `--interval` (the agents' throttle,
+//! 10 s) for `--rounds` rounds, the writes of a round spread evenly over it.
+//! `capture-api --kubernetes` runs against the same server, mirroring the slices and writing the
+//! capture's totals; its REST GET of the capture, a page of its targets and the namespace's
+//! capture list are timed after the rounds.
 //!
-//! Reported: the largest object (and its managedFields), writes per minute and the bytes the API
-//! server had to store per minute (each write rewrites the whole object), write p50/p99, failed
-//! writes by reason, and the API's GET p50/p99. The last line is machine-readable:
+//! Reported: the largest object (slices and the capture, with managedFields), the targets
+//! stored, objects written per minute and their bytes per minute while counters change, write
+//! p50/p99, failed writes by reason, and the API's GET/list p50/p99. The last line is
+//! machine-readable:
 //! `nodes=N pods=P files=F failed_writes=X max_object_kib=Y writes_per_min=Z get_p99_ms=W`.
 
 use std::collections::BTreeMap;
@@ -22,11 +25,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use capture_spec::{FileStatus, PacketCapture, TargetState, TargetStatus};
+use capture_agent::cluster::slices::{self, Owner};
+use capture_spec::{FileStatus, PacketCaptureSlice, TargetState, TargetStatus};
 use clap::Args;
 use kube::api::Api;
 use podcap_testkit::cluster::{
-    client_for, deploy, listening_address, provision_agent_ca, write_kubeconfig,
+    client_for, deploy, install_crds, listening_address, provision_agent_ca, write_kubeconfig,
 };
 use podcap_testkit::kube::KubeApiServer;
 use serde_json::Value;
@@ -51,7 +55,7 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Seconds between two counter writes of one node (the agents' throttle).
-    #[arg(long, default_value_t = capture_agent::cluster::status::MIN_INTERVAL.as_secs())]
+    #[arg(long, default_value_t = slices::MIN_INTERVAL.as_secs())]
     interval: u64,
     /// Writes in flight at once during the first report.
     #[arg(long, default_value_t = 32)]
@@ -69,6 +73,9 @@ pub struct ClusterArgs {
 struct Writes {
     latencies: Vec<Duration>,
     failures: BTreeMap<String, usize>,
+    /// Objects and request bytes written during the counter rounds.
+    counter_objects: usize,
+    counter_bytes: usize,
 }
 
 impl Writes {
@@ -160,34 +167,52 @@ fn targets(node: usize, pods: usize, files: usize, round: usize) -> Vec<TargetSt
         .collect()
 }
 
-/// One node's apply, timed; a failure is counted by the API server's reason.
+/// One node's write of its slices, timed; a failure is counted by the API server's reason.
 async fn write(
-    api: &Api<PacketCapture>,
+    api: &Api<PacketCaptureSlice>,
+    owner: &Owner,
     node: usize,
     targets: &[TargetStatus],
-) -> Result<Duration, String> {
-    let manager = format!("podcap-agent/node-{node:04}");
+) -> Result<(Duration, slices::Written), String> {
+    let node_name = format!("node-{node:04}");
+    let manager = format!("podcap-agent/{node_name}");
     let started = Instant::now();
-    capture_agent::cluster::status::apply(api, CAPTURE, &manager, targets)
+    slices::apply(api, owner, &node_name, &manager, targets, &[])
         .await
-        .map(|()| started.elapsed())
+        .map(|written| (started.elapsed(), written))
         .map_err(|error| match error {
             kube::Error::Api(status) => status.message,
             other => other.to_string(),
         })
 }
 
-/// The capture as the API server holds it: its JSON size and its managedFields' size.
-async fn object_size(client: &kube::Client) -> Result<(usize, usize)> {
-    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        client.clone(),
+/// The largest of the capture's objects as the API server holds them (its slices and the
+/// capture itself): (JSON size, managedFields size), and the targets its slices hold.
+fn largest_object(server: &KubeApiServer) -> Result<((usize, usize), usize)> {
+    let size = |object: &Value| -> Result<(usize, usize)> {
+        let managed = serde_json::to_vec(&object["metadata"]["managedFields"])?.len();
+        Ok((serde_json::to_vec(object)?.len(), managed))
+    };
+    let capture: Value = serde_json::from_str(
+        &server.kubectl(&["get", "pcap", "-n", NAMESPACE, CAPTURE, "-o", "json"]),
+    )?;
+    let mut largest = size(&capture)?;
+    let listed: Value = serde_json::from_str(&server.kubectl(&[
+        "get",
+        "pcapslice",
+        "-n",
         NAMESPACE,
-        &kube::api::ApiResource::erase::<PacketCapture>(&()),
-    );
-    let object = api.get(CAPTURE).await.context("reading the capture")?;
-    let value = serde_json::to_value(&object)?;
-    let managed = serde_json::to_vec(&value["metadata"]["managedFields"])?.len();
-    Ok((serde_json::to_vec(&value)?.len(), managed))
+        "-l",
+        &format!("podcap.io/capture={CAPTURE}"),
+        "-o",
+        "json",
+    ]))?;
+    let mut targets = 0;
+    for slice in listed["items"].as_array().into_iter().flatten() {
+        largest = largest.max(size(slice)?);
+        targets += slice["spec"]["targets"].as_array().map_or(0, Vec::len);
+    }
+    Ok((largest, targets))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -209,14 +234,7 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
     let api_binary = find_binary("capture-api", args.api.as_deref())?;
     let server =
         KubeApiServer::start().map_err(|e| anyhow::anyhow!("the test kube-apiserver: {e}"))?;
-    server.kubectl(&["apply", "-k", &deploy("crds")]);
-    server.kubectl(&[
-        "wait",
-        "--for",
-        "condition=established",
-        "--timeout=60s",
-        "crd/packetcaptures.podcap.io",
-    ]);
+    install_crds(&server);
     for file in [
         "base/namespace.yaml",
         "base/agent-rbac.yaml",
@@ -241,25 +259,37 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
     write_kubeconfig(&server, &server.api_token, &api_kubeconfig);
     let api_server = start_api(&api_binary, &api_kubeconfig, scratch.path())?;
 
+    let uid = server.kubectl(&[
+        "get",
+        "pcap",
+        "-n",
+        NAMESPACE,
+        CAPTURE,
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let owner = Owner {
+        namespace: NAMESPACE.into(),
+        name: CAPTURE.into(),
+        uid,
+    };
     let runtime = tokio::runtime::Runtime::new()?;
-    let (writes, sizes, counter_minutes) = runtime.block_on(async {
+    let (writes, counter_minutes) = runtime.block_on(async {
         let client = client_for(&agent_kubeconfig).await;
-        let api: Api<PacketCapture> = Api::namespaced(client.clone(), NAMESPACE);
+        let api: Api<PacketCaptureSlice> = Api::namespaced(client.clone(), NAMESPACE);
         let mut writes = Writes::default();
-        let mut sizes = Vec::new();
         // The first report: every node at once, `concurrency` in flight.
         let limit = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
         let mut tasks = Vec::new();
         for node in 0..args.nodes {
-            let (api, limit) = (api.clone(), limit.clone());
+            let (api, limit, owner) = (api.clone(), limit.clone(), owner.clone());
             let targets = targets(node, args.pods, args.files, 0);
             tasks.push(tokio::spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                write(&api, node, &targets).await
+                write(&api, &owner, node, &targets).await
             }));
         }
-        collect(tasks, &mut writes).await;
-        sizes.push(object_size(&client).await?);
+        collect(tasks, &mut writes, false).await;
         // Counter rounds: each node once per interval, spread over it.
         let interval = Duration::from_secs(args.interval);
         let counters_started = Instant::now();
@@ -267,67 +297,97 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
             let round_start = tokio::time::Instant::now();
             let mut tasks = Vec::new();
             for node in 0..args.nodes {
-                let api = api.clone();
+                let (api, owner) = (api.clone(), owner.clone());
                 let targets = targets(node, args.pods, args.files, round);
                 let at = round_start + interval.mul_f64(node as f64 / args.nodes as f64);
                 tasks.push(tokio::spawn(async move {
                     tokio::time::sleep_until(at).await;
-                    write(&api, node, &targets).await
+                    write(&api, &owner, node, &targets).await
                 }));
             }
-            collect(tasks, &mut writes).await;
+            collect(tasks, &mut writes, true).await;
             tokio::time::sleep_until(round_start + interval).await;
-            sizes.push(object_size(&client).await?);
         }
         let minutes = counters_started.elapsed().as_secs_f64() / 60.0;
-        anyhow::Ok((writes, sizes, minutes))
+        anyhow::Ok((writes, minutes))
     })?;
+    let ((max_object, max_managed), targets_stored) = largest_object(&server)?;
 
-    // The API's GET of the capture (what `kubectl podcap` and the console read).
+    // The API's reads of the capture (what `kubectl podcap` and the console read), once its
+    // mirror holds every slice.
     let http: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
         .build()
         .into();
-    let url = format!(
-        "{}/api/v1/namespaces/{NAMESPACE}/captures/{CAPTURE}",
-        api_server.base
-    );
-    let mut gets = Vec::new();
-    let mut get_failures = 0;
-    for _ in 0..50 {
+    let base = format!("{}/api/v1/namespaces/{NAMESPACE}/captures", api_server.base);
+    let get_json = |url: &str| -> Option<(Duration, Value)> {
         let started = Instant::now();
-        let answer = http
-            .get(&url)
+        let mut response = http
+            .get(url)
             .header("Authorization", format!("Bearer {}", server.alice_token))
-            .call();
-        match answer {
-            Ok(mut response) if response.status() == 200 => {
-                let _ = response
-                    .body_mut()
-                    .with_config()
-                    .limit(64 << 20)
-                    .read_to_vec();
-                gets.push(started.elapsed());
+            .call()
+            .ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .ok()?;
+        Some((started.elapsed(), serde_json::from_slice(&body).ok()?))
+    };
+    let expected_packets: u64 = (0..args.nodes)
+        .flat_map(|node| targets(node, args.pods, args.files, args.rounds))
+        .map(|t| t.packets)
+        .sum();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut api_totals = None;
+    let mut inline = (0, 0);
+    while Instant::now() < deadline {
+        let capture = get_json(&format!("{base}/{CAPTURE}"));
+        if let Some((_, capture)) = &capture {
+            api_totals = capture["status"]["packets"].as_u64();
+            inline = (
+                capture["status"]["targets"].as_array().map_or(0, Vec::len),
+                capture["status"]["targetsOmitted"].as_u64().unwrap_or(0),
+            );
+            if api_totals == Some(expected_packets) {
+                break;
             }
-            _ => get_failures += 1,
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mut timings: BTreeMap<&str, (Vec<Duration>, usize)> = BTreeMap::new();
+    for _ in 0..50 {
+        for (what, url) in [
+            ("GET of the capture", format!("{base}/{CAPTURE}")),
+            (
+                "GET of a page of 100 targets",
+                format!("{base}/{CAPTURE}/targets?limit=100"),
+            ),
+            ("list of the namespace's captures", base.clone()),
+        ] {
+            let entry = timings.entry(what).or_default();
+            match get_json(&url) {
+                Some((took, _)) => entry.0.push(took),
+                None => entry.1 += 1,
+            }
         }
     }
-    gets.sort();
+    for (times, _) in timings.values_mut() {
+        times.sort();
+    }
+    let gets = timings
+        .get("GET of the capture")
+        .map(|(times, _)| times.clone())
+        .unwrap_or_default();
     let mut latencies = writes.latencies.clone();
     latencies.sort();
-    let (max_object, max_managed) = sizes.iter().copied().max().unwrap_or_default();
-    let counter_writes = args.nodes * args.rounds;
-    let writes_per_min = counter_writes as f64 / counter_minutes.max(f64::EPSILON);
-    // Each write makes the API server store the whole object again.
-    let stored_per_min: f64 = sizes
-        .iter()
-        .skip(1)
-        .map(|(size, _)| *size as f64)
-        .sum::<f64>()
-        * args.nodes as f64
-        / counter_minutes.max(f64::EPSILON);
-    let targets_stored = object_targets(&server)?;
+    let writes_per_min = writes.counter_objects as f64 / counter_minutes.max(f64::EPSILON);
+    let bytes_per_min = writes.counter_bytes as f64 / counter_minutes.max(f64::EPSILON);
 
     let mut report = String::new();
     report.push_str(&format!(
@@ -353,6 +413,17 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
             ),
         ),
         (
+            "the API's totals: packets",
+            format!(
+                "{} of {expected_packets}",
+                api_totals.map_or("none".to_string(), |p| p.to_string())
+            ),
+        ),
+        (
+            "the API's GET: targets inline / omitted",
+            format!("{} / {}", inline.0, inline.1),
+        ),
+        (
             "largest object (managedFields)",
             format!(
                 "{:.0} KiB ({:.0} KiB)",
@@ -360,21 +431,23 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
                 max_managed as f64 / 1024.0
             ),
         ),
-        ("counter writes per minute", format!("{writes_per_min:.0}")),
         (
-            "bytes stored per minute",
-            format!("{:.1} MiB", stored_per_min / (1 << 20) as f64),
+            "objects written per minute (counter rounds)",
+            format!("{writes_per_min:.0}"),
         ),
         (
-            "API GET of the capture p50 / p99",
-            format!(
-                "{:.0} / {:.0} ms ({get_failures} failed)",
-                ms(percentile(&gets, 0.5)),
-                ms(percentile(&gets, 0.99))
-            ),
+            "bytes written per minute (counter rounds)",
+            format!("{:.1} MiB", bytes_per_min / (1 << 20) as f64),
         ),
     ] {
         report.push_str(&format!("| {name} | {value} |\n"));
+    }
+    for (what, (times, failed)) in &timings {
+        report.push_str(&format!(
+            "| API {what} p50 / p99 | {:.0} / {:.0} ms ({failed} failed) |\n",
+            ms(percentile(times, 0.5)),
+            ms(percentile(times, 0.99))
+        ));
     }
     if !writes.failures.is_empty() {
         report.push_str("\nFailed writes by reason:\n\n");
@@ -400,20 +473,21 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
     Ok(())
 }
 
-/// How many target entries the stored capture holds.
-fn object_targets(server: &KubeApiServer) -> Result<usize> {
-    let json = server.kubectl(&["get", "pcap", "-n", NAMESPACE, CAPTURE, "-o", "json"]);
-    let object: Value = serde_json::from_str(&json)?;
-    Ok(object["status"]["targets"].as_array().map_or(0, Vec::len))
-}
-
+/// Waits for one batch of writes; `counting` adds them to the counter rounds' volume.
 async fn collect(
-    tasks: Vec<tokio::task::JoinHandle<Result<Duration, String>>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(Duration, slices::Written), String>>>,
     writes: &mut Writes,
+    counting: bool,
 ) {
     for task in tasks {
         match task.await {
-            Ok(Ok(latency)) => writes.latencies.push(latency),
+            Ok(Ok((latency, written))) => {
+                writes.latencies.push(latency);
+                if counting {
+                    writes.counter_objects += written.objects;
+                    writes.counter_bytes += written.bytes;
+                }
+            }
             Ok(Err(reason)) => *writes.failures.entry(reason).or_default() += 1,
             Err(error) => *writes.failures.entry(error.to_string()).or_default() += 1,
         }

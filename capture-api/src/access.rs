@@ -120,7 +120,9 @@ pub fn access_of(method: &Method, path: &str) -> Option<Access> {
         ("GET", "/captures/{name}") => Access::Captures(Get),
         ("DELETE", "/captures/{name}") => Access::Captures(Delete),
         ("POST", "/captures/{name}/stop") => Access::Captures(Patch),
-        ("GET", "/captures/{name}/files") => Access::Captures(Get),
+        ("GET", "/captures/{name}/files") | ("GET", "/captures/{name}/targets") => {
+            Access::Captures(Get)
+        }
         ("GET", "/captures/{name}/files/{id}")
         | ("GET", "/captures/{name}/pcap")
         | ("GET", "/captures/{name}/live")

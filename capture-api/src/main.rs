@@ -171,6 +171,7 @@ async fn run_kubernetes(args: Args) -> anyhow::Result<()> {
             finish_grace: args.finish_grace,
         },
     );
+    cluster.store.slices.start(&cluster.client);
     let store: Arc<dyn Store> = cluster.store.clone();
     tokio::spawn(capture_api::kube::status::run_forever(cluster.clone()));
     tokio::spawn(

@@ -864,3 +864,85 @@ async fn malformed_query_strings_and_path_segments_are_400_problems_naming_the_p
         .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_capture_with_many_targets_answers_the_first_hundred_and_pages_the_rest() {
+    let api = api_with(None);
+    let spec =
+        json!({"metadata": {"name": "big"}, "spec": {"podSelector": "app=web", "duration": "1m"}});
+    let (code, _, body) = api
+        .send(
+            Method::POST,
+            "/api/v1/namespaces/shop/captures",
+            Some(&api.admin),
+            Some(spec),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    // 250 pod interfaces on 5 nodes, stored in no particular order.
+    let targets: Vec<Value> = (0..250)
+        .rev()
+        .map(|i| {
+            json!({"node": format!("node-{}", i % 5), "namespace": "shop", "pod": format!("web-{i:03}"),
+                "interface": "eth0", "state": "Capturing", "packets": 2, "bytes": 100})
+        })
+        .collect();
+    let status: capture_spec::CaptureStatus =
+        serde_json::from_value(json!({"phase": "Capturing", "targets": targets})).unwrap();
+    let record = api.store.capture("shop", "big").unwrap().unwrap();
+    assert!(api
+        .store
+        .update_capture_status(&record.uid, &status)
+        .unwrap());
+
+    let (code, _, got) = api
+        .as_admin(Method::GET, "/api/v1/namespaces/shop/captures/big")
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(got["status"]["targets"].as_array().unwrap().len(), 100);
+    assert_eq!(got["status"]["targetsOmitted"], 150);
+    assert_eq!(got["status"]["targets"][0]["node"], "node-0");
+    // The list answers the same way.
+    let (_, _, list) = api
+        .as_admin(Method::GET, "/api/v1/namespaces/shop/captures")
+        .await;
+    assert_eq!(list["items"][0]["status"]["targetsOmitted"], 150, "{list}");
+
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/namespaces/shop/captures/big/targets?limit=64".to_string();
+    loop {
+        let (code, _, page) = api.as_admin(Method::GET, &path).await;
+        assert_eq!(code, StatusCode::OK, "{page}");
+        for target in page["items"].as_array().unwrap() {
+            seen.push((
+                target["node"].as_str().unwrap().to_string(),
+                target["pod"].as_str().unwrap().to_string(),
+            ));
+        }
+        match page["metadata"]["continue"].as_str() {
+            Some(token) => {
+                path = format!(
+                    "/api/v1/namespaces/shop/captures/big/targets?limit=64&continue={token}"
+                )
+            }
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen.len(), 250);
+    assert_eq!(seen, sorted, "every target once, by node and pod");
+
+    for (query, parameter) in [("limit=0", "limit"), ("continue=nothex", "continue")] {
+        let (code, kind, problem) = api
+            .as_admin(
+                Method::GET,
+                &format!("/api/v1/namespaces/shop/captures/big/targets?{query}"),
+            )
+            .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert_eq!(kind, "application/problem+json");
+        assert_eq!(problem["invalidParams"][0]["name"], parameter);
+    }
+}

@@ -1,5 +1,6 @@
-//! The Kubernetes custom resources (feature `kube`): `PacketCapture` and `PacketCaptureSchedule`
-//! in group `podcap.io`, version `v1alpha1`, and their CustomResourceDefinitions.
+//! The Kubernetes custom resources (feature `kube`): `PacketCapture`, `PacketCaptureSchedule` and
+//! `PacketCaptureSlice` (one node's targets of a capture, see `slice`) in group `podcap.io`,
+//! version `v1alpha1`, and their CustomResourceDefinitions.
 //!
 //! The resource types are derived from the spec types with kube's `CustomResource` (the derive
 //! sits on [`CaptureSpec`](crate::CaptureSpec) and [`ScheduleSpec`](crate::ScheduleSpec)), so the
@@ -14,6 +15,7 @@ use kube::CustomResourceExt;
 
 pub use crate::capture::PacketCapture;
 pub use crate::schedule::PacketCaptureSchedule;
+pub use crate::slice::PacketCaptureSlice;
 
 /// The API group of every podcap resource.
 pub const GROUP: &str = "podcap.io";
@@ -46,15 +48,19 @@ pub enum CrdError {
     },
 }
 
-/// Both CRDs, in the order they are installed.
+/// Every CRD, in the order they are installed.
 pub fn definitions() -> Vec<Definition> {
-    [PacketCapture::crd(), PacketCaptureSchedule::crd()]
-        .into_iter()
-        .map(|crd| Definition {
-            file_name: format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("crd")),
-            crd,
-        })
-        .collect()
+    [
+        PacketCapture::crd(),
+        PacketCaptureSchedule::crd(),
+        PacketCaptureSlice::crd(),
+    ]
+    .into_iter()
+    .map(|crd| Definition {
+        file_name: format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("crd")),
+        crd,
+    })
+    .collect()
 }
 
 /// Every file `crdgen --write` puts in [`CRD_DIR`], as (file name, contents): one YAML file per

@@ -24,6 +24,8 @@ mod openapi;
 pub mod peer;
 pub mod schedule;
 pub mod selector;
+#[cfg(feature = "kube")]
+pub mod slice;
 pub mod status;
 pub mod time;
 pub mod validate;
@@ -51,6 +53,8 @@ pub use schedule::{
 pub use selector::{
     LabelSelector, LabelSelectorRequirement, SelectorError, SelectorOperator, SelectorProblem,
 };
+#[cfg(feature = "kube")]
+pub use slice::{PacketCaptureSlice, SliceSpec, SliceSummary};
 pub use status::{
     CaptureStatus, Counters, FileStatus, Phase, TargetKey, TargetState, TargetStatus,
 };

@@ -126,8 +126,11 @@ pub struct CaptureStatus {
     /// Kernel drops, summed over `targets` (filled by `summarize`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drops: Option<u64>,
-    /// One entry per captured pod interface. A list-type map keyed by node, pod and interface,
-    /// so under server-side apply each node's agent owns (and replaces) only its own entries.
+    /// One entry per captured pod interface. In a cluster each node's agent writes its entries
+    /// into PacketCaptureSlices of its own, and the API shows them here; objects written before
+    /// slices existed hold them in this list themselves (a list-type map keyed by node, pod and
+    /// interface, each node's agent owning its own entries). A REST answer carries at most
+    /// the first 100 here (see `targetsOmitted`); `GET .../targets` pages through all of them.
     #[cfg_attr(
         feature = "kube",
         schemars(extend(
@@ -136,6 +139,10 @@ pub struct CaptureStatus {
         ))
     )]
     pub targets: Vec<TargetStatus>,
+    /// REST answers only: how many targets `targets` leaves out (it carries the first 100 by
+    /// node, pod and interface); `GET .../captures/{name}/targets` pages through every one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub targets_omitted: Option<u64>,
 }
 
 impl CaptureStatus {

@@ -170,7 +170,11 @@ pub fn run(cli: Cli) -> Result<()> {
             watch,
         } => get(c, name.as_deref(), output, watch)?,
         Command::Describe { name } => {
-            let capture = c.get(&c.ns_path(&format!("captures/{name}")))?;
+            let mut capture = c.get(&c.ns_path(&format!("captures/{name}")))?;
+            // A capture across many pods carries only its first targets: page through the rest.
+            if capture["status"]["targetsOmitted"].as_u64().unwrap_or(0) > 0 {
+                capture["status"]["targets"] = Value::Array(all_targets(c, &name)?);
+            }
             // Files and share links need the packets permission; shown when allowed.
             let files = c
                 .get(&c.ns_path(&format!("captures/{name}/files")))
@@ -883,4 +887,23 @@ fn set_suspend(c: &Client, name: &str, suspend: bool) -> Result<()> {
         if suspend { "suspended" } else { "resumed" }
     );
     Ok(())
+}
+
+/// Every target of capture `name`, through `GET .../targets` a page (1000) at a time.
+fn all_targets(c: &Client, name: &str) -> Result<Vec<Value>> {
+    let mut targets = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let mut path = c.ns_path(&format!("captures/{name}/targets?limit=1000"));
+        if let Some(token) = &next {
+            // Tokens are hex: nothing to escape.
+            path.push_str(&format!("&continue={token}"));
+        }
+        let page = c.get(&path)?;
+        targets.extend(page["items"].as_array().cloned().unwrap_or_default());
+        next = page["metadata"]["continue"].as_str().map(str::to_string);
+        if next.is_none() {
+            return Ok(targets);
+        }
+    }
 }

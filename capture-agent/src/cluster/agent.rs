@@ -6,29 +6,30 @@
 //! see `pods`) gets a target — one engine on the pod's host-side interface (found by `podnet`)
 //! — including pods that start later. What becomes of each target is the rule both modes share,
 //! [`crate::reconcile`]; this module adds what is the node agent's own: the window as the agent
-//! computes it, this node's finalizer on captures it holds files of, the status applies, and
-//! deleting the files of deleted captures.
+//! computes it, this node's finalizer on captures it holds files of, writing this node's
+//! PacketCaptureSlices (`slices`), and deleting the files and slices of deleted captures.
 //!
 //! The pass itself is synchronous (engines open sockets and join threads) and runs on a blocking
 //! thread; what it decides to tell the API server (status applies, finalizer patches) comes back
 //! as [`Action`]s that the async loop in `mod.rs` sends.
 //!
-//! An agent that restarts finds this node's entries in each capture's status: they are kept (an
-//! entry this node stops applying would be deleted by the server), and a target whose pod is
-//! still there resumes in a new file segment with the earlier files and counters carried on.
+//! An agent that restarts finds this node's targets in its slices (its watch shows them; a
+//! capture made before slices existed keeps them in its `status.targets`, read as well): they
+//! are kept, and a target whose pod is still there resumes in a new file segment with the
+//! earlier files and counters carried on.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use capture_spec::{PacketCapture, TargetStatus};
+use capture_spec::{PacketCapture, PacketCaptureSlice, TargetStatus};
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::finalizer;
 use super::pods::NodePods;
-use super::status::Throttle;
+use super::slices::{stale_chunks, Owner, Throttle};
 use super::watch::Watches;
 use super::window::Window;
 use super::AgentConfig;
@@ -43,12 +44,18 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// What a pass asks the async side to send to the API server.
 #[derive(Debug)]
 pub enum Action {
-    /// Server-side apply this node's `status.targets` entries.
+    /// Server-side apply this node's slices of a capture (`targets` in chunks), and delete the
+    /// `stale` ones (chunks an earlier, longer target list used).
     Apply {
-        uid: String,
-        namespace: String,
-        name: String,
+        owner: Owner,
         targets: Vec<TargetStatus>,
+        stale: Vec<String>,
+    },
+    /// Delete this node's slices of a deleted capture (garbage collection would too, where a
+    /// controller manager runs it; this is sooner).
+    DeleteSlices {
+        namespace: String,
+        names: Vec<String>,
     },
     /// A JSON patch of `metadata.finalizers` (adding or removing this node's).
     Finalizer {
@@ -56,6 +63,13 @@ pub enum Action {
         name: String,
         patch: serde_json::Value,
     },
+}
+
+/// A watched capture and this node's slices of it, as one pass sees them.
+#[derive(Clone, Copy)]
+struct Watched<'a> {
+    capture: &'a PacketCapture,
+    slices: &'a [&'a PacketCaptureSlice],
 }
 
 /// A capture as this agent tracks it: the run the shared reconciler drives, and what this agent
@@ -123,6 +137,14 @@ impl Agent {
     pub fn pass(&self, now: DateTime<Utc>) -> Vec<Action> {
         let captures = self.watches.captures.state();
         let pods = self.watches.pods.state();
+        let slices = self.watches.slices.state();
+        // This node's slices by capture uid (the watch selects by label; the spec says for sure).
+        let mut ours: HashMap<&str, Vec<&PacketCaptureSlice>> = HashMap::new();
+        for slice in slices.iter().filter(|s| s.spec.node == self.config.node) {
+            ours.entry(slice.spec.capture_uid.as_str())
+                .or_default()
+                .push(slice);
+        }
         let labels = self
             .node_labels
             .lock()
@@ -142,10 +164,12 @@ impl Agent {
                 continue;
             };
             seen.insert(uid.clone());
+            let slices = ours.get(uid.as_str()).map_or(&[][..], Vec::as_slice);
             if capture.metadata.deletion_timestamp.is_some() {
-                self.release(&mut runs, &uid, capture, &mut actions);
+                self.release(&mut runs, &uid, capture, slices, &mut actions);
             } else {
-                self.sync(&mut runs, &uid, capture, &source, now, &mut actions);
+                let watched = Watched { capture, slices };
+                self.sync(&mut runs, &uid, &watched, &source, now, &mut actions);
             }
         }
         // Deleted without this node's finalizer (it never wrote files, or the object went while
@@ -164,14 +188,26 @@ impl Agent {
         actions
     }
 
-    /// A capture being deleted: stop its targets, delete its files here, drop our finalizer.
+    /// A capture being deleted: stop its targets, delete its files and slices here, drop our
+    /// finalizer.
     fn release(
         &self,
         runs: &mut HashMap<String, NodeCapture>,
         uid: &str,
         capture: &PacketCapture,
+        slices: &[&PacketCaptureSlice],
         actions: &mut Vec<Action>,
     ) {
+        let names: Vec<String> = slices
+            .iter()
+            .filter_map(|slice| slice.metadata.name.clone())
+            .collect();
+        if !names.is_empty() {
+            actions.push(Action::DeleteSlices {
+                namespace: capture.metadata.namespace.clone().unwrap_or_default(),
+                names,
+            });
+        }
         if let Some(NodeCapture { run, .. }) = runs.remove(uid) {
             tracing::info!(namespace = %run.namespace, name = %run.name, "capture deleted: stopping and deleting its files here");
             drop(run);
@@ -229,11 +265,12 @@ impl Agent {
         &self,
         runs: &mut HashMap<String, NodeCapture>,
         uid: &str,
-        capture: &PacketCapture,
+        watched: &Watched<'_>,
         pods: &NodePods<'_>,
         now: DateTime<Utc>,
         actions: &mut Vec<Action>,
     ) {
+        let Watched { capture, slices } = *watched;
         let spec = &capture.spec;
         let created = capture
             .metadata
@@ -242,14 +279,11 @@ impl Agent {
             .map_or(now, chrono_time);
         let window = Window::of(spec, created, self.config.max_window);
         let node = self.config.node.as_str();
-        let earlier: &[TargetStatus] = capture
-            .status
-            .as_ref()
-            .map_or(&[], |status| status.targets.as_slice());
+        let earlier = earlier_targets(capture, slices, node);
         let tracked = match runs.get_mut(uid) {
             Some(tracked) => tracked,
             // Nothing to do before the window opens, unless an earlier run left entries here.
-            None if window.is_ahead(now) && !earlier.iter().any(|t| t.node == node) => return,
+            None if window.is_ahead(now) && earlier.is_empty() => return,
             None => runs.entry(uid.to_string()).or_insert_with(|| NodeCapture {
                 run: CaptureRun::resume(
                     capture.metadata.namespace.as_deref().unwrap_or_default(),
@@ -257,7 +291,7 @@ impl Agent {
                     spec,
                     node,
                     self.capture_dir(uid),
-                    earlier,
+                    &earlier,
                 ),
                 throttle: Throttle::default(),
                 finalizer_requested: None,
@@ -293,9 +327,12 @@ impl Agent {
         let targets = run.report();
         if !targets.is_empty() && tracked.throttle.is_due(&targets, Instant::now()) {
             actions.push(Action::Apply {
-                uid: uid.to_string(),
-                namespace: run.namespace.clone(),
-                name: run.name.clone(),
+                owner: Owner {
+                    namespace: run.namespace.clone(),
+                    name: run.name.clone(),
+                    uid: uid.to_string(),
+                },
+                stale: stale_chunks(slices.iter().copied(), &targets),
                 targets,
             });
         }
@@ -308,9 +345,10 @@ impl Agent {
         }
     }
 
-    /// Stops every engine (files are closed cleanly) and returns every capture's entries to
-    /// apply one last time. Targets stay `Capturing`: the next agent resumes them.
+    /// Stops every engine (files are closed cleanly) and returns every capture's slices to
+    /// write one last time. Targets stay `Capturing`: the next agent resumes them.
     pub fn shutdown(&self) -> Vec<Action> {
+        let slices = self.watches.slices.state();
         let mut runs = self.runs();
         let mut actions = Vec::new();
         for (uid, NodeCapture { run, .. }) in runs.iter_mut() {
@@ -319,13 +357,45 @@ impl Agent {
             if targets.is_empty() {
                 continue;
             }
+            let ours = slices
+                .iter()
+                .filter(|s| s.spec.capture_uid == *uid && s.spec.node == self.config.node)
+                .map(|s| s.as_ref());
             actions.push(Action::Apply {
-                uid: uid.clone(),
-                namespace: run.namespace.clone(),
-                name: run.name.clone(),
+                owner: Owner {
+                    namespace: run.namespace.clone(),
+                    name: run.name.clone(),
+                    uid: uid.clone(),
+                },
+                stale: stale_chunks(ours, &targets),
                 targets,
             });
         }
         actions
     }
+}
+
+/// What earlier runs on `node` reported for `capture`: the targets in its slices, else (a
+/// capture made before slices existed) its `status.targets` entries of this node.
+pub fn earlier_targets(
+    capture: &PacketCapture,
+    slices: &[&PacketCaptureSlice],
+    node: &str,
+) -> Vec<TargetStatus> {
+    let mut chunks: Vec<&PacketCaptureSlice> = slices.to_vec();
+    chunks.sort_by_key(|slice| slice.spec.chunk);
+    let from_slices: Vec<TargetStatus> = chunks
+        .iter()
+        .flat_map(|slice| slice.spec.targets.iter().cloned())
+        .collect();
+    if !from_slices.is_empty() {
+        return from_slices;
+    }
+    capture
+        .status
+        .iter()
+        .flat_map(|status| status.targets.iter())
+        .filter(|target| target.node == node)
+        .cloned()
+        .collect()
 }

@@ -5,13 +5,12 @@
 //! - `GET /healthz` → 200 `ok` (no auth; the DaemonSet's probes).
 //! - `GET /v1/captures/{uid}/files/{fileId}` → the file, streamed, with `Content-Length` and
 //!   single-range `Range` support; 404 when this node has no such file. `fileId` is the `id` of
-//!   an entry in this node's `status.targets[].files[]`.
+//!   a file of one of this node's targets (in its PacketCaptureSlices).
 //! - `GET /v1/captures/{uid}/live` → a pcapng stream of this node's running targets of the
 //!   capture (one interface per pod, described "ns/pod on NODE"); 409 when nothing captures here.
 //!
-//! Errors are `application/problem+json`. Plain HTTP: TLS is out of scope here (terminate it in
-//! front of the agent, or rely on the cluster network's encryption); the bearer token is
-//! therefore only as private as the node-to-node network.
+//! Errors are `application/problem+json`. The router is served over HTTPS only, with a
+//! certificate from the podcap agent CA (see `tls` and `serve_endpoint` in `mod.rs`).
 
 use std::io::SeekFrom;
 use std::sync::mpsc;
@@ -23,10 +22,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use capture_spec::PacketCaptureSlice;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::agent::Agent;
+use super::agent::{earlier_targets, Agent};
 use super::auth::{AuthError, Authenticator};
 use crate::tap::{pump, LiveSink, QUEUED_CHUNKS};
 
@@ -90,7 +90,8 @@ fn plausible_file(name: &str) -> bool {
 }
 
 /// The file name of `file_id` in capture `uid` on this node, from what this node reports: its
-/// runs in memory, else the capture's status entries of this node.
+/// runs in memory, else what it reported earlier (its slices, or the capture's status entries
+/// of this node for a capture made before slices).
 fn lookup(agent: &Agent, uid: &str, file_id: &str) -> Option<String> {
     if let Some(tracked) = agent.runs().get(uid) {
         let found = tracked
@@ -107,11 +108,14 @@ fn lookup(agent: &Agent, uid: &str, file_id: &str) -> Option<String> {
         .captures
         .find(|c| c.metadata.uid.as_deref() == Some(uid))?;
     let node = agent.config.node.as_str();
-    capture
-        .status
+    let slices = agent.watches.slices.state();
+    let ours: Vec<&PacketCaptureSlice> = slices
         .iter()
-        .flat_map(|s| s.targets.iter())
-        .filter(|t| t.node == node)
+        .filter(|s| s.spec.capture_uid == uid && s.spec.node == node)
+        .map(AsRef::as_ref)
+        .collect();
+    earlier_targets(&capture, &ours, node)
+        .iter()
         .flat_map(|t| t.files.iter())
         .find(|f| f.id == file_id)
         .map(|f| f.name.clone())

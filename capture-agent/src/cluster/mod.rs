@@ -2,7 +2,7 @@
 //! per node, a DaemonSet). It watches PacketCaptures and this node's pods (`watch`), captures
 //! every matching Running pod while a capture's window (`window`) is open (`agent`, `pods`,
 //! with the target rule both modes share, [`crate::reconcile`]), reports this node's
-//! `status.targets` entries with server-side apply (`status`), guards its files with a
+//! targets in PacketCaptureSlices of its own with server-side apply (`slices`), guards its files with a
 //! per-node finalizer (`finalizer`), and serves the files and live streams to the API only,
 //! over HTTPS with a certificate from the podcap agent CA (`endpoint`, `auth`, `tls`).
 //!
@@ -15,7 +15,7 @@ pub mod auth;
 pub mod endpoint;
 pub mod finalizer;
 pub mod pods;
-pub mod status;
+pub mod slices;
 pub mod tls;
 pub mod watch;
 pub mod window;
@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use capture_spec::PacketCapture;
+use capture_spec::{PacketCapture, PacketCaptureSlice};
 use chrono::Utc;
 use k8s_openapi::api::core::v1::Node;
 use kube::{Api, Client};
@@ -309,24 +309,31 @@ async fn perform(client: &Client, agent: &Agent, actions: Vec<Action>) {
     for action in actions {
         match action {
             Action::Apply {
-                uid,
-                namespace,
-                name,
+                owner,
                 targets,
+                stale,
             } => {
-                let api = Api::<PacketCapture>::namespaced(client.clone(), &namespace);
-                match status::apply(&api, &name, &agent.manager, &targets).await {
-                    Ok(()) => agent.applied(&uid, targets, std::time::Instant::now()),
+                let api = Api::<PacketCaptureSlice>::namespaced(client.clone(), &owner.namespace);
+                let node = agent.config.node.as_str();
+                let (namespace, name) = (&owner.namespace, &owner.name);
+                match slices::apply(&api, &owner, node, &agent.manager, &targets, &stale).await {
+                    Ok(_) => agent.applied(&owner.uid, targets, std::time::Instant::now()),
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
                     // The API server answered and refused: a bug or a permission missing.
                     Err(error @ kube::Error::Api(_)) => {
-                        tracing::warn!(%namespace, %name, %error, "cannot apply this node's status")
+                        tracing::warn!(%namespace, %name, %error, "cannot write this node's capture slices")
                     }
                     // Not reached (down, restarting, the network): the capture goes on, and
-                    // the throttle applies the status again at the next pass.
+                    // the throttle writes the slices again at the next pass.
                     Err(error) => {
-                        tracing::warn!(%namespace, %name, %error, "the API server is unreachable; this node's status waits for the next pass")
+                        tracing::warn!(%namespace, %name, %error, "the API server is unreachable; this node's capture slices wait for the next pass")
                     }
+                }
+            }
+            Action::DeleteSlices { namespace, names } => {
+                let api = Api::<PacketCaptureSlice>::namespaced(client.clone(), &namespace);
+                if let Err(error) = slices::delete(&api, &names).await {
+                    tracing::warn!(%namespace, %error, "cannot delete this node's slices of a deleted capture; garbage collection will");
                 }
             }
             Action::Finalizer {

@@ -1,12 +1,14 @@
-//! What the agent watches: PacketCaptures in every namespace, and the Pods scheduled on this
-//! node (field selector `spec.nodeName=NODE`), each mirrored into an in-memory store by a
+//! What the agent watches: PacketCaptures in every namespace, the Pods scheduled on this node
+//! (field selector `spec.nodeName=NODE`) and this node's own PacketCaptureSlices (label
+//! `podcap.io/node`, read back after a restart), each mirrored into an in-memory store by a
 //! kube-runtime reflector. The watchers re-list after an expired or broken watch and back off
 //! on errors (kube-runtime's default backoff), so a restarted or briefly unreachable API server
 //! costs a few seconds, never a stale view for good. Every event wakes the reconciler.
 
 use std::sync::Arc;
 
-use capture_spec::PacketCapture;
+use capture_spec::slice::{node_label_value, NODE_LABEL};
+use capture_spec::{PacketCapture, PacketCaptureSlice};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, Store};
@@ -20,10 +22,11 @@ use tokio::sync::Notify;
 pub struct Watches {
     pub captures: Store<PacketCapture>,
     pub pods: Store<Pod>,
+    pub slices: Store<PacketCaptureSlice>,
 }
 
 impl Watches {
-    /// Starts both watchers as tasks on the current runtime; `changed` is notified on every event.
+    /// Starts the watchers as tasks on the current runtime; `changed` is notified on every event.
     pub fn start(client: &Client, node: &str, changed: Arc<Notify>) -> Watches {
         let captures = mirror(
             "packetcaptures",
@@ -35,14 +38,26 @@ impl Watches {
             "pods",
             Api::<Pod>::all(client.clone()),
             watcher::Config::default().fields(&format!("spec.nodeName={node}")),
+            changed.clone(),
+        );
+        let slices = mirror(
+            "packetcaptureslices",
+            Api::<PacketCaptureSlice>::all(client.clone()),
+            watcher::Config::default().labels(&format!("{NODE_LABEL}={}", node_label_value(node))),
             changed,
         );
-        Watches { captures, pods }
+        Watches {
+            captures,
+            pods,
+            slices,
+        }
     }
 
-    /// Waits until both stores hold a complete first listing.
+    /// Waits until every store holds a complete first listing.
     pub async fn ready(&self) -> bool {
-        self.captures.wait_until_ready().await.is_ok() && self.pods.wait_until_ready().await.is_ok()
+        self.captures.wait_until_ready().await.is_ok()
+            && self.pods.wait_until_ready().await.is_ok()
+            && self.slices.wait_until_ready().await.is_ok()
     }
 }
 

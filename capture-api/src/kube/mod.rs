@@ -2,8 +2,8 @@
 //! PacketCaptureSchedule objects are the store ([`store`]), share links are Secrets in the
 //! API's namespace ([`shares`]), every request is authenticated with a TokenReview and
 //! authorized with a SubjectAccessReview in its namespace ([`auth`]), packets come from the node
-//! agents' file endpoints ([`agents`]), and a controller owns each capture's phase and totals
-//! ([`status`]). The REST routes and the web UI are the same as in standalone mode: [`Cluster`]
+//! agents' file endpoints ([`agents`]), each node's targets come from its PacketCaptureSlices
+//! ([`slices`]), and a controller owns each capture's phase and totals ([`status`]). The REST routes and the web UI are the same as in standalone mode: [`Cluster`]
 //! is this mode's side of the seam, [`crate::backend::Backend`] ([`backend`]).
 
 pub mod agents;
@@ -13,6 +13,7 @@ pub mod namespaces;
 pub mod pods;
 pub mod runs;
 pub mod shares;
+pub mod slices;
 pub mod status;
 pub mod store;
 

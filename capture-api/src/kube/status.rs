@@ -1,9 +1,9 @@
-//! The capture-status controller of Kubernetes mode. The node agents own `status.targets` (each
-//! its own entries, field manager `podcap-agent/NODE`); the API owns everything else in the
-//! status — `phase`, `startedAt`, `finishedAt`, `message` and the totals of `summarize` — under
-//! field manager `podcap-api`, and never writes a target. Every second it looks at every
-//! capture and moves its phase by the window rule the agents share
-//! ([`capture_spec::CaptureWindow::of_stored`]):
+//! The capture-status controller of Kubernetes mode. The node agents own the targets (each node
+//! its PacketCaptureSlices, see [`super::slices`]); the API owns the capture's status — `phase`,
+//! `startedAt`, `finishedAt`, `message` and the totals of `summarize` over every node's targets —
+//! under field manager `podcap-api`, and never writes a target. Every second it looks at every
+//! capture, with its targets from the slice mirror (one walk over it per pass), and moves its
+//! phase by the window rule the agents share ([`capture_spec::CaptureWindow::of_stored`]):
 //!
 //! - `Scheduled` before the window opens;
 //! - `Capturing` while it is open;
@@ -29,7 +29,10 @@
 //! a pure function of what was read ([`Observed`]), and a panic in it, which would be a bug,
 //! fails that one capture rather than the controller.
 //!
-//! The phase only moves forward; totals keep following the agents' reports after the end.
+//! The phase only moves forward; totals keep following the agents' reports after the end. A
+//! change of phase, times or message is written at once; a change of totals alone at most once
+//! per [`TOTALS_INTERVAL`] per capture, so a capture across many nodes costs the API server one
+//! small write per capture every few seconds, not one per node report.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -44,6 +47,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DynamicObject, ListParams};
 
 use super::pods;
+use super::slices::merged;
 use super::store::api_owned_status;
 use super::{chrono_time, store_error, Cluster, ClusterSettings, STOPPED_ANNOTATION};
 use crate::store::StoreError;
@@ -52,6 +56,21 @@ use crate::store::StoreError;
 const PASS_INTERVAL: Duration = Duration::from_secs(1);
 /// Share links of deleted captures are looked for once a minute.
 const PRUNE_EVERY: u64 = 60;
+/// The shortest time between two status writes of a capture that change only its totals.
+pub const TOTALS_INTERVAL: Duration = Duration::from_secs(10);
+/// The totals in a capture's status, which [`TOTALS_INTERVAL`] throttles.
+const TOTALS: [&str; 5] = ["pods", "nodes", "packets", "bytes", "drops"];
+
+/// What the API owns of `status` without the totals: what is written at once when it changes.
+fn without_totals(status: &serde_json::Value) -> serde_json::Value {
+    let mut owned = api_owned_status(status);
+    if let Some(map) = owned.as_object_mut() {
+        for key in TOTALS {
+            map.remove(key);
+        }
+    }
+    owned
+}
 
 fn rank(phase: Phase) -> u8 {
     match phase {
@@ -445,6 +464,8 @@ pub struct Memory {
     /// The last pass that saw each capture select no pod on a selected node
     /// ([`Observed::unselected_at`]).
     unselected_at: BTreeMap<String, DateTime<Utc>>,
+    /// When each capture's status was last written.
+    written: BTreeMap<String, std::time::Instant>,
 }
 
 impl Memory {
@@ -492,11 +513,34 @@ impl Memory {
     fn keep(&mut self, uids: &BTreeSet<String>) {
         self.warned.retain(|uid| uids.contains(uid));
         self.unselected_at.retain(|uid, _| uids.contains(uid));
+        self.written.retain(|uid, _| uids.contains(uid));
+    }
+
+    /// Whether `wanted` is to be written now over `current` (the stored status): at once when
+    /// more than the totals changed, else once [`TOTALS_INTERVAL`] has passed since the last
+    /// write.
+    fn is_due(
+        &self,
+        uid: &str,
+        current: &serde_json::Value,
+        wanted: &CaptureStatus,
+        now: std::time::Instant,
+    ) -> bool {
+        let urgent = serde_json::to_value(wanted).map_or(true, |value| {
+            without_totals(&value) != without_totals(current)
+        });
+        urgent
+            || self
+                .written
+                .get(uid)
+                .is_none_or(|at| now.duration_since(*at) >= TOTALS_INTERVAL)
     }
 }
 
 /// One pass over every capture; the uids of all captures.
 pub async fn pass(cluster: &Cluster, memory: &mut Memory) -> Result<BTreeSet<String>, StoreError> {
+    // Without every node's slices a capture would look silent, and be failed for it.
+    cluster.store.slices.ready().await?;
     let now = Utc::now();
     let objects = cluster
         .store
@@ -510,6 +554,7 @@ pub async fn pass(cluster: &Cluster, memory: &mut Memory) -> Result<BTreeSet<Str
         .filter_map(|object| object.metadata.uid.clone())
         .collect();
     memory.keep(&uids);
+    let mut slice_targets = cluster.store.slices.targets_by_capture();
     for object in &objects.items {
         if object.metadata.deletion_timestamp.is_some() {
             continue;
@@ -518,10 +563,16 @@ pub async fn pass(cluster: &Cluster, memory: &mut Memory) -> Result<BTreeSet<Str
         let name = object.metadata.name.as_deref().unwrap_or_default();
         let uid = object.metadata.uid.as_deref().unwrap_or_default();
         let mut observed = Observed::of(object, now);
+        let legacy = std::mem::take(&mut observed.status.targets);
+        observed.status.targets = merged(legacy, slice_targets.remove(uid).unwrap_or_default());
         memory.observe(cluster, uid, name, &mut observed, now).await;
         let Some(wanted) = wanted(object, &observed, now, &cluster.settings) else {
             continue;
         };
+        let current = object.data.get("status").cloned().unwrap_or_default();
+        if !memory.is_due(uid, &current, &wanted, std::time::Instant::now()) {
+            continue;
+        }
         let before = observed.status.phase;
         if wanted.phase != before {
             tracing::info!(namespace, name, from = ?before, to = ?wanted.phase, "capture phase");
@@ -532,6 +583,10 @@ pub async fn pass(cluster: &Cluster, memory: &mut Memory) -> Result<BTreeSet<Str
             .await
         {
             tracing::warn!(namespace, name, %error, "updating a capture's status");
+        } else {
+            memory
+                .written
+                .insert(uid.to_string(), std::time::Instant::now());
         }
     }
     Ok(uids)
@@ -970,5 +1025,32 @@ mod tests {
             3,
             "the empty podSelector selects every Running pod"
         );
+    }
+
+    #[test]
+    fn totals_alone_wait_and_everything_else_is_written_at_once() {
+        let mut memory = Memory::default();
+        let start = std::time::Instant::now();
+        let current = json!({"phase": "Capturing", "packets": 5, "pods": 1});
+        let mut wanted: CaptureStatus = serde_json::from_value(current.clone()).unwrap();
+        wanted.packets = Some(9);
+        assert!(
+            memory.is_due("u", &current, &wanted, start),
+            "never written"
+        );
+        memory.written.insert("u".into(), start);
+        assert!(!memory.is_due("u", &current, &wanted, start + Duration::from_secs(3)));
+        assert!(memory.is_due("u", &current, &wanted, start + TOTALS_INTERVAL));
+        wanted.phase = Phase::Completed;
+        assert!(
+            memory.is_due("u", &current, &wanted, start + Duration::from_secs(1)),
+            "a phase change waits for nothing"
+        );
+        // Targets are never the API's to write, so they never make a write due.
+        let mut with_targets = wanted.clone();
+        with_targets.phase = Phase::Capturing;
+        with_targets.packets = Some(5);
+        with_targets.targets = vec![target(TargetState::Capturing)];
+        assert!(!memory.is_due("u", &current, &with_targets, start + Duration::from_secs(1)));
     }
 }

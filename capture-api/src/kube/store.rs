@@ -3,7 +3,9 @@
 //! unchanged. Objects travel as `DynamicObject`s: spec and status pass through as the API server
 //! holds them. A schedule's captures carry its name as a label (to list them) and an
 //! ownerReference to it (so the garbage collector deletes them with it). Statuses are written
-//! with server-side apply under `podcap-api`, never `status.targets` (the agents' entries).
+//! with server-side apply under `podcap-api`, never `status.targets`. A capture's targets are
+//! its nodes' PacketCaptureSlices, mirrored in memory ([`super::slices`]), merged into the
+//! record as it is read.
 //! Share links are Secrets ([`super::shares`]); API tokens do not exist here (users bring their
 //! Kubernetes tokens).
 
@@ -18,6 +20,7 @@ use kube::Client;
 use serde_json::{json, Value};
 
 use super::shares::ShareSecrets;
+use super::slices::{merged, Slices};
 use super::{block_on, chrono_time, is_not_found, store_error, FIELD_MANAGER, SCHEDULE_LABEL};
 use crate::store::{
     CaptureRecord, Page, RawCaptureRecord, ScheduleRecord, ShareRecord, Store, StoreError,
@@ -33,11 +36,13 @@ pub struct KubeStore {
     captures: ApiResource,
     schedules: ApiResource,
     pub shares: ShareSecrets,
+    /// The agents' PacketCaptureSlices, mirrored (started by capture-api's start-up).
+    pub slices: Slices,
     /// uid → (namespace, name) of objects seen, so lookups by uid rarely need a list.
     names: Mutex<HashMap<String, (String, String)>>,
 }
 
-/// The status as the API writes it: everything but the agents' `targets`.
+/// The status as the API writes it: everything but `targets` (the nodes' slices).
 pub fn api_owned_status(status: &Value) -> Value {
     let mut owned = status.clone();
     if let Some(map) = owned.as_object_mut() {
@@ -53,6 +58,7 @@ impl KubeStore {
             client,
             captures: ApiResource::erase::<PacketCapture>(&()),
             schedules: ApiResource::erase::<PacketCaptureSchedule>(&()),
+            slices: Slices::default(),
             names: Mutex::new(HashMap::new()),
         }
     }
@@ -81,10 +87,11 @@ impl KubeStore {
         self.names.lock().ok()?.get(uid).cloned()
     }
 
-    /// A PacketCapture object as a record, or why its spec or status cannot be read.
+    /// A PacketCapture object as a record, with its nodes' targets from their slices and the
+    /// totals over them, or why its spec or status cannot be read.
     pub fn capture_record(&self, object: &DynamicObject) -> Result<CaptureRecord, StoreError> {
         let meta = &object.metadata;
-        let record = CaptureRecord {
+        let mut record = CaptureRecord {
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
             uid: meta.uid.clone().unwrap_or_default(),
@@ -101,6 +108,9 @@ impl KubeStore {
                 .and_then(|labels| labels.get(SCHEDULE_LABEL))
                 .cloned(),
         };
+        let legacy = std::mem::take(&mut record.status.targets);
+        record.status.targets = merged(legacy, self.slices.targets_of(&record.uid));
+        record.status.summarize();
         self.remember(&record.uid, &record.namespace, &record.name);
         Ok(record)
     }
@@ -129,6 +139,7 @@ impl KubeStore {
         namespace: Option<&str>,
         labels: Option<&str>,
     ) -> Result<Vec<CaptureRecord>, StoreError> {
+        self.slices.ready().await?;
         let mut params = ListParams::default();
         if let Some(labels) = labels {
             params = params.labels(labels);
@@ -158,6 +169,7 @@ impl KubeStore {
         continue_token: Option<&str>,
         limit: usize,
     ) -> Result<Page<RawCaptureRecord>, StoreError> {
+        self.slices.ready().await?;
         let api = self.capture_api(Some(namespace));
         let mut items = Vec::new();
         let mut next = continue_token.map(str::to_string);
@@ -207,6 +219,7 @@ impl KubeStore {
         namespace: &str,
         name: &str,
     ) -> Result<Option<CaptureRecord>, StoreError> {
+        self.slices.ready().await?;
         match self.capture_api(Some(namespace)).get(name).await {
             Ok(object) => self.capture_record(&object).map(Some),
             Err(e) if is_not_found(&e) => Ok(None),
@@ -215,10 +228,12 @@ impl KubeStore {
     }
 
     /// The capture of `uid`: one GET when its name is known (every capture this process read
-    /// or made, and a share link's capture), else a list of every capture in the cluster — left
-    /// for links made by an older version, which did not keep their capture's name.
+    /// or made, a share link's capture, and every capture with a node's slice), else a list of
+    /// every capture in the cluster — left for links made by an older version, which did not
+    /// keep their capture's name, to captures that captured nothing.
     pub async fn get_capture_by_uid(&self, uid: &str) -> Result<Option<CaptureRecord>, StoreError> {
-        if let Some((namespace, name)) = self.known(uid) {
+        let named = self.known(uid).or_else(|| self.slices.capture_named(uid));
+        if let Some((namespace, name)) = named {
             if let Some(record) = self.get_capture(&namespace, &name).await? {
                 if record.uid == uid {
                     return Ok(Some(record));

@@ -28,12 +28,14 @@ use super::object::{
     check_name, invalid_spec, parse_object, requested_name, selector_from_text, DryRunQuery,
 };
 use super::openapi::{self, CapturePath, NamespacePath, PacketCapture, PacketCaptureList};
+use super::targets::{limit_inline_targets, INLINE_SCAN_BYTES};
 
 pub const API_VERSION: &str = "podcap.io/v1alpha1";
 
-/// A capture as the API returns it.
+/// A capture as the API returns it, with at most [`super::targets::INLINE_TARGETS`] targets
+/// inline.
 pub fn resource(record: &CaptureRecord) -> Value {
-    json!({
+    let mut resource = json!({
         "apiVersion": API_VERSION,
         "kind": "PacketCapture",
         "metadata": {
@@ -44,7 +46,9 @@ pub fn resource(record: &CaptureRecord) -> Value {
         },
         "spec": record.spec,
         "status": record.status,
-    })
+    });
+    limit_inline_targets(&mut resource["status"]);
+    resource
 }
 
 /// The capture `namespace/name`, or a 404 that says how to find the right one.
@@ -75,9 +79,19 @@ const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
 /// Appends `record` as [`resource`] renders it, splicing the stored spec and status text
-/// instead of parsing and re-encoding them: lists are the API's hottest answers.
+/// instead of parsing and re-encoding them (lists are the API's hottest answers), except for a
+/// status long enough to hold more targets than an answer carries.
 fn push_resource(out: &mut String, record: &RawCaptureRecord) {
     let text = |value: &str| serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into());
+    let limited;
+    let mut status = record.status.as_str();
+    if status.len() > INLINE_SCAN_BYTES {
+        if let Ok(mut value) = serde_json::from_str::<Value>(status) {
+            limit_inline_targets(&mut value);
+            limited = value.to_string();
+            status = &limited;
+        }
+    }
     let _ = write!(
         out,
         "{{\"apiVersion\":\"{API_VERSION}\",\"kind\":\"PacketCapture\",\"metadata\":{{\"name\":{},\"namespace\":{},\"uid\":{},\"creationTimestamp\":{}}},\"spec\":{},\"status\":{}}}",
@@ -86,7 +100,7 @@ fn push_resource(out: &mut String, record: &RawCaptureRecord) {
         text(&record.uid),
         text(&record.created_at),
         record.spec,
-        record.status,
+        status,
     );
 }
 

@@ -22,6 +22,7 @@ pub mod openapi;
 mod pods;
 mod schedules;
 pub mod shares;
+pub mod targets;
 pub mod tickets;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -38,6 +39,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(captures::list, captures::create))
         .routes(routes!(captures::get, captures::delete))
         .routes(routes!(captures::stop))
+        .routes(routes!(targets::list))
         .routes(routes!(files::list))
         .routes(routes!(download::merged))
         .routes(routes!(live::live))

@@ -12,7 +12,9 @@ use std::sync::OnceLock;
 
 use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
-use capture_spec::{CaptureSpec, CaptureStatus, FileStatus, ScheduleSpec, ScheduleStatus};
+use capture_spec::{
+    CaptureSpec, CaptureStatus, FileStatus, ScheduleSpec, ScheduleStatus, TargetStatus,
+};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::openapi::link::LinkBuilder;
@@ -157,6 +159,19 @@ pub struct PacketCapture {
 #[allow(dead_code)]
 pub struct PacketCaptureList {
     items: Vec<PacketCapture>,
+    metadata: ListMetadata,
+}
+
+/// One page of a capture's targets, ordered by node, pod and interface.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct TargetList {
+    #[schema(example = "podcap.io/v1alpha1")]
+    api_version: String,
+    #[schema(example = "TargetList")]
+    kind: String,
+    items: Vec<TargetStatus>,
     metadata: ListMetadata,
 }
 

@@ -119,6 +119,20 @@ pub fn deploy(path: &str) -> String {
     repo_root().join("deploy").join(path).display().to_string()
 }
 
+/// Every podcap CRD (`deploy/crds`, as `kubectl apply -k` installs them), waited for until the
+/// API server serves each.
+pub fn install_crds(server: &KubeApiServer) {
+    server.kubectl(&["apply", "-k", &deploy("crds")]);
+    server.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/packetcaptures.podcap.io",
+        "crd/packetcaptureschedules.podcap.io",
+        "crd/packetcaptureslices.podcap.io",
+    ]);
+}
+
 /// Writes a kubeconfig for `server` that authenticates with `token` (CA by path, namespace
 /// `default`): what a service account's in-cluster config amounts to.
 pub fn write_kubeconfig(server: &KubeApiServer, token: &str, path: &Path) {

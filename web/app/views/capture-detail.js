@@ -16,6 +16,9 @@ import { summarize } from './capture-list.js';
 const REFRESH_MS = 2000;
 const CHART_REFRESH_MS = 4000;
 const PREVIEW_ROWS = 100;
+// A capture across many pods carries only its first 100 targets inline (status.targetsOmitted
+// says how many more): the Pods table then pages through GET .../targets, this many at a time.
+const TARGET_PAGE = 100;
 
 /** "TCP 80, 443 · UDP 53 with 10.96.0.10", or "every packet". */
 export function describeFilters(filters) {
@@ -95,6 +98,15 @@ export default async function captureDetail({ main, params, navigate, isCurrent 
   let previewDone = false;
   let lastPhase = null;
   let downloadsShownFor = null;
+  // Paging of the Pods table, when the capture omits targets: the continue token of every page
+  // up to the one shown (null for the first), and the page shown.
+  const pageTokens = [null];
+  let targetPage = null;
+
+  const loadTargetPage = async () => {
+    const page = await get(`${path}/targets`, { query: { limit: TARGET_PAGE, continue: pageTokens[pageTokens.length - 1] } });
+    targetPage = { items: page.items || [], next: page.metadata?.continue || null };
+  };
 
   const act = async (label, fn) => {
     replace(pageStatus);
@@ -164,8 +176,27 @@ export default async function captureDetail({ main, params, navigate, isCurrent 
       h('dl', { class: 'facts' }, facts.map(([term, value]) => [h('dt', {}, term), h('dd', {}, value)])));
   };
 
+  const showTargetPage = (move) => act('Could not load the pods', async () => {
+    if (move > 0 && targetPage?.next) pageTokens.push(targetPage.next);
+    if (move < 0 && pageTokens.length > 1) pageTokens.pop();
+    await loadTargetPage();
+    renderTargets();
+  });
+
+  const targetPager = () => {
+    const total = (capture.status?.targets || []).length + capture.status.targetsOmitted;
+    const first = (pageTokens.length - 1) * TARGET_PAGE + 1;
+    const shown = targetPage ? targetPage.items.length : TARGET_PAGE;
+    return h('div', { class: 'actions left', id: 'targets-pager' },
+      h('span', { class: 'muted' }, `Pod interfaces ${formatCount(first)}–${formatCount(first + shown - 1)} of ${formatCount(total)}`),
+      h('button', { type: 'button', class: 'button', disabled: pageTokens.length === 1, onclick: () => showTargetPage(-1) }, 'Previous'),
+      h('button', { type: 'button', class: 'button', disabled: !(targetPage ? targetPage.next : true), onclick: () => showTargetPage(1) }, 'Next'));
+  };
+
   const renderTargets = () => {
-    const targets = capture.status?.targets || [];
+    const paged = (capture.status?.targetsOmitted || 0) > 0;
+    if (paged && !targetPage) showTargetPage(0);
+    const targets = (paged && targetPage ? targetPage.items : capture.status?.targets) || [];
     if (targets.length === 0) {
       replace(targetsSection, h('p', { class: 'muted' }, RUNNING_PHASES.has(capture.status?.phase)
         ? 'No pod matches yet; pods that start while the capture runs join it.'
@@ -183,7 +214,8 @@ export default async function captureDetail({ main, params, navigate, isCurrent 
         h('td', { 'data-label': 'Packets', class: 'num' }, formatCount(target.packets)),
         h('td', { 'data-label': 'Bytes', class: 'num' }, formatBytes(target.bytes)),
         h('td', { 'data-label': 'Drops', class: target.drops > 0 ? 'num warn' : 'num' }, formatCount(target.drops)),
-        h('td', { 'data-label': 'Files', class: 'num' }, formatCount((target.files || []).length))))))));
+        h('td', { 'data-label': 'Files', class: 'num' }, formatCount((target.files || []).length))))))),
+      paged ? targetPager() : null);
   };
 
   const renderDownloads = () => {
@@ -343,6 +375,7 @@ export default async function captureDetail({ main, params, navigate, isCurrent 
   const poll = async () => {
     try {
       capture = await get(path);
+      if ((capture.status?.targetsOmitted || 0) > 0) await loadTargetPage();
     } catch (error) {
       if (!isCurrent()) return;
       if (error instanceof ApiError && error.status === 404) {

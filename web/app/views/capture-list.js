@@ -11,12 +11,16 @@ const PHASES = ['Scheduled', 'Capturing', 'Completed', 'Stopped', 'Failed'];
 const FAST_REFRESH_MS = 2000;
 const SLOW_REFRESH_MS = 15000;
 
-/** Totals and the number of distinct pods of a capture's status. */
+/**
+ * Totals and the number of distinct pods of a capture's status: the server's totals where it
+ * gives them (they cover every target, also those a large capture leaves out of `targets`),
+ * else sums over `targets`.
+ */
 export function summarize(status = {}) {
   const targets = status.targets || [];
   const pods = new Set(targets.map((t) => `${t.namespace}/${t.pod}`));
-  const sum = (key) => targets.reduce((total, t) => total + (Number(t[key]) || 0), 0);
-  return { pods: pods.size, packets: sum('packets'), bytes: sum('bytes'), drops: sum('drops') };
+  const sum = (key) => status[key] ?? targets.reduce((total, t) => total + (Number(t[key]) || 0), 0);
+  return { pods: status.pods ?? pods.size, packets: sum('packets'), bytes: sum('bytes'), drops: sum('drops') };
 }
 
 export default async function captureList({ main, query, navigate, isCurrent }) {

@@ -1,0 +1,161 @@
+//! The API's view of the agents' PacketCaptureSlices (see `capture_spec::slice`): one
+//! kube-runtime reflector mirroring every slice in the cluster, so that reading a capture adds
+//! its nodes' targets without a request to the API server, and the status controller aggregates
+//! every capture's totals from memory once a pass.
+//!
+//! A capture's targets are those of its slices (selected by capture uid, never by name) merged
+//! with what its own `status.targets` still holds: captures made before slices existed keep
+//! their targets there, and after an upgrade a node's slice replaces its old entries key by key
+//! ([`merged`]).
+//!
+//! The mirror is started by [`Slices::start`] (capture-api's start-up); until its first listing
+//! is complete, reads wait for it up to [`READY_WAIT`] and then answer 503, since a capture read
+//! without its targets would look as if it had captured nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use capture_spec::{PacketCaptureSlice, TargetKey, TargetStatus};
+use futures::StreamExt;
+use kube::runtime::reflector::{self, store::Writer, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+
+use crate::store::StoreError;
+
+/// How long a read waits for the first listing of slices.
+pub const READY_WAIT: Duration = Duration::from_secs(10);
+
+/// The mirrored slices.
+pub struct Slices {
+    reader: Store<PacketCaptureSlice>,
+    /// Taken by [`Slices::start`].
+    writer: Mutex<Option<Writer<PacketCaptureSlice>>>,
+}
+
+impl Default for Slices {
+    fn default() -> Self {
+        let (reader, writer) = reflector::store();
+        Slices {
+            reader,
+            writer: Mutex::new(Some(writer)),
+        }
+    }
+}
+
+impl Slices {
+    /// Starts mirroring on the current runtime (once; later calls do nothing).
+    pub fn start(&self, client: &Client) {
+        let Some(writer) = self.writer.lock().ok().and_then(|mut slot| slot.take()) else {
+            return;
+        };
+        let api = Api::<PacketCaptureSlice>::all(client.clone());
+        let stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer);
+        tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                if let Err(error) = event {
+                    tracing::warn!(%error, "watching PacketCaptureSlices failed (is the packetcaptureslices.podcap.io CRD installed?); retrying");
+                }
+            }
+            tracing::error!("the PacketCaptureSlice watch ended");
+        });
+    }
+
+    /// Waits until the first listing is complete, at most [`READY_WAIT`].
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        match tokio::time::timeout(READY_WAIT, self.reader.wait_until_ready()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(StoreError::Unavailable(
+                "the nodes' capture slices (PacketCaptureSlices) have not been listed yet: check that the packetcaptureslices.podcap.io CRD is installed (kubectl get crd packetcaptureslices.podcap.io) and capture-api's log".into(),
+            )),
+        }
+    }
+
+    /// The targets of capture `uid` in its slices.
+    pub fn targets_of(&self, uid: &str) -> Vec<TargetStatus> {
+        self.reader
+            .state()
+            .iter()
+            .filter(|slice| slice.spec.capture_uid == uid)
+            .flat_map(|slice| slice.spec.targets.iter().cloned())
+            .collect()
+    }
+
+    /// Every capture's slice targets, by capture uid: one walk over the mirror.
+    pub fn targets_by_capture(&self) -> HashMap<String, Vec<TargetStatus>> {
+        let mut by_capture: HashMap<String, Vec<TargetStatus>> = HashMap::new();
+        for slice in &self.reader.state() {
+            by_capture
+                .entry(slice.spec.capture_uid.clone())
+                .or_default()
+                .extend(slice.spec.targets.iter().cloned());
+        }
+        by_capture
+    }
+
+    /// Where capture `uid` lives, if any slice of it is mirrored: (namespace, name).
+    pub fn capture_named(&self, uid: &str) -> Option<(String, String)> {
+        self.reader
+            .state()
+            .into_iter()
+            .find(|slice| slice.spec.capture_uid == uid)
+            .and_then(|slice| {
+                Some((
+                    slice.metadata.namespace.clone()?,
+                    slice.spec.capture.clone(),
+                ))
+            })
+    }
+}
+
+/// A capture's targets: those of `status.targets` (written there by agents before slices
+/// existed) with each replaced by the slice entry of the same key, plus the slices' others;
+/// sorted by node, pod and interface.
+pub fn merged(legacy: Vec<TargetStatus>, from_slices: Vec<TargetStatus>) -> Vec<TargetStatus> {
+    if legacy.is_empty() {
+        let mut targets = from_slices;
+        targets.sort_by_key(TargetStatus::key);
+        return targets;
+    }
+    let mut by_key: BTreeMap<TargetKey, TargetStatus> =
+        legacy.into_iter().map(|t| (t.key(), t)).collect();
+    by_key.extend(from_slices.into_iter().map(|t| (t.key(), t)));
+    by_key.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use capture_spec::TargetState;
+
+    use super::*;
+
+    fn target(node: &str, pod: &str, packets: u64) -> TargetStatus {
+        TargetStatus {
+            node: node.into(),
+            namespace: "shop".into(),
+            pod: pod.into(),
+            interface: "eth0".into(),
+            state: TargetState::Capturing,
+            packets,
+            ..TargetStatus::default()
+        }
+    }
+
+    #[test]
+    fn slices_replace_old_entries_key_by_key_and_keep_the_rest() {
+        let legacy = vec![target("node-a", "web-0", 1), target("node-b", "web-1", 2)];
+        let slices = vec![target("node-a", "web-0", 10), target("node-c", "web-2", 3)];
+        let targets = merged(legacy, slices);
+        let seen: Vec<(&str, u64)> = targets
+            .iter()
+            .map(|t| (t.node.as_str(), t.packets))
+            .collect();
+        assert_eq!(seen, [("node-a", 10), ("node-b", 2), ("node-c", 3)]);
+        let only_slices = merged(Vec::new(), vec![target("b", "x", 1), target("a", "y", 1)]);
+        assert_eq!(only_slices[0].node, "a");
+    }
+}
