@@ -10,6 +10,10 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The most targets a capture answer (REST) carries in `status.targets`; the rest are counted
+/// in `targetsOmitted` and paged through `GET .../captures/{name}/targets`.
+pub const INLINE_TARGETS: usize = 100;
+
 /// Where a capture is in its life. The phase only moves forward:
 /// `Scheduled` → `Capturing` → one of `Completed`, `Stopped`, `Failed`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -175,6 +179,40 @@ impl CaptureStatus {
         self.drops = Some(totals.drops);
     }
 
+    /// A copy of everything but the targets (every field named, so a new one cannot be
+    /// forgotten here): what a view that shows only some targets starts from.
+    pub fn without_targets(&self) -> CaptureStatus {
+        CaptureStatus {
+            phase: self.phase,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            message: self.message.clone(),
+            pods: self.pods,
+            nodes: self.nodes,
+            packets: self.packets,
+            bytes: self.bytes,
+            drops: self.drops,
+            targets: Vec::new(),
+            targets_omitted: self.targets_omitted,
+        }
+    }
+
+    /// The status as an answer shows it: its first [`INLINE_TARGETS`] targets by node, pod and
+    /// interface, and `targets_omitted` when there are more. Clones only the targets it shows.
+    pub fn inline_view(&self) -> CaptureStatus {
+        if self.targets.len() <= INLINE_TARGETS {
+            return self.clone();
+        }
+        let mut first: Vec<&TargetStatus> = self.targets.iter().collect();
+        first.select_nth_unstable_by(INLINE_TARGETS - 1, |a, b| a.cmp_by_key(b));
+        first.truncate(INLINE_TARGETS);
+        first.sort_unstable_by(|a, b| a.cmp_by_key(b));
+        let mut shown = self.without_targets();
+        shown.targets = first.into_iter().cloned().collect();
+        shown.targets_omitted = u64::try_from(self.targets.len() - INLINE_TARGETS).ok();
+        shown
+    }
+
     /// The target with this key, if the status has one.
     pub fn target(&self, key: &TargetKey) -> Option<&TargetStatus> {
         self.targets.iter().find(|t| t.key() == *key)
@@ -229,6 +267,17 @@ pub struct TargetStatus {
 }
 
 impl TargetStatus {
+    /// Orders targets as their [`TargetKey`]s order (node, pod, interface) without building
+    /// the keys: sorting tens of thousands of targets must not allocate per comparison.
+    pub fn cmp_by_key(&self, other: &TargetStatus) -> std::cmp::Ordering {
+        (&self.node, &self.pod, &self.interface).cmp(&(&other.node, &other.pod, &other.interface))
+    }
+
+    /// Whether this target's key is at most `key`.
+    pub fn key_at_most(&self, key: &TargetKey) -> bool {
+        (&self.node, &self.pod, &self.interface) <= (&key.node, &key.pod, &key.interface)
+    }
+
     pub fn key(&self) -> TargetKey {
         TargetKey {
             node: self.node.clone(),

@@ -118,7 +118,7 @@ impl Slices {
 pub fn merged(legacy: Vec<TargetStatus>, from_slices: Vec<TargetStatus>) -> Vec<TargetStatus> {
     if legacy.is_empty() {
         let mut targets = from_slices;
-        targets.sort_by_key(TargetStatus::key);
+        targets.sort_unstable_by(TargetStatus::cmp_by_key);
         return targets;
     }
     let mut by_key: BTreeMap<TargetKey, TargetStatus> =

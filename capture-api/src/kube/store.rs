@@ -200,7 +200,8 @@ impl KubeStore {
                 }
                 items.push(RawCaptureRecord {
                     spec: serde_json::to_string(&record.spec)?,
-                    status: serde_json::to_string(&record.status)?,
+                    // As an answer shows it: a list must not carry every target of a large capture.
+                    status: serde_json::to_string(&record.status.inline_view())?,
                     created_at: page_time(record.created_at),
                     namespace: record.namespace,
                     name: record.name,

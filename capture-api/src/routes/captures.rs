@@ -32,10 +32,10 @@ use super::targets::{limit_inline_targets, INLINE_SCAN_BYTES};
 
 pub const API_VERSION: &str = "podcap.io/v1alpha1";
 
-/// A capture as the API returns it, with at most [`super::targets::INLINE_TARGETS`] targets
-/// inline.
+/// A capture as the API returns it, with at most [`capture_spec::status::INLINE_TARGETS`]
+/// targets inline.
 pub fn resource(record: &CaptureRecord) -> Value {
-    let mut resource = json!({
+    json!({
         "apiVersion": API_VERSION,
         "kind": "PacketCapture",
         "metadata": {
@@ -45,10 +45,8 @@ pub fn resource(record: &CaptureRecord) -> Value {
             "creationTimestamp": record.created_at.to_rfc3339(),
         },
         "spec": record.spec,
-        "status": record.status,
-    });
-    limit_inline_targets(&mut resource["status"]);
-    resource
+        "status": record.status.inline_view(),
+    })
 }
 
 /// The capture `namespace/name`, or a 404 that says how to find the right one.

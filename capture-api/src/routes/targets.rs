@@ -22,8 +22,7 @@ use super::openapi::{CapturePath, TargetList};
 use crate::problem::{InvalidParam, Problem};
 use crate::state::AppState;
 
-/// The most targets a capture answer carries in `status.targets`.
-pub const INLINE_TARGETS: usize = 100;
+pub use capture_spec::status::INLINE_TARGETS;
 /// A status text shorter than this cannot hold more than [`INLINE_TARGETS`] targets (each is
 /// well over 100 bytes of JSON), so lists splice it unread.
 pub const INLINE_SCAN_BYTES: usize = INLINE_TARGETS * 100;
@@ -31,7 +30,8 @@ pub const INLINE_SCAN_BYTES: usize = INLINE_TARGETS * 100;
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
-/// Cuts a capture status (as JSON) to its first [`INLINE_TARGETS`] targets by node, pod and
+/// [`CaptureStatus::inline_view`] for a status already in JSON (a stored status text): cuts it
+/// to its first [`INLINE_TARGETS`] targets by node, pod and
 /// interface, and sets `targetsOmitted` to how many it left out.
 pub fn limit_inline_targets(status: &mut Value) {
     let Some(targets) = status.get_mut("targets").and_then(Value::as_array_mut) else {
@@ -40,13 +40,15 @@ pub fn limit_inline_targets(status: &mut Value) {
     if targets.len() <= INLINE_TARGETS {
         return;
     }
-    let key = |t: &Value| {
-        ["node", "pod", "interface"].map(|k| t[k].as_str().unwrap_or_default().to_string())
-    };
-    targets.sort_by_key(key);
+    targets.sort_unstable_by(|a, b| key_fields(a).cmp(&key_fields(b)));
     let omitted = targets.len() - INLINE_TARGETS;
     targets.truncate(INLINE_TARGETS);
     status["targetsOmitted"] = json!(omitted);
+}
+
+/// A target's key (node, pod, interface) as it stands in its JSON.
+fn key_fields(target: &Value) -> [&str; 3] {
+    ["node", "pod", "interface"].map(|k| target[k].as_str().unwrap_or_default())
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -83,8 +85,8 @@ pub fn page(
     after: Option<&TargetKey>,
     limit: usize,
 ) -> (Vec<TargetStatus>, Option<String>) {
-    targets.sort_by_key(TargetStatus::key);
-    let start = after.map_or(0, |after| targets.partition_point(|t| t.key() <= *after));
+    targets.sort_unstable_by(TargetStatus::cmp_by_key);
+    let start = after.map_or(0, |after| targets.partition_point(|t| t.key_at_most(after)));
     let rest = targets.len() - start;
     let items: Vec<TargetStatus> = targets.drain(start..).take(limit).collect();
     let next = (rest > limit)
