@@ -165,18 +165,27 @@ impl CaptureStatus {
     /// because Kubernetes printer columns cannot sum a list; whoever writes the capture-wide
     /// status (phase, message) in a cluster should call this before writing.
     pub fn summarize(&mut self) {
-        let totals = self.totals();
-        let pods: BTreeSet<(&str, &str)> = self
-            .targets
+        let targets = std::mem::take(&mut self.targets);
+        self.summarize_over(&targets.iter().collect::<Vec<_>>());
+        self.targets = targets;
+    }
+
+    /// [`CaptureStatus::summarize`] over `targets` (the capture's every target, by reference)
+    /// instead of `self.targets`.
+    pub fn summarize_over(&mut self, targets: &[&TargetStatus]) {
+        let pods: BTreeSet<(&str, &str)> = targets
             .iter()
             .map(|t| (t.namespace.as_str(), t.pod.as_str()))
             .collect();
-        let nodes: BTreeSet<&str> = self.targets.iter().map(|t| t.node.as_str()).collect();
+        let nodes: BTreeSet<&str> = targets.iter().map(|t| t.node.as_str()).collect();
         let count = |n: usize| Some(u32::try_from(n).unwrap_or(u32::MAX));
         (self.pods, self.nodes) = (count(pods.len()), count(nodes.len()));
-        self.packets = Some(totals.packets);
-        self.bytes = Some(totals.bytes);
-        self.drops = Some(totals.drops);
+        let sum = |of: fn(&TargetStatus) -> u64| {
+            targets.iter().map(|t| of(t)).fold(0, u64::saturating_add)
+        };
+        self.packets = Some(sum(|t| t.packets));
+        self.bytes = Some(sum(|t| t.bytes));
+        self.drops = Some(sum(|t| t.drops));
     }
 
     /// A copy of everything but the targets (every field named, so a new one cannot be
@@ -200,23 +209,50 @@ impl CaptureStatus {
     /// The status as an answer shows it: its first [`INLINE_TARGETS`] targets by node, pod and
     /// interface, and `targets_omitted` when there are more. Clones only the targets it shows.
     pub fn inline_view(&self) -> CaptureStatus {
-        if self.targets.len() <= INLINE_TARGETS {
-            return self.clone();
-        }
-        let mut first: Vec<&TargetStatus> = self.targets.iter().collect();
-        first.select_nth_unstable_by(INLINE_TARGETS - 1, |a, b| a.cmp_by_key(b));
-        first.truncate(INLINE_TARGETS);
-        first.sort_unstable_by(|a, b| a.cmp_by_key(b));
-        let mut shown = self.without_targets();
-        shown.targets = first.into_iter().cloned().collect();
-        shown.targets_omitted = u64::try_from(self.targets.len() - INLINE_TARGETS).ok();
-        shown
+        self.without_targets()
+            .showing(&self.targets.iter().collect::<Vec<_>>())
+    }
+
+    /// This status (without targets of its own) showing the first [`INLINE_TARGETS`] of
+    /// `targets` (the capture's every target, by reference) and counting the rest in
+    /// `targets_omitted`.
+    pub fn showing(mut self, targets: &[&TargetStatus]) -> CaptureStatus {
+        let (first, more) = first_targets(targets, None, INLINE_TARGETS);
+        self.targets = first;
+        self.targets_omitted = (more > 0).then(|| u64::try_from(more).unwrap_or(u64::MAX));
+        self
     }
 
     /// The target with this key, if the status has one.
     pub fn target(&self, key: &TargetKey) -> Option<&TargetStatus> {
         self.targets.iter().find(|t| t.key() == *key)
     }
+}
+
+/// The first `limit` of `targets` by node, pod and interface, after the key `after` when given,
+/// cloned; and how many more follow them. Only the targets returned are cloned, so a page of a
+/// capture with tens of thousands of targets costs a page.
+pub fn first_targets(
+    targets: &[&TargetStatus],
+    after: Option<&TargetKey>,
+    limit: usize,
+) -> (Vec<TargetStatus>, usize) {
+    let mut rest: Vec<&TargetStatus> = targets
+        .iter()
+        .copied()
+        .filter(|t| after.is_none_or(|after| !t.key_at_most(after)))
+        .collect();
+    let total = rest.len();
+    if limit == 0 {
+        return (Vec::new(), total);
+    }
+    if total > limit {
+        rest.select_nth_unstable_by(limit - 1, |a, b| a.cmp_by_key(b));
+        rest.truncate(limit);
+    }
+    rest.sort_unstable_by(|a, b| a.cmp_by_key(b));
+    let shown = rest.len();
+    (rest.into_iter().cloned().collect(), total - shown)
 }
 
 /// Counters summed over targets.

@@ -13,10 +13,10 @@
 //! without its targets would look as if it had captured nothing.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use capture_spec::{PacketCaptureSlice, TargetKey, TargetStatus};
+use capture_spec::{PacketCaptureSlice, TargetStatus};
 use futures::StreamExt;
 use kube::runtime::reflector::{self, store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -75,24 +75,23 @@ impl Slices {
         }
     }
 
-    /// The targets of capture `uid` in its slices.
-    pub fn targets_of(&self, uid: &str) -> Vec<TargetStatus> {
+    /// The slices of capture `uid`.
+    pub fn of(&self, uid: &str) -> Vec<Arc<PacketCaptureSlice>> {
         self.reader
             .state()
-            .iter()
+            .into_iter()
             .filter(|slice| slice.spec.capture_uid == uid)
-            .flat_map(|slice| slice.spec.targets.iter().cloned())
             .collect()
     }
 
-    /// Every capture's slice targets, by capture uid: one walk over the mirror.
-    pub fn targets_by_capture(&self) -> HashMap<String, Vec<TargetStatus>> {
-        let mut by_capture: HashMap<String, Vec<TargetStatus>> = HashMap::new();
-        for slice in &self.reader.state() {
+    /// Every capture's slices, by capture uid: one walk over the mirror.
+    pub fn by_capture(&self) -> HashMap<String, Vec<Arc<PacketCaptureSlice>>> {
+        let mut by_capture: HashMap<String, Vec<Arc<PacketCaptureSlice>>> = HashMap::new();
+        for slice in self.reader.state() {
             by_capture
                 .entry(slice.spec.capture_uid.clone())
                 .or_default()
-                .extend(slice.spec.targets.iter().cloned());
+                .push(slice);
         }
         by_capture
     }
@@ -112,19 +111,29 @@ impl Slices {
     }
 }
 
-/// A capture's targets: those of `status.targets` (written there by agents before slices
-/// existed) with each replaced by the slice entry of the same key, plus the slices' others;
-/// sorted by node, pod and interface.
-pub fn merged(legacy: Vec<TargetStatus>, from_slices: Vec<TargetStatus>) -> Vec<TargetStatus> {
+/// A capture's targets, by reference: those of `status.targets` (written there by agents
+/// before slices existed) with each replaced by the slice entry of the same key, plus the
+/// slices' others. In no particular order.
+pub fn merged_refs<'a>(
+    legacy: &'a [TargetStatus],
+    slices: &'a [Arc<PacketCaptureSlice>],
+) -> Vec<&'a TargetStatus> {
+    let from_slices = slices.iter().flat_map(|slice| slice.spec.targets.iter());
     if legacy.is_empty() {
-        let mut targets = from_slices;
-        targets.sort_unstable_by(TargetStatus::cmp_by_key);
-        return targets;
+        return from_slices.collect();
     }
-    let mut by_key: BTreeMap<TargetKey, TargetStatus> =
-        legacy.into_iter().map(|t| (t.key(), t)).collect();
-    by_key.extend(from_slices.into_iter().map(|t| (t.key(), t)));
+    let key = |t: &'a TargetStatus| (t.node.as_str(), t.pod.as_str(), t.interface.as_str());
+    let mut by_key: BTreeMap<(&str, &str, &str), &TargetStatus> =
+        legacy.iter().map(|t| (key(t), t)).collect();
+    by_key.extend(from_slices.map(|t| (key(t), t)));
     by_key.into_values().collect()
+}
+
+/// [`merged_refs`], cloned and sorted by node, pod and interface.
+pub fn merged(legacy: &[TargetStatus], slices: &[Arc<PacketCaptureSlice>]) -> Vec<TargetStatus> {
+    let mut targets: Vec<TargetStatus> = merged_refs(legacy, slices).into_iter().cloned().collect();
+    targets.sort_unstable_by(TargetStatus::cmp_by_key);
+    targets
 }
 
 #[cfg(test)]
@@ -145,17 +154,39 @@ mod tests {
         }
     }
 
+    fn slice(node: &str, targets: Vec<TargetStatus>) -> Arc<PacketCaptureSlice> {
+        Arc::new(PacketCaptureSlice::new(
+            &format!("cap-{node}-0"),
+            capture_spec::SliceSpec {
+                capture: "cap".into(),
+                capture_uid: "uid-1".into(),
+                node: node.into(),
+                targets,
+                ..Default::default()
+            },
+        ))
+    }
+
     #[test]
     fn slices_replace_old_entries_key_by_key_and_keep_the_rest() {
         let legacy = vec![target("node-a", "web-0", 1), target("node-b", "web-1", 2)];
-        let slices = vec![target("node-a", "web-0", 10), target("node-c", "web-2", 3)];
-        let targets = merged(legacy, slices);
+        let slices = vec![
+            slice("node-a", vec![target("node-a", "web-0", 10)]),
+            slice("node-c", vec![target("node-c", "web-2", 3)]),
+        ];
+        let targets = merged(&legacy, &slices);
         let seen: Vec<(&str, u64)> = targets
             .iter()
             .map(|t| (t.node.as_str(), t.packets))
             .collect();
         assert_eq!(seen, [("node-a", 10), ("node-b", 2), ("node-c", 3)]);
-        let only_slices = merged(Vec::new(), vec![target("b", "x", 1), target("a", "y", 1)]);
+        let only_slices = merged(
+            &[],
+            &[
+                slice("b", vec![target("b", "x", 1)]),
+                slice("a", vec![target("a", "y", 1)]),
+            ],
+        );
         assert_eq!(only_slices[0].node, "a");
     }
 }

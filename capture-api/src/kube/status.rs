@@ -554,7 +554,7 @@ pub async fn pass(cluster: &Cluster, memory: &mut Memory) -> Result<BTreeSet<Str
         .filter_map(|object| object.metadata.uid.clone())
         .collect();
     memory.keep(&uids);
-    let mut slice_targets = cluster.store.slices.targets_by_capture();
+    let mut slices = cluster.store.slices.by_capture();
     for object in &objects.items {
         if object.metadata.deletion_timestamp.is_some() {
             continue;
@@ -563,8 +563,8 @@ pub async fn pass(cluster: &Cluster, memory: &mut Memory) -> Result<BTreeSet<Str
         let name = object.metadata.name.as_deref().unwrap_or_default();
         let uid = object.metadata.uid.as_deref().unwrap_or_default();
         let mut observed = Observed::of(object, now);
-        let legacy = std::mem::take(&mut observed.status.targets);
-        observed.status.targets = merged(legacy, slice_targets.remove(uid).unwrap_or_default());
+        let ours = slices.remove(uid).unwrap_or_default();
+        observed.status.targets = merged(&observed.status.targets, &ours);
         memory.observe(cluster, uid, name, &mut observed, now).await;
         let Some(wanted) = wanted(object, &observed, now, &cluster.settings) else {
             continue;

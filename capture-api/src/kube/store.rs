@@ -20,14 +20,15 @@ use kube::Client;
 use serde_json::{json, Value};
 
 use super::shares::ShareSecrets;
-use super::slices::{merged, Slices};
+use super::slices::{merged, merged_refs, Slices};
 use super::{block_on, chrono_time, is_not_found, store_error, FIELD_MANAGER, SCHEDULE_LABEL};
 use crate::store::{
     CaptureRecord, Page, RawCaptureRecord, ScheduleRecord, ShareRecord, Store, StoreError,
     TokenRecord,
 };
 use capture_spec::crd::{PacketCapture, PacketCaptureSchedule};
-use capture_spec::{CaptureStatus, Phase, ScheduleSpec, ScheduleStatus};
+use capture_spec::status::first_targets;
+use capture_spec::{CaptureStatus, Phase, ScheduleSpec, ScheduleStatus, TargetKey, TargetStatus};
 
 const API_VERSION: &str = "podcap.io/v1alpha1";
 
@@ -90,8 +91,16 @@ impl KubeStore {
     /// A PacketCapture object as a record, with its nodes' targets from their slices and the
     /// totals over them, or why its spec or status cannot be read.
     pub fn capture_record(&self, object: &DynamicObject) -> Result<CaptureRecord, StoreError> {
+        let mut record = self.capture_parts(object)?;
+        record.status.targets = merged(&record.status.targets, &self.slices.of(&record.uid));
+        record.status.summarize();
+        Ok(record)
+    }
+
+    /// The object as a record, with only the targets its own status holds.
+    fn capture_parts(&self, object: &DynamicObject) -> Result<CaptureRecord, StoreError> {
         let meta = &object.metadata;
-        let mut record = CaptureRecord {
+        let record = CaptureRecord {
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
             uid: meta.uid.clone().unwrap_or_default(),
@@ -108,10 +117,20 @@ impl KubeStore {
                 .and_then(|labels| labels.get(SCHEDULE_LABEL))
                 .cloned(),
         };
-        let legacy = std::mem::take(&mut record.status.targets);
-        record.status.targets = merged(legacy, self.slices.targets_of(&record.uid));
-        record.status.summarize();
         self.remember(&record.uid, &record.namespace, &record.name);
+        Ok(record)
+    }
+
+    /// [`KubeStore::capture_record`] as an answer shows it ([`CaptureStatus::showing`]): the
+    /// totals over every target and the first few targets, read from the mirrored slices by
+    /// reference, so that only what is shown is copied.
+    pub fn capture_view_record(&self, object: &DynamicObject) -> Result<CaptureRecord, StoreError> {
+        let mut record = self.capture_parts(object)?;
+        let slices = self.slices.of(&record.uid);
+        let legacy = std::mem::take(&mut record.status.targets);
+        let targets = merged_refs(&legacy, &slices);
+        record.status.summarize_over(&targets);
+        record.status = record.status.showing(&targets);
         Ok(record)
     }
 
@@ -192,7 +211,8 @@ impl KubeStore {
                 Err(error) => return Err(store_error("listing PacketCaptures", error)),
             };
             for object in &list.items {
-                let Some(record) = readable(self.capture_record(object)) else {
+                // As an answer shows it: a list must not copy every target of a large capture.
+                let Some(record) = readable(self.capture_view_record(object)) else {
                     continue;
                 };
                 if phase.is_some_and(|phase| record.phase() != phase) {
@@ -200,8 +220,7 @@ impl KubeStore {
                 }
                 items.push(RawCaptureRecord {
                     spec: serde_json::to_string(&record.spec)?,
-                    // As an answer shows it: a list must not carry every target of a large capture.
-                    status: serde_json::to_string(&record.status.inline_view())?,
+                    status: serde_json::to_string(&record.status)?,
                     created_at: page_time(record.created_at),
                     namespace: record.namespace,
                     name: record.name,
@@ -220,9 +239,21 @@ impl KubeStore {
         namespace: &str,
         name: &str,
     ) -> Result<Option<CaptureRecord>, StoreError> {
+        match self.get_capture_object(namespace, name).await? {
+            Some(object) => self.capture_record(&object).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The PacketCapture object `namespace/name`, once the slice mirror is ready.
+    async fn get_capture_object(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<DynamicObject>, StoreError> {
         self.slices.ready().await?;
         match self.capture_api(Some(namespace)).get(name).await {
-            Ok(object) => self.capture_record(&object).map(Some),
+            Ok(object) => Ok(Some(object)),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(store_error("reading a PacketCapture", e)),
         }
@@ -481,6 +512,32 @@ impl Store for KubeStore {
 
     fn capture(&self, namespace: &str, name: &str) -> Result<Option<CaptureRecord>, StoreError> {
         block_on(self.get_capture(namespace, name))?
+    }
+
+    fn capture_view(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<CaptureRecord>, StoreError> {
+        block_on(self.get_capture_object(namespace, name))??
+            .map(|object| self.capture_view_record(&object))
+            .transpose()
+    }
+
+    fn capture_targets(
+        &self,
+        namespace: &str,
+        name: &str,
+        after: Option<&TargetKey>,
+        limit: usize,
+    ) -> Result<Option<(Vec<TargetStatus>, usize)>, StoreError> {
+        let Some(object) = block_on(self.get_capture_object(namespace, name))?? else {
+            return Ok(None);
+        };
+        let record = self.capture_parts(&object)?;
+        let slices = self.slices.of(&record.uid);
+        let targets = merged_refs(&record.status.targets, &slices);
+        Ok(Some(first_targets(&targets, after, limit)))
     }
 
     fn capture_by_uid(&self, uid: &str) -> Result<Option<CaptureRecord>, StoreError> {

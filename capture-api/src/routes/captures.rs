@@ -28,13 +28,21 @@ use super::object::{
     check_name, invalid_spec, parse_object, requested_name, selector_from_text, DryRunQuery,
 };
 use super::openapi::{self, CapturePath, NamespacePath, PacketCapture, PacketCaptureList};
-use super::targets::{limit_inline_targets, INLINE_SCAN_BYTES};
+use super::targets::{limit_inline_targets, INLINE_SCAN_BYTES, INLINE_TARGETS};
 
 pub const API_VERSION: &str = "podcap.io/v1alpha1";
 
-/// A capture as the API returns it, with at most [`capture_spec::status::INLINE_TARGETS`]
-/// targets inline.
+/// A capture as the API returns it, with at most [`INLINE_TARGETS`] targets inline: a record
+/// with more is cut to its [`inline_view`](capture_spec::CaptureStatus::inline_view) (a view
+/// from [`Store::capture_view`] already is one).
 pub fn resource(record: &CaptureRecord) -> Value {
+    let cut;
+    let status = if record.status.targets.len() > INLINE_TARGETS {
+        cut = record.status.inline_view();
+        &cut
+    } else {
+        &record.status
+    };
     json!({
         "apiVersion": API_VERSION,
         "kind": "PacketCapture",
@@ -45,13 +53,27 @@ pub fn resource(record: &CaptureRecord) -> Value {
             "creationTimestamp": record.created_at.to_rfc3339(),
         },
         "spec": record.spec,
-        "status": record.status.inline_view(),
+        "status": status,
     })
 }
 
 /// The capture `namespace/name`, or a 404 that says how to find the right one.
 pub fn find(state: &AppState, namespace: &str, name: &str) -> Result<CaptureRecord, Problem> {
-    state.store.capture(namespace, name).map_err(Problem::store)?.ok_or_else(|| {
+    found(state.store.capture(namespace, name), namespace, name)
+}
+
+/// [`find`] as an answer shows it ([`Store::capture_view`]): cheap however many targets.
+pub fn find_view(state: &AppState, namespace: &str, name: &str) -> Result<CaptureRecord, Problem> {
+    found(state.store.capture_view(namespace, name), namespace, name)
+}
+
+/// What a lookup of `namespace/name` found, or a 404 that says how to find the right one.
+pub fn found<T>(
+    lookup: Result<Option<T>, StoreError>,
+    namespace: &str,
+    name: &str,
+) -> Result<T, Problem> {
+    lookup.map_err(Problem::store)?.ok_or_else(|| {
         Problem::not_found(format!(
             "no capture {name:?} in namespace {namespace:?}: list them with GET /api/v1/namespaces/{namespace}/captures"
         ))
@@ -321,7 +343,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, Problem> {
-    Ok(Json(resource(&find(&state, &namespace, &name)?)))
+    Ok(Json(resource(&find_view(&state, &namespace, &name)?)))
 }
 
 /// Stops a capture now and keeps its files.

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::IntoParams;
 
-use super::captures::{find, API_VERSION};
+use super::captures::{found, API_VERSION};
 use super::extract::{Path, Query};
 use super::openapi::{CapturePath, TargetList};
 use crate::problem::{InvalidParam, Problem};
@@ -78,21 +78,11 @@ fn key_of_token(token: &str) -> Option<TargetKey> {
     parts.next().is_none().then_some(key)
 }
 
-/// The page of `targets` after `after` (from the start without), at most `limit` long, and
-/// the token of the next page when more follow.
-pub fn page(
-    mut targets: Vec<TargetStatus>,
-    after: Option<&TargetKey>,
-    limit: usize,
-) -> (Vec<TargetStatus>, Option<String>) {
-    targets.sort_unstable_by(TargetStatus::cmp_by_key);
-    let start = after.map_or(0, |after| targets.partition_point(|t| t.key_at_most(after)));
-    let rest = targets.len() - start;
-    let items: Vec<TargetStatus> = targets.drain(start..).take(limit).collect();
-    let next = (rest > limit)
+/// The token of the page after `items` when `more` targets follow them.
+fn next_token(items: &[TargetStatus], more: usize) -> Option<String> {
+    (more > 0)
         .then(|| items.last().map(|last| token_of(&last.key())))
-        .flatten();
-    (items, next)
+        .flatten()
 }
 
 #[utoipa::path(
@@ -142,10 +132,15 @@ pub async fn list(
             )
         })?),
     };
-    let record = find(&state, &namespace, &name)?;
-    let (items, next) = page(record.status.targets, after.as_ref(), limit);
+    let (items, more) = found(
+        state
+            .store
+            .capture_targets(&namespace, &name, after.as_ref(), limit),
+        &namespace,
+        &name,
+    )?;
     let mut metadata = json!({});
-    if let Some(next) = next {
+    if let Some(next) = next_token(&items, more) {
         metadata["continue"] = json!(next);
     }
     Ok(Json(json!({
@@ -170,6 +165,18 @@ mod tests {
         }
     }
 
+    /// A page as the route makes it.
+    fn page(
+        targets: &[TargetStatus],
+        after: Option<&TargetKey>,
+        limit: usize,
+    ) -> (Vec<TargetStatus>, Option<String>) {
+        let refs: Vec<&TargetStatus> = targets.iter().collect();
+        let (items, more) = capture_spec::status::first_targets(&refs, after, limit);
+        let next = next_token(&items, more);
+        (items, next)
+    }
+
     #[test]
     fn pages_cover_every_target_once_in_key_order() {
         let targets: Vec<TargetStatus> = (0..25)
@@ -179,7 +186,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut after = None;
         loop {
-            let (items, next) = page(targets.clone(), after.as_ref(), 7);
+            let (items, next) = page(&targets, after.as_ref(), 7);
             assert!(items.len() <= 7);
             seen.extend(items.iter().map(TargetStatus::key));
             match next {
@@ -191,7 +198,7 @@ mod tests {
         expected.sort();
         assert_eq!(seen, expected);
         // A last page that is exactly full says nothing follows.
-        assert!(page(targets.clone(), None, 25).1.is_none());
+        assert!(page(&targets, None, 25).1.is_none());
         assert!(key_of_token("zz").is_none());
         assert!(key_of_token(&hex::encode("a\nb")).is_none());
     }

@@ -4,7 +4,10 @@
 
 mod sqlite;
 
-use capture_spec::{CaptureSpec, CaptureStatus, Phase, ScheduleSpec, ScheduleStatus};
+use capture_spec::status::first_targets;
+use capture_spec::{
+    CaptureSpec, CaptureStatus, Phase, ScheduleSpec, ScheduleStatus, TargetKey, TargetStatus,
+};
 use chrono::{DateTime, Utc};
 
 pub use sqlite::SqliteStore;
@@ -146,6 +149,33 @@ pub struct TokenRecord {
 pub trait Store: Send + Sync + 'static {
     fn insert_capture(&self, capture: &CaptureRecord) -> Result<(), StoreError>;
     fn capture(&self, namespace: &str, name: &str) -> Result<Option<CaptureRecord>, StoreError>;
+    /// The capture as an answer shows it ([`CaptureStatus::inline_view`]): totals over every
+    /// target, and only the first targets. A store that can build it without copying every
+    /// target (Kubernetes mode, where a capture may have tens of thousands) overrides this.
+    fn capture_view(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<CaptureRecord>, StoreError> {
+        Ok(self.capture(namespace, name)?.map(|mut record| {
+            record.status = record.status.inline_view();
+            record
+        }))
+    }
+    /// One page of a capture's targets ([`first_targets`]: the first `limit` by node, pod and
+    /// interface after `after`) and how many more follow; None when there is no such capture.
+    fn capture_targets(
+        &self,
+        namespace: &str,
+        name: &str,
+        after: Option<&TargetKey>,
+        limit: usize,
+    ) -> Result<Option<(Vec<TargetStatus>, usize)>, StoreError> {
+        Ok(self.capture(namespace, name)?.map(|record| {
+            let targets: Vec<&TargetStatus> = record.status.targets.iter().collect();
+            first_targets(&targets, after, limit)
+        }))
+    }
     fn capture_by_uid(&self, uid: &str) -> Result<Option<CaptureRecord>, StoreError>;
     /// Captures of one namespace (or all when `None`), optionally of one phase, oldest first.
     fn captures(
