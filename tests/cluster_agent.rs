@@ -68,11 +68,8 @@ impl Cluster {
             .then(|| serde_json::from_slice(&output.stdout).unwrap())
     }
 
-    /// The capture's targets: those of every node's slices of it.
-    fn targets(&self, name: &str) -> Vec<TargetStatus> {
-        let Some(uid) = self.capture(name).and_then(|c| c.metadata.uid) else {
-            return Vec::new();
-        };
+    /// Every node's PacketCaptureSlices of the capture with this uid.
+    fn slices(&self, uid: &str) -> Vec<serde_json::Value> {
         let listed = self.server.kubectl(&[
             "get",
             "packetcaptureslices",
@@ -84,10 +81,16 @@ impl Cluster {
             "json",
         ]);
         let list: serde_json::Value = serde_json::from_str(&listed).unwrap();
-        list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        list["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The capture's targets: those of every node's slices of it.
+    fn targets(&self, name: &str) -> Vec<TargetStatus> {
+        let Some(uid) = self.capture(name).and_then(|c| c.metadata.uid) else {
+            return Vec::new();
+        };
+        self.slices(&uid)
+            .iter()
             .flat_map(|slice| {
                 serde_json::from_value::<Vec<TargetStatus>>(slice["spec"]["targets"].clone())
                     .unwrap()
@@ -444,17 +447,8 @@ fn both_nodes_capture_and_serve_files(c: &mut Cluster) {
         );
     }
     // Each agent deleted its slices before its finalizer (no garbage collector runs here).
-    let left = c.server.kubectl(&[
-        "get",
-        "packetcaptureslices",
-        "-n",
-        NAMESPACE,
-        "-l",
-        &format!("podcap.io/capture-uid={uid}"),
-        "-o",
-        "name",
-    ]);
-    assert_eq!(left.trim(), "", "slices left behind");
+    let left = c.slices(&uid);
+    assert!(left.is_empty(), "slices left behind: {left:?}");
 }
 
 /// The agents run without `--netns-fallback`: a capture inside the pods (capturePoint podNetns)

@@ -16,7 +16,8 @@ use capture_spec::{
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
-use podcap_testkit::kube::{kubectl_path, repo_root, KubeApiServer, KubeError};
+use podcap_testkit::cluster::{deploy, install_crds};
+use podcap_testkit::kube::{kubectl_path, KubeApiServer, KubeError};
 use podcap_testkit::subtests::{admin_client, run_subtests};
 use serde_json::{json, Value};
 
@@ -25,10 +26,6 @@ struct Cluster {
     server: KubeApiServer,
     runtime: tokio::runtime::Runtime,
     client: Client,
-}
-
-fn deploy(path: &str) -> String {
-    repo_root().join("deploy").join(path).display().to_string()
 }
 
 fn read(path: &str) -> String {
@@ -91,15 +88,7 @@ fn create_namespace(c: &Cluster, name: &str) {
 }
 
 fn crds_become_established(c: &Cluster) {
-    c.server.kubectl(&["apply", "-k", &deploy("crds")]);
-    c.server.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/packetcaptures.podcap.io",
-        "crd/packetcaptureschedules.podcap.io",
-        "crd/packetcaptureslices.podcap.io",
-    ]);
+    install_crds(&c.server);
     for crd in [
         "packetcaptures.podcap.io",
         "packetcaptureschedules.podcap.io",

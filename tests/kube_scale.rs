@@ -86,7 +86,7 @@ fn a_capture_across_200_nodes_fits_the_apiserver() {
         "list of the namespace's captures",
     ] {
         assert!(
-            row(&report, &format!("API {read} p50 / p99")).ends_with("(0 failed)"),
+            row(&report, &format!("API {read} p50 / p99 / max")).ends_with("(0 failed)"),
             "{read}: {report}"
         );
     }

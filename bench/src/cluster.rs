@@ -39,6 +39,8 @@ use crate::capturer::find_binary;
 
 const NAMESPACE: &str = "shop";
 const CAPTURE: &str = "scale";
+/// Timed requests of each kind to capture-api, after the rounds.
+const GET_SAMPLES: usize = 200;
 
 #[derive(Args, Debug)]
 pub struct ClusterArgs {
@@ -361,7 +363,7 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
         std::thread::sleep(Duration::from_millis(500));
     }
     let mut timings: BTreeMap<&str, (Vec<Duration>, usize)> = BTreeMap::new();
-    for _ in 0..50 {
+    for _ in 0..GET_SAMPLES {
         for (what, url) in [
             ("GET of the capture", format!("{base}/{CAPTURE}")),
             (
@@ -444,9 +446,10 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
     }
     for (what, (times, failed)) in &timings {
         report.push_str(&format!(
-            "| API {what} p50 / p99 | {:.0} / {:.0} ms ({failed} failed) |\n",
+            "| API {what} p50 / p99 / max | {:.0} / {:.0} / {:.0} ms ({failed} failed) |\n",
             ms(percentile(times, 0.5)),
-            ms(percentile(times, 0.99))
+            ms(percentile(times, 0.99)),
+            ms(percentile(times, 1.0))
         ));
     }
     if !writes.failures.is_empty() {

@@ -450,7 +450,9 @@ pub fn wanted(
             failed
         });
     let current = object.data.get("status").cloned().unwrap_or_default();
-    let changed = serde_json::to_value(&wanted)
+    // Targets are never the API's to write: compared without them (a large capture has tens of
+    // thousands, and this runs every second).
+    let changed = serde_json::to_value(wanted.without_targets())
         .is_ok_and(|value| api_owned_status(&value) != api_owned_status(&current));
     changed.then_some(wanted)
 }
@@ -526,7 +528,7 @@ impl Memory {
         wanted: &CaptureStatus,
         now: std::time::Instant,
     ) -> bool {
-        let urgent = serde_json::to_value(wanted).map_or(true, |value| {
+        let urgent = serde_json::to_value(wanted.without_targets()).map_or(true, |value| {
             without_totals(&value) != without_totals(current)
         });
         urgent

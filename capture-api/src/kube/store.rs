@@ -289,7 +289,7 @@ impl KubeStore {
         let patch = json!({
             "apiVersion": API_VERSION,
             "kind": "PacketCapture",
-            "status": api_owned_status(&serde_json::to_value(status)?),
+            "status": api_owned_status(&serde_json::to_value(status.without_targets())?),
         });
         self.capture_api(Some(namespace))
             .patch_status(
