@@ -500,6 +500,18 @@ fn alice_is_403_in_another_namespace(c: &Cluster) {
 }
 
 /// Applies `targets` to a capture's status as node-a's agent would.
+/// Alice creates capture `name` in namespace shop, capturing for an hour.
+fn create_for_an_hour(c: &Cluster, name: &str) {
+    let body = json!({"metadata": {"name": name}, "spec": {"duration": "1h"}});
+    let created = c.api.call(
+        "POST",
+        "/api/v1/namespaces/shop/captures",
+        Some(c.server.alice_token.as_str()),
+        Some(&body),
+    );
+    assert_eq!(created.status, 201, "creating {name}");
+}
+
 /// What a node's agent writes for capture `name` in namespace shop: its slices (the node is
 /// the first target's), with the agents' own writer, as the agent's service account.
 fn apply_as_agent(c: &Cluster, name: &str, targets: Value) {
@@ -551,14 +563,7 @@ fn apply_as_old_agent(c: &Cluster, name: &str, targets: Value) {
 /// replaces that node's old entry, and the others stay.
 fn a_capture_from_before_slices_reads_and_downloads(c: &Cluster) {
     let alice = Some(c.server.alice_token.as_str());
-    let body = json!({"metadata": {"name": "old"}, "spec": {"duration": "1h"}});
-    let created = c.api.call(
-        "POST",
-        "/api/v1/namespaces/shop/captures",
-        alice,
-        Some(&body),
-    );
-    assert_eq!(created.status, 201);
+    create_for_an_hour(c, "old");
     let file = pcapng(3);
     let entry = |pod: &str, packets: u64| {
         json!({
@@ -652,14 +657,7 @@ fn a_capture_from_before_slices_reads_and_downloads(c: &Cluster) {
 /// it before sending its token, and says why.
 fn an_agent_with_another_ca_gets_no_token_and_no_download(c: &Cluster) {
     let alice = Some(c.server.alice_token.as_str());
-    let body = json!({"metadata": {"name": "impostor"}, "spec": {"duration": "1h"}});
-    let created = c.api.call(
-        "POST",
-        "/api/v1/namespaces/shop/captures",
-        alice,
-        Some(&body),
-    );
-    assert_eq!(created.status, 201);
+    create_for_an_hour(c, "impostor");
     let file = pcapng(3);
     apply_as_agent(
         c,
@@ -722,15 +720,7 @@ fn an_agent_with_another_ca_gets_no_token_and_no_download(c: &Cluster) {
 fn lists_page_through_the_apiserver(c: &Cluster) {
     let alice = Some(c.server.alice_token.as_str());
     for index in 0..5 {
-        let body =
-            json!({"metadata": {"name": format!("paged-{index}")}, "spec": {"duration": "1h"}});
-        let created = c.api.call(
-            "POST",
-            "/api/v1/namespaces/shop/captures",
-            alice,
-            Some(&body),
-        );
-        assert_eq!(created.status, 201);
+        create_for_an_hour(c, &format!("paged-{index}"));
     }
     let names = |answer: &Value| -> Vec<String> {
         answer["items"]

@@ -159,6 +159,47 @@ fn the_console_sends_an_expression_and_peers_and_shows_the_servers_errors_at_the
     assert!(artifacts.join("bpf-refused.png").exists());
 }
 
+/// A capture with 150 pod interfaces, more than an answer carries (web/tests/many_targets.mjs):
+/// the page shows the totals over all of them and its Pods table pages through the targets
+/// route. The capture selects no pod and ends; its stored status is then given 150 targets
+/// through the API's own store, since standalone mode cannot make 150 pods quickly.
+#[test]
+fn the_console_pages_through_a_capture_with_many_pods() {
+    use capture_api::store::{SqliteStore, Store};
+
+    let api = Api::start();
+    let created = api.post(
+        "/api/v1/namespaces/default/captures",
+        &serde_json::json!({"metadata": {"name": "many"}, "spec": {"podSelector": "podcap.io/netns=no-such-pod", "duration": "1s"}}),
+    );
+    assert_eq!(created.status, 201, "{}", created.json());
+    let finished = api.wait_for_phase(
+        "default",
+        "many",
+        &["Completed", "Failed"],
+        Duration::from_secs(60),
+    );
+    let store = SqliteStore::open(&api.data_dir.join("podcap.db")).expect("the API's store");
+    let record = store
+        .capture("default", "many")
+        .expect("reading the capture")
+        .expect("the capture");
+    let targets: Vec<serde_json::Value> = (0..150)
+        .map(|i| {
+            serde_json::json!({"node": format!("node-{}", i % 3), "namespace": "default",
+                "pod": format!("web-{i:03}"), "interface": "eth0", "state": "Completed",
+                "packets": 2, "bytes": 120})
+        })
+        .collect();
+    let mut status = finished["status"].clone();
+    status["targets"] = serde_json::Value::Array(targets);
+    let mut status: capture_spec::CaptureStatus = serde_json::from_value(status).unwrap();
+    status.summarize();
+    assert!(store.update_capture_status(&record.uid, &status).unwrap());
+    let artifacts = run_script("many_targets.mjs", &api, &[]);
+    assert!(artifacts.join("many-first-page.png").exists());
+}
+
 /// Sends a few UDP datagrams from each pod to its host side every 200 ms until dropped (at most
 /// two minutes), so a capture started from the browser has traffic to see.
 struct Traffic {

@@ -10,7 +10,7 @@
 //! PacketCaptureSlices (`slices`), and deleting the files and slices of deleted captures.
 //!
 //! The pass itself is synchronous (engines open sockets and join threads) and runs on a blocking
-//! thread; what it decides to tell the API server (status applies, finalizer patches) comes back
+//! thread; what it decides to tell the API server (slice writes, finalizer patches) comes back
 //! as [`Action`]s that the async loop in `mod.rs` sends.
 //!
 //! An agent that restarts finds this node's targets in its slices (its watch shows them; a

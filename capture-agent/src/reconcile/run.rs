@@ -3,7 +3,7 @@
 //! process's, so a restart loses nothing), and the packet/byte budget its targets share.
 //!
 //! The entries are what the mode reports: the standalone runner writes them into the stored
-//! status, the node agent applies them as this node's `status.targets`. A budget counts this
+//! status, the node agent writes them into this node's PacketCaptureSlices. A budget counts this
 //! node's targets only, so a capture on N nodes may record up to N times its limits in total.
 
 use std::collections::{BTreeMap, HashMap};

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use capture_agent::cluster::watch::RewatchBackoff;
 use capture_spec::{PacketCaptureSlice, TargetStatus};
 use futures::StreamExt;
 use kube::runtime::reflector::{self, store::Writer, Store};
@@ -51,8 +52,9 @@ impl Slices {
             return;
         };
         let api = Api::<PacketCaptureSlice>::all(client.clone());
+        // Retried within seconds after an outage: reads show counters as fresh as the mirror.
         let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
+            .backoff(RewatchBackoff::default())
             .reflect(writer);
         tokio::spawn(async move {
             futures::pin_mut!(stream);
