@@ -258,7 +258,8 @@ fn schedule_runs_capture(node: &Node) {
         ]);
         let list: Value = serde_json::from_str(&text).ok()?;
         list["items"].as_array()?.iter().find_map(|item| {
-            let status: CaptureStatus = serde_json::from_value(item["status"].clone()).ok()?;
+            let name = item["metadata"]["name"].as_str()?;
+            let status = node.status(name);
             let started = status.started_at?;
             let left = started + chrono::Duration::seconds(10) - chrono::Utc::now();
             let all = pods.iter().all(|p| {
@@ -266,8 +267,7 @@ fn schedule_runs_capture(node: &Node) {
                     .is_some_and(|t| t.state == TargetState::Capturing && !t.files.is_empty())
             });
             (status.phase == Phase::Capturing && all && left > chrono::Duration::seconds(6))
-                .then(|| item["metadata"]["name"].as_str().map(str::to_string))
-                .flatten()
+                .then(|| name.to_string())
         })
     });
     node.send("udp", a, b, PORT, 3);

@@ -371,13 +371,34 @@ impl Node {
         .ok(204);
     }
 
-    /// The capture's status as stored (read with kubectl, as the admin).
+    /// The capture's status as stored (read with kubectl, as the admin): the capture's own
+    /// status (phase, times, message, totals) with every node's targets from its
+    /// PacketCaptureSlices.
     pub fn status(&self, name: &str) -> CaptureStatus {
         let text = self
             .cluster
             .kubectl(&["-n", NS, "get", "pcap", name, "-o", "json"]);
         let object: Value = serde_json::from_str(&text).expect("kubectl printed JSON");
-        serde_json::from_value(object["status"].clone()).unwrap_or_default()
+        let mut status: CaptureStatus =
+            serde_json::from_value(object["status"].clone()).unwrap_or_default();
+        let uid = object["metadata"]["uid"].as_str().unwrap_or_default();
+        let slices = self.cluster.kubectl(&[
+            "-n",
+            NS,
+            "get",
+            "pcapslice",
+            "-l",
+            &format!("podcap.io/capture-uid={uid}"),
+            "-o",
+            "json",
+        ]);
+        let slices: Value = serde_json::from_str(&slices).expect("kubectl printed JSON");
+        for slice in slices["items"].as_array().into_iter().flatten() {
+            let targets: Vec<TargetStatus> =
+                serde_json::from_value(slice["spec"]["targets"].clone()).unwrap_or_default();
+            status.targets.extend(targets);
+        }
+        status
     }
 
     pub fn target(status: &CaptureStatus, pod: &str) -> Option<TargetStatus> {
