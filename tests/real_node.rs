@@ -47,7 +47,7 @@ mod kube_common;
 #[path = "real_node/node.rs"]
 mod node;
 
-use capture_spec::{CaptureStatus, Phase, TargetState};
+use capture_spec::{Phase, TargetState};
 use node::{capture_yaml, install, web_capture_spec, Node, WebPod};
 use node::{ELSEWHERE, NS, OTHER_UDP, PORT, TCP_PORT};
 use podcap_testkit::cluster::eventually;
