@@ -701,7 +701,7 @@ fn links_lead_from_created_objects_to_the_operations_that_take_them() {
             }
         }
     }
-    let expected: [(&str, &str, &[&str]); 4] = [
+    let expected: [(&str, &str, &[&str]); 5] = [
         (
             "createCapture",
             "201",
@@ -715,9 +715,11 @@ fn links_lead_from_created_objects_to_the_operations_that_take_them() {
                 "downloadMergedCapture",
                 "createShare",
                 "listShares",
+                "createDownloadTicket",
             ],
         ),
         ("createShare", "201", &["revokeShare", "downloadShared"]),
+        ("createDownloadTicket", "201", &["downloadWithTicket"]),
         (
             "createSchedule",
             "201",

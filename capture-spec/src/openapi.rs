@@ -10,6 +10,7 @@ use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema,
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
+use crate::capture::CaptureSpec;
 use crate::duration::CaptureDuration;
 use crate::filter::{Filter, FilterRule, FilterRuleWire, PortRange, Protocol};
 use crate::peer::{Peer, MAX_PEER_LENGTH, PEER_PATTERN};
@@ -168,6 +169,31 @@ impl ToSchema for Filter {
     }
 }
 
+/// A schedule's `template`: the capture spec with its window a required `duration` and no
+/// `startTime` or `endTime`, as the schedule validator wants (each run starts at its scheduled
+/// time, so a fixed time would be wrong from the second run on). Without this the document
+/// allowed templates the server refuses, and generated clients and fuzzers wrote them.
+pub(crate) fn schedule_template() -> Schema {
+    let mut schema = match CaptureSpec::schema() {
+        RefOr::T(schema) => schema,
+        // The derived schema is inline; a reference would be CaptureSpec's own component.
+        RefOr::Ref(_) => return ObjectBuilder::new().into(),
+    };
+    if let Schema::Object(object) = &mut schema {
+        for field in ["startTime", "endTime"] {
+            object.properties.remove(field);
+        }
+        object.required.retain(|field| field != "duration");
+        object.required.push("duration".to_string());
+        object.description = Some(
+            "The capture each run creates: a capture spec whose window is a `duration` \
+             (required; `startTime` and `endTime` are refused)."
+                .to_string(),
+        );
+    }
+    schema
+}
+
 impl PartialSchema for CaptureDuration {
     fn schema() -> RefOr<Schema> {
         ObjectBuilder::new()
@@ -226,6 +252,27 @@ mod tests {
             "{rotation}"
         );
         assert_eq!(rotation["additionalProperties"], false);
+    }
+
+    #[test]
+    fn a_schedule_documents_what_its_validator_wants() {
+        let schedule = json::<crate::ScheduleSpec>();
+        let properties = &schedule["properties"];
+        assert_eq!(properties["schedule"]["minLength"], 1, "{schedule}");
+        assert_eq!(
+            properties["historyLimit"]["maximum"].as_f64(),
+            Some(crate::MAX_HISTORY_LIMIT as f64)
+        );
+        assert_eq!(properties["startingDeadlineSeconds"]["minimum"], 1);
+        let template = &properties["template"];
+        assert!(template["properties"]["duration"].is_object(), "{template}");
+        assert!(template["properties"]["startTime"].is_null());
+        assert!(template["properties"]["endTime"].is_null());
+        assert!(template["required"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("duration")));
+        assert_eq!(template["additionalProperties"], false);
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub const NEXT_SCHEDULE_TIMES_SHOWN: usize = 5;
 )]
 pub struct ScheduleSpec {
     /// A CronJob cron expression: `"0 2 * * *"`, `"*/30 * * * * *"` (seconds first), `@daily`.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, example = "0 2 * * *"))]
     pub schedule: String,
     /// IANA zone the schedule's wall clock is in, e.g. `Europe/Berlin`; unset means UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,12 +83,18 @@ pub struct ScheduleSpec {
             range(max = 100)
         )
     )]
+    #[cfg_attr(feature = "openapi", schema(maximum = 100))]
     pub history_limit: Option<u32>,
     /// A run that could not start within this many seconds of its time is skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     #[cfg_attr(feature = "kube", schemars(range(min = 1)))]
     pub starting_deadline_seconds: Option<u64>,
     /// The capture each run creates; its window must be a `duration`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(schema_with = crate::openapi::schedule_template)
+    )]
     pub template: CaptureSpec,
 }
 

@@ -172,8 +172,16 @@ fn json_type(value: &Value) -> &'static str {
 pub struct DryRunQuery {
     /// `All`: check the request and answer with the object it would create, storing nothing.
     #[serde(rename = "dryRun")]
-    #[param(rename = "dryRun", value_type = Option<String>, example = "All")]
+    #[param(rename = "dryRun", schema_with = dry_run_mode, example = "All")]
     dry_run: Option<String>,
+}
+
+/// `dryRun`'s one accepted value, documented as the enum it is: any other value is a 422.
+fn dry_run_mode() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["All"]))
+        .into()
 }
 
 impl DryRunQuery {

@@ -491,7 +491,7 @@ const RESPONSE_NAME: &str = "$response.body#/metadata/name";
 /// The links between operations: from the answer of one operation (its id and status) to the
 /// operations that take what it returned, with each path parameter's runtime expression. They
 /// let clients and stateful fuzzers follow a new capture to its files, shares and downloads,
-/// a new share to its revocation, a new schedule to its reads and changes, a file list to a file.
+/// a new share to its revocation and its link, a new download ticket to its download, a new schedule to its reads and changes, a file list to a file.
 #[allow(clippy::type_complexity)]
 fn links() -> Vec<(
     &'static str,
@@ -511,6 +511,7 @@ fn links() -> Vec<(
         "downloadMergedCapture",
         "createShare",
         "listShares",
+        "createDownloadTicket",
     ] {
         links.push(("createCapture", "201", target, capture.clone()));
     }
@@ -525,6 +526,12 @@ fn links() -> Vec<(
         "201",
         "downloadShared",
         vec![("token", "$response.body#/token")],
+    ));
+    links.push((
+        "createDownloadTicket",
+        "201",
+        "downloadWithTicket",
+        vec![("ticket", "$response.body#/ticket")],
     ));
     for target in ["getSchedule", "replaceSchedule", "deleteSchedule"] {
         links.push(("createSchedule", "201", target, capture.clone()));

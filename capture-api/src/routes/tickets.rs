@@ -41,6 +41,8 @@ pub struct TicketRequest {
 pub struct TicketAnswer {
     /// Relative to this server, e.g. `/download/pcd_...`.
     url: String,
+    /// The secret that ends `url`: the `{ticket}` of `GET /download/{ticket}`.
+    ticket: String,
     expires_at: DateTime<Utc>,
 }
 
@@ -83,6 +85,7 @@ pub async fn create(
         StatusCode::CREATED,
         Json(TicketAnswer {
             url: format!("/download/{secret}"),
+            ticket: secret,
             expires_at,
         }),
     ))
