@@ -300,7 +300,9 @@ fn preview_timeline_and_tickets_read_a_real_capture() {
     let one = api.get_as(one.json()["url"].as_str().unwrap(), Some(""), &[]);
     assert_eq!(one.status, 200);
     assert_eq!(one.content_type, "application/x-pcapng");
-    api.post(&tickets, &json!({"file": "nope"})).problem(404);
+    // The capture exists, so a file it lacks is a bad field (422), not a missing resource.
+    let no_file = api.post(&tickets, &json!({"file": "nope"})).problem(422);
+    assert_eq!(no_file["invalidParams"][0]["name"], "file", "{no_file}");
     api.post(&tickets, &json!({"format": "pcapx"})).problem(422);
     assert_eq!(api.post_as(&tickets, Some(""), &json!({})).status, 401);
     let elsewhere = api.create_token("viewer", &["other"]);

@@ -183,6 +183,10 @@ pub(crate) fn schedule_template() -> Schema {
         for field in ["startTime", "endTime"] {
             object.properties.remove(field);
         }
+        // Not the capture's nullable `duration`: a template's null duration is refused too.
+        object
+            .properties
+            .insert("duration".to_string(), reference::<CaptureDuration>());
         object.required.retain(|field| field != "duration");
         object.required.push("duration".to_string());
         object.description = Some(
@@ -265,7 +269,10 @@ mod tests {
         );
         assert_eq!(properties["startingDeadlineSeconds"]["minimum"], 1);
         let template = &properties["template"];
-        assert!(template["properties"]["duration"].is_object(), "{template}");
+        assert_eq!(
+            template["properties"]["duration"]["$ref"], "#/components/schemas/CaptureDuration",
+            "{template}"
+        );
         assert!(template["properties"]["startTime"].is_null());
         assert!(template["properties"]["endTime"].is_null());
         assert!(template["required"]

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::captures::find;
 use super::download::{format_named, merged_response};
-use super::object::optional_body;
+use super::object::{field_problem, optional_body};
 use super::openapi::{CapturePath, PcapBytes, PcapngBytes};
 use crate::files::find_file;
 use crate::problem::Problem;
@@ -59,8 +59,8 @@ pub struct TicketAnswer {
     responses(
         (status = 201, description = "The ticket.", body = TicketAnswer),
         (status = 400, description = "The body is not a ticket request; or a malformed path segment (a namespace that is not a DNS-1123 label, or not UTF-8 once percent-decoded); the detail names it and what to write instead.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such capture or file.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad `format`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such capture.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad `format`, or a `file` the capture does not have.", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create(
@@ -75,7 +75,18 @@ pub async fn create(
     let record = find(&state, &namespace, &name)?;
     let download = match (request.file, request.format) {
         (Some(id), _) => {
-            find_file(&record, &id)?;
+            // The capture at the URL exists, so a file it lacks is a bad field of the body
+            // (422), not a missing resource (404).
+            find_file(&record, &id).map_err(|_| {
+                field_problem(
+                    "bad file",
+                    "file",
+                    format!(
+                        "capture {}/{} has no file {id:?}: give an id from GET .../captures/{}/files, or leave file out for the merged capture",
+                        record.namespace, record.name, record.name
+                    ),
+                )
+            })?;
             Download::File(id)
         }
         (None, format) => Download::Merged(format_named(format.as_deref())?),
