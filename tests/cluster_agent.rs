@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use capture_spec::{PacketCapture, TargetState, TargetStatus};
 use podcap_testkit::cluster::{
-    agent_connection, deploy, eventually, http_get, install_crds, provision_agent_ca,
-    write_kubeconfig, Agent, Kubelet,
+    agent_connection, capture_slices, deploy, eventually, http_get, install_crds,
+    provision_agent_ca, slice_targets, write_kubeconfig, Agent, Kubelet,
 };
 use podcap_testkit::kube::KubeApiServer;
 use podcap_testkit::traffic::{burst_from_pod, UdpSink};
@@ -70,18 +70,7 @@ impl Cluster {
 
     /// Every node's PacketCaptureSlices of the capture with this uid.
     fn slices(&self, uid: &str) -> Vec<serde_json::Value> {
-        let listed = self.server.kubectl(&[
-            "get",
-            "packetcaptureslices",
-            "-n",
-            NAMESPACE,
-            "-l",
-            &format!("podcap.io/capture-uid={uid}"),
-            "-o",
-            "json",
-        ]);
-        let list: serde_json::Value = serde_json::from_str(&listed).unwrap();
-        list["items"].as_array().cloned().unwrap_or_default()
+        capture_slices(|args| self.server.kubectl(args), NAMESPACE, uid)
     }
 
     /// The capture's targets: those of every node's slices of it.
@@ -89,13 +78,7 @@ impl Cluster {
         let Some(uid) = self.capture(name).and_then(|c| c.metadata.uid) else {
             return Vec::new();
         };
-        self.slices(&uid)
-            .iter()
-            .flat_map(|slice| {
-                serde_json::from_value::<Vec<TargetStatus>>(slice["spec"]["targets"].clone())
-                    .unwrap()
-            })
-            .collect()
+        slice_targets(|args| self.server.kubectl(args), NAMESPACE, &uid)
     }
 
     fn target(&self, capture: &str, node: &str, pod: &str) -> Option<TargetStatus> {

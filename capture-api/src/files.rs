@@ -53,10 +53,15 @@ pub fn find_file(record: &CaptureRecord, id: &str) -> Result<CaptureFile, Proble
 
 /// The 404 for a file id that `record` does not list.
 pub fn no_such_file(record: &CaptureRecord, id: &str) -> Problem {
-    Problem::not_found(format!(
+    Problem::not_found(missing_file(record, id))
+}
+
+/// What to say of a file id that `record` does not list, and where the ids are.
+pub fn missing_file(record: &CaptureRecord, id: &str) -> String {
+    format!(
         "capture {}/{} has no file {id:?}: list its files with GET .../captures/{}/files",
         record.namespace, record.name, record.name
-    ))
+    )
 }
 
 /// The content type of a capture file, from the name podcap gave it.

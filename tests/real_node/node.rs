@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use capture_spec::{CaptureStatus, Phase, TargetState, TargetStatus};
-use podcap_testkit::cluster::eventually;
+use podcap_testkit::cluster::{eventually, slice_targets};
 use podcap_testkit::kube::repo_root;
 use podcap_testkit::realnode::RealNode;
 use podcap_testkit::tshark::{assert_tshark_reads_cleanly, fields};
@@ -382,22 +382,9 @@ impl Node {
         let mut status: CaptureStatus =
             serde_json::from_value(object["status"].clone()).unwrap_or_default();
         let uid = object["metadata"]["uid"].as_str().unwrap_or_default();
-        let slices = self.cluster.kubectl(&[
-            "-n",
-            NS,
-            "get",
-            "pcapslice",
-            "-l",
-            &format!("podcap.io/capture-uid={uid}"),
-            "-o",
-            "json",
-        ]);
-        let slices: Value = serde_json::from_str(&slices).expect("kubectl printed JSON");
-        for slice in slices["items"].as_array().into_iter().flatten() {
-            let targets: Vec<TargetStatus> =
-                serde_json::from_value(slice["spec"]["targets"].clone()).unwrap_or_default();
-            status.targets.extend(targets);
-        }
+        status
+            .targets
+            .extend(slice_targets(|args| self.cluster.kubectl(args), NS, uid));
         status
     }
 

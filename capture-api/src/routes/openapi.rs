@@ -491,7 +491,8 @@ const RESPONSE_NAME: &str = "$response.body#/metadata/name";
 /// The links between operations: from the answer of one operation (its id and status) to the
 /// operations that take what it returned, with each path parameter's runtime expression. They
 /// let clients and stateful fuzzers follow a new capture to its files, shares and downloads,
-/// a new share to its revocation and its link, a new download ticket to its download, a new schedule to its reads and changes, a file list to a file.
+/// a new share to its revocation and its link, a new download ticket to its download, a new
+/// schedule to its reads and changes, a file list to a file.
 #[allow(clippy::type_complexity)]
 fn links() -> Vec<(
     &'static str,

@@ -17,7 +17,7 @@ use super::captures::find;
 use super::download::{format_named, merged_response};
 use super::object::{field_problem, optional_body};
 use super::openapi::{CapturePath, PcapBytes, PcapngBytes};
-use crate::files::find_file;
+use crate::files::{find_file, missing_file};
 use crate::problem::Problem;
 use crate::state::AppState;
 use crate::tickets::Download;
@@ -82,8 +82,8 @@ pub async fn create(
                     "bad file",
                     "file",
                     format!(
-                        "capture {}/{} has no file {id:?}: give an id from GET .../captures/{}/files, or leave file out for the merged capture",
-                        record.namespace, record.name, record.name
+                        "{}, or leave file out for the merged capture",
+                        missing_file(&record, &id)
                     ),
                 )
             })?;

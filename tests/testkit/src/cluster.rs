@@ -15,6 +15,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use capture_agent::cluster::tls::{AgentCa, ServerCert, DEFAULT_CA_SECRET};
+use capture_spec::slice::CAPTURE_UID_LABEL;
+use capture_spec::TargetStatus;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
@@ -117,6 +119,45 @@ pub fn eventually<T>(what: &str, seconds: u64, mut attempt: impl FnMut() -> Opti
 /// `deploy/PATH` of this checkout, as a string for kubectl.
 pub fn deploy(path: &str) -> String {
     repo_root().join("deploy").join(path).display().to_string()
+}
+
+/// Every node's PacketCaptureSlices of the capture with this uid, as kubectl lists them.
+/// `kubectl` runs kubectl as the admin of whichever cluster the test has (the test apiserver or
+/// a real node) and returns its stdout.
+pub fn capture_slices(
+    kubectl: impl Fn(&[&str]) -> String,
+    namespace: &str,
+    uid: &str,
+) -> Vec<serde_json::Value> {
+    let selector = format!("{CAPTURE_UID_LABEL}={uid}");
+    let listed = kubectl(&[
+        "get",
+        "packetcaptureslices",
+        "-n",
+        namespace,
+        "-l",
+        &selector,
+        "-o",
+        "json",
+    ]);
+    let list: serde_json::Value = serde_json::from_str(&listed).expect("kubectl printed JSON");
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// A capture's per-pod targets as an operator reads them: the `spec.targets` of every node's
+/// slice of it ([`capture_slices`]).
+pub fn slice_targets(
+    kubectl: impl Fn(&[&str]) -> String,
+    namespace: &str,
+    uid: &str,
+) -> Vec<TargetStatus> {
+    capture_slices(kubectl, namespace, uid)
+        .iter()
+        .flat_map(|slice| {
+            serde_json::from_value::<Vec<TargetStatus>>(slice["spec"]["targets"].clone())
+                .expect("a slice's spec.targets is a list of targets")
+        })
+        .collect()
 }
 
 /// Every podcap CRD (`deploy/crds`, as `kubectl apply -k` installs them), waited for until the
